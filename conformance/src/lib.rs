@@ -1,0 +1,30 @@
+//! Warren's conformance suite: scenarios written once, run against any AMQP URL.
+//!
+//! The same scenario runs against Warren and against a real RabbitMQ; each asserts its
+//! own expectations and yields a normalized transcript of everything it observed, and
+//! the runner reports every scenario where the two brokers disagree.
+//!
+//! # Layout
+//! - [`driver`]: a frame-level AMQP client over amq-protocol's codec, so that scenarios
+//!   see exact replies (delivery tags, redelivered flags, close codes with class/method).
+//! - [`ctx`]: the scenario context and one helper per AMQP operation.
+//! - [`transcript`]: normalization of observations and comparison.
+//! - [`scenarios`]: the scenarios, one module per area, listed in one table.
+//! - [`runner`]: runs scenarios against a URL and reports the comparison.
+//!
+//! # Adding a scenario
+//! Write `pub async fn name(cx: Ctx) -> R` in the right module of `scenarios/` and add
+//! its name to the table in `scenarios/mod.rs`.
+
+pub mod ctx;
+pub mod driver;
+pub mod embedded;
+pub mod runner;
+pub mod scenarios;
+pub mod transcript;
+
+pub use ctx::{
+    expect_eq, Channel, ConsumeOpts, Ctx, Delivery, ExchangeOpts, PublishOpts, QueueOpts,
+};
+pub use driver::{Close, Conn, ConnectOpts, Expect, Fail, Url, R};
+pub use scenarios::{all, Scenario};

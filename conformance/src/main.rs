@@ -1,0 +1,153 @@
+//! `warren-conformance`: runs the scenarios and prints the comparison table.
+//!
+//! Usage: `warren-conformance [--target URL | [--rabbitmq URL]] [--only SUBSTRING]
+//! [--jobs N] [--verbose] [--list]`. Without `--target` the scenarios run against an
+//! embedded Warren and, given `--rabbitmq` or `AMQP_URL`, against RabbitMQ as well.
+
+use std::process::ExitCode;
+
+use warren_conformance::runner::{compare, run_all, Outcome};
+use warren_conformance::{all, Url};
+
+struct Args {
+    target: Option<String>,
+    rabbitmq: Option<String>,
+    only: Vec<String>,
+    jobs: usize,
+    verbose: bool,
+    list: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        target: None,
+        rabbitmq: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
+        only: Vec::new(),
+        jobs: 4,
+        verbose: false,
+        list: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--target" => args.target = Some(value("--target")?),
+            "--rabbitmq" => args.rabbitmq = Some(value("--rabbitmq")?),
+            "--only" => args.only.push(value("--only")?),
+            "--jobs" => {
+                args.jobs = value("--jobs")?
+                    .parse()
+                    .map_err(|e| format!("--jobs: {e}"))?
+            }
+            "--verbose" | "-v" => args.verbose = true,
+            "--list" => args.list = true,
+            "--help" | "-h" => {
+                return Err("usage: warren-conformance [--target URL | --rabbitmq URL] \
+                     [--only SUBSTRING]... [--jobs N] [--verbose] [--list]"
+                    .into())
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn print_details(label: &str, outcomes: &[Outcome], other: Option<&[Outcome]>) {
+    for (i, o) in outcomes.iter().enumerate() {
+        let differs = other
+            .and_then(|x| x.get(i))
+            .is_some_and(|x| x.transcript != o.transcript);
+        if o.passed() && !differs {
+            continue;
+        }
+        println!(
+            "--- {} on {label}: {}",
+            o.name,
+            o.error.as_deref().unwrap_or("passed")
+        );
+        for line in &o.transcript {
+            println!("    {line}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let scenarios: Vec<_> = all()
+        .into_iter()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())))
+        .collect();
+    if args.list {
+        for s in &scenarios {
+            println!("{}", s.name);
+        }
+        println!("{} scenarios", scenarios.len());
+        return ExitCode::SUCCESS;
+    }
+    let parse = |u: &str| Url::parse(u).map_err(|e| e.to_string());
+
+    if let Some(target) = &args.target {
+        let url = match parse(target) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let outcomes = run_all(&scenarios, &url, args.jobs).await;
+        let report = compare(None, Some(&outcomes));
+        print!("{}", report.table().replace("rabbitmq", "target  "));
+        if args.verbose {
+            print_details("target", &outcomes, None);
+        }
+        let (p, n) = report.rabbitmq;
+        println!("conformance: target {p}/{n}");
+        return if p == n {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
+    let rabbit_url = match args.rabbitmq.as_deref().map(parse).transpose() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let warren = match warren_conformance::embedded::Warren::start().await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("cannot start an embedded Warren: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let warren_out = run_all(&scenarios, warren.url(), args.jobs).await;
+    warren.shutdown().await;
+    let rabbit_out = match &rabbit_url {
+        Some(u) => Some(run_all(&scenarios, u, args.jobs).await),
+        None => None,
+    };
+    let report = compare(Some(&warren_out), rabbit_out.as_deref());
+    print!("{}", report.table());
+    if args.verbose {
+        print_details("warren", &warren_out, rabbit_out.as_deref());
+        if let Some(r) = &rabbit_out {
+            print_details("rabbitmq", r, Some(&warren_out));
+        }
+    }
+    println!("{}", report.summary());
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

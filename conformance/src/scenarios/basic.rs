@@ -1,0 +1,4 @@
+//! basic scenarios.
+
+#[allow(unused_imports)]
+use crate::*;

@@ -1,0 +1,4 @@
+//! confirms scenarios.
+
+#[allow(unused_imports)]
+use crate::*;

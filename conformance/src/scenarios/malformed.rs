@@ -1,0 +1,4 @@
+//! malformed scenarios.
+
+#[allow(unused_imports)]
+use crate::*;

@@ -1,0 +1,127 @@
+//! The scenario table: every scenario, by area, in the order they run and report.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::ctx::Ctx;
+use crate::driver::R;
+
+pub mod basic;
+pub mod confirms;
+pub mod connection;
+pub mod exchange;
+pub mod malformed;
+pub mod queue;
+
+/// A scenario's body: takes a fresh context, returns whether its expectations held.
+pub type Body = fn(Ctx) -> Pin<Box<dyn Future<Output = R> + Send>>;
+
+/// One named scenario.
+#[derive(Clone, Copy)]
+pub struct Scenario {
+    /// `area::name`
+    pub name: &'static str,
+    /// What it does.
+    pub run: Body,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Lists scenarios by module; each name is an `async fn(Ctx) -> R` in that module.
+macro_rules! table {
+    ($($module:ident: [$($name:ident),* $(,)?])*) => {
+        /// Every scenario, in table order.
+        pub fn all() -> Vec<Scenario> {
+            vec![$($(Scenario {
+                name: concat!(stringify!($module), "::", stringify!($name)),
+                run: |cx| Box::pin($module::$name(cx)),
+            },)*)*]
+        }
+    };
+}
+
+table! {
+    connection: [
+        open_and_close,
+        start_announces_capabilities,
+        tune_proposes_defaults,
+        auth_wrong_password,
+        auth_unknown_user,
+        auth_failure_without_capability_drops_socket,
+        unknown_vhost,
+        channel_max_enforced,
+        channel_ids_up_to_max,
+        channel_open_twice,
+        method_on_unopened_channel,
+        channel_reopen_after_close,
+        channel_reopen_after_error,
+        channel_error_spares_other_channels,
+        small_frame_max_carries_large_body,
+        frame_max_below_minimum,
+        frame_larger_than_frame_max,
+        heartbeat_negotiated_is_sent,
+        heartbeat_disabled_stays_open,
+        close_with_unacked_requeues,
+        close_requeues_only_unacked,
+        two_connections_share_a_queue,
+        two_connections_round_robin,
+        channel_close_with_unacked_requeues,
+        channel_flow_active,
+        abrupt_disconnect_requeues,
+    ]
+    exchange: [
+        declare_each_type,
+        passive_missing,
+        passive_existing_ignores_type,
+        predeclared_exchanges_exist,
+        redeclare_type_mismatch,
+        redeclare_durable_mismatch,
+        redeclare_auto_delete_mismatch,
+        redeclare_internal_mismatch,
+        unknown_type,
+        amq_prefix_reserved,
+        redeclare_amq_direct_identically,
+        redeclare_amq_direct_not_durable,
+        declare_default_exchange,
+        passive_default_exchange,
+        delete_default_exchange,
+        delete_amq_exchange,
+        delete_missing,
+        delete_then_passive,
+        delete_if_unused_with_binding,
+        delete_if_unused_without_binding,
+        delete_if_unused_after_unbind,
+        delete_removes_bindings,
+        publish_to_missing_exchange,
+        publish_to_internal_exchange,
+        fanout_to_no_queue,
+        fanout_to_one_queue,
+        fanout_to_many_queues,
+        amq_fanout_routes,
+        direct_routes_by_key,
+        direct_same_key_two_queues,
+        direct_queue_with_two_keys,
+        direct_duplicate_binding_is_one,
+        direct_empty_key,
+        unbind_stops_routing,
+        default_exchange_routes_by_name,
+        default_exchange_unknown_queue,
+        bind_to_default_exchange,
+        unbind_from_default_exchange,
+        auto_delete_on_last_unbind,
+        auto_delete_without_bindings_stays,
+        auto_delete_on_queue_delete,
+        declare_nowait,
+        declare_durable,
+        exchange_to_exchange_binding,
+        exchange_bind_missing_source,
+    ]
+    queue: []
+    basic: []
+    confirms: []
+    malformed: []
+}

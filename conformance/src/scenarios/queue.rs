@@ -1,0 +1,4 @@
+//! queue scenarios.
+
+#[allow(unused_imports)]
+use crate::*;

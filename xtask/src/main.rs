@@ -1,0 +1,44 @@
+//! `cargo xtask`: project automation, kept to the standard library.
+//!
+//! - `cargo xtask conformance [ARGS]`: builds and runs `warren-conformance` with ARGS
+//!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("conformance") => conformance(args.collect()),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the conformance binary, passing its exit status through.
+fn conformance(args: Vec<String>) -> ExitCode {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "warren-conformance",
+            "--bin",
+            "warren-conformance",
+            "--",
+        ])
+        .args(args)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(u8::try_from(s.code().unwrap_or(1)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("cannot run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
