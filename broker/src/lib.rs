@@ -1,1 +1,301 @@
-//! x
+//! Warren: an AMQP 0-9-1 broker that stands in for RabbitMQ in tests.
+//!
+//! Start one inside a test in well under a millisecond, point any AMQP client at
+//! [`Broker::url`] (or, with no socket at all, at [`Broker::connect_in_process`]), and
+//! it behaves as RabbitMQ does wherever a test can see.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let broker = warren_broker::Broker::start().await?; // in memory, 127.0.0.1:0
+//! let url = broker.url(); // amqp://guest:guest@127.0.0.1:PORT/%2f
+//! # let _ = url;
+//! broker.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`codec`]: bytes to frames and back.
+//! - `connection`: one connection's protocol state machine, free of I/O.
+//! - `vhost`: exchanges, queues, bindings and delivery state; routing, dispatch, acks.
+//! - `routing`: direct, fanout, topic and headers matching.
+//! - `outbox`: the ordered bytes waiting for a connection's socket.
+//! - `server`: accept loops and the tasks that drive a connection's I/O.
+//! - [`config`]: settings and limits.
+
+pub mod codec;
+pub mod config;
+mod connection;
+pub mod error;
+mod outbox;
+mod routing;
+mod server;
+mod vhost;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use error::AmqpError;
+
+use server::Tracker;
+use vhost::Vhost;
+
+/// What every connection of a broker shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) vhosts: HashMap<String, Arc<Vhost>>,
+    next_connection: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Sets what the `warren` command line sets; see [`Config`] for the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerBuilder {
+    config: Config,
+    bind_set: bool,
+}
+
+impl BrokerBuilder {
+    /// Listens on `addr` (repeatable; port 0 picks a free port). The default is
+    /// `127.0.0.1:0`.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        if !self.bind_set {
+            self.config.bind.clear();
+            self.bind_set = true;
+        }
+        self.config.bind.push(addr);
+        self
+    }
+
+    /// No listening socket: clients connect through [`Broker::connect_in_process`].
+    pub fn no_listener(mut self) -> Self {
+        self.config.bind.clear();
+        self.bind_set = true;
+        self
+    }
+
+    pub fn credentials(mut self, user: &str, password: &str) -> Self {
+        self.config.user = user.to_owned();
+        self.config.password = password.to_owned();
+        self
+    }
+
+    /// Adds a virtual host; `/` always exists.
+    pub fn vhost(mut self, name: &str) -> Self {
+        self.config.vhosts.push(name.to_owned());
+        self
+    }
+
+    /// Keeps durable state in `dir`.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = Some(dir.into());
+        self
+    }
+
+    pub fn channel_max(mut self, n: u16) -> Self {
+        self.config.channel_max = n;
+        self
+    }
+
+    pub fn frame_max(mut self, n: u32) -> Self {
+        self.config.frame_max = n.max(4096);
+        self
+    }
+
+    /// The heartbeat interval proposed to clients, in seconds (0 disables).
+    pub fn heartbeat(mut self, seconds: u16) -> Self {
+        self.config.heartbeat = seconds;
+        self
+    }
+
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Binds the listeners and starts serving.
+    pub async fn start(self) -> std::io::Result<Broker> {
+        let config = self.config;
+        if let Some(dir) = &config.data_dir {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "--data-dir {}: storage on disk is not implemented yet; \
+                     durable entities live in memory and survive restart() only",
+                    dir.display()
+                ),
+            ));
+        }
+        let mut vhosts = HashMap::new();
+        for name in std::iter::once("/").chain(config.vhosts.iter().map(String::as_str)) {
+            vhosts.insert(name.to_owned(), Arc::new(Vhost::new(name)));
+        }
+        let mut listeners = Vec::new();
+        for addr in &config.bind {
+            listeners.push(TcpListener::bind(addr).await?);
+        }
+        let addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let shared = Arc::new(Shared {
+            config,
+            vhosts,
+            next_connection: AtomicU64::new(1),
+        });
+        let tracker = Arc::new(Tracker::default());
+        let (close_tx, close_rx) = watch::channel(0u64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let accept_tasks = listeners
+            .into_iter()
+            .map(|l| {
+                tokio::spawn(server::accept_loop(
+                    l,
+                    shared.clone(),
+                    tracker.clone(),
+                    close_rx.clone(),
+                    stop_rx.clone(),
+                ))
+            })
+            .collect();
+        Ok(Broker {
+            shared,
+            addrs,
+            tracker,
+            close_tx,
+            stop_tx,
+            accept_tasks,
+        })
+    }
+}
+
+/// A running broker. Dropping it stops it without waiting; [`Broker::shutdown`]
+/// closes every connection gracefully and waits for them.
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    tracker: Arc<Tracker>,
+    /// Bumped to make every connection close with 320 CONNECTION_FORCED.
+    close_tx: watch::Sender<u64>,
+    /// Set to stop the accept loops.
+    stop_tx: watch::Sender<bool>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Broker {
+    /// An in-memory broker on `127.0.0.1:0` with guest/guest.
+    pub async fn start() -> std::io::Result<Broker> {
+        Self::builder().start().await
+    }
+
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// The first listening address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.addrs.first().copied()
+    }
+
+    /// Every listening address, in `bind` order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// `amqp://USER:PASSWORD@HOST:PORT/%2f` for the first listener.
+    pub fn url(&self) -> String {
+        let addr = self
+            .local_addr()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let c = &self.shared.config;
+        format!(
+            "amqp://{}:{}@{}/%2f",
+            percent_encode(&c.user),
+            percent_encode(&c.password),
+            addr
+        )
+    }
+
+    /// A new client connection with no socket: an in-memory byte stream that any
+    /// AMQP client taking an `AsyncRead + AsyncWrite` can speak over.
+    pub fn connect_in_process(&self) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        let guard = self.tracker.enter();
+        tokio::spawn(server::serve(
+            server,
+            self.shared.clone(),
+            self.close_tx.subscribe(),
+            guard,
+        ));
+        client
+    }
+
+    /// How many client connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.tracker.live()
+    }
+
+    /// Restarts the broker as RabbitMQ restarts: every connection is closed with
+    /// 320 CONNECTION_FORCED, and only durable exchanges, durable queues, their
+    /// bindings and persistent messages remain. The listening addresses stay.
+    pub async fn restart(&self) {
+        self.close_tx.send_modify(|n| *n += 1);
+        self.tracker.wait_idle().await;
+        for vhost in self.shared.vhosts.values() {
+            vhost.lock().restart();
+        }
+    }
+
+    /// Graceful shutdown: stops accepting, closes every connection with 320
+    /// CONNECTION_FORCED, and waits until all of them have finished.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_tx.send(true);
+        for task in self.accept_tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.close_tx.send_modify(|n| *n += 1);
+        self.tracker.wait_idle().await;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.stop_tx.send(true);
+        self.close_tx.send_modify(|n| *n += 1);
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,1 +1,84 @@
-fn main(){}
+//! The `warren` binary: the broker on TCP ports, for clients in any language.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// An AMQP 0-9-1 broker that stands in for RabbitMQ in tests.
+#[derive(Parser, Debug)]
+#[command(name = "warren", version)]
+struct Args {
+    /// Address to listen on (repeatable; port 0 picks a free port; [::1]:0 works).
+    #[arg(long = "bind", default_value = "127.0.0.1:5672")]
+    bind: Vec<SocketAddr>,
+    /// Keep durable state in this directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "guest")]
+    user: String,
+    #[arg(long, default_value = "guest")]
+    password: String,
+    /// Virtual host to create besides `/` (repeatable).
+    #[arg(long = "vhost")]
+    vhosts: Vec<String>,
+    /// Heartbeat interval proposed to clients, in seconds (0 disables).
+    #[arg(long, default_value_t = 60)]
+    heartbeat: u16,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut builder = warren_broker::Broker::builder()
+        .credentials(&args.user, &args.password)
+        .heartbeat(args.heartbeat);
+    for addr in &args.bind {
+        builder = builder.bind(*addr);
+    }
+    for vhost in &args.vhosts {
+        builder = builder.vhost(vhost);
+    }
+    if let Some(dir) = &args.data_dir {
+        builder = builder.data_dir(dir);
+    }
+    let broker = match builder.start().await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("warren: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The first line on stdout is the contract: tools wait for it.
+    println!("{}", broker.url());
+    tracing::info!(
+        addrs = ?broker.local_addrs(),
+        "warren ready; storage in memory: everything is gone at exit"
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    broker.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

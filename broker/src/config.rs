@@ -1,0 +1,49 @@
+//! Broker settings: credentials, virtual hosts and the limits that keep hostile or
+//! broken clients from taking unbounded memory. Defaults follow RabbitMQ's.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Addresses to listen on; port 0 picks a free port. Empty: in-process only.
+    pub bind: Vec<SocketAddr>,
+    pub user: String,
+    pub password: String,
+    /// Virtual hosts besides `/`, which always exists.
+    pub vhosts: Vec<String>,
+    /// Where durable state is kept; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Proposed in `connection.tune`; a client's smaller value wins.
+    pub channel_max: u16,
+    pub frame_max: u32,
+    /// Heartbeat interval proposed in `connection.tune`, in seconds.
+    pub heartbeat: u16,
+    /// Largest message body accepted (RabbitMQ's `max_message_size`).
+    pub max_message_size: u64,
+    pub max_connections: usize,
+    /// How long a client may take from TCP connect to `connection.open`.
+    pub handshake_timeout: Duration,
+    /// How long the broker waits for `close-ok` after it sent `connection.close`.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            user: "guest".into(),
+            password: "guest".into(),
+            vhosts: Vec::new(),
+            data_dir: None,
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+            max_connections: 65_535,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(3),
+        }
+    }
+}

@@ -1,0 +1,1185 @@
+//! One client connection's protocol state machine, free of I/O: fed the bytes a
+//! client sent, it answers by appending frames to the connection's outbox, and tells
+//! the I/O driver when the socket should close.
+//!
+//! Every protocol error passes through [`Connection::fail`], which turns it into the
+//! right `channel.close` or `connection.close`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amq_protocol::protocol::{
+    access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
+};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{self, Frame, PROTOCOL_HEADER};
+use crate::error::{code, AmqpError, Scope};
+use crate::outbox::Outbox;
+use crate::vhost::{ConnId, Message, QueueDeclare, Vhost};
+use crate::Shared;
+
+/// What the I/O driver should do after feeding input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// Flush the outbox, then close the socket.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the 8-byte protocol header.
+    Header,
+    StartOk,
+    TuneOk,
+    Open,
+    Opened,
+    /// The broker sent `connection.close` and waits for `close-ok`.
+    Closing,
+    Closed,
+}
+
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per channel; boxing would cost an allocation per message"
+)]
+enum Content {
+    Idle,
+    /// `basic.publish` seen; its content header is due.
+    Header(basic::Publish),
+    Body {
+        publish: basic::Publish,
+        header: Bytes,
+        properties: basic::AMQPProperties,
+        size: u64,
+        body: BytesMut,
+    },
+}
+
+/// What the broker remembers of a publish made inside a transaction.
+#[derive(Debug)]
+enum TxOp {
+    Publish {
+        targets: Vec<String>,
+        mandatory: bool,
+        msg: Box<Message>,
+    },
+    Settle {
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    },
+}
+
+#[derive(Debug)]
+struct ChannelProto {
+    /// The broker sent `channel.close`: everything but close/close-ok is dropped.
+    closing: bool,
+    content: Content,
+    /// Publisher confirms: the sequence number of the next publish, and the highest
+    /// one already acknowledged to the client.
+    confirm: Option<(u64, u64)>,
+    /// `tx.select` was seen; publishes and acks wait for `tx.commit`.
+    tx: Option<Vec<TxOp>>,
+    /// The last queue declared on the channel, for methods that name queue "".
+    last_queue: Option<String>,
+}
+
+impl ChannelProto {
+    fn new() -> Self {
+        Self {
+            closing: false,
+            content: Content::Idle,
+            confirm: None,
+            tx: None,
+            last_queue: None,
+        }
+    }
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub struct Connection {
+    id: ConnId,
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    phase: Phase,
+    channel_max: u16,
+    frame_max: u32,
+    heartbeat: u16,
+    vhost: Option<Arc<Vhost>>,
+    channels: HashMap<u16, ChannelProto>,
+    /// Capabilities the client announced in `connection.start-ok`.
+    cancel_notify: bool,
+    auth_failure_close: bool,
+}
+
+fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
+    move |out| codec::put_method(out, ch, m)
+}
+
+impl Connection {
+    pub fn new(id: ConnId, shared: Arc<Shared>, outbox: Arc<Outbox>) -> Self {
+        let frame_max = shared.config.frame_max;
+        Self {
+            id,
+            shared,
+            outbox,
+            phase: Phase::Header,
+            channel_max: 0,
+            frame_max,
+            heartbeat: 0,
+            vhost: None,
+            channels: HashMap::new(),
+            cancel_notify: false,
+            auth_failure_close: false,
+        }
+    }
+
+    /// The negotiated heartbeat interval in seconds; 0 when disabled or not yet tuned.
+    pub fn heartbeat(&self) -> u16 {
+        if matches!(self.phase, Phase::Open | Phase::Opened) {
+            self.heartbeat
+        } else {
+            0
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Opened
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.phase == Phase::Closing
+    }
+
+    /// Consumes as many whole frames from `buf` as it holds.
+    pub fn handle_input(&mut self, buf: &mut BytesMut) -> Outcome {
+        if self.phase == Phase::Header && !self.handle_header(buf) {
+            return self.outcome();
+        }
+        while !matches!(self.phase, Phase::Closed | Phase::Header) {
+            match codec::decode(buf, self.frame_max) {
+                Ok(None) => break,
+                Ok(Some(frame)) => self.handle_frame(frame),
+                Err(e) => {
+                    if self.phase == Phase::Closing {
+                        self.phase = Phase::Closed;
+                    } else {
+                        self.fail(0, e);
+                    }
+                    buf.clear();
+                }
+            }
+        }
+        self.flush_confirms();
+        self.outcome()
+    }
+
+    fn outcome(&self) -> Outcome {
+        if self.phase == Phase::Closed {
+            Outcome::Close
+        } else {
+            Outcome::Continue
+        }
+    }
+
+    /// Returns true once a valid header was consumed.
+    fn handle_header(&mut self, buf: &mut BytesMut) -> bool {
+        let n = buf.len().min(8);
+        if buf[..n] != PROTOCOL_HEADER[..n] {
+            // The spec: answer with the header we support, then close.
+            self.outbox
+                .push(|out| out.extend_from_slice(PROTOCOL_HEADER));
+            self.phase = Phase::Closed;
+            return false;
+        }
+        if n < 8 {
+            return false;
+        }
+        let _ = buf.split_to(8);
+        self.send_start();
+        self.phase = Phase::StartOk;
+        true
+    }
+
+    fn send_start(&self) {
+        let mut caps = FieldTable::default();
+        for cap in [
+            "publisher_confirms",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "authentication_failure_close",
+            "per_consumer_qos",
+        ] {
+            caps.insert(cap.into(), AMQPValue::Boolean(true));
+        }
+        let mut props = FieldTable::default();
+        let mut text = |k: &str, v: &str| {
+            props.insert(k.into(), AMQPValue::LongString(v.into()));
+        };
+        text("product", "Warren");
+        text("version", env!("CARGO_PKG_VERSION"));
+        text("platform", "Rust");
+        text(
+            "information",
+            "An AMQP 0-9-1 broker that stands in for RabbitMQ in tests",
+        );
+        text("cluster_name", "warren");
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        self.outbox.push(method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: props,
+                mechanisms: "PLAIN AMQPLAIN".into(),
+                locales: "en_US".into(),
+            })),
+        ));
+    }
+
+    fn handle_frame(&mut self, frame: Frame) {
+        let ch = frame.channel();
+        match self.phase {
+            Phase::Closing => {
+                if let Frame::Method(0, AMQPClass::Connection(m)) = frame {
+                    match m {
+                        connection::AMQPMethod::CloseOk(_) => self.phase = Phase::Closed,
+                        connection::AMQPMethod::Close(_) => {
+                            self.send_connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            ));
+                            self.phase = Phase::Closed;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Phase::StartOk | Phase::TuneOk | Phase::Open => {
+                let result = match frame {
+                    Frame::Heartbeat(0) => Ok(()),
+                    Frame::Method(0, AMQPClass::Connection(m)) => self.handshake(m),
+                    _ => Err(AmqpError::connection(
+                        code::COMMAND_INVALID,
+                        "connection not yet open",
+                    )),
+                };
+                if let Err(e) = result {
+                    self.fail(0, e);
+                }
+            }
+            Phase::Opened => {
+                if ch == 0 {
+                    self.on_channel_zero(frame);
+                } else {
+                    self.on_channel_frame(ch, frame);
+                }
+            }
+            Phase::Header | Phase::Closed => {}
+        }
+    }
+
+    fn handshake(&mut self, m: connection::AMQPMethod) -> Result<(), AmqpError> {
+        use connection::AMQPMethod as M;
+        match (self.phase, m) {
+            (Phase::StartOk, M::StartOk(s)) => {
+                if let Some(AMQPValue::FieldTable(caps)) =
+                    s.client_properties.inner().get("capabilities")
+                {
+                    let on =
+                        |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
+                    self.cancel_notify = on("consumer_cancel_notify");
+                    self.auth_failure_close = on("authentication_failure_close");
+                }
+                let mechanism = s.mechanism.as_str();
+                let creds = match mechanism {
+                    "PLAIN" => parse_plain(s.response.as_bytes()),
+                    "AMQPLAIN" => parse_amqplain(s.response.as_bytes()),
+                    other => {
+                        return Err(AmqpError::connection(
+                            code::COMMAND_INVALID,
+                            format!("unknown authentication mechanism '{other}'"),
+                        ))
+                    }
+                };
+                let cfg = &self.shared.config;
+                let ok = creds
+                    .as_ref()
+                    .is_some_and(|(u, p)| *u == cfg.user && *p == cfg.password);
+                if !ok {
+                    tracing::info!(conn = self.id, "login refused");
+                    if !self.auth_failure_close {
+                        self.phase = Phase::Closed;
+                        return Ok(());
+                    }
+                    return Err(AmqpError::connection(
+                        code::ACCESS_REFUSED,
+                        format!(
+                            "Login was refused using authentication mechanism {mechanism}. \
+                             For details see the broker logfile."
+                        ),
+                    ));
+                }
+                self.send_connection(M::Tune(connection::Tune {
+                    channel_max: cfg.channel_max,
+                    frame_max: cfg.frame_max,
+                    heartbeat: cfg.heartbeat,
+                }));
+                self.phase = Phase::TuneOk;
+                Ok(())
+            }
+            (Phase::TuneOk, M::TuneOk(t)) => {
+                let cfg = &self.shared.config;
+                if t.channel_max > cfg.channel_max {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format!(
+                            "negotiated channel_max = {} is higher than the maximum allowed value ({})",
+                            t.channel_max, cfg.channel_max
+                        ),
+                    ));
+                }
+                if t.frame_max > cfg.frame_max {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format!("frame_max={} > {} max size", t.frame_max, cfg.frame_max),
+                    ));
+                }
+                if t.frame_max != 0 && t.frame_max < 4096 {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format!("frame_max={} < 4096 min size", t.frame_max),
+                    ));
+                }
+                self.channel_max = if t.channel_max == 0 {
+                    cfg.channel_max
+                } else {
+                    t.channel_max
+                };
+                self.frame_max = if t.frame_max == 0 {
+                    cfg.frame_max
+                } else {
+                    t.frame_max
+                };
+                self.heartbeat = t.heartbeat;
+                self.phase = Phase::Open;
+                Ok(())
+            }
+            (Phase::Open, M::Open(o)) => {
+                let name = o.virtual_host.as_str();
+                let Some(vhost) = self.shared.vhosts.get(name).cloned() else {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format!("vhost {name} not found"),
+                    ));
+                };
+                vhost.lock().register_connection(
+                    self.id,
+                    self.outbox.clone(),
+                    self.frame_max,
+                    self.cancel_notify,
+                );
+                self.vhost = Some(vhost);
+                self.send_connection(M::OpenOk(connection::OpenOk {}));
+                self.phase = Phase::Opened;
+                Ok(())
+            }
+            (_, m) => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format!(
+                    "unexpected method {}.{} during the handshake",
+                    AMQPClass::Connection(m.clone()).get_amqp_class_id(),
+                    AMQPClass::Connection(m).get_amqp_method_id()
+                ),
+            )),
+        }
+    }
+
+    fn on_channel_zero(&mut self, frame: Frame) {
+        use connection::AMQPMethod as M;
+        let err = match frame {
+            Frame::Heartbeat(_) => return,
+            Frame::Method(_, AMQPClass::Connection(M::Close(_))) => {
+                self.send_connection(M::CloseOk(connection::CloseOk {}));
+                self.release();
+                self.phase = Phase::Closed;
+                return;
+            }
+            Frame::Method(_, AMQPClass::Connection(M::UpdateSecret(_))) => {
+                self.send_connection(M::UpdateSecretOk(connection::UpdateSecretOk {}));
+                return;
+            }
+            Frame::Method(_, AMQPClass::Connection(M::Blocked(_) | M::Unblocked(_))) => return,
+            Frame::Method(_, m) => {
+                let (c, id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+                AmqpError::connection(
+                    code::COMMAND_INVALID,
+                    format!("unexpected method {c}.{id} on channel 0"),
+                )
+                .on_method(c, id)
+            }
+            Frame::Header { .. } | Frame::Body(..) => {
+                AmqpError::connection(code::UNEXPECTED_FRAME, "content frame on channel 0")
+            }
+        };
+        self.fail(0, err);
+    }
+
+    fn on_channel_frame(&mut self, ch: u16, frame: Frame) {
+        if let Frame::Heartbeat(_) = frame {
+            return self.fail(
+                0,
+                AmqpError::connection(code::FRAME_ERROR, format!("heartbeat on channel {ch}")),
+            );
+        }
+        let Some(chan) = self.channels.get_mut(&ch) else {
+            let err = match frame {
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
+                    if ch > self.channel_max {
+                        AmqpError::connection(
+                            code::CHANNEL_ERROR,
+                            format!(
+                                "channel {ch} is above the negotiated channel_max {}",
+                                self.channel_max
+                            ),
+                        )
+                        .on_method(20, 10)
+                    } else {
+                        self.channels.insert(ch, ChannelProto::new());
+                        self.with_vhost(|v, id| v.open_channel(id, ch));
+                        self.outbox.push(method(
+                            ch,
+                            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                        ));
+                        return;
+                    }
+                }
+                Frame::Method(_, m) => {
+                    AmqpError::connection(code::CHANNEL_ERROR, "expected 'channel.open'")
+                        .on_method(m.get_amqp_class_id(), m.get_amqp_method_id())
+                }
+                _ => AmqpError::connection(code::CHANNEL_ERROR, "expected 'channel.open'"),
+            };
+            return self.fail(ch, err);
+        };
+        if chan.closing {
+            match frame {
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+                    self.channels.remove(&ch);
+                }
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                    self.outbox.push(method(
+                        ch,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    ));
+                    self.channels.remove(&ch);
+                }
+                _ => {}
+            }
+            return;
+        }
+        let content = std::mem::replace(&mut chan.content, Content::Idle);
+        let result = match (content, frame) {
+            (Content::Idle, Frame::Method(_, m)) => {
+                let (c, id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+                self.on_method(ch, m).map_err(|e| e.on_method(c, id))
+            }
+            (Content::Idle, _) => Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                format!("content frame on channel {ch} without basic.publish"),
+            )),
+            (
+                Content::Header(publish),
+                Frame::Header {
+                    class_id,
+                    body_size,
+                    properties,
+                    raw,
+                    ..
+                },
+            ) => self.on_content_header(ch, publish, class_id, body_size, properties, raw),
+            (
+                Content::Body {
+                    publish,
+                    header,
+                    properties,
+                    size,
+                    mut body,
+                },
+                Frame::Body(_, chunk),
+            ) => {
+                if body.len() as u64 + chunk.len() as u64 > size {
+                    Err(AmqpError::connection(
+                        code::FRAME_ERROR,
+                        format!("body larger than the {size} bytes its header announced"),
+                    ))
+                } else if body.is_empty() && chunk.len() as u64 == size {
+                    // The common case: the whole body in one frame, kept without a copy.
+                    self.publish(ch, publish, header, properties, chunk)
+                } else {
+                    body.extend_from_slice(&chunk);
+                    if body.len() as u64 == size {
+                        self.publish(ch, publish, header, properties, body.freeze())
+                    } else {
+                        self.channel(ch).content = Content::Body {
+                            publish,
+                            header,
+                            properties,
+                            size,
+                            body,
+                        };
+                        Ok(())
+                    }
+                }
+            }
+            (_, frame) => Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                format!(
+                    "{} on channel {ch} while content was expected",
+                    match frame {
+                        Frame::Method(..) => "method frame",
+                        Frame::Header { .. } => "content header",
+                        _ => "frame",
+                    }
+                ),
+            )
+            .on_method(60, 40)),
+        };
+        if let Err(e) = result {
+            self.fail(ch, e);
+        }
+    }
+
+    fn on_content_header(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        class_id: u16,
+        size: u64,
+        properties: basic::AMQPProperties,
+        raw: Bytes,
+    ) -> Result<(), AmqpError> {
+        if class_id != 60 {
+            return Err(AmqpError::connection(
+                code::FRAME_ERROR,
+                format!("content header for class {class_id}, expected 60"),
+            ));
+        }
+        let max = self.shared.config.max_message_size;
+        if size > max {
+            return Err(AmqpError::precondition(format!(
+                "message size {size} is larger than configured max size {max}"
+            ))
+            .on_method(60, 40));
+        }
+        if size == 0 {
+            return self.publish(ch, publish, raw, properties, Bytes::new());
+        }
+        self.channel(ch).content = Content::Body {
+            publish,
+            header: raw,
+            properties,
+            size,
+            // Grown as frames arrive: a header's claim alone does not get memory.
+            body: BytesMut::with_capacity(size.min(1 << 20) as usize),
+        };
+        Ok(())
+    }
+
+    fn channel(&mut self, ch: u16) -> &mut ChannelProto {
+        self.channels.get_mut(&ch).expect("channel is open")
+    }
+
+    fn vhost(&self) -> &Arc<Vhost> {
+        self.vhost.as_ref().expect("connection is open")
+    }
+
+    fn with_vhost<T>(&self, f: impl FnOnce(&mut crate::vhost::VhostState, ConnId) -> T) -> T {
+        let mut v = self.vhost().lock();
+        f(&mut v, self.id)
+    }
+
+    fn send(&mut self, ch: u16, m: AMQPClass) {
+        self.outbox.push(method(ch, m));
+    }
+
+    fn send_connection(&mut self, m: connection::AMQPMethod) {
+        self.send(0, AMQPClass::Connection(m));
+    }
+
+    /// A whole message has arrived on `ch`.
+    fn publish(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        header: Bytes,
+        properties: basic::AMQPProperties,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        let exchange = publish.exchange.as_str();
+        let msg = Message {
+            exchange: exchange.to_owned(),
+            routing_key: publish.routing_key.as_str().to_owned(),
+            properties,
+            header,
+            body,
+        };
+        let targets = {
+            let v = self.vhost().lock();
+            v.route(
+                exchange,
+                &msg.routing_key,
+                msg.properties.headers().as_ref(),
+            )
+        }
+        .map_err(|e| e.on_method(60, 40))?;
+        let id = self.id;
+        let vhost = self.vhost().clone();
+        let chan = self.channel(ch);
+        if let Some(ops) = &mut chan.tx {
+            ops.push(TxOp::Publish {
+                targets,
+                mandatory: publish.mandatory,
+                msg: Box::new(msg),
+            });
+            return Ok(());
+        }
+        if let Some((next, _)) = &mut chan.confirm {
+            *next += 1;
+        }
+        deliver_published(&vhost, id, ch, targets, publish.mandatory, msg);
+        Ok(())
+    }
+
+    /// Acknowledges every publish confirmed since the last flush, with one
+    /// `basic.ack` (multiple when it covers several).
+    fn flush_confirms(&mut self) {
+        for (ch, chan) in &mut self.channels {
+            if let Some((next, acked)) = &mut chan.confirm {
+                let last = *next - 1;
+                if last > *acked {
+                    let multiple = last - *acked > 1;
+                    *acked = last;
+                    self.outbox.push(method(
+                        *ch,
+                        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                            delivery_tag: last,
+                            multiple,
+                        })),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn flush_channel_confirms(&mut self, ch: u16) {
+        if self
+            .channels
+            .get(&ch)
+            .and_then(|c| c.confirm)
+            .is_some_and(|(next, acked)| next - 1 > acked)
+        {
+            self.flush_confirms();
+        }
+    }
+
+    /// The queue a method names, where "" means the channel's last declared queue.
+    fn queue_name(&mut self, ch: u16, name: &str) -> Result<String, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+        self.channel(ch)
+            .last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    fn on_method(&mut self, ch: u16, m: AMQPClass) -> Result<(), AmqpError> {
+        // Replies on this channel follow the acks of publishes that came before.
+        self.flush_channel_confirms(ch);
+        match m {
+            AMQPClass::Channel(m) => self.on_channel_method(ch, m),
+            AMQPClass::Exchange(m) => self.on_exchange(ch, m),
+            AMQPClass::Queue(m) => self.on_queue(ch, m),
+            AMQPClass::Basic(m) => self.on_basic(ch, m),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                let chan = self.channel(ch);
+                if chan.tx.is_some() {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from tx to confirm mode",
+                    ));
+                }
+                if chan.confirm.is_none() {
+                    chan.confirm = Some((1, 0));
+                }
+                if !s.nowait {
+                    self.send(
+                        ch,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Tx(m) => self.on_tx(ch, m),
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.send(
+                    ch,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Connection(_) => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format!("connection method on channel {ch}"),
+            )),
+            _ => Err(server_only()),
+        }
+    }
+
+    fn on_channel_method(&mut self, ch: u16, m: channel::AMQPMethod) -> Result<(), AmqpError> {
+        use channel::AMQPMethod as M;
+        match m {
+            M::Open(_) => Err(AmqpError::connection(
+                code::CHANNEL_ERROR,
+                "second 'channel.open' seen",
+            )),
+            M::Flow(f) => {
+                self.with_vhost(|v, id| v.set_flow(id, ch, f.active));
+                self.send(
+                    ch,
+                    AMQPClass::Channel(M::FlowOk(channel::FlowOk { active: f.active })),
+                );
+                Ok(())
+            }
+            M::FlowOk(_) => Ok(()),
+            M::Close(_) => {
+                self.with_vhost(|v, id| v.close_channel(id, ch));
+                self.channels.remove(&ch);
+                self.send(ch, AMQPClass::Channel(M::CloseOk(channel::CloseOk {})));
+                Ok(())
+            }
+            M::CloseOk(_) => Ok(()),
+            M::OpenOk(_) => Err(server_only()),
+        }
+    }
+
+    fn on_exchange(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), AmqpError> {
+        use exchange::AMQPMethod as M;
+        match m {
+            M::Declare(d) => {
+                self.with_vhost(|v, _| {
+                    v.declare_exchange(
+                        d.exchange.as_str(),
+                        d.kind.as_str(),
+                        d.passive,
+                        d.durable,
+                        d.auto_delete,
+                        d.internal,
+                    )
+                })?;
+                if !d.nowait {
+                    self.send(
+                        ch,
+                        AMQPClass::Exchange(M::DeclareOk(exchange::DeclareOk {})),
+                    );
+                }
+                Ok(())
+            }
+            M::Delete(d) => {
+                self.with_vhost(|v, _| v.delete_exchange(d.exchange.as_str(), d.if_unused))?;
+                if !d.nowait {
+                    self.send(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
+                }
+                Ok(())
+            }
+            M::Bind(_) | M::Unbind(_) => Err(AmqpError::connection(
+                code::NOT_IMPLEMENTED,
+                "exchange-to-exchange bindings are not supported yet",
+            )),
+            _ => Err(server_only()),
+        }
+    }
+
+    fn on_queue(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
+        use queue::AMQPMethod as M;
+        match m {
+            M::Declare(d) => {
+                let name = if d.queue.as_str().is_empty() && !d.passive {
+                    format!("amq.gen-{}", random_token())
+                } else {
+                    let name = self.queue_name(ch, d.queue.as_str())?;
+                    if !d.passive && name.starts_with("amq.") {
+                        return Err(AmqpError::access_refused(format!(
+                            "queue name '{name}' contains reserved prefix 'amq.*'"
+                        )));
+                    }
+                    name
+                };
+                let (name, messages, consumers) = self.with_vhost(|v, id| {
+                    v.declare_queue(
+                        id,
+                        QueueDeclare {
+                            name,
+                            passive: d.passive,
+                            durable: d.durable,
+                            exclusive: d.exclusive,
+                            auto_delete: d.auto_delete,
+                            arguments: d.arguments,
+                        },
+                    )
+                })?;
+                self.channel(ch).last_queue = Some(name.clone());
+                if !d.nowait {
+                    self.send(
+                        ch,
+                        AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
+                            queue: name.into(),
+                            message_count: messages,
+                            consumer_count: consumers,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            M::Bind(b) => {
+                let q = self.queue_name(ch, b.queue.as_str())?;
+                self.with_vhost(|v, id| {
+                    v.bind_queue(
+                        id,
+                        &q,
+                        b.exchange.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                    )
+                })?;
+                if !b.nowait {
+                    self.send(ch, AMQPClass::Queue(M::BindOk(queue::BindOk {})));
+                }
+                Ok(())
+            }
+            M::Unbind(b) => {
+                let q = self.queue_name(ch, b.queue.as_str())?;
+                self.with_vhost(|v, id| {
+                    v.unbind_queue(
+                        id,
+                        &q,
+                        b.exchange.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                    )
+                })?;
+                self.send(ch, AMQPClass::Queue(M::UnbindOk(queue::UnbindOk {})));
+                Ok(())
+            }
+            M::Purge(p) => {
+                let q = self.queue_name(ch, p.queue.as_str())?;
+                let n = self.with_vhost(|v, id| v.purge_queue(id, &q))?;
+                if !p.nowait {
+                    self.send(
+                        ch,
+                        AMQPClass::Queue(M::PurgeOk(queue::PurgeOk { message_count: n })),
+                    );
+                }
+                Ok(())
+            }
+            M::Delete(d) => {
+                let q = self.queue_name(ch, d.queue.as_str())?;
+                let n = self.with_vhost(|v, id| v.delete_queue(id, &q, d.if_unused, d.if_empty))?;
+                if !d.nowait {
+                    self.send(
+                        ch,
+                        AMQPClass::Queue(M::DeleteOk(queue::DeleteOk { message_count: n })),
+                    );
+                }
+                Ok(())
+            }
+            _ => Err(server_only()),
+        }
+    }
+
+    fn on_basic(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), AmqpError> {
+        use basic::AMQPMethod as M;
+        match m {
+            M::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::connection(
+                        code::NOT_IMPLEMENTED,
+                        "immediate=true",
+                    ));
+                }
+                self.channel(ch).content = Content::Header(p);
+                Ok(())
+            }
+            M::Qos(q) => {
+                self.with_vhost(|v, id| v.qos(id, ch, q.prefetch_count, q.global));
+                self.send(ch, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
+                Ok(())
+            }
+            M::Consume(c) => {
+                let q = self.queue_name(ch, c.queue.as_str())?;
+                let tag = if c.consumer_tag.as_str().is_empty() {
+                    format!("amq.ctag-{}", random_token())
+                } else {
+                    c.consumer_tag.as_str().to_owned()
+                };
+                let outbox = self.outbox.clone();
+                let nowait = c.nowait;
+                self.with_vhost(|v, id| {
+                    v.consume(id, ch, &q, tag, c.no_ack, c.exclusive, |tag| {
+                        if !nowait {
+                            outbox.push(method(
+                                ch,
+                                AMQPClass::Basic(M::ConsumeOk(basic::ConsumeOk {
+                                    consumer_tag: tag.into(),
+                                })),
+                            ));
+                        }
+                    })
+                })
+            }
+            M::Cancel(c) => {
+                self.with_vhost(|v, id| v.cancel(id, ch, c.consumer_tag.as_str()));
+                if !c.nowait {
+                    self.send(
+                        ch,
+                        AMQPClass::Basic(M::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            M::Get(g) => {
+                let q = self.queue_name(ch, g.queue.as_str())?;
+                let found = self.with_vhost(|v, id| v.get(id, ch, &q, g.no_ack))?;
+                if !found {
+                    self.send(ch, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {})));
+                }
+                Ok(())
+            }
+            M::Ack(a) => self.settle(ch, a.delivery_tag, a.multiple, None),
+            M::Reject(r) => self.settle(ch, r.delivery_tag, false, Some(r.requeue)),
+            M::Nack(n) => self.settle(ch, n.delivery_tag, n.multiple, Some(n.requeue)),
+            M::Recover(r) => {
+                self.recover(ch, r.requeue)?;
+                self.send(ch, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));
+                Ok(())
+            }
+            M::RecoverAsync(r) => self.recover(ch, r.requeue),
+            _ => Err(server_only()),
+        }
+    }
+
+    fn recover(&mut self, ch: u16, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::connection(
+                code::NOT_IMPLEMENTED,
+                "requeue=false",
+            ));
+        }
+        self.with_vhost(|v, id| v.recover(id, ch));
+        Ok(())
+    }
+
+    fn settle(
+        &mut self,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        if let Some(ops) = &mut self.channel(ch).tx {
+            ops.push(TxOp::Settle {
+                tag,
+                multiple,
+                requeue,
+            });
+            return Ok(());
+        }
+        self.with_vhost(|v, id| v.settle(id, ch, tag, multiple, requeue))
+    }
+
+    fn on_tx(&mut self, ch: u16, m: tx::AMQPMethod) -> Result<(), AmqpError> {
+        use tx::AMQPMethod as M;
+        let chan = self.channel(ch);
+        match m {
+            M::Select(_) => {
+                if chan.confirm.is_some() {
+                    return Err(AmqpError::precondition(
+                        "cannot switch from confirm to tx mode",
+                    ));
+                }
+                chan.tx.get_or_insert_with(Vec::new);
+                self.send(ch, AMQPClass::Tx(M::SelectOk(tx::SelectOk {})));
+                Ok(())
+            }
+            M::Commit(_) => {
+                let Some(ops) = chan.tx.as_mut().map(std::mem::take) else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                let vhost = self.vhost().clone();
+                for op in ops {
+                    match op {
+                        TxOp::Publish {
+                            targets,
+                            mandatory,
+                            msg,
+                        } => deliver_published(&vhost, self.id, ch, targets, mandatory, *msg),
+                        TxOp::Settle {
+                            tag,
+                            multiple,
+                            requeue,
+                        } => vhost.lock().settle(self.id, ch, tag, multiple, requeue)?,
+                    }
+                }
+                self.send(ch, AMQPClass::Tx(M::CommitOk(tx::CommitOk {})));
+                Ok(())
+            }
+            M::Rollback(_) => {
+                let Some(ops) = chan.tx.as_mut() else {
+                    return Err(AmqpError::precondition("channel is not transactional"));
+                };
+                ops.clear();
+                self.send(ch, AMQPClass::Tx(M::RollbackOk(tx::RollbackOk {})));
+                Ok(())
+            }
+            _ => Err(server_only()),
+        }
+    }
+
+    /// Turns any protocol error into the close the wire needs: a channel error
+    /// closes that channel, anything else the connection.
+    pub fn fail(&mut self, ch: u16, err: AmqpError) {
+        tracing::debug!(conn = self.id, channel = ch, error = %err, "protocol error");
+        let text = err.reply_text();
+        if err.scope == Scope::Channel && ch != 0 && self.channels.contains_key(&ch) {
+            self.flush_channel_confirms(ch);
+            self.with_vhost(|v, id| v.close_channel(id, ch));
+            let chan = self.channel(ch);
+            chan.closing = true;
+            chan.content = Content::Idle;
+            chan.tx = None;
+            self.send(
+                ch,
+                AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                    reply_code: err.code,
+                    reply_text: text.into(),
+                    class_id: err.class_id,
+                    method_id: err.method_id,
+                })),
+            );
+            return;
+        }
+        self.close_connection(err.code, text, err.class_id, err.method_id);
+    }
+
+    /// Sends `connection.close` and releases everything the connection holds; the
+    /// socket closes on `close-ok` or when the driver's close timeout passes.
+    pub fn close_connection(&mut self, code: u16, text: String, class_id: u16, method_id: u16) {
+        if matches!(self.phase, Phase::Closing | Phase::Closed | Phase::Header) {
+            self.phase = Phase::Closed;
+            return;
+        }
+        self.flush_confirms();
+        self.send_connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: code,
+            reply_text: text.into(),
+            class_id,
+            method_id,
+        }));
+        self.release();
+        self.phase = Phase::Closing;
+    }
+
+    /// The broker is going away: `connection.close` with 320 CONNECTION_FORCED.
+    pub fn force_close(&mut self, reason: &str) {
+        self.close_connection(
+            code::CONNECTION_FORCED,
+            format!("CONNECTION_FORCED - broker forced connection closure with reason '{reason}'"),
+            0,
+            0,
+        );
+    }
+
+    /// Returns unacked deliveries to their queues and drops the connection's
+    /// channels, consumers and exclusive queues. Safe to call more than once.
+    pub fn release(&mut self) {
+        if let Some(v) = self.vhost.take() {
+            v.lock().close_connection(self.id);
+        }
+        self.channels.clear();
+    }
+
+    /// The outbox drained after a back-up: deliveries may flow again.
+    pub fn resume(&mut self) {
+        if self.phase == Phase::Opened {
+            self.with_vhost(|v, id| v.resume_connection(id));
+        }
+    }
+}
+
+/// Enqueues a routed message, or returns it to a mandatory publisher when no
+/// queue took it.
+fn deliver_published(
+    vhost: &Vhost,
+    conn: ConnId,
+    ch: u16,
+    targets: Vec<String>,
+    mandatory: bool,
+    msg: Message,
+) {
+    let mut v = vhost.lock();
+    if targets.is_empty() {
+        if mandatory {
+            let exchange = msg.exchange.clone();
+            v.write_return(conn, ch, &exchange, &msg);
+        }
+        return;
+    }
+    v.enqueue(&targets, Arc::new(msg));
+}
+
+fn server_only() -> AmqpError {
+    AmqpError::connection(code::COMMAND_INVALID, "method not allowed from a client")
+}
+
+fn parse_plain(response: &[u8]) -> Option<(String, String)> {
+    let mut parts = response.split(|b| *b == 0);
+    let _authzid = parts.next()?;
+    let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let pass = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    Some((user, pass))
+}
+
+fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
+    // The response is a field table without its length prefix.
+    let mut framed = (response.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(response);
+    let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+    let text = |k: &str| match table.inner().get(k)? {
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    };
+    Some((text("LOGIN")?, text("PASSWORD")?))
+}
+
+/// 22 characters of URL-safe base64 from 128 random bits, as in RabbitMQ's
+/// `amq.gen-` and `amq.ctag-` names.
+pub fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits: u128 = 0;
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(bits as u64);
+        bits = (bits << 64) | h.finish() as u128;
+    }
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}

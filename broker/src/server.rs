@@ -1,0 +1,192 @@
+//! The I/O around the protocol core: accept loops, one task pair per connection
+//! (a reader that feeds the state machine and keeps the timers, a writer that
+//! drains the outbox), and the tracking that lets shutdown wait for all of them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::codec;
+use crate::connection::{Connection, Outcome};
+use crate::outbox::{Outbox, HIGH_WATER};
+use crate::Shared;
+
+/// Counts live connection tasks so that shutdown and restart can wait for them.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    live: AtomicUsize,
+    /// Woken when `live` drops to zero.
+    idle: Notify,
+}
+
+impl Tracker {
+    pub fn enter(self: &Arc<Self>) -> TaskGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.live() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Held by a connection task for as long as it runs.
+#[derive(Debug)]
+pub struct TaskGuard(Arc<Tracker>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Accepts TCP connections until `stop` changes.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tracker: Arc<Tracker>,
+    close: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if tracker.live() >= shared.config.max_connections {
+                        tracing::warn!(%peer, "connection refused: max_connections reached");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%peer, "accepted");
+                    let guard = tracker.enter();
+                    tokio::spawn(serve(stream, shared.clone(), close.clone(), guard));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs one connection to its end over any byte stream.
+pub async fn serve<S>(
+    stream: S,
+    shared: Arc<Shared>,
+    mut close: watch::Receiver<u64>,
+    _guard: TaskGuard,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let id = shared.next_connection_id();
+    let outbox = Arc::new(Outbox::default());
+    let (mut reader, writer) = tokio::io::split(stream);
+    let writer = tokio::spawn(write_loop(writer, outbox.clone()));
+    let mut conn = Connection::new(id, shared.clone(), outbox.clone());
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let started = Instant::now();
+    let mut last_read = started;
+    let mut last_heartbeat = started;
+    let mut closing_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    close.mark_unchanged();
+    loop {
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    last_read = Instant::now();
+                    if conn.handle_input(&mut buf) == Outcome::Close {
+                        break;
+                    }
+                }
+            },
+            _ = outbox.wait_drained() => conn.resume(),
+            changed = close.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                conn.force_close("shutdown");
+                if !conn.is_closing() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if conn.is_closing() {
+                    let since = *closing_since.get_or_insert(now);
+                    if now - since >= shared.config.close_timeout {
+                        break;
+                    }
+                    continue;
+                }
+                if !conn.is_open() && now - started >= shared.config.handshake_timeout {
+                    tracing::info!(conn = id, "handshake timed out");
+                    break;
+                }
+                let hb = conn.heartbeat();
+                if hb > 0 {
+                    let interval = Duration::from_secs(hb as u64);
+                    if now - last_read >= interval * 2 {
+                        tracing::info!(conn = id, "missed heartbeats from client, closing");
+                        break;
+                    }
+                    if now - last_heartbeat >= interval / 2 {
+                        last_heartbeat = now;
+                        outbox.push(codec::put_heartbeat);
+                    }
+                }
+            }
+        }
+    }
+    conn.release();
+    outbox.close();
+    let _ = writer.await;
+    tracing::debug!(conn = id, "closed");
+}
+
+async fn write_loop<W: AsyncWrite>(writer: W, outbox: Arc<Outbox>) {
+    tokio::pin!(writer);
+    loop {
+        let data = outbox.take();
+        if !data.is_empty() {
+            let was_backed_up = data.len() > HIGH_WATER;
+            if writer.write_all(&data).await.is_err() {
+                return;
+            }
+            if was_backed_up {
+                outbox.notify_drained();
+            }
+            continue;
+        }
+        if outbox.is_closed() {
+            break;
+        }
+        outbox.wait_ready().await;
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,1133 @@
+//! One virtual host's entities — exchanges, queues, bindings, and every channel's
+//! delivery state — and the rules that route, dispatch, acknowledge and requeue.
+//!
+//! Everything here is synchronous and free of I/O: methods are called with the
+//! vhost lock held, and bytes for clients are appended to their outboxes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use bytes::Bytes;
+
+use crate::codec;
+use crate::error::AmqpError;
+use crate::outbox::Outbox;
+use crate::routing;
+
+pub type ConnId = u64;
+type ChanKey = (ConnId, u16);
+
+/// A published message; shared by every queue it was routed to.
+#[derive(Debug)]
+pub struct Message {
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: basic::AMQPProperties,
+    /// The content header payload as the publisher sent it.
+    pub header: Bytes,
+    pub body: Bytes,
+}
+
+impl Message {
+    pub fn persistent(&self) -> bool {
+        *self.properties.delivery_mode() == Some(2)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "direct" => Self::Direct,
+            "fanout" => Self::Fanout,
+            "topic" => Self::Topic,
+            "headers" => Self::Headers,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+            Self::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub bindings: Vec<Binding>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub queue: String,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug)]
+struct Queued {
+    /// Position in the queue's publish order; a requeued message goes back to it.
+    seq: u64,
+    msg: Arc<Message>,
+    redelivered: bool,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    tag: String,
+    conn: ConnId,
+    channel: u16,
+    no_ack: bool,
+    exclusive: bool,
+    /// Per-consumer prefetch (basic.qos global=false before basic.consume); 0 is none.
+    prefetch: u16,
+    unacked: u32,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    /// Distinguishes a queue from a later one of the same name, so that a requeue
+    /// never lands in a queue that was deleted and declared again.
+    id: u64,
+    pub name: String,
+    pub durable: bool,
+    pub exclusive_owner: Option<ConnId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    ready: VecDeque<Queued>,
+    next_seq: u64,
+    consumers: Vec<Consumer>,
+    /// Index into `consumers` of the next one to try: round-robin dispatch.
+    next_consumer: usize,
+    /// Auto-delete applies only to a queue that has had a consumer.
+    had_consumer: bool,
+}
+
+impl Queue {
+    pub fn message_count(&self) -> u32 {
+        self.ready.len() as u32
+    }
+
+    pub fn consumer_count(&self) -> u32 {
+        self.consumers.len() as u32
+    }
+
+    fn requeue(&mut self, seq: u64, msg: Arc<Message>) {
+        // Requeued messages are almost always older than every ready one.
+        let at = self.ready.partition_point(|q| q.seq < seq);
+        self.ready.insert(
+            at,
+            Queued {
+                seq,
+                msg,
+                redelivered: true,
+            },
+        );
+    }
+}
+
+#[derive(Debug)]
+struct Unacked {
+    queue: String,
+    queue_id: u64,
+    seq: u64,
+    msg: Arc<Message>,
+    /// `None` for a `basic.get`, which counts against no prefetch.
+    consumer: Option<String>,
+}
+
+/// A channel's delivery state: what it was sent and has not acknowledged.
+#[derive(Debug, Default)]
+struct ChannelState {
+    next_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    /// Prefetch given to consumers created from now on (basic.qos global=false).
+    consumer_prefetch: u16,
+    /// Prefetch shared by all consumers of the channel (basic.qos global=true).
+    channel_prefetch: u16,
+    /// Unacked deliveries to this channel's consumers, for `channel_prefetch`.
+    consumer_unacked: u32,
+    /// Consumer tag → queue name.
+    consumers: HashMap<String, String>,
+    /// `channel.flow` from the client: false stops deliveries.
+    flow: bool,
+}
+
+#[derive(Debug)]
+struct ConnEntry {
+    outbox: Arc<Outbox>,
+    frame_max: u32,
+    /// The client asked to be told (`basic.cancel`) when its consumer goes away.
+    cancel_notify: bool,
+}
+
+/// Options of `queue.declare` that the vhost needs.
+#[derive(Debug, Clone)]
+pub struct QueueDeclare {
+    pub name: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// A virtual host: its name and its state behind one lock.
+#[derive(Debug)]
+pub struct Vhost {
+    state: Mutex<VhostState>,
+}
+
+impl Vhost {
+    pub fn new(name: &str) -> Self {
+        Self {
+            state: Mutex::new(VhostState::new(name)),
+        }
+    }
+
+    /// Locks the state. Never held across an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, VhostState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug)]
+pub struct VhostState {
+    name: String,
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, Queue>,
+    channels: HashMap<ChanKey, ChannelState>,
+    conns: HashMap<ConnId, ConnEntry>,
+    next_queue_id: u64,
+}
+
+fn predeclared() -> impl Iterator<Item = (&'static str, ExchangeKind, bool)> {
+    [
+        ("amq.direct", ExchangeKind::Direct, false),
+        ("amq.fanout", ExchangeKind::Fanout, false),
+        ("amq.topic", ExchangeKind::Topic, false),
+        ("amq.headers", ExchangeKind::Headers, false),
+        ("amq.match", ExchangeKind::Headers, false),
+        ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+    ]
+    .into_iter()
+}
+
+impl VhostState {
+    fn new(name: &str) -> Self {
+        let mut state = Self {
+            name: name.to_owned(),
+            exchanges: HashMap::new(),
+            queues: HashMap::new(),
+            channels: HashMap::new(),
+            conns: HashMap::new(),
+            next_queue_id: 1,
+        };
+        for (name, kind, internal) in predeclared() {
+            state.exchanges.insert(
+                name.to_owned(),
+                Exchange {
+                    name: name.to_owned(),
+                    kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal,
+                    bindings: Vec::new(),
+                },
+            );
+        }
+        state
+    }
+
+    // ---- connections and channels -------------------------------------------------
+
+    pub fn register_connection(
+        &mut self,
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+        frame_max: u32,
+        cancel_notify: bool,
+    ) {
+        self.conns.insert(
+            conn,
+            ConnEntry {
+                outbox,
+                frame_max,
+                cancel_notify,
+            },
+        );
+    }
+
+    pub fn open_channel(&mut self, conn: ConnId, channel: u16) {
+        self.channels.insert(
+            (conn, channel),
+            ChannelState {
+                next_tag: 1,
+                flow: true,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// A channel went away (closed by either side, or with its connection): its
+    /// consumers are cancelled and its unacked deliveries go back to their queues.
+    pub fn close_channel(&mut self, conn: ConnId, channel: u16) {
+        let Some(state) = self.channels.remove(&(conn, channel)) else {
+            return;
+        };
+        let mut touched = Vec::new();
+        for (tag, queue) in state.consumers {
+            self.remove_consumer(&queue, conn, channel, &tag);
+            touched.push(queue);
+        }
+        for (_, u) in state.unacked {
+            if let Some(q) = self.queues.get_mut(&u.queue) {
+                if q.id == u.queue_id {
+                    q.requeue(u.seq, u.msg);
+                    touched.push(u.queue);
+                }
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for queue in touched {
+            self.auto_delete_if_unused(&queue);
+            self.dispatch(&queue);
+        }
+    }
+
+    /// The connection is gone: close its channels, delete its exclusive queues.
+    pub fn close_connection(&mut self, conn: ConnId) {
+        let channels: Vec<u16> = self
+            .channels
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, ch)| *ch)
+            .collect();
+        for ch in channels {
+            self.close_channel(conn, ch);
+        }
+        let exclusive: Vec<String> = self
+            .queues
+            .values()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .map(|q| q.name.clone())
+            .collect();
+        for name in exclusive {
+            self.delete_queue_entity(&name);
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// The connection's outbox drained: give its consumers what waited for it.
+    pub fn resume_connection(&mut self, conn: ConnId) {
+        let queues: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|((c, _), _)| *c == conn)
+            .flat_map(|(_, st)| st.consumers.values().cloned())
+            .collect();
+        for q in queues {
+            self.dispatch(&q);
+        }
+    }
+
+    pub fn set_flow(&mut self, conn: ConnId, channel: u16, active: bool) {
+        let Some(st) = self.channels.get_mut(&(conn, channel)) else {
+            return;
+        };
+        st.flow = active;
+        if active {
+            let queues: Vec<String> = st.consumers.values().cloned().collect();
+            for q in queues {
+                self.dispatch(&q);
+            }
+        }
+    }
+
+    // ---- exchanges ----------------------------------------------------------------
+
+    pub fn declare_exchange(
+        &mut self,
+        name: &str,
+        kind: &str,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+    ) -> Result<(), AmqpError> {
+        if name.is_empty() || name == "amq.default" {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if passive {
+            return self.exchange(name).map(|_| ());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let Some(kind) = ExchangeKind::parse(kind) else {
+            return Err(AmqpError::connection(
+                crate::error::code::COMMAND_INVALID,
+                format!("invalid exchange type '{kind}'"),
+            ));
+        };
+        let vhost = &self.name;
+        if let Some(ex) = self.exchanges.get(name) {
+            let mismatch = |arg: &str, got: &str, current: &str| {
+                AmqpError::precondition(format!(
+                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{vhost}': \
+                     received '{got}' but current is '{current}'"
+                ))
+            };
+            if ex.kind != kind {
+                return Err(mismatch("type", kind.as_str(), ex.kind.as_str()));
+            }
+            if ex.durable != durable {
+                return Err(mismatch("durable", bool_str(durable), bool_str(ex.durable)));
+            }
+            if ex.auto_delete != auto_delete {
+                return Err(mismatch(
+                    "auto_delete",
+                    bool_str(auto_delete),
+                    bool_str(ex.auto_delete),
+                ));
+            }
+            if ex.internal != internal {
+                return Err(mismatch(
+                    "internal",
+                    bool_str(internal),
+                    bool_str(ex.internal),
+                ));
+            }
+            return Ok(());
+        }
+        self.exchanges.insert(
+            name.to_owned(),
+            Exchange {
+                name: name.to_owned(),
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                bindings: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() || name == "amq.default" || name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "operation not permitted on exchange '{}'",
+                if name.is_empty() { "amq.default" } else { name }
+            )));
+        }
+        let ex = self.exchange(name)?;
+        if if_unused && !ex.bindings.is_empty() {
+            return Err(AmqpError::precondition(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        self.exchanges.remove(name);
+        Ok(())
+    }
+
+    fn exchange(&self, name: &str) -> Result<&Exchange, AmqpError> {
+        self.exchanges.get(name).ok_or_else(|| {
+            AmqpError::not_found(format!("no exchange '{name}' in vhost '{}'", self.name))
+        })
+    }
+
+    // ---- queues -------------------------------------------------------------------
+
+    /// Declares (or checks) a queue; returns its name, message and consumer counts.
+    pub fn declare_queue(
+        &mut self,
+        conn: ConnId,
+        d: QueueDeclare,
+    ) -> Result<(String, u32, u32), AmqpError> {
+        if d.passive {
+            let q = self.queue_for(conn, &d.name)?;
+            return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
+        }
+        let vhost = self.name.clone();
+        if let Some(q) = self.queues.get(&d.name) {
+            check_exclusive(q, conn, &vhost)?;
+            if d.exclusive != q.exclusive_owner.is_some() {
+                return Err(locked_error(&q.name, &vhost));
+            }
+            let mismatch = |arg: &str, got: bool, current: bool| {
+                AmqpError::precondition(format!(
+                    "inequivalent arg '{arg}' for queue '{}' in vhost '{vhost}': \
+                     received '{}' but current is '{}'",
+                    d.name,
+                    bool_str(got),
+                    bool_str(current)
+                ))
+            };
+            if q.durable != d.durable {
+                return Err(mismatch("durable", d.durable, q.durable));
+            }
+            if q.auto_delete != d.auto_delete {
+                return Err(mismatch("auto_delete", d.auto_delete, q.auto_delete));
+            }
+            check_equivalent_args(&q.name, &vhost, &q.arguments, &d.arguments)?;
+            return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
+        }
+        let id = self.next_queue_id;
+        self.next_queue_id += 1;
+        self.queues.insert(
+            d.name.clone(),
+            Queue {
+                id,
+                name: d.name.clone(),
+                durable: d.durable,
+                exclusive_owner: d.exclusive.then_some(conn),
+                auto_delete: d.auto_delete,
+                arguments: d.arguments,
+                ready: VecDeque::new(),
+                next_seq: 0,
+                consumers: Vec::new(),
+                next_consumer: 0,
+                had_consumer: false,
+            },
+        );
+        Ok((d.name, 0, 0))
+    }
+
+    /// Looks a queue up on behalf of `conn`, refusing another connection's
+    /// exclusive queue.
+    fn queue_for(&self, conn: ConnId, name: &str) -> Result<&Queue, AmqpError> {
+        let q = self.queues.get(name).ok_or_else(|| {
+            AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+        })?;
+        check_exclusive(q, conn, &self.name)?;
+        Ok(q)
+    }
+
+    pub fn bind_queue(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.check_binding(conn, queue, exchange)?;
+        let binding = Binding {
+            queue: queue.to_owned(),
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
+        };
+        let ex = self.exchanges.get_mut(exchange).expect("checked above");
+        if !ex.bindings.contains(&binding) {
+            ex.bindings.push(binding);
+        }
+        Ok(())
+    }
+
+    pub fn unbind_queue(
+        &mut self,
+        conn: ConnId,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        self.check_binding(conn, queue, exchange)?;
+        let ex = self.exchanges.get_mut(exchange).expect("checked above");
+        ex.bindings.retain(|b| {
+            !(b.queue == queue && b.routing_key == routing_key && &b.arguments == arguments)
+        });
+        self.auto_delete_exchange(exchange);
+        Ok(())
+    }
+
+    fn check_binding(&self, conn: ConnId, queue: &str, exchange: &str) -> Result<(), AmqpError> {
+        if exchange.is_empty() || exchange == "amq.default" {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        self.queue_for(conn, queue)?;
+        self.exchange(exchange)?;
+        Ok(())
+    }
+
+    pub fn purge_queue(&mut self, conn: ConnId, name: &str) -> Result<u32, AmqpError> {
+        self.queue_for(conn, name)?;
+        let q = self.queues.get_mut(name).expect("checked above");
+        let n = q.ready.len() as u32;
+        q.ready.clear();
+        Ok(n)
+    }
+
+    pub fn delete_queue(
+        &mut self,
+        conn: ConnId,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, AmqpError> {
+        let q = match self.queue_for(conn, name) {
+            Ok(q) => q,
+            // RabbitMQ answers delete-ok for a queue that is not there.
+            Err(e) if e.code == crate::error::code::NOT_FOUND => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        if if_unused && !q.consumers.is_empty() {
+            return Err(AmqpError::precondition(format!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && !q.ready.is_empty() {
+            return Err(AmqpError::precondition(format!(
+                "queue '{name}' in vhost '{}' is not empty",
+                self.name
+            )));
+        }
+        Ok(self.delete_queue_entity(name))
+    }
+
+    /// Removes a queue with its bindings; its consumers are told (`basic.cancel`)
+    /// when their client asked for that. Returns how many messages it held.
+    fn delete_queue_entity(&mut self, name: &str) -> u32 {
+        let Some(q) = self.queues.remove(name) else {
+            return 0;
+        };
+        for c in &q.consumers {
+            if let Some(st) = self.channels.get_mut(&(c.conn, c.channel)) {
+                st.consumers.remove(&c.tag);
+            }
+            if let Some(conn) = self.conns.get(&c.conn) {
+                if conn.cancel_notify {
+                    let tag = c.tag.clone();
+                    conn.outbox.push(|out| {
+                        codec::put_method(
+                            out,
+                            c.channel,
+                            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                                consumer_tag: tag.into(),
+                                nowait: true,
+                            })),
+                        )
+                    });
+                }
+            }
+        }
+        let mut emptied = Vec::new();
+        for ex in self.exchanges.values_mut() {
+            let before = ex.bindings.len();
+            ex.bindings.retain(|b| b.queue != name);
+            if ex.bindings.len() != before && ex.bindings.is_empty() && ex.auto_delete {
+                emptied.push(ex.name.clone());
+            }
+        }
+        for ex in emptied {
+            self.auto_delete_exchange(&ex);
+        }
+        q.ready.len() as u32
+    }
+
+    fn auto_delete_exchange(&mut self, name: &str) {
+        if let Some(ex) = self.exchanges.get(name) {
+            if ex.auto_delete && ex.bindings.is_empty() {
+                self.exchanges.remove(name);
+            }
+        }
+    }
+
+    fn auto_delete_if_unused(&mut self, name: &str) {
+        if let Some(q) = self.queues.get(name) {
+            if q.auto_delete && q.consumers.is_empty() && q.had_consumer {
+                self.delete_queue_entity(name);
+            }
+        }
+    }
+
+    // ---- publishing and delivery ----------------------------------------------
+
+    /// The queues a message published to `exchange` goes to, each once.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Result<Vec<String>, AmqpError> {
+        let mut targets = Vec::new();
+        if exchange.is_empty() || exchange == "amq.default" {
+            if self.queues.contains_key(routing_key) {
+                targets.push(routing_key.to_owned());
+            }
+            return Ok(targets);
+        }
+        let ex = self.exchange(exchange)?;
+        if ex.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        routing::route(ex, routing_key, headers, &mut targets);
+        Ok(targets)
+    }
+
+    /// Appends a message to the queues it was routed to and delivers what it can.
+    pub fn enqueue(&mut self, targets: &[String], msg: Arc<Message>) {
+        for name in targets {
+            if let Some(q) = self.queues.get_mut(name) {
+                let seq = q.next_seq;
+                q.next_seq += 1;
+                q.ready.push_back(Queued {
+                    seq,
+                    msg: msg.clone(),
+                    redelivered: false,
+                });
+                self.dispatch(name);
+            }
+        }
+    }
+
+    /// Sends `basic.return` with the message to the publisher.
+    pub fn write_return(&self, conn: ConnId, channel: u16, exchange: &str, msg: &Message) {
+        let Some(conn) = self.conns.get(&conn) else {
+            return;
+        };
+        let frame_max = conn.frame_max;
+        conn.outbox.push(|out| {
+            codec::put_method(
+                out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: crate::error::code::NO_ROUTE,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: exchange.into(),
+                    routing_key: msg.routing_key.as_str().into(),
+                })),
+            );
+            codec::put_content(out, channel, &msg.header, &msg.body, frame_max);
+        });
+    }
+
+    /// Delivers ready messages of a queue to consumers that have room, round-robin.
+    fn dispatch(&mut self, queue: &str) {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        while !q.ready.is_empty() && !q.consumers.is_empty() {
+            let n = q.consumers.len();
+            let mut chosen = None;
+            for i in 0..n {
+                let idx = (q.next_consumer + i) % n;
+                let c = &q.consumers[idx];
+                let (Some(st), Some(conn)) = (
+                    self.channels.get(&(c.conn, c.channel)),
+                    self.conns.get(&c.conn),
+                ) else {
+                    continue;
+                };
+                let has_room = c.no_ack
+                    || ((c.prefetch == 0 || c.unacked < c.prefetch as u32)
+                        && (st.channel_prefetch == 0
+                            || st.consumer_unacked < st.channel_prefetch as u32));
+                if st.flow && has_room && !conn.outbox.is_backed_up() {
+                    chosen = Some(idx);
+                    break;
+                }
+            }
+            let Some(idx) = chosen else { break };
+            q.next_consumer = (idx + 1) % n;
+            let item = q.ready.pop_front().expect("not empty");
+            let c = &mut q.consumers[idx];
+            let st = self
+                .channels
+                .get_mut(&(c.conn, c.channel))
+                .expect("checked above");
+            let tag = st.next_tag;
+            st.next_tag += 1;
+            if !c.no_ack {
+                c.unacked += 1;
+                st.consumer_unacked += 1;
+                st.unacked.insert(
+                    tag,
+                    Unacked {
+                        queue: q.name.clone(),
+                        queue_id: q.id,
+                        seq: item.seq,
+                        msg: item.msg.clone(),
+                        consumer: Some(c.tag.clone()),
+                    },
+                );
+            }
+            let conn = &self.conns[&c.conn];
+            conn.outbox.push(|out| {
+                codec::put_deliver(
+                    out,
+                    c.channel,
+                    &c.tag,
+                    tag,
+                    item.redelivered,
+                    &item.msg.exchange,
+                    &item.msg.routing_key,
+                );
+                codec::put_content(
+                    out,
+                    c.channel,
+                    &item.msg.header,
+                    &item.msg.body,
+                    conn.frame_max,
+                );
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn consume(
+        &mut self,
+        conn: ConnId,
+        channel: u16,
+        queue: &str,
+        tag: String,
+        no_ack: bool,
+        exclusive: bool,
+        on_ok: impl FnOnce(&str),
+    ) -> Result<(), AmqpError> {
+        let vhost = self.name.clone();
+        let q = self.queue_for(conn, queue)?;
+        if exclusive && !q.consumers.is_empty() || q.consumers.iter().any(|c| c.exclusive) {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{queue}' in vhost '{vhost}' in exclusive use"
+            )));
+        }
+        let st = self
+            .channels
+            .get_mut(&(conn, channel))
+            .expect("channel is open");
+        if st.consumers.contains_key(&tag) {
+            return Err(AmqpError::connection(
+                crate::error::code::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        st.consumers.insert(tag.clone(), queue.to_owned());
+        let prefetch = st.consumer_prefetch;
+        // consume-ok goes out before the first delivery.
+        on_ok(&tag);
+        let q = self.queues.get_mut(queue).expect("checked above");
+        q.consumers.push(Consumer {
+            tag,
+            conn,
+            channel,
+            no_ack,
+            exclusive,
+            prefetch,
+            unacked: 0,
+        });
+        q.had_consumer = true;
+        self.dispatch(queue);
+        Ok(())
+    }
+
+    /// Cancels a consumer; returns whether it existed.
+    pub fn cancel(&mut self, conn: ConnId, channel: u16, tag: &str) -> bool {
+        let Some(st) = self.channels.get_mut(&(conn, channel)) else {
+            return false;
+        };
+        let Some(queue) = st.consumers.remove(tag) else {
+            return false;
+        };
+        self.remove_consumer(&queue, conn, channel, tag);
+        self.auto_delete_if_unused(&queue);
+        true
+    }
+
+    fn remove_consumer(&mut self, queue: &str, conn: ConnId, channel: u16, tag: &str) {
+        if let Some(q) = self.queues.get_mut(queue) {
+            if let Some(i) = q
+                .consumers
+                .iter()
+                .position(|c| c.conn == conn && c.channel == channel && c.tag == tag)
+            {
+                q.consumers.remove(i);
+                if q.next_consumer > i {
+                    q.next_consumer -= 1;
+                }
+                if q.next_consumer >= q.consumers.len() {
+                    q.next_consumer = 0;
+                }
+            }
+        }
+    }
+
+    pub fn qos(&mut self, conn: ConnId, channel: u16, prefetch: u16, global: bool) {
+        let Some(st) = self.channels.get_mut(&(conn, channel)) else {
+            return;
+        };
+        if global {
+            st.channel_prefetch = prefetch;
+        } else {
+            st.consumer_prefetch = prefetch;
+        }
+        let queues: Vec<String> = st.consumers.values().cloned().collect();
+        for q in queues {
+            self.dispatch(&q);
+        }
+    }
+
+    /// `basic.get`: the next ready message with the count left, written to the
+    /// caller's outbox; false when the queue is empty.
+    pub fn get(
+        &mut self,
+        conn: ConnId,
+        channel: u16,
+        queue: &str,
+        no_ack: bool,
+    ) -> Result<bool, AmqpError> {
+        self.queue_for(conn, queue)?;
+        let q = self.queues.get_mut(queue).expect("checked above");
+        let Some(item) = q.ready.pop_front() else {
+            return Ok(false);
+        };
+        let remaining = q.ready.len() as u32;
+        let st = self
+            .channels
+            .get_mut(&(conn, channel))
+            .expect("channel is open");
+        let tag = st.next_tag;
+        st.next_tag += 1;
+        if !no_ack {
+            st.unacked.insert(
+                tag,
+                Unacked {
+                    queue: q.name.clone(),
+                    queue_id: q.id,
+                    seq: item.seq,
+                    msg: item.msg.clone(),
+                    consumer: None,
+                },
+            );
+        }
+        let entry = &self.conns[&conn];
+        let m = &item.msg;
+        entry.outbox.push(|out| {
+            codec::put_method(
+                out,
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                    delivery_tag: tag,
+                    redelivered: item.redelivered,
+                    exchange: m.exchange.as_str().into(),
+                    routing_key: m.routing_key.as_str().into(),
+                    message_count: remaining,
+                })),
+            );
+            codec::put_content(out, channel, &m.header, &m.body, entry.frame_max);
+        });
+        Ok(true)
+    }
+
+    /// `basic.ack` / `nack` / `reject`: settles one delivery, or with `multiple`
+    /// every one up to the tag (tag 0 meaning all). Requeued messages return to
+    /// their place, marked redelivered.
+    pub fn settle(
+        &mut self,
+        conn: ConnId,
+        channel: u16,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: Option<bool>,
+    ) -> Result<(), AmqpError> {
+        let st = self
+            .channels
+            .get_mut(&(conn, channel))
+            .expect("channel is open");
+        let settled: Vec<Unacked> = if multiple {
+            if delivery_tag != 0 && !st.unacked.contains_key(&delivery_tag) {
+                return Err(unknown_tag(delivery_tag));
+            }
+            let upto = if delivery_tag == 0 {
+                u64::MAX
+            } else {
+                delivery_tag
+            };
+            let keep = st.unacked.split_off(&(upto.saturating_add(1)));
+            let taken = std::mem::replace(&mut st.unacked, keep);
+            taken.into_values().collect()
+        } else {
+            match st.unacked.remove(&delivery_tag) {
+                Some(u) => vec![u],
+                None => return Err(unknown_tag(delivery_tag)),
+            }
+        };
+        let mut touched = Vec::new();
+        for u in settled {
+            if let Some(tag) = &u.consumer {
+                st.consumer_unacked = st.consumer_unacked.saturating_sub(1);
+                if let Some(q) = self.queues.get_mut(&u.queue) {
+                    if let Some(c) = q
+                        .consumers
+                        .iter_mut()
+                        .find(|c| c.conn == conn && c.channel == channel && &c.tag == tag)
+                    {
+                        c.unacked = c.unacked.saturating_sub(1);
+                    }
+                }
+            }
+            if requeue == Some(true) {
+                if let Some(q) = self.queues.get_mut(&u.queue) {
+                    if q.id == u.queue_id {
+                        q.requeue(u.seq, u.msg);
+                    }
+                }
+            }
+            touched.push(u.queue);
+        }
+        touched.sort();
+        touched.dedup();
+        for q in touched {
+            self.dispatch(&q);
+        }
+        Ok(())
+    }
+
+    /// `basic.recover` with requeue: every unacked delivery of the channel goes back.
+    pub fn recover(&mut self, conn: ConnId, channel: u16) {
+        let _ = self.settle(conn, channel, 0, true, Some(true));
+    }
+
+    /// The restart of a broker: what is not durable goes, as when RabbitMQ restarts.
+    pub fn restart(&mut self) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for c in conns {
+            self.close_connection(c);
+        }
+        self.queues.retain(|_, q| q.durable);
+        for q in self.queues.values_mut() {
+            q.ready.retain(|m| m.msg.persistent());
+            q.consumers.clear();
+            q.next_consumer = 0;
+        }
+        self.exchanges.retain(|_, e| e.durable);
+        let queues = &self.queues;
+        for ex in self.exchanges.values_mut() {
+            ex.bindings.retain(|b| queues.contains_key(&b.queue));
+        }
+    }
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+fn unknown_tag(tag: u64) -> AmqpError {
+    AmqpError::precondition(format!("unknown delivery tag {tag}"))
+}
+
+fn locked_error(queue: &str, vhost: &str) -> AmqpError {
+    AmqpError::locked(format!(
+        "cannot obtain exclusive access to locked queue '{queue}' in vhost '{vhost}'. \
+         It could be originally declared on another connection or the exclusive property \
+         value does not match that of the original declaration."
+    ))
+}
+
+fn check_exclusive(q: &Queue, conn: ConnId, vhost: &str) -> Result<(), AmqpError> {
+    match q.exclusive_owner {
+        Some(owner) if owner != conn => Err(locked_error(&q.name, vhost)),
+        _ => Ok(()),
+    }
+}
+
+/// Queue arguments RabbitMQ compares on redeclaration; others are not checked.
+const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-queue-master-locator",
+    "x-quorum-initial-group-size",
+    "x-delivery-limit",
+    "x-dead-letter-strategy",
+];
+
+fn check_equivalent_args(
+    queue: &str,
+    vhost: &str,
+    current: &FieldTable,
+    got: &FieldTable,
+) -> Result<(), AmqpError> {
+    for key in EQUIVALENCE_ARGS {
+        let a = current.inner().get(*key);
+        let b = got.inner().get(*key);
+        if a != b {
+            return Err(AmqpError::precondition(format!(
+                "inequivalent arg '{key}' for queue '{queue}' in vhost '{vhost}': \
+                 received {} but current is {}",
+                describe_arg(b),
+                describe_arg(a)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How RabbitMQ words an argument value in an inequivalence message.
+fn describe_arg(v: Option<&AMQPValue>) -> String {
+    let Some(v) = v else {
+        return "none".to_owned();
+    };
+    let (ty, val) = match v {
+        AMQPValue::Boolean(b) => ("bool", b.to_string()),
+        AMQPValue::ShortShortInt(n) => ("byte", n.to_string()),
+        AMQPValue::ShortShortUInt(n) => ("unsignedbyte", n.to_string()),
+        AMQPValue::ShortInt(n) => ("short", n.to_string()),
+        AMQPValue::ShortUInt(n) => ("unsignedshort", n.to_string()),
+        AMQPValue::LongInt(n) => ("signedint", n.to_string()),
+        AMQPValue::LongUInt(n) => ("unsignedint", n.to_string()),
+        AMQPValue::LongLongInt(n) => ("long", n.to_string()),
+        AMQPValue::Timestamp(n) => ("timestamp", n.to_string()),
+        AMQPValue::Float(n) => ("float", n.to_string()),
+        AMQPValue::Double(n) => ("double", n.to_string()),
+        AMQPValue::ShortString(s) => ("shortstr", s.to_string()),
+        AMQPValue::LongString(s) => ("longstr", s.to_string()),
+        other => ("value", format!("{other:?}")),
+    };
+    format!("the value '{val}' of type '{ty}'")
+}
