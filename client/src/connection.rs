@@ -1,0 +1,500 @@
+//! Opening, tuning and closing a connection; the handle that channels share.
+//!
+//! The handshake (protocol header, start/start-ok, tune/tune-ok, open/open-ok) runs
+//! inline on the caller's task, step by step. Once it succeeds the stream is handed to
+//! one background task (see [`crate::io`]) that owns it for the rest of the connection.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use amq_protocol::{
+    protocol::{connection, AMQPClass},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use bytes::{Bytes, BytesMut};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    channel::{Channel, ChannelState},
+    codec::{self, Frame},
+    error::{CloseReason, Error, Result},
+    io,
+    url::ConnectionConfig,
+};
+
+/// How many encoded messages (a method, or a whole publish) may wait for the socket.
+/// A full queue makes publishers wait: back-pressure instead of unbounded memory.
+const OUTGOING_QUEUE: usize = 256;
+/// Frame size proposed when neither side limits it (RabbitMQ's default too).
+const DEFAULT_FRAME_MAX: u32 = 131_072;
+/// Used when the config sets no `connection_timeout`, so that a broker that never
+/// answers cannot hang a test forever.
+const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What tune settled on, plus what the broker said about itself.
+#[derive(Debug)]
+pub(crate) struct Tuned {
+    pub(crate) channel_max: u16,
+    pub(crate) frame_max: u32,
+    pub(crate) heartbeat: u16,
+    pub(crate) server_properties: FieldTable,
+}
+
+/// State shared by the connection task and every handle.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub(crate) tuned: Tuned,
+    /// Open channels by id. A std mutex: it is only held to look up, insert or remove.
+    pub(crate) channels: Mutex<HashMap<u16, Arc<ChannelState>>>,
+    /// `None` while open; the reason once closed. A watch so that any number of tasks
+    /// can await the close.
+    pub(crate) closed: watch::Sender<Option<Error>>,
+    /// Set by `connection.blocked` / `connection.unblocked`; publishers wait while true.
+    pub(crate) blocked: watch::Sender<bool>,
+    /// Set once `close()` was called, so that no channel opens after it.
+    pub(crate) closing: AtomicBool,
+}
+
+impl ConnState {
+    pub(crate) fn channels(&self) -> MutexGuard<'_, HashMap<u16, Arc<ChannelState>>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record why the connection ended and fail every channel with it.
+    pub(crate) fn finish(&self, err: Error) {
+        self.closed.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(err.clone());
+                true
+            } else {
+                false
+            }
+        });
+        let channels: Vec<_> = self.channels().drain().map(|(_, c)| c).collect();
+        for channel in channels {
+            channel.finish(err.clone());
+        }
+    }
+}
+
+/// A cheap clone held by every channel, consumer and delivery: the way to the socket.
+///
+/// The connection task ends (after a polite `connection.close`) when the last handle is
+/// dropped, because the outgoing queue then has no sender left.
+#[derive(Clone, Debug)]
+pub(crate) struct Handle {
+    pub(crate) out: mpsc::Sender<Bytes>,
+    pub(crate) conn: Arc<ConnState>,
+}
+
+impl Handle {
+    /// Why the connection is unusable (called after a send found it closed).
+    pub(crate) fn error(&self) -> Error {
+        self.conn
+            .closed
+            .borrow()
+            .clone()
+            .unwrap_or(Error::ConnectionClosedByClient)
+    }
+
+    /// A slot in the outgoing queue. Taking the slot before touching channel state lets
+    /// callers assign sequence numbers and queue frames under one lock, in one order.
+    pub(crate) async fn reserve(&self) -> Result<mpsc::Permit<'_, Bytes>> {
+        self.out.reserve().await.map_err(|_| self.error())
+    }
+
+    /// Wait while the broker has blocked publishing on this connection.
+    pub(crate) async fn wait_unblocked(&self) -> Result<()> {
+        if !*self.conn.blocked.borrow() {
+            return Ok(());
+        }
+        let mut blocked = self.conn.blocked.subscribe();
+        let mut closed = self.conn.closed.subscribe();
+        tokio::select! {
+            r = blocked.wait_for(|b| !*b) => r.map(|_| ()).map_err(|_| self.error()),
+            _ = closed.wait_for(|c| c.is_some()) => Err(self.error()),
+        }
+    }
+}
+
+/// A connection to an AMQP 0-9-1 broker. Clones share it.
+///
+/// Dropping every clone (and every channel, consumer and delivery) closes it politely.
+#[derive(Clone)]
+pub struct Connection {
+    handle: Handle,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("tuned", &self.handle.conn.tuned)
+            .field("closed", &*self.handle.conn.closed.borrow())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connect over TCP to an `amqp://` URL.
+    pub async fn connect(url: &str) -> Result<Connection> {
+        Self::connect_with(&url.parse()?).await
+    }
+
+    /// Connect over TCP with a parsed config.
+    pub async fn connect_with(config: &ConnectionConfig) -> Result<Connection> {
+        let limit = config
+            .connection_timeout
+            .unwrap_or(DEFAULT_CONNECTION_TIMEOUT);
+        tokio::time::timeout(limit, async {
+            let stream = TcpStream::connect((config.host.as_str(), config.port)).await?;
+            stream.set_nodelay(true)?;
+            Self::handshake(stream, config).await
+        })
+        .await
+        .map_err(|_| Error::Timeout)?
+    }
+
+    /// Open a connection over an existing stream (a socket, or Warren's in-process
+    /// stream) as guest/guest on vhost `/`.
+    pub async fn open<S>(stream: S) -> Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Self::open_with(stream, &ConnectionConfig::default()).await
+    }
+
+    /// Open a connection over an existing stream with the credentials, vhost and tune
+    /// proposals of `config` (its host and port are not used).
+    pub async fn open_with<S>(stream: S, config: &ConnectionConfig) -> Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let limit = config
+            .connection_timeout
+            .unwrap_or(DEFAULT_CONNECTION_TIMEOUT);
+        tokio::time::timeout(limit, Self::handshake(stream, config))
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    async fn handshake<S>(mut stream: S, config: &ConnectionConfig) -> Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut out = BytesMut::new();
+        let mut input = BytesMut::with_capacity(8192);
+        codec::encode_protocol_header(&mut out);
+        stream.write_all(&out).await?;
+        out.clear();
+
+        let start = match read_connection_method(&mut stream, &mut input).await? {
+            connection::AMQPMethod::Start(start) => start,
+            other => return Err(unexpected("connection.start", &other)),
+        };
+        let mechanisms = String::from_utf8_lossy(start.mechanisms.as_bytes()).to_string();
+        if !mechanisms.split(' ').any(|m| m == "PLAIN") {
+            return Err(Error::Protocol {
+                code: 503,
+                message: format!("broker offers no PLAIN authentication: {mechanisms}"),
+            });
+        }
+        let response = format!("\0{}\0{}", config.username, config.password);
+        send_method(
+            &mut stream,
+            &mut out,
+            connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: client_properties(config),
+                mechanism: "PLAIN".into(),
+                response: LongString::from(response.into_bytes()),
+                locale: "en_US".into(),
+            }),
+        )
+        .await?;
+
+        let tune = match read_connection_method(&mut stream, &mut input).await? {
+            connection::AMQPMethod::Tune(tune) => tune,
+            other => return Err(unexpected("connection.tune", &other)),
+        };
+        let tuned = negotiate(&tune, config, start.server_properties);
+        send_method(
+            &mut stream,
+            &mut out,
+            connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: tuned.channel_max,
+                frame_max: tuned.frame_max,
+                heartbeat: tuned.heartbeat,
+            }),
+        )
+        .await?;
+        send_method(
+            &mut stream,
+            &mut out,
+            connection::AMQPMethod::Open(connection::Open {
+                virtual_host: short(&config.vhost)?,
+            }),
+        )
+        .await?;
+        match read_connection_method(&mut stream, &mut input).await? {
+            connection::AMQPMethod::OpenOk(_) => {}
+            other => return Err(unexpected("connection.open-ok", &other)),
+        }
+
+        let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let conn = Arc::new(ConnState {
+            tuned,
+            channels: Mutex::new(HashMap::new()),
+            closed: watch::channel(None).0,
+            blocked: watch::channel(false).0,
+            closing: AtomicBool::new(false),
+        });
+        tokio::spawn(io::run(stream, input, conn.clone(), out_rx));
+        Ok(Connection {
+            handle: Handle { out: out_tx, conn },
+        })
+    }
+
+    /// Open a new channel.
+    pub async fn create_channel(&self) -> Result<Channel> {
+        if self.handle.conn.closing.load(Ordering::Acquire) {
+            return Err(Error::ConnectionClosedByClient);
+        }
+        if let Some(err) = self.handle.conn.closed.borrow().clone() {
+            return Err(err);
+        }
+        Channel::open(self.handle.clone()).await
+    }
+
+    /// Close the connection (`200 OK`) and wait for the broker's `close-ok`.
+    ///
+    /// Messages published before the call are written first. Returns the broker's error
+    /// if the connection had already failed.
+    pub async fn close(&self) -> Result<()> {
+        self.close_with(200, "OK").await
+    }
+
+    /// Close with a chosen reply code and text.
+    pub async fn close_with(&self, reply_code: u16, reply_text: &str) -> Result<()> {
+        let first = !self.handle.conn.closing.swap(true, Ordering::AcqRel);
+        if first && self.handle.conn.closed.borrow().is_none() {
+            let mut buf = BytesMut::new();
+            codec::encode_method(
+                &mut buf,
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                    reply_code,
+                    reply_text: short(reply_text)?,
+                    class_id: 0,
+                    method_id: 0,
+                })),
+            )?;
+            // A failed send means the task already ended; `closed()` says why.
+            let _ = self.handle.out.send(buf.freeze()).await;
+        }
+        match self.closed().await {
+            Error::ConnectionClosedByClient => Ok(()),
+            err => Err(err),
+        }
+    }
+
+    /// Wait until the connection is closed, and say why.
+    pub async fn closed(&self) -> Error {
+        let mut rx = self.handle.conn.closed.subscribe();
+        let closed = match rx.wait_for(|c| c.is_some()).await {
+            Ok(c) => c.clone(),
+            Err(_) => None,
+        };
+        closed.unwrap_or(Error::ConnectionClosedByClient)
+    }
+
+    /// True until the connection closes or fails.
+    pub fn is_open(&self) -> bool {
+        self.handle.conn.closed.borrow().is_none()
+            && !self.handle.conn.closing.load(Ordering::Acquire)
+    }
+
+    /// True while the broker has blocked publishing (`connection.blocked`); publishes
+    /// wait until it unblocks.
+    pub fn is_blocked(&self) -> bool {
+        *self.handle.conn.blocked.borrow()
+    }
+
+    /// Negotiated largest frame, in bytes.
+    pub fn frame_max(&self) -> u32 {
+        self.handle.conn.tuned.frame_max
+    }
+
+    /// Negotiated highest channel id.
+    pub fn channel_max(&self) -> u16 {
+        self.handle.conn.tuned.channel_max
+    }
+
+    /// Negotiated heartbeat interval in seconds (0: none).
+    pub fn heartbeat(&self) -> u16 {
+        self.handle.conn.tuned.heartbeat
+    }
+
+    /// What the broker said about itself in `connection.start` (product, version,
+    /// capabilities).
+    pub fn server_properties(&self) -> &FieldTable {
+        &self.handle.conn.tuned.server_properties
+    }
+}
+
+/// Pick each tune value: the lower of two limits where 0 means "no limit"; heartbeat is
+/// the client's wish when it has one (0 disables), else the broker's proposal.
+pub(crate) fn negotiate(
+    tune: &connection::Tune,
+    config: &ConnectionConfig,
+    server_properties: FieldTable,
+) -> Tuned {
+    fn limit<T: Ord + Copy + Default>(server: T, client: Option<T>, none: T) -> T {
+        let zero = T::default();
+        match (server, client.unwrap_or(zero)) {
+            (s, c) if s == zero && c == zero => none,
+            (s, c) if s == zero => c,
+            (s, c) if c == zero => s,
+            (s, c) => s.min(c),
+        }
+    }
+    Tuned {
+        channel_max: limit(tune.channel_max, config.channel_max, u16::MAX),
+        frame_max: limit(tune.frame_max, config.frame_max, DEFAULT_FRAME_MAX)
+            .max(codec::FRAME_MIN_SIZE),
+        heartbeat: config.heartbeat.unwrap_or(tune.heartbeat),
+        server_properties,
+    }
+}
+
+fn client_properties(config: &ConnectionConfig) -> FieldTable {
+    let mut capabilities = FieldTable::default();
+    // Only what this client implements: each one changes what the broker sends us.
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "authentication_failure_close",
+    ] {
+        capabilities.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    props.insert("product".into(), text("warren-client"));
+    props.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
+    props.insert("platform".into(), text("Rust"));
+    props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    if let Some(name) = &config.connection_name {
+        props.insert("connection_name".into(), text(name));
+    }
+    props
+}
+
+/// A `ShortString`, or an error instead of amq-protocol's panic on > 255 bytes.
+pub(crate) fn short(s: &str) -> Result<ShortString> {
+    ShortString::try_new(s).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "{:?}… is longer than 255 bytes",
+            s.chars().take(32).collect::<String>()
+        ))
+    })
+}
+
+fn unexpected(wanted: &str, got: &connection::AMQPMethod) -> Error {
+    if let connection::AMQPMethod::Close(close) = got {
+        return Error::ConnectionClosed(close_reason(close));
+    }
+    Error::Protocol {
+        code: 503,
+        message: format!("expected {wanted}, got {got:?}"),
+    }
+}
+
+pub(crate) fn close_reason(close: &connection::Close) -> CloseReason {
+    CloseReason {
+        reply_code: close.reply_code,
+        reply_text: close.reply_text.to_string(),
+        class_id: close.class_id,
+        method_id: close.method_id,
+    }
+}
+
+async fn send_method<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    method: connection::AMQPMethod,
+) -> Result<()> {
+    codec::encode_method(buf, 0, AMQPClass::Connection(method))?;
+    stream.write_all(buf).await?;
+    buf.clear();
+    Ok(())
+}
+
+async fn read_connection_method<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<connection::AMQPMethod> {
+    loop {
+        match codec::decode(buf, DEFAULT_FRAME_MAX)? {
+            Some(Frame::Heartbeat) => continue,
+            Some(Frame::Method(0, AMQPClass::Connection(m))) => return Ok(m),
+            Some(other) => {
+                return Err(Error::Protocol {
+                    code: 505,
+                    message: format!("unexpected frame during handshake: {other:?}"),
+                })
+            }
+            None => {}
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(Error::Io(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the broker closed the socket during the handshake",
+            ))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tune_negotiation() {
+        let tune = |channel_max, frame_max, heartbeat| connection::Tune {
+            channel_max,
+            frame_max,
+            heartbeat,
+        };
+        let mut config = ConnectionConfig::default();
+        let t = negotiate(&tune(2047, 131072, 60), &config, FieldTable::default());
+        assert_eq!(
+            (t.channel_max, t.frame_max, t.heartbeat),
+            (2047, 131072, 60)
+        );
+        let t = negotiate(&tune(0, 0, 0), &config, FieldTable::default());
+        assert_eq!(
+            (t.channel_max, t.frame_max, t.heartbeat),
+            (u16::MAX, 131072, 0)
+        );
+        config.channel_max = Some(10);
+        config.frame_max = Some(8192);
+        config.heartbeat = Some(0);
+        let t = negotiate(&tune(2047, 131072, 60), &config, FieldTable::default());
+        assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (10, 8192, 0));
+        config.frame_max = Some(100);
+        let t = negotiate(&tune(0, 0, 60), &config, FieldTable::default());
+        assert_eq!(t.frame_max, codec::FRAME_MIN_SIZE);
+    }
+}

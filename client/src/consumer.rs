@@ -1,0 +1,154 @@
+//! Consumers and returned messages as `Stream`s.
+
+use std::{
+    fmt,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use futures_core::Stream;
+use tokio::sync::mpsc;
+
+use crate::{
+    channel::Channel,
+    content::{Content, ContentMethod},
+    error::{Error, Result},
+    message::{Delivery, ReturnedMessage},
+};
+
+/// A consumer: a stream of deliveries.
+///
+/// The stream ends (`None`) after [`Consumer::cancel`] or when this client closes the
+/// channel or connection. If the broker cancels the consumer (its queue was deleted) or
+/// closes the channel or connection, the last item is that error. Dropping a consumer
+/// cancels it, and deliveries still arriving for it are requeued.
+pub struct Consumer {
+    tag: String,
+    channel: Channel,
+    rx: mpsc::Receiver<Content>,
+    end: Arc<Mutex<Option<Error>>>,
+    no_ack: bool,
+    cancelled: bool,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("tag", &self.tag)
+            .field("channel", &self.channel.id())
+            .finish()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        tag: String,
+        channel: Channel,
+        rx: mpsc::Receiver<Content>,
+        end: Arc<Mutex<Option<Error>>>,
+        no_ack: bool,
+    ) -> Self {
+        Consumer {
+            tag,
+            channel,
+            rx,
+            end,
+            no_ack,
+            cancelled: false,
+        }
+    }
+
+    /// The consumer tag (the broker's choice when none was given).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The channel the consumer lives on.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Cancel the consumer and wait for the broker's `cancel-ok`. Deliveries already
+    /// buffered are still yielded; then the stream ends.
+    pub async fn cancel(&mut self) -> Result<()> {
+        self.cancelled = true;
+        self.channel.basic_cancel(&self.tag).await
+    }
+
+    /// The next delivery, like `StreamExt::next` without the import.
+    pub async fn recv(&mut self) -> Option<Result<Delivery>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    fn delivery(&self, content: Content) -> Delivery {
+        let ContentMethod::Deliver(deliver) = content.method else {
+            unreachable!("only deliveries are routed to consumers")
+        };
+        Delivery {
+            delivery_tag: deliver.delivery_tag,
+            redelivered: deliver.redelivered,
+            exchange: deliver.exchange.to_string(),
+            routing_key: deliver.routing_key.to_string(),
+            properties: content.properties,
+            body: content.body,
+            channel: self.channel.clone(),
+            no_ack: self.no_ack,
+        }
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(content)) => Poll::Ready(Some(Ok(this.delivery(content)))),
+            Poll::Ready(None) => {
+                this.cancelled = true;
+                let end = this.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Poll::Ready(end.map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if !self.cancelled {
+            self.channel.cancel_nowait(&self.tag);
+        }
+    }
+}
+
+/// Returned (`mandatory`, unroutable) messages of one channel, as a stream.
+#[derive(Debug)]
+pub struct Returns {
+    rx: mpsc::Receiver<ReturnedMessage>,
+}
+
+impl Returns {
+    pub(crate) fn new(rx: mpsc::Receiver<ReturnedMessage>) -> Self {
+        Returns { rx }
+    }
+
+    /// The next returned message; `None` once the channel is closed.
+    pub async fn recv(&mut self) -> Option<ReturnedMessage> {
+        self.rx.recv().await
+    }
+
+    /// A returned message if one is already here.
+    pub fn try_recv(&mut self) -> Option<ReturnedMessage> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Stream for Returns {
+    type Item = ReturnedMessage;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,441 @@
+//! The connection task: the one owner of the socket, reading and writing concurrently.
+//!
+//! The writer drains the outgoing queue (fed by every handle) and sends heartbeats when
+//! idle. The reader decodes frames, reassembles content and routes each frame to its
+//! channel's state: RPC replies, deliveries, confirms, returns, closes. When either
+//! side ends, the connection's close reason is recorded and every channel fails with it.
+//!
+//! Back-pressure: a delivery is handed to its consumer through a bounded queue, and the
+//! reader waits when that queue is full. The socket is then not read, so the broker
+//! stops sending (TCP flow control) instead of this client buffering without bound.
+//! With a prefetch set, the queue is sized to it and the wait never happens.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use bytes::{Bytes, BytesMut};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter},
+    sync::mpsc,
+    time::Instant,
+};
+
+use crate::{
+    channel::{ChannelState, Reply},
+    codec::{self, Frame},
+    connection::{close_reason, ConnState},
+    content::{Assembly, Content, ContentMethod, Progress},
+    error::{CloseReason, Error},
+    message::{Confirmation, ReturnedMessage},
+};
+
+/// What the reader asks the writer to do: answer the broker, or stop.
+#[derive(Debug)]
+enum Internal {
+    Frame(Bytes),
+    Shutdown,
+}
+
+/// Run a connection until it closes; spawned once per connection.
+pub(crate) async fn run<S>(
+    stream: S,
+    input: BytesMut,
+    conn: Arc<ConnState>,
+    mut out_rx: mpsc::Receiver<Bytes>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    // Unbounded, but only the reader feeds it and only with short replies (close-ok,
+    // flow-ok, rejects of deliveries nobody wants), at most one per frame read.
+    let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
+    let heartbeat = conn.tuned.heartbeat;
+    let reader = Reader {
+        conn: conn.clone(),
+        internal: internal_tx.clone(),
+        assemblies: HashMap::new(),
+    }
+    .run(rd, input);
+    // The queues are borrowed, not moved, so they outlive the writer future: handles
+    // must see the close reason recorded before their sends start failing.
+    let writer = write_loop(wr, &mut out_rx, &mut internal_rx, heartbeat);
+    tokio::pin!(reader, writer);
+    let err = tokio::select! {
+        err = &mut reader => {
+            // Let the writer flush what the reader queued last (a close-ok, or a close
+            // explaining a protocol error) before the socket goes.
+            let _ = internal_tx.send(Internal::Shutdown);
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+            err
+        }
+        err = &mut writer => err,
+    };
+    match &err {
+        Error::ConnectionClosedByClient => tracing::debug!("connection closed"),
+        err => tracing::debug!(%err, "connection ended"),
+    }
+    conn.finish(err);
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    wr: W,
+    out_rx: &mut mpsc::Receiver<Bytes>,
+    internal_rx: &mut mpsc::UnboundedReceiver<Internal>,
+    heartbeat: u16,
+) -> Error {
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    // Send a heartbeat after half the interval without writing anything.
+    let idle = (heartbeat > 0).then(|| Duration::from_millis(u64::from(heartbeat) * 500));
+    let mut last_write = Instant::now();
+    let mut handles_alive = true;
+    loop {
+        let next_heartbeat = last_write + idle.unwrap_or(Duration::ZERO);
+        let first = tokio::select! {
+            biased;
+            msg = internal_rx.recv() => match msg {
+                Some(Internal::Frame(bytes)) => bytes,
+                Some(Internal::Shutdown) | None => {
+                    let _ = wr.flush().await;
+                    return Error::ConnectionClosedByClient;
+                }
+            },
+            msg = out_rx.recv(), if handles_alive => match msg {
+                Some(bytes) => bytes,
+                None => {
+                    // Every handle is gone: nobody can use the connection any more.
+                    handles_alive = false;
+                    goodbye()
+                }
+            },
+            _ = tokio::time::sleep_until(next_heartbeat), if idle.is_some() => {
+                let mut buf = BytesMut::new();
+                codec::encode_heartbeat(&mut buf);
+                buf.freeze()
+            }
+        };
+        if let Err(e) = wr.write_all(&first).await {
+            return e.into();
+        }
+        // Write whatever else is already queued before one flush (one syscall for many
+        // small publishes), but bound the batch so heartbeats are not starved.
+        for _ in 0..256 {
+            let next = match internal_rx.try_recv() {
+                Ok(Internal::Frame(bytes)) => bytes,
+                Ok(Internal::Shutdown) => {
+                    let _ = wr.flush().await;
+                    return Error::ConnectionClosedByClient;
+                }
+                Err(_) => match out_rx.try_recv() {
+                    Ok(bytes) => bytes,
+                    Err(_) => break,
+                },
+            };
+            if let Err(e) = wr.write_all(&next).await {
+                return e.into();
+            }
+        }
+        if let Err(e) = wr.flush().await {
+            return e.into();
+        }
+        last_write = Instant::now();
+    }
+}
+
+fn goodbye() -> Bytes {
+    let mut buf = BytesMut::new();
+    let _ = codec::encode_method(
+        &mut buf,
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "OK".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    );
+    buf.freeze()
+}
+
+fn unexpected_frame(message: String) -> Error {
+    Error::Protocol { code: 505, message }
+}
+
+struct Reader {
+    conn: Arc<ConnState>,
+    internal: mpsc::UnboundedSender<Internal>,
+    /// Content being received, per channel. Owned by the reader alone: no lock.
+    assemblies: HashMap<u16, Assembly>,
+}
+
+impl Reader {
+    fn send(&self, channel: u16, method: AMQPClass) {
+        let mut buf = BytesMut::new();
+        if codec::encode_method(&mut buf, channel, method).is_ok() {
+            let _ = self.internal.send(Internal::Frame(buf.freeze()));
+        }
+    }
+
+    /// Read and dispatch until the connection ends; returns why it ended.
+    async fn run<R: AsyncRead + Unpin>(mut self, mut rd: R, mut buf: BytesMut) -> Error {
+        let frame_max = self.conn.tuned.frame_max;
+        let heartbeat = self.conn.tuned.heartbeat;
+        // Two silent intervals mean the broker (or the path to it) is gone.
+        let silence = Duration::from_secs(u64::from(heartbeat) * 2);
+        loop {
+            loop {
+                let frame = match codec::decode(&mut buf, frame_max) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(err) => return self.violation(err),
+                };
+                if let Err(err) = self.handle(frame).await {
+                    return match err {
+                        Error::Protocol { .. } => self.violation(err),
+                        err => err,
+                    };
+                }
+            }
+            let read = if heartbeat > 0 {
+                match tokio::time::timeout(silence, rd.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => return Error::MissedHeartbeats,
+                }
+            } else {
+                rd.read_buf(&mut buf).await
+            };
+            match read {
+                Ok(0) => {
+                    return Error::Io(Arc::new(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the broker closed the socket without connection.close",
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => return e.into(),
+            }
+        }
+    }
+
+    /// The broker broke the protocol: tell it why (best effort) and end.
+    fn violation(&self, err: Error) -> Error {
+        if let Error::Protocol { code, message } = &err {
+            tracing::warn!(code, %message, "protocol violation by the broker");
+            let text: String = message.chars().take(200).collect();
+            self.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                    reply_code: *code,
+                    reply_text: text.as_str().into(),
+                    class_id: 0,
+                    method_id: 0,
+                })),
+            );
+        }
+        err
+    }
+
+    fn channel(&self, id: u16) -> Option<Arc<ChannelState>> {
+        self.conn.channels().get(&id).cloned()
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<(), Error> {
+        match frame {
+            Frame::Heartbeat => Ok(()),
+            Frame::Method(0, AMQPClass::Connection(method)) => self.connection_method(method),
+            Frame::Method(0, other) => Err(Error::Protocol {
+                code: 503,
+                message: format!("non-connection method on channel 0: {other:?}"),
+            }),
+            Frame::Method(id, method) => self.channel_method(id, method).await,
+            Frame::Header(id, header) => {
+                let assembly = self.assemblies.remove(&id).ok_or_else(|| {
+                    unexpected_frame(format!("content header without a method on channel {id}"))
+                })?;
+                let progress = assembly.header(header)?;
+                self.progress(id, progress).await
+            }
+            Frame::Body(id, body) => {
+                let assembly = self.assemblies.remove(&id).ok_or_else(|| {
+                    unexpected_frame(format!("body frame without a method on channel {id}"))
+                })?;
+                let progress = assembly.body(body)?;
+                self.progress(id, progress).await
+            }
+        }
+    }
+
+    fn connection_method(&mut self, method: connection::AMQPMethod) -> Result<(), Error> {
+        match method {
+            connection::AMQPMethod::Close(close) => {
+                self.send(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                Err(Error::ConnectionClosed(close_reason(&close)))
+            }
+            connection::AMQPMethod::CloseOk(_) => Err(Error::ConnectionClosedByClient),
+            connection::AMQPMethod::Blocked(blocked) => {
+                tracing::info!(reason = %blocked.reason, "broker blocked publishing");
+                self.conn.blocked.send_replace(true);
+                Ok(())
+            }
+            connection::AMQPMethod::Unblocked(_) => {
+                self.conn.blocked.send_replace(false);
+                Ok(())
+            }
+            connection::AMQPMethod::UpdateSecretOk(_) => Ok(()),
+            other => Err(Error::Protocol {
+                code: 503,
+                message: format!("unexpected connection method {other:?}"),
+            }),
+        }
+    }
+
+    async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), Error> {
+        if self.assemblies.contains_key(&id) {
+            return Err(unexpected_frame(format!(
+                "method frame on channel {id} while content was expected"
+            )));
+        }
+        let Some(state) = self.channel(id) else {
+            // A late frame for a channel this client already finished (for example
+            // deliveries in flight while it closed): nothing waits for it.
+            tracing::debug!(channel = id, ?method, "frame for a closed channel dropped");
+            return Ok(());
+        };
+        match method {
+            AMQPClass::Channel(channel::AMQPMethod::Close(close)) => {
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                self.conn.channels().remove(&id);
+                state.finish(Error::ChannelClosed(CloseReason {
+                    reply_code: close.reply_code,
+                    reply_text: close.reply_text.to_string(),
+                    class_id: close.class_id,
+                    method_id: close.method_id,
+                }));
+                Ok(())
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                self.conn.channels().remove(&id);
+                state.finish(Error::ChannelClosedByClient);
+                Ok(())
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Flow(flow)) => {
+                state.set_flow(flow.active);
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: flow.active,
+                    })),
+                );
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(m)) => {
+                self.assemblies
+                    .insert(id, Assembly::new(ContentMethod::Deliver(m)));
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(m)) => {
+                self.assemblies
+                    .insert(id, Assembly::new(ContentMethod::GetOk(m)));
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Return(m)) => {
+                self.assemblies
+                    .insert(id, Assembly::new(ContentMethod::Return(m)));
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Ack(ack)) => {
+                state.confirm(ack.delivery_tag, ack.multiple, Confirmation::Ack);
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Nack(nack)) => {
+                state.confirm(nack.delivery_tag, nack.multiple, Confirmation::Nack);
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)) => {
+                state.cancelled_by_broker(cancel.consumer_tag.as_str());
+                if !cancel.nowait {
+                    self.send(
+                        id,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: cancel.consumer_tag,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Basic(basic::AMQPMethod::GetEmpty(_)) => state.reply(Reply::Get(None)),
+            reply => state.reply(Reply::Method(reply)),
+        }
+    }
+
+    async fn progress(&mut self, id: u16, progress: Progress) -> Result<(), Error> {
+        let content = match progress {
+            Progress::NeedMore(assembly) => {
+                self.assemblies.insert(id, assembly);
+                return Ok(());
+            }
+            Progress::Done(content) => content,
+        };
+        let Some(state) = self.channel(id) else {
+            return Ok(());
+        };
+        match &content.method {
+            ContentMethod::GetOk(_) => state.reply(Reply::Get(Some(Box::new(content)))),
+            ContentMethod::Deliver(deliver) => {
+                let tag = deliver.delivery_tag;
+                let Some(slot) = state.consumer(deliver.consumer_tag.as_str()) else {
+                    tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
+                    return Ok(());
+                };
+                let no_ack = slot.no_ack;
+                // Waits while the consumer's queue is full: see the module docs.
+                if slot.tx.send(content).await.is_err() && !no_ack {
+                    // The consumer was dropped: give the message back to the queue now
+                    // rather than leave it unacked until the channel closes.
+                    self.send(
+                        id,
+                        AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
+                            delivery_tag: tag,
+                            requeue: true,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            ContentMethod::Return(_) => {
+                let Content {
+                    method: ContentMethod::Return(ret),
+                    properties,
+                    body,
+                } = content
+                else {
+                    return Ok(());
+                };
+                let returned = ReturnedMessage {
+                    reply_code: ret.reply_code,
+                    reply_text: ret.reply_text.to_string(),
+                    exchange: ret.exchange.to_string(),
+                    routing_key: ret.routing_key.to_string(),
+                    properties,
+                    body,
+                };
+                match state.returns_sender() {
+                    Some(tx) => {
+                        let _ = tx.send(returned).await;
+                    }
+                    None => tracing::warn!(
+                        channel = id,
+                        reply_code = returned.reply_code,
+                        "returned message dropped: nobody called Channel::returns()"
+                    ),
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! warren-client: a small async AMQP 0-9-1 client for tokio, built on amq-protocol.
+//!
+//! It works the same against RabbitMQ and against Warren, over TCP
+//! ([`Connection::connect`]) or over any byte stream ([`Connection::open`], e.g. Warren's
+//! in-process stream).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warren_client::Error> {
+//! use warren_client::*;
+//! let conn = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+//! let ch = conn.create_channel().await?;
+//! let q = ch.queue_declare("hello", QueueDeclareOptions::default(), FieldTable::default()).await?;
+//! ch.confirm_select().await?;
+//! let confirm = ch
+//!     .basic_publish("", &q.name, BasicPublishOptions::default(), b"hi", BasicProperties::default())
+//!     .await?;
+//! assert!(confirm.await?.is_ack());
+//! let mut consumer = ch.basic_consume(&q.name, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+//! if let Some(delivery) = consumer.recv().await {
+//!     delivery?.ack().await?;
+//! }
+//! conn.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`url`]: `amqp://` URLs and [`ConnectionConfig`].
+//! - `codec`: frames to bytes and back (no I/O).
+//! - `content`: reassembly of method + header + body frames (no I/O).
+//! - `connection`: handshake, tune negotiation, [`Connection`].
+//! - `io`: the one task per connection that owns the socket: reader, writer, heartbeats.
+//! - `channel`: [`Channel`] and the per-channel state the task updates.
+//! - `consumer`: [`Consumer`] and [`Returns`] streams; `confirm`: [`PublisherConfirm`].
+//! - `message`: [`Delivery`], [`GetMessage`], [`ReturnedMessage`], [`Confirmation`].
+//! - `options`: flags of each method; `error`: [`Error`], soft vs hard vs I/O.
+//!
+//! # Architecture invariants
+//! - Only the connection task touches the socket; everything else talks to it through
+//!   a bounded queue, so publishers feel back-pressure.
+//! - No buffer grows without bound: consumer buffers are sized to the prefetch (or a
+//!   fixed default), and a full one pauses reading from the socket.
+//! - Locks are std mutexes, never held across an `.await`.
+
+mod channel;
+mod codec;
+mod confirm;
+mod connection;
+mod consumer;
+mod content;
+mod error;
+mod io;
+mod message;
+mod options;
+pub mod url;
+
+pub use amq_protocol;
+pub use amq_protocol::protocol::BasicProperties;
+pub use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+pub use channel::{Channel, Queue};
+pub use confirm::PublisherConfirm;
+pub use connection::Connection;
+pub use consumer::{Consumer, Returns};
+pub use error::{CloseReason, Error, Result};
+pub use message::{Confirmation, Delivery, GetMessage, ReturnedMessage};
+pub use options::*;
+pub use url::ConnectionConfig;
