@@ -524,6 +524,12 @@ async fn exchange_to_exchange_bindings_and_unbind() {
     run(
         "exchange_to_exchange_bindings_and_unbind",
         |t: Target| async move {
+            if t.known_warren_divergence(
+                "exchange.bind closes the connection with 540 NOT_IMPLEMENTED \
+                 (RabbitMQ supports exchange-to-exchange bindings)",
+            ) {
+                return;
+            }
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
             let (src, dst) = (unique("src"), unique("dst"));
