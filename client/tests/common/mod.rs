@@ -131,7 +131,7 @@ where
         eprintln!("{test}: running against {}", target.name);
         let broker = target.broker.clone();
         f(target).await;
-        if let Some(broker) = broker.and_then(|b| Arc::into_inner(b)) {
+        if let Some(broker) = broker.and_then(Arc::into_inner) {
             broker.shutdown().await;
         }
     }
