@@ -24,6 +24,9 @@ use crate::transcript::Shared;
 /// How long any single wait may take before it counts as a missing reply.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a wait on channel 0 (handshake, connection close) may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A close sent by the server: `channel.close` or `connection.close`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Close {
@@ -494,7 +497,9 @@ impl Conn {
         during: Option<(u16, u16)>,
         log: bool,
     ) -> R<Event> {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
+        // RabbitMQ takes its time to drop a connection that failed its handshake.
+        let wait = if channel == 0 { HANDSHAKE_TIMEOUT } else { REPLY_TIMEOUT };
+        let deadline = Instant::now() + wait;
         let mut inner = self.inner.lock().await;
         loop {
             if let Some(queue) = inner.inbox.get_mut(&channel) {
