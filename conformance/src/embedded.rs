@@ -1,20 +1,20 @@
-//! An embedded Warren to run the scenarios against.
-//!
-//! Until the broker library lands this reports that it is missing, so that the
-//! comparison mode fails loudly rather than silently running against nothing.
+//! An embedded Warren to run the scenarios against: one broker for the whole run.
 
 use crate::driver::Url;
 
 /// A running embedded broker.
 #[derive(Debug)]
 pub struct Warren {
+    broker: warren_broker::Broker,
     url: Url,
 }
 
 impl Warren {
     /// Starts Warren in this process on a free port.
     pub async fn start() -> Result<Warren, String> {
-        Err("the warren-broker library is not available yet; use --target URL".into())
+        let broker = warren_broker::Broker::start().await.map_err(|e| e.to_string())?;
+        let url = Url::parse(&broker.url()).map_err(|e| e.to_string())?;
+        Ok(Warren { broker, url })
     }
 
     /// The URL it serves.
@@ -22,6 +22,8 @@ impl Warren {
         &self.url
     }
 
-    /// Stops it.
-    pub async fn shutdown(self) {}
+    /// Stops it gracefully.
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await;
+    }
 }
