@@ -19,7 +19,6 @@ use crate::{
 /// [`Confirmation::NotRequested`]. If the channel or connection closes first it
 /// resolves to that error: an unconfirmed message may or may not have been taken.
 #[derive(Debug)]
-#[must_use = "a publish is only known to be safe once its confirm is awaited"]
 pub struct PublisherConfirm {
     rx: Option<oneshot::Receiver<Result<Confirmation>>>,
 }
