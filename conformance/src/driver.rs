@@ -498,7 +498,11 @@ impl Conn {
         log: bool,
     ) -> R<Event> {
         // RabbitMQ takes its time to drop a connection that failed its handshake.
-        let wait = if channel == 0 { HANDSHAKE_TIMEOUT } else { REPLY_TIMEOUT };
+        let wait = if channel == 0 {
+            HANDSHAKE_TIMEOUT
+        } else {
+            REPLY_TIMEOUT
+        };
         let deadline = Instant::now() + wait;
         let mut inner = self.inner.lock().await;
         loop {

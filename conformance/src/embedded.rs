@@ -12,7 +12,9 @@ pub struct Warren {
 impl Warren {
     /// Starts Warren in this process on a free port.
     pub async fn start() -> Result<Warren, String> {
-        let broker = warren_broker::Broker::start().await.map_err(|e| e.to_string())?;
+        let broker = warren_broker::Broker::start()
+            .await
+            .map_err(|e| e.to_string())?;
         let url = Url::parse(&broker.url()).map_err(|e| e.to_string())?;
         Ok(Warren { broker, url })
     }

@@ -51,10 +51,16 @@ pub async fn publish_while_consuming(cx: Ctx) -> R {
 /// A consumer with a client-chosen tag gets it back in consume-ok and deliveries.
 pub async fn consume_with_own_tag(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    let tag = ch.consume_with(&q, ConsumeOpts::default().tag("my-tag")).await?;
+    let tag = ch
+        .consume_with(&q, ConsumeOpts::default().tag("my-tag"))
+        .await?;
     expect_eq("consume-ok tag", tag.as_str(), "my-tag")?;
     ch.publish("", &q, "m").await?;
-    expect_eq("deliver tag", ch.deliver().await?.consumer_tag.as_str(), "my-tag")?;
+    expect_eq(
+        "deliver tag",
+        ch.deliver().await?.consumer_tag.as_str(),
+        "my-tag",
+    )?;
     conn.close().await
 }
 
@@ -62,19 +68,30 @@ pub async fn consume_with_own_tag(cx: Ctx) -> R {
 pub async fn server_consumer_tag(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
     let tag = ch.consume(&q).await?;
-    ensure!(tag.starts_with("amq.ctag-"), "consumer tag {tag:?} lacks amq.ctag-");
+    ensure!(
+        tag.starts_with("amq.ctag-"),
+        "consumer tag {tag:?} lacks amq.ctag-"
+    );
     conn.close().await
 }
 
 /// Two consumers on one channel take turns.
 pub async fn round_robin_one_channel(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    let t1 = ch.consume_with(&q, ConsumeOpts::default().tag("c1").no_ack()).await?;
-    let t2 = ch.consume_with(&q, ConsumeOpts::default().tag("c2").no_ack()).await?;
+    let t1 = ch
+        .consume_with(&q, ConsumeOpts::default().tag("c1").no_ack())
+        .await?;
+    let t2 = ch
+        .consume_with(&q, ConsumeOpts::default().tag("c2").no_ack())
+        .await?;
     fill(&ch, &q, &["m1", "m2", "m3", "m4"]).await?;
     let ds = ch.expect_bodies(&["m1", "m2", "m3", "m4"]).await?;
     let tags: Vec<&str> = ds.iter().map(|d| d.consumer_tag.as_str()).collect();
-    expect_eq("consumers in turn", tags, vec![t1.as_str(), t2.as_str(), t1.as_str(), t2.as_str()])?;
+    expect_eq(
+        "consumers in turn",
+        tags,
+        vec![t1.as_str(), t2.as_str(), t1.as_str(), t2.as_str()],
+    )?;
     conn.close().await
 }
 
@@ -110,8 +127,10 @@ pub async fn prefetch_each_consumer(cx: Ctx) -> R {
     let q = cx.name("q");
     ch.queue_declare(&q).await?;
     ch.qos(1, false).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("c1")).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("c2")).await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("c1"))
+        .await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("c2"))
+        .await?;
     fill(&ch, &q, &["m1", "m2", "m3"]).await?;
     let ds = ch.expect_bodies(&["m1", "m2"]).await?;
     expect_eq("first consumer", ds[0].consumer_tag.as_str(), "c1")?;
@@ -126,8 +145,10 @@ pub async fn prefetch_each_consumer(cx: Ctx) -> R {
 pub async fn prefetch_global_shared(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
     ch.qos(3, true).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("c1")).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("c2")).await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("c1"))
+        .await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("c2"))
+        .await?;
     fill(&ch, &q, &["m1", "m2", "m3", "m4", "m5"]).await?;
     let ds = ch.expect_bodies(&["m1", "m2", "m3"]).await?;
     ch.expect_no_delivery().await?;
@@ -141,7 +162,8 @@ pub async fn prefetch_global_and_per_consumer(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
     ch.qos(3, true).await?;
     ch.qos(1, false).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("c1")).await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("c1"))
+        .await?;
     fill(&ch, &q, &["m1", "m2", "m3"]).await?;
     let d = ch.expect_deliver("m1").await?;
     ch.expect_no_delivery().await?;
@@ -163,7 +185,8 @@ pub async fn prefetch_zero_unlimited(cx: Ctx) -> R {
 /// basic.qos applies to consumers started after it, not before.
 pub async fn prefetch_applies_to_later_consumers(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("before")).await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("before"))
+        .await?;
     ch.qos(1, false).await?;
     fill(&ch, &q, &["m1", "m2", "m3"]).await?;
     ch.expect_bodies(&["m1", "m2", "m3"]).await?;
@@ -416,7 +439,10 @@ pub async fn requeue_redelivers_to_consumer(cx: Ctx) -> R {
     ch.reject(d.delivery_tag, true).await?;
     let again = ch.expect_deliver("m").await?;
     ensure!(again.redelivered, "not marked redelivered");
-    ensure!(again.delivery_tag > d.delivery_tag, "delivery tag did not grow");
+    ensure!(
+        again.delivery_tag > d.delivery_tag,
+        "delivery tag did not grow"
+    );
     ch.ack(again.delivery_tag, false).await?;
     ch.expect_no_delivery().await?;
     conn.close().await
@@ -455,10 +481,18 @@ pub async fn get_and_deliver_share_tags(cx: Ctx) -> R {
     let q2 = cx.name("q2");
     ch.queue_declare(&q2).await?;
     ch.publish("", &q, "got").await?;
-    expect_eq("get tag", ch.get_expect(&q, false, "got").await?.delivery_tag, 1)?;
+    expect_eq(
+        "get tag",
+        ch.get_expect(&q, false, "got").await?.delivery_tag,
+        1,
+    )?;
     ch.consume(&q2).await?;
     ch.publish("", &q2, "delivered").await?;
-    expect_eq("deliver tag", ch.expect_deliver("delivered").await?.delivery_tag, 2)?;
+    expect_eq(
+        "deliver tag",
+        ch.expect_deliver("delivered").await?.delivery_tag,
+        2,
+    )?;
     conn.close().await
 }
 
@@ -512,8 +546,13 @@ pub async fn mandatory_unroutable_returned(cx: Ctx) -> R {
     let x = cx.name("x");
     ch.exchange_declare(&x, "direct").await?;
     let props = BasicProperties::default().with_message_id("id-1".into());
-    ch.publish_with(&x, "nowhere", b"lost", PublishOpts::default().mandatory().props(props))
-        .await?;
+    ch.publish_with(
+        &x,
+        "nowhere",
+        b"lost",
+        PublishOpts::default().mandatory().props(props),
+    )
+    .await?;
     let r = ch.returned().await?;
     expect_eq("return", (r.code, r.text.as_str()), (312, "NO_ROUTE"))?;
     expect_eq("returned body", r.body.as_str(), "lost")?;
@@ -524,7 +563,8 @@ pub async fn mandatory_unroutable_returned(cx: Ctx) -> R {
 /// A mandatory message that is routed is not returned.
 pub async fn mandatory_routed_not_returned(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    ch.publish_with("", &q, b"m", PublishOpts::default().mandatory()).await?;
+    ch.publish_with("", &q, b"m", PublishOpts::default().mandatory())
+        .await?;
     ch.expect_no_return().await?;
     ch.get_expect(&q, true, "m").await?;
     conn.close().await
@@ -541,7 +581,8 @@ pub async fn unroutable_dropped_silently(cx: Ctx) -> R {
 /// immediate=true is not implemented: a connection error 540.
 pub async fn immediate_not_implemented(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    ch.publish_with("", &q, b"m", PublishOpts::default().immediate()).await?;
+    ch.publish_with("", &q, b"m", PublishOpts::default().immediate())
+        .await?;
     ch.sync().await.connection_closed_at(540, (60, 40))?;
     ensure!(conn.is_closed().await, "connection still open");
     Ok(())
@@ -587,7 +628,8 @@ pub async fn cancel_unknown_tag(cx: Ctx) -> R {
 /// A second consumer on a queue with an exclusive consumer is refused with 403.
 pub async fn exclusive_consumer_blocks_others(cx: Ctx) -> R {
     let (conn, a, q) = with_queue(&cx).await?;
-    a.consume_with(&q, ConsumeOpts::default().exclusive()).await?;
+    a.consume_with(&q, ConsumeOpts::default().exclusive())
+        .await?;
     let b = conn.channel().await?;
     b.consume(&q).await.channel_closed(403)?;
     Ok(())
@@ -598,14 +640,18 @@ pub async fn exclusive_consumer_needs_empty_queue(cx: Ctx) -> R {
     let (conn, a, q) = with_queue(&cx).await?;
     a.consume(&q).await?;
     let b = conn.channel().await?;
-    b.consume_with(&q, ConsumeOpts::default().exclusive()).await.channel_closed(403)?;
+    b.consume_with(&q, ConsumeOpts::default().exclusive())
+        .await
+        .channel_closed(403)?;
     Ok(())
 }
 
 /// After an exclusive consumer cancels, others may consume.
 pub async fn exclusive_consumer_released_on_cancel(cx: Ctx) -> R {
     let (conn, a, q) = with_queue(&cx).await?;
-    let tag = a.consume_with(&q, ConsumeOpts::default().exclusive()).await?;
+    let tag = a
+        .consume_with(&q, ConsumeOpts::default().exclusive())
+        .await?;
     a.cancel(&tag).await?;
     let b = conn.channel().await?;
     b.consume(&q).await?;
@@ -615,7 +661,8 @@ pub async fn exclusive_consumer_released_on_cancel(cx: Ctx) -> R {
 /// The exclusive consumer gets every message.
 pub async fn exclusive_consumer_gets_all(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    ch.consume_with(&q, ConsumeOpts::default().exclusive().no_ack()).await?;
+    ch.consume_with(&q, ConsumeOpts::default().exclusive().no_ack())
+        .await?;
     fill(&ch, &q, &["m1", "m2", "m3"]).await?;
     ch.expect_bodies(&["m1", "m2", "m3"]).await?;
     conn.close().await
@@ -624,8 +671,11 @@ pub async fn exclusive_consumer_gets_all(cx: Ctx) -> R {
 /// Reusing a consumer tag on the same channel is a connection error 530.
 pub async fn duplicate_consumer_tag(cx: Ctx) -> R {
     let (_conn, ch, q) = with_queue(&cx).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("dup")).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("dup")).await.connection_closed(530)?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("dup"))
+        .await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("dup"))
+        .await
+        .connection_closed(530)?;
     Ok(())
 }
 
@@ -633,17 +683,21 @@ pub async fn duplicate_consumer_tag(cx: Ctx) -> R {
 pub async fn same_consumer_tag_two_channels(cx: Ctx) -> R {
     let (conn, a, q) = with_queue(&cx).await?;
     let b = conn.channel().await?;
-    a.consume_with(&q, ConsumeOpts::default().tag("same")).await?;
-    b.consume_with(&q, ConsumeOpts::default().tag("same")).await?;
+    a.consume_with(&q, ConsumeOpts::default().tag("same"))
+        .await?;
+    b.consume_with(&q, ConsumeOpts::default().tag("same"))
+        .await?;
     conn.close().await
 }
 
 /// A consumer tag can be reused after cancel.
 pub async fn consumer_tag_reusable_after_cancel(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("again")).await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("again"))
+        .await?;
     ch.cancel("again").await?;
-    ch.consume_with(&q, ConsumeOpts::default().tag("again")).await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("again"))
+        .await?;
     conn.close().await
 }
 
@@ -669,7 +723,11 @@ pub async fn no_ack_not_redelivered(cx: Ctx) -> R {
 /// RabbitMQ ignores no-local: a consumer gets its own connection's messages.
 pub async fn no_local_ignored(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    let opts = ConsumeOpts { no_local: true, no_ack: true, ..Default::default() };
+    let opts = ConsumeOpts {
+        no_local: true,
+        no_ack: true,
+        ..Default::default()
+    };
     ch.consume_with(&q, opts).await?;
     ch.publish("", &q, "mine").await?;
     ch.expect_deliver("mine").await?;
@@ -700,7 +758,13 @@ pub async fn properties_preserved(cx: Ctx) -> R {
         .with_type("kind".into())
         .with_user_id("guest".into())
         .with_app_id("app".into());
-    ch.publish_with("", &q, b"props", PublishOpts::default().props(props.clone())).await?;
+    ch.publish_with(
+        "",
+        &q,
+        b"props",
+        PublishOpts::default().props(props.clone()),
+    )
+    .await?;
     ch.consume_with(&q, ConsumeOpts::default().no_ack()).await?;
     let d = ch.expect_deliver("props").await?;
     expect_eq("properties", d.props, props)?;
@@ -711,7 +775,8 @@ pub async fn properties_preserved(cx: Ctx) -> R {
 pub async fn wrong_user_id_refused(cx: Ctx) -> R {
     let (_conn, ch, q) = with_queue(&cx).await?;
     let props = BasicProperties::default().with_user_id("someone-else".into());
-    ch.publish_with("", &q, b"m", PublishOpts::default().props(props)).await?;
+    ch.publish_with("", &q, b"m", PublishOpts::default().props(props))
+        .await?;
     ch.sync().await.channel_closed_at(406, (60, 40))?;
     Ok(())
 }
@@ -728,7 +793,9 @@ pub async fn empty_body(cx: Ctx) -> R {
 /// A 1 MB body crosses many frames and arrives intact.
 pub async fn large_body(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    let body: String = (0..1_048_576).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let body: String = (0..1_048_576)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     ch.publish("", &q, &body).await?;
     ch.consume_with(&q, ConsumeOpts::default().no_ack()).await?;
     let d = ch.deliver().await?;
@@ -755,7 +822,11 @@ pub async fn delivery_reports_exchange_and_key(cx: Ctx) -> R {
     ch.consume_with(&q, ConsumeOpts::default().no_ack()).await?;
     ch.publish("amq.direct", "rk", "m").await?;
     let d = ch.expect_deliver("m").await?;
-    expect_eq("exchange and key", (d.exchange.as_str(), d.routing_key.as_str()), ("amq.direct", "rk"))?;
+    expect_eq(
+        "exchange and key",
+        (d.exchange.as_str(), d.routing_key.as_str()),
+        ("amq.direct", "rk"),
+    )?;
     conn.close().await
 }
 
@@ -778,14 +849,23 @@ pub async fn ready_count_after_publish(cx: Ctx) -> R {
     ch.settle().await?;
     expect_eq("messages", ch.queue_passive(&q).await?.messages, 2)?;
     ch.get_expect(&q, false, "m1").await?;
-    expect_eq("messages after get", ch.queue_passive(&q).await?.messages, 1)?;
+    expect_eq(
+        "messages after get",
+        ch.queue_passive(&q).await?.messages,
+        1,
+    )?;
     conn.close().await
 }
 
 /// A consume with nowait gets no consume-ok but deliveries flow.
 pub async fn consume_nowait(cx: Ctx) -> R {
     let (conn, ch, q) = with_queue(&cx).await?;
-    let opts = ConsumeOpts { tag: "quiet".into(), nowait: true, no_ack: true, ..Default::default() };
+    let opts = ConsumeOpts {
+        tag: "quiet".into(),
+        nowait: true,
+        no_ack: true,
+        ..Default::default()
+    };
     ch.consume_with(&q, opts).await?;
     ch.publish("", &q, "m").await?;
     let d = ch.expect_deliver("m").await?;

@@ -246,6 +246,46 @@ table! {
         tx_ack_on_commit,
         tx_commit_without_select,
     ]
-    confirms: []
-    malformed: []
+    confirms: [
+        single_publish_acked,
+        many_publishes_each_confirmed_once,
+        sequence_numbers_continue,
+        unroutable_is_acked,
+        mandatory_unroutable_return_then_ack,
+        mixed_routing_all_confirmed,
+        fanout_confirmed_once,
+        persistent_confirmed,
+        select_twice,
+        channels_number_independently,
+        no_confirms_without_select,
+        tx_then_confirm_refused,
+        confirm_then_tx_refused,
+        missing_exchange_closes_channel,
+        confirms_with_consumer_on_same_channel,
+        empty_and_large_confirmed,
+    ]
+    malformed: [
+        garbage_instead_of_header,
+        wrong_protocol_version,
+        amqp_1_0_header,
+        bad_frame_end,
+        unknown_frame_type,
+        header_without_method,
+        body_without_header,
+        body_before_header,
+        method_during_content,
+        body_longer_than_declared,
+        huge_declared_frame_size,
+        unknown_method,
+        unknown_class,
+        truncated_method_arguments,
+        heartbeat_on_channel,
+        header_with_wrong_class,
+        channel_method_on_channel_zero,
+        second_connection_open,
+        method_on_closed_channel,
+        frames_split_into_bytes,
+        body_in_many_frames,
+        zero_body_without_body_frame,
+    ]
 }

@@ -11,7 +11,11 @@ pub async fn declare_and_redeclare(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("q");
     let ok = ch.queue_declare(&q).await?;
-    expect_eq("declare-ok", (ok.queue.as_str(), ok.messages, ok.consumers), (q.as_str(), 0, 0))?;
+    expect_eq(
+        "declare-ok",
+        (ok.queue.as_str(), ok.messages, ok.consumers),
+        (q.as_str(), 0, 0),
+    )?;
     let again = ch.queue_declare(&q).await?;
     expect_eq("redeclare-ok", again, ok)?;
     conn.close().await
@@ -31,15 +35,25 @@ pub async fn redeclare_reports_counts(cx: Ctx) -> R {
     ch.publish("", &q, "m3").await?;
     ch.settle().await?;
     let ok = ch.queue_declare(&q).await?;
-    expect_eq("counts (unacked are not counted)", (ok.messages, ok.consumers), (0, 1))?;
+    expect_eq(
+        "counts (unacked are not counted)",
+        (ok.messages, ok.consumers),
+        (0, 1),
+    )?;
     conn.close().await
 }
 
 /// An empty name gets a server-generated amq.gen-* name.
 pub async fn server_named(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
-    let ok = ch.queue_declare_with("", QueueOpts::default().exclusive()).await?;
-    ensure!(ok.queue.starts_with("amq.gen-"), "server name {:?} lacks amq.gen-", ok.queue);
+    let ok = ch
+        .queue_declare_with("", QueueOpts::default().exclusive())
+        .await?;
+    ensure!(
+        ok.queue.starts_with("amq.gen-"),
+        "server name {:?} lacks amq.gen-",
+        ok.queue
+    );
     ch.publish("", &ok.queue, "m").await?;
     ch.get_expect(&ok.queue, true, "m").await?;
     conn.close().await
@@ -48,9 +62,17 @@ pub async fn server_named(cx: Ctx) -> R {
 /// Each empty-name declare makes a new queue.
 pub async fn server_named_are_distinct(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
-    let a = ch.queue_declare_with("", QueueOpts::default().exclusive()).await?;
-    let b = ch.queue_declare_with("", QueueOpts::default().exclusive()).await?;
-    ensure!(a.queue != b.queue, "two declares gave the same name {}", a.queue);
+    let a = ch
+        .queue_declare_with("", QueueOpts::default().exclusive())
+        .await?;
+    let b = ch
+        .queue_declare_with("", QueueOpts::default().exclusive())
+        .await?;
+    ensure!(
+        a.queue != b.queue,
+        "two declares gave the same name {}",
+        a.queue
+    );
     conn.close().await
 }
 
@@ -90,7 +112,9 @@ pub async fn equivalence_durable(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
     let q = cx.name("q");
     ch.queue_declare(&q).await?;
-    ch.queue_declare_with(&q, QueueOpts::default().durable()).await.channel_closed(406)?;
+    ch.queue_declare_with(&q, QueueOpts::default().durable())
+        .await
+        .channel_closed(406)?;
     Ok(())
 }
 
@@ -99,7 +123,9 @@ pub async fn equivalence_auto_delete(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
     let q = cx.name("q");
     ch.queue_declare(&q).await?;
-    ch.queue_declare_with(&q, QueueOpts::default().auto_delete()).await.channel_closed(406)?;
+    ch.queue_declare_with(&q, QueueOpts::default().auto_delete())
+        .await
+        .channel_closed(406)?;
     Ok(())
 }
 
@@ -109,7 +135,9 @@ pub async fn equivalence_arguments(cx: Ctx) -> R {
     let q = cx.name("q");
     let with = |n| QueueOpts::default().arg("x-max-length", AMQPValue::LongInt(n));
     ch.queue_declare_with(&q, with(10)).await?;
-    ch.queue_declare_with(&q, with(20)).await.channel_closed(406)?;
+    ch.queue_declare_with(&q, with(20))
+        .await
+        .channel_closed(406)?;
     Ok(())
 }
 
@@ -127,29 +155,36 @@ pub async fn equivalence_missing_argument(cx: Ctx) -> R {
 pub async fn durable_redeclare(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("q");
-    ch.queue_declare_with(&q, QueueOpts::default().durable()).await?;
-    ch.queue_declare_with(&q, QueueOpts::default().durable()).await?;
+    ch.queue_declare_with(&q, QueueOpts::default().durable())
+        .await?;
+    ch.queue_declare_with(&q, QueueOpts::default().durable())
+        .await?;
     conn.close().await
 }
 
 /// Names starting with amq. are reserved.
 pub async fn amq_prefix_reserved(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
-    ch.queue_declare(&format!("amq.{}", cx.name("q"))).await.channel_closed(403)?;
+    ch.queue_declare(&format!("amq.{}", cx.name("q")))
+        .await
+        .channel_closed(403)?;
     Ok(())
 }
 
 /// A passive declare of an amq.* name that does not exist is 404, not 403.
 pub async fn amq_prefix_passive(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
-    ch.queue_passive(&format!("amq.{}", cx.name("q"))).await.channel_closed(404)?;
+    ch.queue_passive(&format!("amq.{}", cx.name("q")))
+        .await
+        .channel_closed(404)?;
     Ok(())
 }
 
 /// Helper: a connection owning an exclusive queue, and a second connection.
 async fn exclusive_pair(cx: &Ctx, q: &str) -> R<(Conn, Channel)> {
     let (owner, och) = open(cx).await?;
-    och.queue_declare_with(q, QueueOpts::default().exclusive()).await?;
+    och.queue_declare_with(q, QueueOpts::default().exclusive())
+        .await?;
     let (_other, ch) = open(cx).await?;
     Ok((owner, ch))
 }
@@ -158,7 +193,9 @@ async fn exclusive_pair(cx: &Ctx, q: &str) -> R<(Conn, Channel)> {
 pub async fn exclusive_declare_from_other_connection(cx: Ctx) -> R {
     let q = cx.name("q");
     let (_owner, ch) = exclusive_pair(&cx, &q).await?;
-    ch.queue_declare_with(&q, QueueOpts::default().exclusive()).await.channel_closed(405)?;
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await
+        .channel_closed(405)?;
     Ok(())
 }
 
@@ -206,7 +243,9 @@ pub async fn exclusive_purge_from_other_connection(cx: Ctx) -> R {
 pub async fn exclusive_bind_from_other_connection(cx: Ctx) -> R {
     let q = cx.name("q");
     let (_owner, ch) = exclusive_pair(&cx, &q).await?;
-    ch.queue_bind(&q, "amq.fanout", "").await.channel_closed(405)?;
+    ch.queue_bind(&q, "amq.fanout", "")
+        .await
+        .channel_closed(405)?;
     Ok(())
 }
 
@@ -214,7 +253,8 @@ pub async fn exclusive_bind_from_other_connection(cx: Ctx) -> R {
 pub async fn exclusive_publish_from_other_connection(cx: Ctx) -> R {
     let q = cx.name("q");
     let (owner, och) = open(&cx).await?;
-    och.queue_declare_with(&q, QueueOpts::default().exclusive()).await?;
+    och.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
     let (other, ch) = open(&cx).await?;
     ch.publish("", &q, "from-other").await?;
     ch.sync().await?;
@@ -227,7 +267,8 @@ pub async fn exclusive_publish_from_other_connection(cx: Ctx) -> R {
 pub async fn exclusive_other_channel_same_connection(cx: Ctx) -> R {
     let (conn, a) = open(&cx).await?;
     let q = cx.name("q");
-    a.queue_declare_with(&q, QueueOpts::default().exclusive()).await?;
+    a.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
     let b = conn.channel().await?;
     b.queue_passive(&q).await?;
     b.consume(&q).await?;
@@ -238,7 +279,8 @@ pub async fn exclusive_other_channel_same_connection(cx: Ctx) -> R {
 pub async fn exclusive_deleted_on_close(cx: Ctx) -> R {
     let q = cx.name("q");
     let (owner, och) = open(&cx).await?;
-    och.queue_declare_with(&q, QueueOpts::default().exclusive()).await?;
+    och.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
     owner.close().await?;
     let (_other, ch) = open(&cx).await?;
     ch.queue_passive(&q).await.channel_closed(404)?;
@@ -249,7 +291,8 @@ pub async fn exclusive_deleted_on_close(cx: Ctx) -> R {
 pub async fn exclusive_survives_channel_close(cx: Ctx) -> R {
     let (conn, a) = open(&cx).await?;
     let q = cx.name("q");
-    a.queue_declare_with(&q, QueueOpts::default().exclusive()).await?;
+    a.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
     a.close().await?;
     let b = conn.channel().await?;
     b.queue_passive(&q).await?;
@@ -260,10 +303,12 @@ pub async fn exclusive_survives_channel_close(cx: Ctx) -> R {
 pub async fn exclusive_name_reusable_after_close(cx: Ctx) -> R {
     let q = cx.name("q");
     let (owner, och) = open(&cx).await?;
-    och.queue_declare_with(&q, QueueOpts::default().exclusive()).await?;
+    och.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
     owner.close().await?;
     let (other, ch) = open(&cx).await?;
-    ch.queue_declare_with(&q, QueueOpts::default().exclusive()).await?;
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
     other.close().await
 }
 
@@ -271,7 +316,8 @@ pub async fn exclusive_name_reusable_after_close(cx: Ctx) -> R {
 pub async fn auto_delete_on_last_cancel(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
     let q = cx.name("q");
-    ch.queue_declare_with(&q, QueueOpts::default().auto_delete()).await?;
+    ch.queue_declare_with(&q, QueueOpts::default().auto_delete())
+        .await?;
     let tag = ch.consume(&q).await?;
     ch.cancel(&tag).await?;
     ch.queue_passive(&q).await.channel_closed(404)?;
@@ -282,7 +328,8 @@ pub async fn auto_delete_on_last_cancel(cx: Ctx) -> R {
 pub async fn auto_delete_stays_without_consumer(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("q");
-    ch.queue_declare_with(&q, QueueOpts::default().auto_delete()).await?;
+    ch.queue_declare_with(&q, QueueOpts::default().auto_delete())
+        .await?;
     ch.publish("", &q, "m").await?;
     ch.get_expect(&q, true, "m").await?;
     ch.queue_passive(&q).await?;
@@ -293,7 +340,8 @@ pub async fn auto_delete_stays_without_consumer(cx: Ctx) -> R {
 pub async fn auto_delete_two_consumers(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
     let q = cx.name("q");
-    ch.queue_declare_with(&q, QueueOpts::default().auto_delete()).await?;
+    ch.queue_declare_with(&q, QueueOpts::default().auto_delete())
+        .await?;
     let t1 = ch.consume(&q).await?;
     let t2 = ch.consume(&q).await?;
     ch.cancel(&t1).await?;
@@ -307,7 +355,8 @@ pub async fn auto_delete_two_consumers(cx: Ctx) -> R {
 pub async fn auto_delete_on_channel_close(cx: Ctx) -> R {
     let (conn, a) = open(&cx).await?;
     let q = cx.name("q");
-    a.queue_declare_with(&q, QueueOpts::default().auto_delete()).await?;
+    a.queue_declare_with(&q, QueueOpts::default().auto_delete())
+        .await?;
     a.consume(&q).await?;
     a.close().await?;
     let b = conn.channel().await?;
@@ -376,7 +425,9 @@ pub async fn delete_if_empty_refused(cx: Ctx) -> R {
     let q = cx.name("q");
     ch.queue_declare(&q).await?;
     ch.publish("", &q, "m").await?;
-    ch.queue_delete_with(&q, false, true).await.channel_closed(406)?;
+    ch.queue_delete_with(&q, false, true)
+        .await
+        .channel_closed(406)?;
     Ok(())
 }
 
@@ -395,7 +446,9 @@ pub async fn delete_if_unused_refused(cx: Ctx) -> R {
     let q = cx.name("q");
     ch.queue_declare(&q).await?;
     ch.consume(&q).await?;
-    ch.queue_delete_with(&q, true, false).await.channel_closed(406)?;
+    ch.queue_delete_with(&q, true, false)
+        .await
+        .channel_closed(406)?;
     Ok(())
 }
 
@@ -439,7 +492,9 @@ pub async fn delete_removes_bindings(cx: Ctx) -> R {
 /// Binding a missing queue is 404.
 pub async fn bind_missing_queue(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
-    ch.queue_bind(&cx.name("q"), "amq.direct", "k").await.channel_closed(404)?;
+    ch.queue_bind(&cx.name("q"), "amq.direct", "k")
+        .await
+        .channel_closed(404)?;
     Ok(())
 }
 
@@ -448,14 +503,18 @@ pub async fn bind_missing_exchange(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
     let q = cx.name("q");
     ch.queue_declare(&q).await?;
-    ch.queue_bind(&q, &cx.name("x"), "k").await.channel_closed(404)?;
+    ch.queue_bind(&q, &cx.name("x"), "k")
+        .await
+        .channel_closed(404)?;
     Ok(())
 }
 
 /// Binding when both are missing is 404 (the text names what RabbitMQ checks first).
 pub async fn bind_both_missing(cx: Ctx) -> R {
     let (_conn, ch) = open(&cx).await?;
-    ch.queue_bind(&cx.name("q"), &cx.name("x"), "k").await.channel_closed(404)?;
+    ch.queue_bind(&cx.name("q"), &cx.name("x"), "k")
+        .await
+        .channel_closed(404)?;
     Ok(())
 }
 
@@ -488,7 +547,8 @@ pub async fn unbind_missing_exchange(cx: Ctx) -> R {
 pub async fn declare_nowait(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("q");
-    ch.queue_declare_with(&q, QueueOpts::default().nowait()).await?;
+    ch.queue_declare_with(&q, QueueOpts::default().nowait())
+        .await?;
     ch.queue_passive(&q).await?;
     conn.close().await
 }
