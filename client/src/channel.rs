@@ -372,6 +372,12 @@ impl Channel {
     pub(crate) async fn open(handle: Handle) -> Result<Channel> {
         let state = {
             let mut channels = handle.conn.channels();
+            // Checked under the channels lock: `ConnState::finish` records the close
+            // before it drains this map, so a channel is either refused here or drained
+            // (and failed) there, never left waiting for a reply that cannot come.
+            if let Some(err) = handle.conn.closed.borrow().clone() {
+                return Err(err);
+            }
             let max = handle.conn.tuned.channel_max;
             let id = (1..=max)
                 .find(|id| !channels.contains_key(id))
@@ -841,6 +847,20 @@ impl Channel {
         let m = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
             consumer_tag: tag,
             nowait: true,
+        }));
+        if let Ok(bytes) = encode(self.id(), m) {
+            send_detached(&self.inner.handle.out, bytes);
+        }
+    }
+
+    /// Requeue a delivery from a `Drop` (which cannot await).
+    pub(crate) fn reject_nowait(&self, delivery_tag: u64) {
+        if !self.is_open() {
+            return;
+        }
+        let m = AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
+            delivery_tag,
+            requeue: true,
         }));
         if let Ok(bytes) = encode(self.id(), m) {
             send_detached(&self.inner.handle.out, bytes);

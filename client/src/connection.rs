@@ -285,19 +285,19 @@ impl Connection {
 
     /// Close with a chosen reply code and text.
     pub async fn close_with(&self, reply_code: u16, reply_text: &str) -> Result<()> {
+        let mut buf = BytesMut::new();
+        codec::encode_method(
+            &mut buf,
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code,
+                reply_text: short(reply_text)?,
+                class_id: 0,
+                method_id: 0,
+            })),
+        )?;
         let first = !self.handle.conn.closing.swap(true, Ordering::AcqRel);
         if first && self.handle.conn.closed.borrow().is_none() {
-            let mut buf = BytesMut::new();
-            codec::encode_method(
-                &mut buf,
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-                    reply_code,
-                    reply_text: short(reply_text)?,
-                    class_id: 0,
-                    method_id: 0,
-                })),
-            )?;
             // A failed send means the task already ended; `closed()` says why.
             let _ = self.handle.out.send(buf.freeze()).await;
         }

@@ -1,6 +1,7 @@
 //! Consumers and returned messages as `Stream`s.
 
 use std::{
+    collections::VecDeque,
     fmt,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -23,6 +24,12 @@ use crate::{
 /// channel or connection. If the broker cancels the consumer (its queue was deleted) or
 /// closes the channel or connection, the last item is that error. Dropping a consumer
 /// cancels it, and deliveries still arriving for it are requeued.
+///
+/// Back-pressure: deliveries wait in a buffer sized to the channel's prefetch (set with
+/// [`Channel::basic_qos`] before consuming), else to 1024. When a buffer is full the
+/// connection stops reading from the socket until the consumer catches up, so memory
+/// stays bounded; other channels of the connection wait too. Set a prefetch (it is
+/// what RabbitMQ recommends anyway) and this never happens.
 pub struct Consumer {
     tag: String,
     channel: Channel,
@@ -30,6 +37,8 @@ pub struct Consumer {
     end: Arc<Mutex<Option<Error>>>,
     no_ack: bool,
     cancelled: bool,
+    /// Deliveries drained from `rx` during `cancel`, yielded before the stream ends.
+    stash: VecDeque<Content>,
 }
 
 impl fmt::Debug for Consumer {
@@ -56,6 +65,7 @@ impl Consumer {
             end,
             no_ack,
             cancelled: false,
+            stash: VecDeque::new(),
         }
     }
 
@@ -70,10 +80,25 @@ impl Consumer {
     }
 
     /// Cancel the consumer and wait for the broker's `cancel-ok`. Deliveries already
-    /// buffered are still yielded; then the stream ends.
+    /// buffered (or still arriving before the `cancel-ok`) are still yielded; then the
+    /// stream ends.
     pub async fn cancel(&mut self) -> Result<()> {
         self.cancelled = true;
-        self.channel.basic_cancel(&self.tag).await
+        let channel = self.channel.clone();
+        let cancel = channel.basic_cancel(&self.tag);
+        tokio::pin!(cancel);
+        // Keep draining while waiting: with a full buffer the connection task cannot
+        // read the cancel-ok that sits behind further deliveries.
+        let mut open = true;
+        loop {
+            tokio::select! {
+                r = &mut cancel => return r,
+                item = self.rx.recv(), if open => match item {
+                    Some(content) => self.stash.push_back(content),
+                    None => open = false,
+                },
+            }
+        }
     }
 
     /// The next delivery, like `StreamExt::next` without the import.
@@ -103,6 +128,9 @@ impl Stream for Consumer {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(content) = this.stash.pop_front() {
+            return Poll::Ready(Some(Ok(this.delivery(content))));
+        }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(content)) => Poll::Ready(Some(Ok(this.delivery(content)))),
             Poll::Ready(None) => {
@@ -119,6 +147,20 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         if !self.cancelled {
             self.channel.cancel_nowait(&self.tag);
+        }
+        // Buffered deliveries nobody will see go back to the queue now, rather than
+        // stay unacked until the channel closes.
+        self.rx.close();
+        if !self.no_ack {
+            let mut buffered: Vec<Content> = self.stash.drain(..).collect();
+            while let Ok(content) = self.rx.try_recv() {
+                buffered.push(content);
+            }
+            for content in buffered {
+                if let ContentMethod::Deliver(deliver) = content.method {
+                    self.channel.reject_nowait(deliver.delivery_tag);
+                }
+            }
         }
     }
 }

@@ -297,9 +297,29 @@ impl Reader {
                 "method frame on channel {id} while content was expected"
             )));
         }
+        // Content is tracked even for a channel that is gone, so that its header and
+        // body frames are consumed in order; `progress` then drops the message.
+        let method = match method {
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(m)) => {
+                self.assemblies
+                    .insert(id, Assembly::new(ContentMethod::Deliver(m)));
+                return Ok(());
+            }
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(m)) => {
+                self.assemblies
+                    .insert(id, Assembly::new(ContentMethod::GetOk(m)));
+                return Ok(());
+            }
+            AMQPClass::Basic(basic::AMQPMethod::Return(m)) => {
+                self.assemblies
+                    .insert(id, Assembly::new(ContentMethod::Return(m)));
+                return Ok(());
+            }
+            other => other,
+        };
         let Some(state) = self.channel(id) else {
-            // A late frame for a channel this client already finished (for example
-            // deliveries in flight while it closed): nothing waits for it.
+            // A late frame for a channel this client already finished: nothing waits
+            // for it.
             tracing::debug!(channel = id, ?method, "frame for a closed channel dropped");
             return Ok(());
         };
@@ -331,21 +351,6 @@ impl Reader {
                         active: flow.active,
                     })),
                 );
-                Ok(())
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Deliver(m)) => {
-                self.assemblies
-                    .insert(id, Assembly::new(ContentMethod::Deliver(m)));
-                Ok(())
-            }
-            AMQPClass::Basic(basic::AMQPMethod::GetOk(m)) => {
-                self.assemblies
-                    .insert(id, Assembly::new(ContentMethod::GetOk(m)));
-                Ok(())
-            }
-            AMQPClass::Basic(basic::AMQPMethod::Return(m)) => {
-                self.assemblies
-                    .insert(id, Assembly::new(ContentMethod::Return(m)));
                 Ok(())
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(ack)) => {

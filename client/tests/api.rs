@@ -661,3 +661,108 @@ async fn dropping_handles_closes_politely() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn slow_consumer_without_prefetch_can_still_cancel() {
+    run(
+        "slow_consumer_without_prefetch_can_still_cancel",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            let q = unique("slow");
+            declare(&ch, &q).await;
+            ch.confirm_select().await.unwrap();
+            let body = vec![7u8; 1024];
+            let mut confirms = Vec::new();
+            for _ in 0..3000 {
+                confirms.push(
+                    ch.basic_publish(
+                        "",
+                        &q,
+                        BasicPublishOptions::default(),
+                        &body,
+                        BasicProperties::default(),
+                    )
+                    .await
+                    .unwrap(),
+                );
+            }
+            try_join_all(confirms).await.unwrap();
+            // No prefetch: the broker pushes everything, more than the consumer buffers.
+            let mut consumer = ch
+                .basic_consume(&q, "", BasicConsumeOptions::default(), no_args())
+                .await
+                .unwrap();
+            let first = consumer.next().await.unwrap().unwrap();
+            // The cancel-ok sits behind deliveries the buffer cannot take; cancel must not
+            // deadlock on it.
+            tokio::time::timeout(Duration::from_secs(30), consumer.cancel())
+                .await
+                .expect("cancel completes")
+                .unwrap();
+            let mut seen = 1;
+            let mut last = first;
+            while let Some(d) = consumer.next().await {
+                last = d.unwrap();
+                seen += 1;
+            }
+            assert!(seen <= 3000);
+            last.ack_multiple().await.unwrap();
+            assert_eq!(ready_count(&conn, &q).await, 3000 - seen);
+            ch.queue_delete(&q, QueueDeleteOptions::default())
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dropped_consumer_requeues_what_it_buffered() {
+    run(
+        "dropped_consumer_requeues_what_it_buffered",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            let q = unique("dropped-consumer");
+            declare(&ch, &q).await;
+            ch.confirm_select().await.unwrap();
+            for i in 0..3u8 {
+                publish(&ch, "", &q, &[i]).await;
+            }
+            ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+            let mut consumer = ch
+                .basic_consume(&q, "", BasicConsumeOptions::default(), no_args())
+                .await
+                .unwrap();
+            let held = consumer.next().await.unwrap().unwrap();
+            // Wait until the other two are delivered (buffered) too: none left ready.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while ready_count(&conn, &q).await != 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "deliveries never left the queue"
+                );
+                tokio::task::yield_now().await;
+            }
+            drop(consumer);
+            // The two buffered deliveries go back; the one still held stays unacked.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while ready_count(&conn, &q).await != 2 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "buffered deliveries were not requeued"
+                );
+                tokio::task::yield_now().await;
+            }
+            assert!(ch.is_open(), "the channel is still held by the delivery");
+            held.ack().await.unwrap();
+            ch.queue_delete(&q, QueueDeleteOptions::default())
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
