@@ -380,12 +380,14 @@ impl Kind {
     /// Whether `event` is of this kind.
     pub fn matches(self, event: &Event) -> bool {
         use basic::AMQPMethod as B;
-        match (self, event.method()) {
-            (Kind::Delivery, AMQPClass::Basic(B::Deliver(_) | B::Cancel(_))) => true,
-            (Kind::Return, AMQPClass::Basic(B::Return(_))) => true,
-            (Kind::Confirm, AMQPClass::Basic(B::Ack(_) | B::Nack(_))) => true,
-            _ => false,
-        }
+        matches!(
+            (self, event.method()),
+            (
+                Kind::Delivery,
+                AMQPClass::Basic(B::Deliver(_) | B::Cancel(_))
+            ) | (Kind::Return, AMQPClass::Basic(B::Return(_)))
+                | (Kind::Confirm, AMQPClass::Basic(B::Ack(_) | B::Nack(_)))
+        )
     }
 }
 

@@ -187,8 +187,8 @@ pub struct Content {
 pub enum Event {
     /// A method without content.
     Method(AMQPClass),
-    /// A method followed by a content header and body frames.
-    Content(AMQPClass, Content),
+    /// A method followed by a content header and body frames (boxed: bodies are big).
+    Content(AMQPClass, Box<Content>),
 }
 
 impl Event {
@@ -279,6 +279,9 @@ struct Inner {
     frame_max: u32,
     /// Heartbeat frames received so far.
     heartbeats: usize,
+    /// Channels the server closed, or whose close the server confirmed, since their
+    /// last open-ok.
+    closed_channels: std::collections::HashSet<u16>,
 }
 
 /// One AMQP connection. Cheap to clone; clones share the socket.
@@ -357,6 +360,7 @@ impl Conn {
                 eof: false,
                 close_logged: false,
                 heartbeats: 0,
+                closed_channels: Default::default(),
                 frame_max: 131_072,
             })),
             shared,
@@ -628,6 +632,11 @@ impl Conn {
         Ok(out)
     }
 
+    /// True once channel `id` was closed (by either side) and not reopened.
+    pub async fn channel_closed(&self, id: u16) -> bool {
+        self.inner.lock().await.closed_channels.contains(&id)
+    }
+
     /// True once the server sent `connection.close` or closed the socket.
     pub async fn is_closed(&self) -> bool {
         let inner = self.inner.lock().await;
@@ -787,7 +796,14 @@ async fn file_frame(inner: &mut Inner, frame: AMQPFrame) -> R<()> {
                     let _ = write_all(inner, &encode(&AMQPFrame::Method(0, ok))).await;
                     return Ok(());
                 }
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) => {
+                    inner.closed_channels.remove(&ch);
+                }
+                AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                    inner.closed_channels.insert(ch);
+                }
                 AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                    inner.closed_channels.insert(ch);
                     let ok = AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {}));
                     write_all(inner, &encode(&AMQPFrame::Method(ch, ok))).await?;
                 }
@@ -839,10 +855,10 @@ fn complete(inner: &mut Inner, ch: u16) {
             let props = p.header.map(|h| h.properties).unwrap_or_default();
             let event = Event::Content(
                 p.method,
-                Content {
+                Box::new(Content {
                     props,
                     body: p.body,
-                },
+                }),
             );
             inner.inbox.entry(ch).or_default().push_back(event);
         }

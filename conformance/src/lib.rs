@@ -11,12 +11,14 @@
 //! - [`transcript`]: normalization of observations and comparison.
 //! - [`scenarios`]: the scenarios, one module per area, listed in one table.
 //! - [`runner`]: runs scenarios against a URL and reports the comparison.
+//! - [`differential`]: random operation sequences compared between two brokers.
 //!
 //! # Adding a scenario
 //! Write `pub async fn name(cx: Ctx) -> R` in the right module of `scenarios/` and add
 //! its name to the table in `scenarios/mod.rs`.
 
 pub mod ctx;
+pub mod differential;
 pub mod driver;
 pub mod embedded;
 pub mod runner;

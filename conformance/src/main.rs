@@ -1,8 +1,10 @@
 //! `warren-conformance`: runs the scenarios and prints the comparison table.
 //!
 //! Usage: `warren-conformance [--target URL | [--rabbitmq URL]] [--only SUBSTRING]
-//! [--jobs N] [--verbose] [--list]`. Without `--target` the scenarios run against an
-//! embedded Warren and, given `--rabbitmq` or `AMQP_URL`, against RabbitMQ as well.
+//! [--jobs N] [--verbose] [--list] [--differential [--cases N] [--max-len N] [--without OP]...]`. Without
+//! `--target` the scenarios run against an embedded Warren and, given `--rabbitmq` or
+//! `AMQP_URL`, against RabbitMQ as well. `--differential` runs random operation
+//! sequences against both instead of the scenarios.
 
 use std::process::ExitCode;
 
@@ -16,6 +18,10 @@ struct Args {
     jobs: usize,
     verbose: bool,
     list: bool,
+    differential: bool,
+    cases: u32,
+    max_len: usize,
+    without: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -26,6 +32,10 @@ fn parse_args() -> Result<Args, String> {
         jobs: 4,
         verbose: false,
         list: false,
+        differential: false,
+        cases: 100,
+        max_len: 12,
+        without: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -41,9 +51,22 @@ fn parse_args() -> Result<Args, String> {
             }
             "--verbose" | "-v" => args.verbose = true,
             "--list" => args.list = true,
+            "--differential" => args.differential = true,
+            "--without" => args.without.push(value("--without")?),
+            "--cases" => {
+                args.cases = value("--cases")?
+                    .parse()
+                    .map_err(|e| format!("--cases: {e}"))?
+            }
+            "--max-len" => {
+                args.max_len = value("--max-len")?
+                    .parse()
+                    .map_err(|e| format!("--max-len: {e}"))?
+            }
             "--help" | "-h" => {
                 return Err("usage: warren-conformance [--target URL | --rabbitmq URL] \
-                     [--only SUBSTRING]... [--jobs N] [--verbose] [--list]"
+                     [--only SUBSTRING]... [--jobs N] [--verbose] [--list] \
+                     [--differential [--cases N] [--max-len N] [--without OP]...]"
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
@@ -93,6 +116,17 @@ async fn main() -> ExitCode {
     }
     let parse = |u: &str| Url::parse(u).map_err(|e| e.to_string());
 
+    if let (true, Some(target)) = (args.differential, &args.target) {
+        // Against a given URL instead of the embedded Warren (RabbitMQ against itself
+        // shows whether the sequences are reproducible).
+        let (Ok(target), Some(Ok(rabbit))) = (parse(target), args.rabbitmq.as_deref().map(parse))
+        else {
+            eprintln!("--differential --target URL needs a valid URL and --rabbitmq URL");
+            return ExitCode::from(2);
+        };
+        return differential(target, rabbit, &args).await;
+    }
+
     if let Some(target) = &args.target {
         let url = match parse(target) {
             Ok(u) => u,
@@ -130,6 +164,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.differential {
+        let Some(rabbit) = rabbit_url else {
+            eprintln!("--differential needs --rabbitmq URL or AMQP_URL");
+            return ExitCode::from(2);
+        };
+        let code = differential(warren.url().clone(), rabbit, &args).await;
+        warren.shutdown().await;
+        return code;
+    }
     let warren_out = run_all(&scenarios, warren.url(), args.jobs).await;
     warren.shutdown().await;
     let rabbit_out = match &rabbit_url {
@@ -149,5 +192,48 @@ async fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Runs the differential property test and reports the minimal divergence, if any.
+async fn differential(warren_url: Url, rabbit: Url, args: &Args) -> ExitCode {
+    let handle = tokio::runtime::Handle::current();
+    let (cases, max_len, without) = (args.cases, args.max_len, args.without.clone());
+    // proptest's runner is synchronous; it drives the async cases from a blocking thread.
+    let result = tokio::task::spawn_blocking(move || {
+        warren_conformance::differential::run(
+            &handle,
+            &warren_url,
+            &rabbit,
+            cases,
+            max_len,
+            &without,
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(n)) => {
+            let skipped = warren_conformance::differential::irreproducible();
+            println!(
+                "differential: {n} cases, divergent 0 ({skipped} not reproducible on RabbitMQ)"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err((ops, why))) => {
+            println!(
+                "differential: divergence after shrinking to {} operations:",
+                ops.len()
+            );
+            for op in &ops {
+                println!("    {op:?},");
+            }
+            println!("{why}");
+            println!("differential: divergent 1");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("differential runner failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -33,7 +33,7 @@ impl Outcome {
 }
 
 /// A random suffix, so that runs never collide with each other or with old leftovers.
-fn suffix() -> String {
+pub fn suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
@@ -70,7 +70,7 @@ pub async fn run_all(scenarios: &[Scenario], url: &Url, jobs: usize) -> Vec<Outc
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut handles = Vec::new();
     for s in scenarios {
-        let s = s.clone();
+        let s = *s;
         let url = url.clone();
         let semaphore = semaphore.clone();
         handles.push(tokio::spawn(async move {
