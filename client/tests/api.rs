@@ -766,3 +766,225 @@ async fn dropped_consumer_requeues_what_it_buffered() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn publish_to_missing_exchange_fails_its_confirm() {
+    run(
+        "publish_to_missing_exchange_fails_its_confirm",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            ch.confirm_select().await.unwrap();
+            let ex = unique("no-exchange");
+            let confirm = ch
+                .basic_publish(
+                    &ex,
+                    "k",
+                    BasicPublishOptions::default(),
+                    b"x",
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish is asynchronous: the error comes later");
+            let err = confirm.await.unwrap_err();
+            assert!(err.is_soft(), "{err:?}");
+            let reason = err.close_reason().unwrap();
+            assert_eq!(reason.reply_code, 404);
+            assert_eq!(
+                reason.reply_text,
+                format!("NOT_FOUND - no exchange '{ex}' in vhost '/'")
+            );
+            assert_eq!((reason.class_id, reason.method_id), (60, 40));
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn precondition_and_resource_locked_errors() {
+    run(
+        "precondition_and_resource_locked_errors",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let q = unique("locked");
+            let ch = conn.create_channel().await.unwrap();
+            ch.queue_declare(
+                &q,
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                no_args(),
+            )
+            .await
+            .unwrap();
+
+            // Another connection may not touch an exclusive queue: 405.
+            let other = t.connect().await;
+            let och = other.create_channel().await.unwrap();
+            let err = och.queue_purge(&q).await.unwrap_err();
+            assert_eq!(err.reply_code(), Some(405), "{err:?}");
+            assert_eq!(
+                err.close_reason().map(|r| (r.class_id, r.method_id)),
+                Some((50, 30))
+            );
+            other.close().await.unwrap();
+
+            // Redeclaring a (non-exclusive) queue with other flags: 406 PRECONDITION_FAILED.
+        let plain = unique("plain");
+        ch.queue_declare(
+            &plain,
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            no_args(),
+        )
+        .await
+        .unwrap();
+        let err = ch
+            .queue_declare(
+                &plain,
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    durable: true,
+                    ..Default::default()
+                },
+                no_args(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.reply_code(), Some(406), "{err:?}");
+        assert_eq!(
+            err.close_reason().unwrap().reply_text,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{plain}' in vhost '/': \
+                 received 'true' but current is 'false'"
+            )
+        );
+        let admin = conn.create_channel().await.unwrap();
+        admin.queue_delete(&plain, QueueDeleteOptions::default()).await.unwrap();
+
+        // Deleting a non-empty queue with if_empty: 406.
+            let ch = conn.create_channel().await.unwrap();
+            ch.confirm_select().await.unwrap();
+            publish(&ch, "", &q, b"x").await;
+            let err = ch
+                .queue_delete(
+                    &q,
+                    QueueDeleteOptions {
+                        if_empty: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.reply_code(), Some(406), "{err:?}");
+            assert_eq!(
+                err.close_reason().map(|r| (r.class_id, r.method_id)),
+                Some((50, 40))
+            );
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn immediate_publish_is_not_implemented() {
+    run(
+        "immediate_publish_is_not_implemented",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            ch.basic_publish(
+                "",
+                "anything",
+                BasicPublishOptions {
+                    immediate: true,
+                    ..Default::default()
+                },
+                b"x",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+            let err = conn.closed().await;
+            assert!(err.is_hard(), "{err:?}");
+            assert_eq!(err.reply_code(), Some(540), "{err:?}");
+            assert_eq!(
+                err.close_reason().map(|r| (r.class_id, r.method_id)),
+                Some((60, 40))
+            );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn exclusive_queue_redeclare_ignores_durable() {
+    run(
+        "exclusive_queue_redeclare_ignores_durable",
+        |t: Target| async move {
+            if t.known_warren_divergence(
+                "redeclaring one's own exclusive queue with durable=true: RabbitMQ 3.10 \
+             answers declare-ok, Warren closes the channel with 406 'inequivalent arg durable'",
+            ) {
+                return;
+            }
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            let q = unique("excl-redeclare");
+            let exclusive = QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            };
+            ch.queue_declare(&q, exclusive, no_args()).await.unwrap();
+            ch.queue_declare(
+                &q,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..exclusive
+                },
+                no_args(),
+            )
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn flow_and_recover_limits_of_rabbitmq() {
+    run(
+        "flow_and_recover_limits_of_rabbitmq",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            assert!(ch.channel_flow(true).await.unwrap());
+            let err = ch.channel_flow(false).await.unwrap_err();
+            assert!(err.is_hard());
+            assert_eq!(
+                err.close_reason().unwrap(),
+                &CloseReason {
+                    reply_code: 540,
+                    reply_text: "NOT_IMPLEMENTED - active=false".into(),
+                    class_id: 20,
+                    method_id: 20,
+                }
+            );
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            let err = ch.basic_recover(false).await.unwrap_err();
+            assert_eq!(err.reply_code(), Some(540));
+            assert_eq!(
+                err.close_reason().map(|r| (r.class_id, r.method_id)),
+                Some((60, 110))
+            );
+        },
+    )
+    .await;
+}
