@@ -225,12 +225,6 @@ impl ChannelState {
                 // Dropping the slot ends the consumer's stream once it is drained.
                 inner.consumers.remove(ok.consumer_tag.as_str());
             }
-            Reply::Method(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_))) => {
-                inner.confirms.get_or_insert(Confirms {
-                    next: 1,
-                    waiting: BTreeMap::new(),
-                });
-            }
             _ => {}
         }
         let _ = pending.reply.send(Ok(reply));
@@ -427,6 +421,18 @@ impl Channel {
         expect: Expect,
         consumer: Option<ConsumerSlot>,
     ) -> Result<Reply> {
+        self.rpc_then(method, expect, consumer, |_| {}).await
+    }
+
+    /// [`rpc`](Self::rpc), running `queued` under the channel lock as the frame is
+    /// queued: for state that must change in wire order, not when the reply comes.
+    async fn rpc_then(
+        &self,
+        method: AMQPClass,
+        expect: Expect,
+        consumer: Option<ConsumerSlot>,
+        queued: impl FnOnce(&mut Inner),
+    ) -> Result<Reply> {
         let bytes = encode(self.id(), method)?;
         let permit = self.inner.handle.reserve().await?;
         let (tx, rx) = oneshot::channel();
@@ -438,6 +444,7 @@ impl Channel {
                 reply: tx,
                 consumer,
             });
+            queued(&mut inner);
             permit.send(bytes);
         }
         self.await_reply(rx).await
@@ -970,12 +977,21 @@ impl Channel {
 
     /// Put the channel in confirm mode: from now on every publish is acked or nacked.
     pub async fn confirm_select(&self) -> Result<()> {
-        self.rpc(
+        self.rpc_then(
             AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
                 nowait: false,
             })),
             CONFIRM_SELECT_OK,
             None,
+            // The broker numbers every publish it reads after confirm.select, so
+            // numbering starts when the select is queued, not when select-ok arrives:
+            // a publish from another task in between must be counted too.
+            |inner| {
+                inner.confirms.get_or_insert(Confirms {
+                    next: 1,
+                    waiting: BTreeMap::new(),
+                });
+            },
         )
         .await
         .map(drop)
