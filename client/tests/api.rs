@@ -988,3 +988,98 @@ async fn flow_and_recover_limits_of_rabbitmq() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn exclusive_consumer_refuses_a_second_one() {
+    run(
+        "exclusive_consumer_refuses_a_second_one",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            let q = unique("exclusive-consumer");
+            declare(&ch, &q).await;
+            let _first = ch
+                .basic_consume(
+                    &q,
+                    "",
+                    BasicConsumeOptions {
+                        exclusive: true,
+                        ..Default::default()
+                    },
+                    no_args(),
+                )
+                .await
+                .unwrap();
+            let other = conn.create_channel().await.unwrap();
+            let err = other
+                .basic_consume(&q, "", BasicConsumeOptions::default(), no_args())
+                .await
+                .unwrap_err();
+            assert!(err.is_soft(), "{err:?}");
+            assert_eq!(
+                err.close_reason().unwrap(),
+                &CloseReason {
+                    reply_code: 403,
+                    reply_text: format!(
+                        "ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"
+                    ),
+                    class_id: 60,
+                    method_id: 20,
+                }
+            );
+            ch.queue_delete(&q, QueueDeleteOptions::default())
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_publishers_share_a_confirm_channel() {
+    run(
+        "concurrent_publishers_share_a_confirm_channel",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let ch = conn.create_channel().await.unwrap();
+            let q = unique("concurrent");
+            declare(&ch, &q).await;
+            ch.confirm_select().await.unwrap();
+            // Eight tasks publish at once on one channel: sequence numbers must follow
+            // wire order, or confirms would resolve the wrong futures (or never).
+            let tasks: Vec<_> = (0..8u8)
+                .map(|task| {
+                    let (ch, q) = (ch.clone(), q.clone());
+                    tokio::spawn(async move {
+                        let mut confirms = Vec::new();
+                        for i in 0..500u16 {
+                            let body = [task, (i >> 8) as u8, i as u8];
+                            confirms.push(
+                                ch.basic_publish(
+                                    "",
+                                    &q,
+                                    BasicPublishOptions::default(),
+                                    &body,
+                                    BasicProperties::default(),
+                                )
+                                .await
+                                .unwrap(),
+                            );
+                        }
+                        try_join_all(confirms).await.unwrap()
+                    })
+                })
+                .collect();
+            for task in tasks {
+                assert!(task.await.unwrap().iter().all(|c| c.is_ack()));
+            }
+            assert_eq!(ready_count(&conn, &q).await, 4000);
+            ch.queue_delete(&q, QueueDeleteOptions::default())
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
