@@ -1,0 +1,1079 @@
+//! Every error the broker can answer, checked frame by frame: the reply code, the class
+//! and method ids, RabbitMQ's reply text, and that a channel error leaves the
+//! connection working. Expectations are RabbitMQ 3.10's, observed by running this file
+//! with `RAW_TARGET=amqp://guest:guest@127.0.0.1:5672/%2f` (see `common`).
+
+mod common;
+
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx};
+use common::{exchange_decl, open1, queue_decl, raw_frame, unique, Target, PROTOCOL_HEADER};
+
+// ------------------------------------------------------------------ 403 ACCESS_REFUSED
+
+#[tokio::test]
+async fn declare_default_exchange_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, exchange_decl("", "direct")).await;
+    c.expect_channel_close(
+        1,
+        403,
+        (40, 10),
+        "ACCESS_REFUSED - operation not permitted on the default exchange",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bind_to_default_exchange_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.send(
+        1,
+        queue::Bind {
+            queue: q.as_str().into(),
+            exchange: "".into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        403,
+        (50, 20),
+        "ACCESS_REFUSED - operation not permitted on the default exchange",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn declare_exchange_with_amq_prefix_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let name = format!("amq.{}", unique("x"));
+    c.send(1, exchange_decl(&name, "direct")).await;
+    c.expect_channel_close(
+        1,
+        403,
+        (40, 10),
+        &format!("ACCESS_REFUSED - exchange name '{name}' contains reserved prefix 'amq.*'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn declare_queue_with_amq_prefix_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let name = format!("amq.{}", unique("q"));
+    c.send(1, queue_decl(&name)).await;
+    c.expect_channel_close(
+        1,
+        403,
+        (50, 10),
+        &format!("ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn exclusive_consume_on_a_consumed_queue_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.consume(1, &q, "first", false).await;
+    c.open_channel(2).await;
+    c.send(
+        2,
+        basic::Consume {
+            queue: q.as_str().into(),
+            consumer_tag: "second".into(),
+            exclusive: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        2,
+        403,
+        (60, 20),
+        &format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn consume_on_a_queue_with_an_exclusive_consumer_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let first = basic::Consume {
+        queue: q.as_str().into(),
+        consumer_tag: "first".into(),
+        exclusive: true,
+        ..Default::default()
+    };
+    c.call(1, first).await;
+    c.open_channel(2).await;
+    c.send(
+        2,
+        basic::Consume {
+            queue: q.as_str().into(),
+            consumer_tag: "second".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        2,
+        403,
+        (60, 20),
+        &format!("ACCESS_REFUSED - queue '{q}' in vhost '/' in exclusive use"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bad_credentials_are_access_refused() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok("guest", "not-the-password").await;
+    c.expect_connection_close(
+        403,
+        (0, 0),
+        "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_user_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&unique("nobody"), "guest").await;
+    c.expect_connection_close(
+        403,
+        (0, 0),
+        "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN",
+    )
+    .await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 404 NOT_FOUND
+
+#[tokio::test]
+async fn passive_declare_of_a_missing_exchange_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    let d = exchange::Declare {
+        passive: true,
+        ..exchange_decl(&x, "direct")
+    };
+    c.send(1, d).await;
+    c.expect_channel_close(
+        1,
+        404,
+        (40, 10),
+        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn passive_declare_of_a_missing_queue_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    let d = queue::Declare {
+        passive: true,
+        ..queue_decl(&q)
+    };
+    c.send(1, d).await;
+    c.expect_channel_close(
+        1,
+        404,
+        (50, 10),
+        &format!("NOT_FOUND - no queue '{q}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bind_to_a_missing_exchange_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    let x = unique("x");
+    c.declare_exclusive(1, &q).await;
+    c.send(
+        1,
+        queue::Bind {
+            queue: q.as_str().into(),
+            exchange: x.as_str().into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (50, 20),
+        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bind_of_a_missing_queue_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.send(
+        1,
+        queue::Bind {
+            queue: q.as_str().into(),
+            exchange: "amq.direct".into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (50, 20),
+        &format!("NOT_FOUND - no queue '{q}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn publish_to_a_missing_exchange_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.publish(1, &x, "k", b"hello").await;
+    c.expect_channel_close(
+        1,
+        404,
+        (60, 40),
+        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn consume_from_a_missing_queue_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.send(
+        1,
+        basic::Consume {
+            queue: q.as_str().into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (60, 20),
+        &format!("NOT_FOUND - no queue '{q}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn get_from_a_missing_queue_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.send(
+        1,
+        basic::Get {
+            queue: q.as_str().into(),
+            no_ack: false,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (60, 70),
+        &format!("NOT_FOUND - no queue '{q}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 405 RESOURCE_LOCKED
+
+/// Another connection owns exclusive queue `q`; `m` on a second connection must be
+/// refused with 405 naming `class_method`.
+async fn locked(m: impl common::Method, q: &str, t: &Target, class_method: (u16, u16)) {
+    let mut owner = open1(t).await;
+    owner.declare_exclusive(1, q).await;
+    let mut other = open1(t).await;
+    other.send(1, m).await;
+    other
+        .expect_channel_close(
+            1,
+            405,
+            class_method,
+            &format!(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"
+            ),
+        )
+        .await;
+    other.assert_alive().await;
+    other.close().await;
+    // The owner did not notice.
+    owner.declare_exclusive(1, q).await;
+    owner.assert_alive().await;
+    owner.close().await;
+}
+
+#[tokio::test]
+async fn declare_of_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let q = unique("q");
+    let d = queue::Declare {
+        exclusive: true,
+        ..queue_decl(&q)
+    };
+    locked(d, &q, &t, (50, 10)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn passive_declare_of_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let q = unique("q");
+    let d = queue::Declare {
+        passive: true,
+        ..queue_decl(&q)
+    };
+    locked(d, &q, &t, (50, 10)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn consume_from_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let q = unique("q");
+    let m = basic::Consume {
+        queue: q.as_str().into(),
+        ..Default::default()
+    };
+    locked(m, &q, &t, (60, 20)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bind_of_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let q = unique("q");
+    let m = queue::Bind {
+        queue: q.as_str().into(),
+        exchange: "amq.fanout".into(),
+        ..Default::default()
+    };
+    locked(m, &q, &t, (50, 20)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn purge_of_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let q = unique("q");
+    let m = queue::Purge {
+        queue: q.as_str().into(),
+        nowait: false,
+    };
+    locked(m, &q, &t, (50, 30)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn delete_of_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let q = unique("q");
+    let m = queue::Delete {
+        queue: q.as_str().into(),
+        ..Default::default()
+    };
+    locked(m, &q, &t, (50, 40)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn get_from_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let q = unique("q");
+    let m = basic::Get {
+        queue: q.as_str().into(),
+        no_ack: false,
+    };
+    locked(m, &q, &t, (60, 70)).await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn non_exclusive_redeclare_of_an_exclusive_queue_is_locked() {
+    // Even on the owning connection: RabbitMQ's text says the flag may be the cause.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.send(1, queue_decl(&q)).await;
+    c.expect_channel_close(
+        1,
+        405,
+        (50, 10),
+        &format!(
+            "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost \
+             '/'. It could be originally declared on another connection or the exclusive \
+             property value does not match that of the original declaration."
+        ),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 406 PRECONDITION_FAILED
+
+#[tokio::test]
+async fn redeclare_exchange_with_another_type_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.declare_exchange(1, &x, "direct").await;
+    c.send(1, exchange_decl(&x, "fanout")).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (40, 10),
+        &format!(
+            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{x}' in vhost '/': \
+             received 'fanout' but current is 'direct'"
+        ),
+    )
+    .await;
+    c.assert_alive().await;
+    c.open_channel(2).await;
+    c.delete_exchange(2, &x).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn redeclare_exchange_with_another_durable_flag_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.declare_exchange(1, &x, "direct").await;
+    let d = exchange::Declare {
+        durable: true,
+        ..exchange_decl(&x, "direct")
+    };
+    c.send(1, d).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (40, 10),
+        &format!(
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange '{x}' in vhost '/': \
+             received 'true' but current is 'false'"
+        ),
+    )
+    .await;
+    c.assert_alive().await;
+    c.open_channel(2).await;
+    c.delete_exchange(2, &x).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn redeclare_queue_with_another_durable_flag_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_queue(1, &q).await;
+    let d = queue::Declare {
+        durable: true,
+        ..queue_decl(&q)
+    };
+    c.send(1, d).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (50, 10),
+        &format!(
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{q}' in vhost '/': \
+             received 'true' but current is 'false'"
+        ),
+    )
+    .await;
+    c.assert_alive().await;
+    c.open_channel(2).await;
+    c.delete_queue(2, &q).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn redeclare_queue_with_another_auto_delete_flag_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_queue(1, &q).await;
+    let d = queue::Declare {
+        auto_delete: true,
+        ..queue_decl(&q)
+    };
+    c.send(1, d).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (50, 10),
+        &format!(
+            "PRECONDITION_FAILED - inequivalent arg 'auto_delete' for queue '{q}' in vhost '/': \
+             received 'true' but current is 'false'"
+        ),
+    )
+    .await;
+    c.assert_alive().await;
+    c.open_channel(2).await;
+    c.delete_queue(2, &q).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn delete_if_unused_of_a_consumed_queue_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.consume(1, &q, "c", false).await;
+    c.open_channel(2).await;
+    c.send(
+        2,
+        queue::Delete {
+            queue: q.as_str().into(),
+            if_unused: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        2,
+        406,
+        (50, 40),
+        &format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn delete_if_unused_of_a_bound_exchange_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    let q = unique("q");
+    c.declare_exchange(1, &x, "fanout").await;
+    c.declare_exclusive(1, &q).await;
+    c.bind_queue(1, &q, &x, "").await;
+    c.send(
+        1,
+        exchange::Delete {
+            exchange: x.as_str().into(),
+            if_unused: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (40, 20),
+        &format!("PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ack_of_an_unknown_tag_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: 7,
+            multiple: false,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 80),
+        "PRECONDITION_FAILED - unknown delivery tag 7",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn double_ack_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(1, &q, b"m").await;
+    let got = c.get(1, &q, false).await.expect("a message");
+    let tag = got.get_ok().delivery_tag;
+    let ack = basic::Ack {
+        delivery_tag: tag,
+        multiple: false,
+    };
+    c.send(1, ack.clone()).await;
+    c.send(1, ack).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 80),
+        &format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn nack_of_an_unknown_tag_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        basic::Nack {
+            delivery_tag: 3,
+            multiple: false,
+            requeue: true,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 120),
+        "PRECONDITION_FAILED - unknown delivery tag 3",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn reject_of_an_unknown_tag_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        basic::Reject {
+            delivery_tag: 5,
+            requeue: false,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 90),
+        "PRECONDITION_FAILED - unknown delivery tag 5",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn confirm_select_on_a_transactional_channel_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.call(1, tx::Select {}).await;
+    c.send(1, confirm::Select { nowait: false }).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (85, 10),
+        "PRECONDITION_FAILED - cannot switch from tx to confirm mode",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tx_select_on_a_confirm_channel_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.confirm_select(1).await;
+    c.send(1, tx::Select {}).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (90, 10),
+        "PRECONDITION_FAILED - cannot switch from confirm to tx mode",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn commit_without_tx_select_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, tx::Commit {}).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (90, 20),
+        "PRECONDITION_FAILED - channel is not transactional",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 501 FRAME_ERROR
+
+// ------------------------------------------------------------------ 503 COMMAND_INVALID
+
+#[tokio::test]
+async fn unknown_method_ends_the_connection() {
+    // RabbitMQ drops the socket without a connection.close here; any defined end
+    // will do, a hang or an answer will not.
+    let t = Target::start().await;
+    let mut bystander = open1(&t).await;
+    let mut c = open1(&t).await;
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&50u16.to_be_bytes());
+    payload.extend_from_slice(&99u16.to_be_bytes());
+    c.send_raw(&raw_frame(1, 1, &payload, common::FRAME_END))
+        .await;
+    c.expect_end().await;
+    bystander.assert_alive().await;
+    bystander.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tune_ok_instead_of_start_ok_ends_the_connection() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.send(
+        0,
+        connection::TuneOk {
+            channel_max: 10,
+            frame_max: 131_072,
+            heartbeat: 0,
+        },
+    )
+    .await;
+    c.expect_end().await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 504 CHANNEL_ERROR
+
+#[tokio::test]
+async fn method_on_a_channel_never_opened_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    c.send(5, queue_decl("")).await;
+    c.expect_connection_close(504, (50, 10), "CHANNEL_ERROR - expected 'channel.open'")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn method_on_a_closed_channel_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.close_channel(1).await;
+    c.send(1, queue_decl("")).await;
+    c.expect_connection_close(504, (50, 10), "CHANNEL_ERROR - expected 'channel.open'")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn channel_open_twice_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, channel::Open {}).await;
+    c.expect_connection_close(504, (20, 10), "CHANNEL_ERROR - second 'channel.open' seen")
+        .await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 505 UNEXPECTED_FRAME
+
+#[tokio::test]
+async fn content_is_assembled_per_channel() {
+    // Not an error: a method on channel 2 while channel 1 waits for its body is fine,
+    // and channel 1's message completes afterwards.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let publish = basic::Publish {
+        routing_key: q.as_str().into(),
+        ..Default::default()
+    };
+    c.send(1, publish).await;
+    c.send_header(1, 5, Default::default()).await;
+    c.send_body(1, b"he").await;
+    c.declare_exclusive(2, "").await;
+    c.send_body(1, b"llo").await;
+    c.put(1, &q, b"second").await;
+    let got = c.get(2, &q, true).await.expect("the first message");
+    assert_eq!(got.body, b"hello");
+    assert_eq!(got.get_ok().message_count, 1);
+    c.close().await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 530 NOT_ALLOWED
+
+#[tokio::test]
+async fn duplicate_consumer_tag_is_not_allowed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.consume(1, &q, "tag", false).await;
+    c.send(
+        1,
+        basic::Consume {
+            queue: q.as_str().into(),
+            consumer_tag: "tag".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_connection_close(
+        530,
+        (60, 20),
+        "NOT_ALLOWED - attempt to reuse consumer tag 'tag'",
+    )
+    .await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ 540 NOT_IMPLEMENTED
+
+#[tokio::test]
+async fn immediate_publish_is_not_implemented() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let publish = basic::Publish {
+        routing_key: q.as_str().into(),
+        immediate: true,
+        ..Default::default()
+    };
+    c.publish_with(1, publish, Default::default(), b"now").await;
+    c.expect_connection_close(540, (60, 40), "NOT_IMPLEMENTED - immediate=true")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn qos_with_prefetch_size_is_not_implemented() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    // amq-protocol cannot encode a prefetch_size, so the method is built by hand:
+    // class 60, method 10, prefetch-size 1, prefetch-count 0, global false.
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&60u16.to_be_bytes());
+    payload.extend_from_slice(&10u16.to_be_bytes());
+    payload.extend_from_slice(&1u32.to_be_bytes());
+    payload.extend_from_slice(&0u16.to_be_bytes());
+    payload.push(0);
+    c.send_raw(&raw_frame(1, 1, &payload, common::FRAME_END))
+        .await;
+    c.expect_connection_close(540, (60, 10), "NOT_IMPLEMENTED - prefetch_size!=0")
+        .await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ malformed input
+
+#[tokio::test]
+async fn wrong_protocol_header_gets_the_supported_one_and_a_close() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.send_raw(b"AMQP\x01\x01\x00\x0a").await;
+    assert_eq!(c.read_to_end().await, PROTOCOL_HEADER);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn http_request_gets_the_protocol_header_and_a_close() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(c.read_to_end().await, PROTOCOL_HEADER);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn truncated_frame_then_eof_closes_the_socket() {
+    let t = Target::start().await;
+    let mut bystander = open1(&t).await;
+    let mut c = open1(&t).await;
+    let frame = common::method_frame(1, queue_decl(""));
+    // Everything but the frame end, then the client stops writing.
+    c.send_raw(&frame[..frame.len() - 1]).await;
+    c.shutdown_write().await;
+    c.expect_closed().await;
+    bystander.assert_alive().await;
+    bystander.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_before_the_protocol_header_gets_the_header_and_a_close() {
+    let t = Target::start().await;
+    let mut bystander = open1(&t).await;
+    let mut c = t.connect().await;
+    c.send_raw(&[0xff; 64]).await;
+    assert_eq!(c.read_to_end().await, PROTOCOL_HEADER);
+    bystander.assert_alive().await;
+    bystander.close().await;
+    t.stop().await;
+}
+
+// ------------------------------------------------------------------ in-process stream
+
+#[tokio::test]
+async fn in_process_stream_reports_errors_like_tcp() {
+    let t = Target::start().await;
+    let Some(mut c) = t.connect_in_process() else {
+        eprintln!("note: RAW_TARGET set; the in-process stream is Warren's alone");
+        return;
+    };
+    c.handshake(&t.user, &t.password, &t.vhost).await;
+    c.open_channel(1).await;
+    c.send(
+        1,
+        queue::Declare {
+            passive: true,
+            ..queue_decl("missing")
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (50, 10),
+        "NOT_FOUND - no queue 'missing' in vhost '/'",
+    )
+    .await;
+    c.assert_alive().await;
+    c.send(7, queue_decl("")).await;
+    c.expect_connection_close(504, (50, 10), "CHANNEL_ERROR - expected 'channel.open'")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn in_process_stream_refuses_bad_credentials() {
+    let t = Target::start().await;
+    let Some(mut c) = t.connect_in_process() else {
+        eprintln!("note: RAW_TARGET set; the in-process stream is Warren's alone");
+        return;
+    };
+    c.start().await;
+    c.start_ok("guest", "wrong").await;
+    c.expect_connection_close(
+        403,
+        (0, 0),
+        "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN",
+    )
+    .await;
+    t.stop().await;
+}
