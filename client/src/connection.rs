@@ -441,13 +441,26 @@ async fn send_method<S: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn read_connection_method<S: AsyncRead + Unpin>(
+/// The next connection method of the handshake. A `connection.close` (bad credentials,
+/// unknown vhost) is answered with `close-ok`, as the spec asks, and returned as the error.
+async fn read_connection_method<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
 ) -> Result<connection::AMQPMethod> {
     loop {
         match codec::decode(buf, DEFAULT_FRAME_MAX)? {
             Some(Frame::Heartbeat) => continue,
+            Some(Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(close)))) => {
+                let mut out = BytesMut::new();
+                // Best effort: the broker may already have closed the socket.
+                let _ = send_method(
+                    stream,
+                    &mut out,
+                    connection::AMQPMethod::CloseOk(connection::CloseOk {}),
+                )
+                .await;
+                return Err(Error::ConnectionClosed(close_reason(&close)));
+            }
             Some(Frame::Method(0, AMQPClass::Connection(m))) => return Ok(m),
             Some(other) => {
                 return Err(Error::Protocol {

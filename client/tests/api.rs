@@ -1083,3 +1083,100 @@ async fn concurrent_publishers_share_a_confirm_channel() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn warren_shutdown_is_connection_forced() {
+    // Warren only: RabbitMQ cannot be stopped from a test.
+    let broker = warren_broker::Broker::start().await.unwrap();
+    let conn = Connection::open(broker.connect_in_process()).await.unwrap();
+    let tcp = Connection::connect(&broker.url()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            &declare(&ch, "").await.name,
+            "",
+            BasicConsumeOptions::default(),
+            no_args(),
+        )
+        .await
+        .unwrap();
+    broker.shutdown().await;
+    for c in [&conn, &tcp] {
+        let err = c.closed().await;
+        assert!(err.is_hard(), "{err:?}");
+        assert_eq!(err.reply_code(), Some(320), "{err:?}");
+        assert!(
+            err.close_reason()
+                .unwrap()
+                .reply_text
+                .starts_with("CONNECTION_FORCED"),
+            "{err}"
+        );
+    }
+    match consumer.next().await {
+        Some(Err(err)) => assert_eq!(err.reply_code(), Some(320)),
+        other => panic!("expected the connection error, got {other:?}"),
+    }
+    assert!(consumer.next().await.is_none());
+}
+
+#[tokio::test]
+async fn warren_restart_keeps_only_durable_state() {
+    // Warren only: what a RabbitMQ restart does, checked through the client.
+    let broker = warren_broker::Broker::start().await.unwrap();
+    let conn = Connection::connect(&broker.url()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("kept", durable, no_args()).await.unwrap();
+    declare(&ch, "gone").await;
+    ch.confirm_select().await.unwrap();
+    for mode in [1u8, 2] {
+        let c = ch
+            .basic_publish(
+                "",
+                "kept",
+                BasicPublishOptions::default(),
+                &[mode],
+                BasicProperties::default().with_delivery_mode(mode),
+            )
+            .await
+            .unwrap();
+        assert!(c.await.unwrap().is_ack());
+    }
+    broker.restart().await;
+    assert_eq!(conn.closed().await.reply_code(), Some(320));
+
+    let conn = Connection::connect(&broker.url()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "kept",
+            QueueDeclareOptions {
+                passive: true,
+                ..durable
+            },
+            no_args(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count, 1, "only the persistent message survives");
+    let got = ch.basic_get("kept", true).await.unwrap().unwrap();
+    assert_eq!(&got.delivery.body[..], &[2]);
+    let err = ch
+        .queue_declare(
+            "gone",
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            no_args(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reply_code(), Some(404));
+    conn.close().await.unwrap();
+    broker.shutdown().await;
+}
