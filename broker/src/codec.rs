@@ -132,11 +132,9 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     }
     match parse_class(payload) {
         Ok((&[], class)) => Ok(class),
-        _ if !known_method(class_id, method_id) => Err(AmqpError::connection(
-            code::COMMAND_INVALID,
-            format!("unknown method {class_id}.{method_id}"),
-        )
-        .on_method(class_id, method_id)),
+        _ if !known_method(class_id, method_id) => Err(AmqpError::socket(format!(
+            "unknown method {class_id}.{method_id}"
+        ))),
         _ => Err(AmqpError::connection(
             code::FRAME_ERROR,
             format!("cannot decode arguments of method {class_id}.{method_id}"),

@@ -41,6 +41,24 @@ enum Phase {
     Closed,
 }
 
+/// A method that carries content, waiting for it.
+#[derive(Debug)]
+enum Pending {
+    Publish(basic::Publish),
+    /// A content-carrying method only a server may send (basic.deliver, return,
+    /// get-ok): RabbitMQ takes its content, then refuses it.
+    Refused(u16),
+}
+
+impl Pending {
+    fn method_id(&self) -> u16 {
+        match self {
+            Pending::Publish(_) => 40,
+            Pending::Refused(id) => *id,
+        }
+    }
+}
+
 #[derive(Debug)]
 #[allow(
     clippy::large_enum_variant,
@@ -48,10 +66,10 @@ enum Phase {
 )]
 enum Content {
     Idle,
-    /// `basic.publish` seen; its content header is due.
-    Header(basic::Publish),
+    /// A content method seen; its content header is due.
+    Header(Pending),
     Body {
-        publish: basic::Publish,
+        publish: Pending,
         header: Bytes,
         properties: basic::AMQPProperties,
         size: u64,
@@ -214,6 +232,7 @@ impl Connection {
             "consumer_cancel_notify",
             "authentication_failure_close",
             "per_consumer_qos",
+            "exchange_exchange_bindings",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }
@@ -264,12 +283,20 @@ impl Connection {
                     Frame::Heartbeat(0) => Ok(()),
                     Frame::Method(0, AMQPClass::Connection(m)) => self.handshake(m),
                     _ => Err(AmqpError::connection(
-                        code::COMMAND_INVALID,
-                        "connection not yet open",
+                        code::UNEXPECTED_FRAME,
+                        "connection is not open yet",
                     )),
                 };
-                if let Err(e) = result {
-                    self.fail(0, e);
+                match result {
+                    Ok(()) => {}
+                    // Like RabbitMQ, say nothing to a client that has not finished
+                    // tuning: its socket is just closed. Only a refused login is
+                    // explained, and only to clients that asked for that.
+                    Err(e) if self.phase != Phase::Open && e.code != code::ACCESS_REFUSED => {
+                        tracing::info!(conn = self.id, error = %e, "handshake failed");
+                        self.phase = Phase::Closed;
+                    }
+                    Err(e) => self.fail(0, e),
                 }
             }
             Phase::Opened => {
@@ -300,16 +327,16 @@ impl Connection {
                     "PLAIN" => parse_plain(s.response.as_bytes()),
                     "AMQPLAIN" => parse_amqplain(s.response.as_bytes()),
                     other => {
-                        return Err(AmqpError::connection(
-                            code::COMMAND_INVALID,
-                            format!("unknown authentication mechanism '{other}'"),
-                        ))
+                        return Err(AmqpError::socket(format!(
+                            "unknown authentication mechanism '{other}'"
+                        )))
                     }
                 };
+                let Some((user, password)) = creds else {
+                    return Err(AmqpError::socket("malformed authentication response"));
+                };
                 let cfg = &self.shared.config;
-                let ok = creds
-                    .as_ref()
-                    .is_some_and(|(u, p)| *u == cfg.user && *p == cfg.password);
+                let ok = user == cfg.user && password == cfg.password;
                 if !ok {
                     tracing::info!(conn = self.id, "login refused");
                     if !self.auth_failure_close {
@@ -334,7 +361,7 @@ impl Connection {
             }
             (Phase::TuneOk, M::TuneOk(t)) => {
                 let cfg = &self.shared.config;
-                if t.channel_max > cfg.channel_max {
+                if t.channel_max == 0 || t.channel_max > cfg.channel_max {
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
                         format!(
@@ -349,22 +376,14 @@ impl Connection {
                         format!("frame_max={} > {} max size", t.frame_max, cfg.frame_max),
                     ));
                 }
-                if t.frame_max != 0 && t.frame_max < 4096 {
+                if t.frame_max < 4096 {
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
                         format!("frame_max={} < 4096 min size", t.frame_max),
                     ));
                 }
-                self.channel_max = if t.channel_max == 0 {
-                    cfg.channel_max
-                } else {
-                    t.channel_max
-                };
-                self.frame_max = if t.frame_max == 0 {
-                    cfg.frame_max
-                } else {
-                    t.frame_max
-                };
+                self.channel_max = t.channel_max;
+                self.frame_max = t.frame_max;
                 self.heartbeat = t.heartbeat;
                 self.phase = Phase::Open;
                 Ok(())
@@ -375,7 +394,8 @@ impl Connection {
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
                         format!("vhost {name} not found"),
-                    ));
+                    )
+                    .on_method(10, 40));
                 };
                 vhost.lock().register_connection(
                     self.id,
@@ -417,8 +437,8 @@ impl Connection {
             Frame::Method(_, m) => {
                 let (c, id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
                 AmqpError::connection(
-                    code::COMMAND_INVALID,
-                    format!("unexpected method {c}.{id} on channel 0"),
+                    code::CHANNEL_ERROR,
+                    "unexpected method in connection state running",
                 )
                 .on_method(c, id)
             }
@@ -433,21 +453,22 @@ impl Connection {
         if let Frame::Heartbeat(_) = frame {
             return self.fail(
                 0,
-                AmqpError::connection(code::FRAME_ERROR, format!("heartbeat on channel {ch}")),
+                AmqpError::connection(code::UNEXPECTED_FRAME, format!("heartbeat on channel {ch}")),
             );
         }
         let Some(chan) = self.channels.get_mut(&ch) else {
             let err = match frame {
                 Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                    if ch > self.channel_max {
+                    if self.channels.len() >= self.channel_max as usize {
                         AmqpError::connection(
-                            code::CHANNEL_ERROR,
+                            code::NOT_ALLOWED,
                             format!(
-                                "channel {ch} is above the negotiated channel_max {}",
+                                "number of channels opened ({}) has reached the negotiated \
+                                 channel_max ({})",
+                                self.channels.len(),
                                 self.channel_max
                             ),
                         )
-                        .on_method(20, 10)
                     } else {
                         self.channels.insert(ch, ChannelProto::new());
                         self.with_vhost(|v, id| v.open_channel(id, ch));
@@ -493,7 +514,7 @@ impl Connection {
                 format!("content frame on channel {ch} without basic.publish"),
             )),
             (
-                Content::Header(publish),
+                Content::Header(pending),
                 Frame::Header {
                     class_id,
                     body_size,
@@ -501,7 +522,7 @@ impl Connection {
                     raw,
                     ..
                 },
-            ) => self.on_content_header(ch, publish, class_id, body_size, properties, raw),
+            ) => self.on_content_header(ch, pending, class_id, body_size, properties, raw),
             (
                 Content::Body {
                     publish,
@@ -514,9 +535,10 @@ impl Connection {
             ) => {
                 if body.len() as u64 + chunk.len() as u64 > size {
                     Err(AmqpError::connection(
-                        code::FRAME_ERROR,
+                        code::UNEXPECTED_FRAME,
                         format!("body larger than the {size} bytes its header announced"),
-                    ))
+                    )
+                    .on_method(60, 40))
                 } else if body.is_empty() && chunk.len() as u64 == size {
                     // The common case: the whole body in one frame, kept without a copy.
                     self.publish(ch, publish, header, properties, chunk)
@@ -536,18 +558,16 @@ impl Connection {
                     }
                 }
             }
-            (_, frame) => Err(AmqpError::connection(
+            (Content::Header(pending), _) => Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
-                format!(
-                    "{} on channel {ch} while content was expected",
-                    match frame {
-                        Frame::Method(..) => "method frame",
-                        Frame::Header { .. } => "content header",
-                        _ => "frame",
-                    }
-                ),
+                "expected content header for class 60, got non content header frame instead",
             )
-            .on_method(60, 40)),
+            .on_method(60, pending.method_id())),
+            (Content::Body { publish, .. }, _) => Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected content body, got non content body frame instead",
+            )
+            .on_method(60, publish.method_id())),
         };
         if let Err(e) = result {
             self.fail(ch, e);
@@ -557,7 +577,7 @@ impl Connection {
     fn on_content_header(
         &mut self,
         ch: u16,
-        publish: basic::Publish,
+        publish: Pending,
         class_id: u16,
         size: u64,
         properties: basic::AMQPProperties,
@@ -565,9 +585,12 @@ impl Connection {
     ) -> Result<(), AmqpError> {
         if class_id != 60 {
             return Err(AmqpError::connection(
-                code::FRAME_ERROR,
-                format!("content header for class {class_id}, expected 60"),
-            ));
+                code::UNEXPECTED_FRAME,
+                format!(
+                    "expected content header for class 60, got one for class {class_id} instead"
+                ),
+            )
+            .on_method(60, 40));
         }
         let max = self.shared.config.max_message_size;
         if size > max {
@@ -615,11 +638,15 @@ impl Connection {
     fn publish(
         &mut self,
         ch: u16,
-        publish: basic::Publish,
+        publish: Pending,
         header: Bytes,
         properties: basic::AMQPProperties,
         body: Bytes,
     ) -> Result<(), AmqpError> {
+        let publish = match publish {
+            Pending::Publish(p) => p,
+            Pending::Refused(id) => return Err(server_only().on_method(60, id)),
+        };
         let exchange = publish.exchange.as_str();
         let msg = Message {
             exchange: exchange.to_owned(),
@@ -732,10 +759,7 @@ impl Connection {
                 );
                 Ok(())
             }
-            AMQPClass::Connection(_) => Err(AmqpError::connection(
-                code::COMMAND_INVALID,
-                format!("connection method on channel {ch}"),
-            )),
+            AMQPClass::Connection(_) => Err(server_only()),
             _ => Err(server_only()),
         }
     }
@@ -748,7 +772,9 @@ impl Connection {
                 "second 'channel.open' seen",
             )),
             M::Flow(f) => {
-                self.with_vhost(|v, id| v.set_flow(id, ch, f.active));
+                if !f.active {
+                    return Err(AmqpError::connection(code::NOT_IMPLEMENTED, "active=false"));
+                }
                 self.send(
                     ch,
                     AMQPClass::Channel(M::FlowOk(channel::FlowOk { active: f.active })),
@@ -779,6 +805,7 @@ impl Connection {
                         d.durable,
                         d.auto_delete,
                         d.internal,
+                        &d.arguments,
                     )
                 })?;
                 if !d.nowait {
@@ -796,10 +823,36 @@ impl Connection {
                 }
                 Ok(())
             }
-            M::Bind(_) | M::Unbind(_) => Err(AmqpError::connection(
-                code::NOT_IMPLEMENTED,
-                "exchange-to-exchange bindings are not supported yet",
-            )),
+            M::Bind(b) => {
+                self.with_vhost(|v, _| {
+                    v.bind_exchange(
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        true,
+                    )
+                })?;
+                if !b.nowait {
+                    self.send(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
+                }
+                Ok(())
+            }
+            M::Unbind(b) => {
+                self.with_vhost(|v, _| {
+                    v.bind_exchange(
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        false,
+                    )
+                })?;
+                if !b.nowait {
+                    self.send(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
+                }
+                Ok(())
+            }
             _ => Err(server_only()),
         }
     }
@@ -811,7 +864,7 @@ impl Connection {
                 let name = if d.queue.as_str().is_empty() && !d.passive {
                     format!("amq.gen-{}", random_token())
                 } else {
-                    let name = self.queue_name(ch, d.queue.as_str())?;
+                    let name = d.queue.as_str().to_owned();
                     if !d.passive && name.starts_with("amq.") {
                         return Err(AmqpError::access_refused(format!(
                             "queue name '{name}' contains reserved prefix 'amq.*'"
@@ -863,9 +916,8 @@ impl Connection {
             }
             M::Unbind(b) => {
                 let q = self.queue_name(ch, b.queue.as_str())?;
-                self.with_vhost(|v, id| {
+                self.with_vhost(|v, _| {
                     v.unbind_queue(
-                        id,
                         &q,
                         b.exchange.as_str(),
                         b.routing_key.as_str(),
@@ -911,7 +963,12 @@ impl Connection {
                         "immediate=true",
                     ));
                 }
-                self.channel(ch).content = Content::Header(p);
+                self.channel(ch).content = Content::Header(Pending::Publish(p));
+                Ok(())
+            }
+            M::Deliver(_) | M::Return(_) | M::GetOk(_) => {
+                let id = AMQPClass::Basic(m).get_amqp_method_id();
+                self.channel(ch).content = Content::Header(Pending::Refused(id));
                 Ok(())
             }
             M::Qos(q) => {
@@ -965,9 +1022,15 @@ impl Connection {
             M::Reject(r) => self.settle(ch, r.delivery_tag, false, Some(r.requeue)),
             M::Nack(n) => self.settle(ch, n.delivery_tag, n.multiple, Some(n.requeue)),
             M::Recover(r) => {
-                self.recover(ch, r.requeue)?;
+                if !r.requeue {
+                    return Err(AmqpError::connection(
+                        code::NOT_IMPLEMENTED,
+                        "requeue=false",
+                    ));
+                }
+                // RabbitMQ answers before it redelivers.
                 self.send(ch, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));
-                Ok(())
+                self.recover(ch, r.requeue)
             }
             M::RecoverAsync(r) => self.recover(ch, r.requeue),
             _ => Err(server_only()),
@@ -1055,6 +1118,11 @@ impl Connection {
     /// closes that channel, anything else the connection.
     pub fn fail(&mut self, ch: u16, err: AmqpError) {
         tracing::debug!(conn = self.id, channel = ch, error = %err, "protocol error");
+        if err.scope == Scope::Socket {
+            self.release();
+            self.phase = Phase::Closed;
+            return;
+        }
         let text = err.reply_text();
         if err.scope == Scope::Channel && ch != 0 && self.channels.contains_key(&ch) {
             self.flush_channel_confirms(ch);
@@ -1143,8 +1211,9 @@ fn deliver_published(
     v.enqueue(&targets, Arc::new(msg));
 }
 
+/// A method a client may not send (or not on this channel).
 fn server_only() -> AmqpError {
-    AmqpError::connection(code::COMMAND_INVALID, "method not allowed from a client")
+    AmqpError::connection(code::COMMAND_INVALID, "unimplemented method")
 }
 
 fn parse_plain(response: &[u8]) -> Option<(String, String)> {

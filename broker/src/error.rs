@@ -50,6 +50,9 @@ pub fn code_name(code: u16) -> &'static str {
 pub enum Scope {
     Channel,
     Connection,
+    /// Closes the socket without a word, as RabbitMQ does with peers it does not
+    /// trust yet or cannot parse at all.
+    Socket,
 }
 
 /// A protocol error on its way to becoming a `channel.close` or `connection.close`.
@@ -100,6 +103,14 @@ impl AmqpError {
 
     pub fn locked(text: impl Into<String>) -> Self {
         Self::channel(code::RESOURCE_LOCKED, text)
+    }
+
+    /// An error answered by closing the socket.
+    pub fn socket(text: impl Into<String>) -> Self {
+        Self {
+            scope: Scope::Socket,
+            ..Self::channel(0, text)
+        }
     }
 
     /// Sets the offending method unless an inner layer already named one.

@@ -3,25 +3,20 @@
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
-use crate::vhost::{Exchange, ExchangeKind};
+use crate::vhost::{Binding, ExchangeKind};
 
-/// Appends the names of the queues `ex` routes to, each once.
-pub fn route(
-    ex: &Exchange,
+/// Whether a binding of an exchange of `kind` takes a message.
+pub fn matches(
+    kind: ExchangeKind,
+    binding: &Binding,
     routing_key: &str,
     headers: Option<&FieldTable>,
-    out: &mut Vec<String>,
-) {
-    for b in &ex.bindings {
-        let hit = match ex.kind {
-            ExchangeKind::Direct => b.routing_key == routing_key,
-            ExchangeKind::Fanout => true,
-            ExchangeKind::Topic => topic_matches(&b.routing_key, routing_key),
-            ExchangeKind::Headers => headers_match(&b.arguments, headers),
-        };
-        if hit && !out.contains(&b.queue) {
-            out.push(b.queue.clone());
-        }
+) -> bool {
+    match kind {
+        ExchangeKind::Direct => binding.routing_key == routing_key,
+        ExchangeKind::Fanout => true,
+        ExchangeKind::Topic => topic_matches(&binding.routing_key, routing_key),
+        ExchangeKind::Headers => headers_match(&binding.arguments, headers),
     }
 }
 

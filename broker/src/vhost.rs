@@ -72,12 +72,21 @@ pub struct Exchange {
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
+    pub arguments: FieldTable,
+    /// Bindings with this exchange as their source.
     pub bindings: Vec<Binding>,
+}
+
+/// Where a binding leads: a queue, or another exchange (exchange-to-exchange).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Queue(String),
+    Exchange(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Binding {
-    pub queue: String,
+    pub destination: Destination,
     pub routing_key: String,
     pub arguments: FieldTable,
 }
@@ -167,8 +176,6 @@ struct ChannelState {
     consumer_unacked: u32,
     /// Consumer tag → queue name.
     consumers: HashMap<String, String>,
-    /// `channel.flow` from the client: false stops deliveries.
-    flow: bool,
 }
 
 #[derive(Debug)]
@@ -250,6 +257,7 @@ impl VhostState {
                     durable: true,
                     auto_delete: false,
                     internal,
+                    arguments: FieldTable::default(),
                     bindings: Vec::new(),
                 },
             );
@@ -281,7 +289,6 @@ impl VhostState {
             (conn, channel),
             ChannelState {
                 next_tag: 1,
-                flow: true,
                 ..Default::default()
             },
         );
@@ -350,21 +357,9 @@ impl VhostState {
         }
     }
 
-    pub fn set_flow(&mut self, conn: ConnId, channel: u16, active: bool) {
-        let Some(st) = self.channels.get_mut(&(conn, channel)) else {
-            return;
-        };
-        st.flow = active;
-        if active {
-            let queues: Vec<String> = st.consumers.values().cloned().collect();
-            for q in queues {
-                self.dispatch(&q);
-            }
-        }
-    }
-
     // ---- exchanges ----------------------------------------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     pub fn declare_exchange(
         &mut self,
         name: &str,
@@ -373,19 +368,13 @@ impl VhostState {
         durable: bool,
         auto_delete: bool,
         internal: bool,
+        arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
-        if name.is_empty() || name == "amq.default" {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+        if is_default_exchange(name) {
+            return Err(default_exchange_refused());
         }
         if passive {
             return self.exchange(name).map(|_| ());
-        }
-        if name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "exchange name '{name}' contains reserved prefix 'amq.*'"
-            )));
         }
         let Some(kind) = ExchangeKind::parse(kind) else {
             return Err(AmqpError::connection(
@@ -421,7 +410,17 @@ impl VhostState {
                     bool_str(ex.internal),
                 ));
             }
-            return Ok(());
+            return check_equivalent_args(
+                &format!("exchange '{name}' in vhost '{vhost}'"),
+                EXCHANGE_EQUIVALENCE_ARGS,
+                &ex.arguments,
+                arguments,
+            );
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
         }
         self.exchanges.insert(
             name.to_owned(),
@@ -431,6 +430,7 @@ impl VhostState {
                 durable,
                 auto_delete,
                 internal,
+                arguments: arguments.clone(),
                 bindings: Vec::new(),
             },
         );
@@ -438,13 +438,19 @@ impl VhostState {
     }
 
     pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
-        if name.is_empty() || name == "amq.default" || name.starts_with("amq.") {
+        if is_default_exchange(name) {
+            return Err(default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
-                "operation not permitted on exchange '{}'",
-                if name.is_empty() { "amq.default" } else { name }
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
             )));
         }
-        let ex = self.exchange(name)?;
+        let Some(ex) = self.exchanges.get(name) else {
+            // RabbitMQ answers delete-ok for an exchange that is not there.
+            return Ok(());
+        };
         if if_unused && !ex.bindings.is_empty() {
             return Err(AmqpError::precondition(format!(
                 "exchange '{name}' in vhost '{}' in use",
@@ -452,7 +458,71 @@ impl VhostState {
             )));
         }
         self.exchanges.remove(name);
+        self.remove_bindings_to(&Destination::Exchange(name.to_owned()));
         Ok(())
+    }
+
+    /// Removes every binding leading to `dest`, then the auto-delete exchanges
+    /// that this left without bindings.
+    fn remove_bindings_to(&mut self, dest: &Destination) {
+        let mut emptied = Vec::new();
+        for ex in self.exchanges.values_mut() {
+            let before = ex.bindings.len();
+            ex.bindings.retain(|b| &b.destination != dest);
+            if ex.bindings.len() != before && ex.bindings.is_empty() && ex.auto_delete {
+                emptied.push(ex.name.clone());
+            }
+        }
+        for ex in emptied {
+            self.auto_delete_exchange(&ex);
+        }
+    }
+
+    /// `exchange.bind` (`unbind` with `bind` false): routes from `source` to
+    /// `destination`.
+    pub fn bind_exchange(
+        &mut self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+        bind: bool,
+    ) -> Result<(), AmqpError> {
+        if is_default_exchange(source) || is_default_exchange(destination) {
+            return Err(default_exchange_refused());
+        }
+        let both_exist =
+            self.exchanges.contains_key(source) && self.exchanges.contains_key(destination);
+        if !bind && !both_exist {
+            return Ok(());
+        }
+        self.exchange(source)?;
+        self.exchange(destination)?;
+        self.change_binding(
+            source,
+            Binding {
+                destination: Destination::Exchange(destination.to_owned()),
+                routing_key: routing_key.to_owned(),
+                arguments: arguments.clone(),
+            },
+            bind,
+        );
+        Ok(())
+    }
+
+    fn change_binding(&mut self, source: &str, binding: Binding, bind: bool) {
+        let ex = self
+            .exchanges
+            .get_mut(source)
+            .expect("checked by the caller");
+        if bind {
+            if !ex.bindings.contains(&binding) {
+                ex.bindings.push(binding);
+            }
+        } else {
+            ex.bindings.retain(|b| b != &binding);
+            self.auto_delete_exchange(source);
+        }
     }
 
     fn exchange(&self, name: &str) -> Result<&Exchange, AmqpError> {
@@ -474,6 +544,7 @@ impl VhostState {
             return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
         }
         let vhost = self.name.clone();
+        validate_queue_args(&d.name, &vhost, &d.arguments)?;
         if let Some(q) = self.queues.get(&d.name) {
             check_exclusive(q, conn, &vhost)?;
             if d.exclusive != q.exclusive_owner.is_some() {
@@ -494,7 +565,12 @@ impl VhostState {
             if q.auto_delete != d.auto_delete {
                 return Err(mismatch("auto_delete", d.auto_delete, q.auto_delete));
             }
-            check_equivalent_args(&q.name, &vhost, &q.arguments, &d.arguments)?;
+            check_equivalent_args(
+                &format!("queue '{}' in vhost '{vhost}'", q.name),
+                QUEUE_EQUIVALENCE_ARGS,
+                &q.arguments,
+                &d.arguments,
+            )?;
             return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
         }
         let id = self.next_queue_id;
@@ -536,44 +612,33 @@ impl VhostState {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
-        self.check_binding(conn, queue, exchange)?;
-        let binding = Binding {
-            queue: queue.to_owned(),
-            routing_key: routing_key.to_owned(),
-            arguments: arguments.clone(),
-        };
-        let ex = self.exchanges.get_mut(exchange).expect("checked above");
-        if !ex.bindings.contains(&binding) {
-            ex.bindings.push(binding);
+        if is_default_exchange(exchange) {
+            return Err(default_exchange_refused());
         }
+        self.exchange(exchange)?;
+        self.queue_for(conn, queue)?;
+        self.change_binding(exchange, queue_binding(queue, routing_key, arguments), true);
         Ok(())
     }
 
+    /// `queue.unbind`: like RabbitMQ, succeeds when there is nothing to remove.
     pub fn unbind_queue(
         &mut self,
-        conn: ConnId,
         queue: &str,
         exchange: &str,
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
-        self.check_binding(conn, queue, exchange)?;
-        let ex = self.exchanges.get_mut(exchange).expect("checked above");
-        ex.bindings.retain(|b| {
-            !(b.queue == queue && b.routing_key == routing_key && &b.arguments == arguments)
-        });
-        self.auto_delete_exchange(exchange);
-        Ok(())
-    }
-
-    fn check_binding(&self, conn: ConnId, queue: &str, exchange: &str) -> Result<(), AmqpError> {
-        if exchange.is_empty() || exchange == "amq.default" {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+        if is_default_exchange(exchange) {
+            return Err(default_exchange_refused());
         }
-        self.queue_for(conn, queue)?;
-        self.exchange(exchange)?;
+        if self.exchanges.contains_key(exchange) {
+            self.change_binding(
+                exchange,
+                queue_binding(queue, routing_key, arguments),
+                false,
+            );
+        }
         Ok(())
     }
 
@@ -606,7 +671,7 @@ impl VhostState {
         }
         if if_empty && !q.ready.is_empty() {
             return Err(AmqpError::precondition(format!(
-                "queue '{name}' in vhost '{}' is not empty",
+                "queue '{name}' in vhost '{}' not empty",
                 self.name
             )));
         }
@@ -639,17 +704,7 @@ impl VhostState {
                 }
             }
         }
-        let mut emptied = Vec::new();
-        for ex in self.exchanges.values_mut() {
-            let before = ex.bindings.len();
-            ex.bindings.retain(|b| b.queue != name);
-            if ex.bindings.len() != before && ex.bindings.is_empty() && ex.auto_delete {
-                emptied.push(ex.name.clone());
-            }
-        }
-        for ex in emptied {
-            self.auto_delete_exchange(&ex);
-        }
+        self.remove_bindings_to(&Destination::Queue(name.to_owned()));
         q.ready.len() as u32
     }
 
@@ -671,7 +726,9 @@ impl VhostState {
 
     // ---- publishing and delivery ----------------------------------------------
 
-    /// The queues a message published to `exchange` goes to, each once.
+    /// The queues a message published to `exchange` goes to, each once,
+    /// following exchange-to-exchange bindings (each exchange visited once, so
+    /// binding loops end).
     pub fn route(
         &self,
         exchange: &str,
@@ -679,7 +736,7 @@ impl VhostState {
         headers: Option<&FieldTable>,
     ) -> Result<Vec<String>, AmqpError> {
         let mut targets = Vec::new();
-        if exchange.is_empty() || exchange == "amq.default" {
+        if is_default_exchange(exchange) {
             if self.queues.contains_key(routing_key) {
                 targets.push(routing_key.to_owned());
             }
@@ -692,7 +749,30 @@ impl VhostState {
                 self.name
             )));
         }
-        routing::route(ex, routing_key, headers, &mut targets);
+        let mut visited = vec![ex.name.as_str()];
+        let mut pending = vec![ex];
+        while let Some(ex) = pending.pop() {
+            for b in &ex.bindings {
+                if !routing::matches(ex.kind, b, routing_key, headers) {
+                    continue;
+                }
+                match &b.destination {
+                    Destination::Queue(q) => {
+                        if !targets.contains(q) {
+                            targets.push(q.clone());
+                        }
+                    }
+                    Destination::Exchange(e) => {
+                        if !visited.contains(&e.as_str()) {
+                            visited.push(e);
+                            if let Some(next) = self.exchanges.get(e) {
+                                pending.push(next);
+                            }
+                        }
+                    }
+                }
+            }
+        }
         Ok(targets)
     }
 
@@ -754,7 +834,7 @@ impl VhostState {
                     || ((c.prefetch == 0 || c.unacked < c.prefetch as u32)
                         && (st.channel_prefetch == 0
                             || st.consumer_unacked < st.channel_prefetch as u32));
-                if st.flow && has_room && !conn.outbox.is_backed_up() {
+                if has_room && !conn.outbox.is_backed_up() {
                     chosen = Some(idx);
                     break;
                 }
@@ -1033,8 +1113,12 @@ impl VhostState {
         }
         self.exchanges.retain(|_, e| e.durable);
         let queues = &self.queues;
+        let durable_exchanges: Vec<String> = self.exchanges.keys().cloned().collect();
         for ex in self.exchanges.values_mut() {
-            ex.bindings.retain(|b| queues.contains_key(&b.queue));
+            ex.bindings.retain(|b| match &b.destination {
+                Destination::Queue(q) => queues.contains_key(q),
+                Destination::Exchange(e) => durable_exchanges.contains(e),
+            });
         }
     }
 }
@@ -1066,8 +1150,97 @@ fn check_exclusive(q: &Queue, conn: ConnId, vhost: &str) -> Result<(), AmqpError
     }
 }
 
+/// RabbitMQ's validation of the queue arguments it knows.
+fn validate_queue_args(queue: &str, vhost: &str, args: &FieldTable) -> Result<(), AmqpError> {
+    for (key, value) in args.inner() {
+        let int = || {
+            as_integer(value)
+                .ok_or_else(|| format!("\"expected integer, got {}\"", type_name(value)))
+        };
+        let non_negative = || {
+            int().and_then(|n| {
+                if n < 0 {
+                    Err(format!("{{value_negative,{n}}}"))
+                } else {
+                    Ok(n)
+                }
+            })
+        };
+        let text = || match value {
+            AMQPValue::LongString(s) => Ok(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Ok(s.to_string()),
+            other => Err(format!("\"expected string, got {}\"", type_name(other))),
+        };
+        let one_of = |allowed: &[&str]| {
+            text().and_then(|t| {
+                if allowed.contains(&t.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!("{{unacceptable_value,<<\"{t}\">>}}"))
+                }
+            })
+        };
+        let problem = match key.as_str() {
+            "x-expires" => int().and_then(|n| match n {
+                0 => Err("{value_zero,0}".to_owned()),
+                n if n < 0 => Err(format!("{{value_negative,{n}}}")),
+                _ => Ok(()),
+            }),
+            "x-message-ttl" | "x-max-length" | "x-max-length-bytes" | "x-delivery-limit" => {
+                non_negative().map(|_| ())
+            }
+            "x-max-priority" => non_negative().and_then(|n| {
+                if n > 255 {
+                    Err(format!("{{value_too_large,{n},255}}"))
+                } else {
+                    Ok(())
+                }
+            }),
+            "x-dead-letter-exchange" | "x-dead-letter-routing-key" => text().map(|_| ()),
+            "x-overflow" => one_of(&["drop-head", "reject-publish", "reject-publish-dlx"]),
+            "x-queue-mode" => one_of(&["default", "lazy"]),
+            "x-single-active-consumer" => match value {
+                AMQPValue::Boolean(_) => Ok(()),
+                other => Err(format!("\"expected bool, got {}\"", type_name(other))),
+            },
+            "x-queue-type" => text().and_then(|t| match t.as_str() {
+                "classic" => Ok(()),
+                // Quorum and stream queues behave differently from classic ones;
+                // accepting them silently would make tests lie.
+                "quorum" | "stream" => Err(format!(
+                    "\"queue type '{t}' is not supported by Warren yet\""
+                )),
+                _ => Err(format!("\"unsupported queue type '{t}'\"")),
+            }),
+            _ => Ok(()),
+        };
+        if let Err(why) = problem {
+            return Err(AmqpError::precondition(format!(
+                "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_default_exchange(name: &str) -> bool {
+    name.is_empty() || name == "amq.default"
+}
+
+fn default_exchange_refused() -> AmqpError {
+    AmqpError::access_refused("operation not permitted on the default exchange")
+}
+
+fn queue_binding(queue: &str, routing_key: &str, arguments: &FieldTable) -> Binding {
+    Binding {
+        destination: Destination::Queue(queue.to_owned()),
+        routing_key: routing_key.to_owned(),
+        arguments: arguments.clone(),
+    }
+}
+
 /// Queue arguments RabbitMQ compares on redeclaration; others are not checked.
-const EQUIVALENCE_ARGS: &[&str] = &[
+const QUEUE_EQUIVALENCE_ARGS: &[&str] = &[
     "x-expires",
     "x-message-ttl",
     "x-dead-letter-exchange",
@@ -1087,47 +1260,106 @@ const EQUIVALENCE_ARGS: &[&str] = &[
     "x-dead-letter-strategy",
 ];
 
+/// Exchange arguments RabbitMQ compares on redeclaration.
+const EXCHANGE_EQUIVALENCE_ARGS: &[&str] = &["alternate-exchange"];
+
+/// RabbitMQ's check that a redeclaration names the same arguments: `what` is
+/// e.g. `queue 'q' in vhost '/'`.
 fn check_equivalent_args(
-    queue: &str,
-    vhost: &str,
+    what: &str,
+    keys: &[&str],
     current: &FieldTable,
     got: &FieldTable,
 ) -> Result<(), AmqpError> {
-    for key in EQUIVALENCE_ARGS {
+    for key in keys {
         let a = current.inner().get(*key);
         let b = got.inner().get(*key);
-        if a != b {
+        let same = match (a, b) {
+            (Some(x), Some(y)) => same_value(x, y),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let (received, current) = match (b, a) {
+                (Some(x), Some(y)) => (
+                    format!("'{}'", value_text(x)),
+                    format!("'{}'", value_text(y)),
+                ),
+                (x, y) => (describe_arg(x), describe_arg(y)),
+            };
             return Err(AmqpError::precondition(format!(
-                "inequivalent arg '{key}' for queue '{queue}' in vhost '{vhost}': \
-                 received {} but current is {}",
-                describe_arg(b),
-                describe_arg(a)
+                "inequivalent arg '{key}' for {what}: received {received} but current is {current}"
             )));
         }
     }
     Ok(())
 }
 
+/// Integers compare by value whatever their wire type, as clients choose types
+/// freely (pika sends `l`, others `I`).
+fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
+    match (as_integer(a), as_integer(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+pub(crate) fn as_integer(v: &AMQPValue) -> Option<i128> {
+    Some(match v {
+        AMQPValue::ShortShortInt(n) => *n as i128,
+        AMQPValue::ShortShortUInt(n) => *n as i128,
+        AMQPValue::ShortInt(n) => *n as i128,
+        AMQPValue::ShortUInt(n) => *n as i128,
+        AMQPValue::LongInt(n) => *n as i128,
+        AMQPValue::LongUInt(n) => *n as i128,
+        AMQPValue::LongLongInt(n) => *n as i128,
+        AMQPValue::Timestamp(n) => *n as i128,
+        _ => return None,
+    })
+}
+
+fn value_text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        other => match as_integer(other) {
+            Some(n) => n.to_string(),
+            None => format!("{other:?}"),
+        },
+    }
+}
+
 /// How RabbitMQ words an argument value in an inequivalence message.
 fn describe_arg(v: Option<&AMQPValue>) -> String {
-    let Some(v) = v else {
-        return "none".to_owned();
-    };
-    let (ty, val) = match v {
-        AMQPValue::Boolean(b) => ("bool", b.to_string()),
-        AMQPValue::ShortShortInt(n) => ("byte", n.to_string()),
-        AMQPValue::ShortShortUInt(n) => ("unsignedbyte", n.to_string()),
-        AMQPValue::ShortInt(n) => ("short", n.to_string()),
-        AMQPValue::ShortUInt(n) => ("unsignedshort", n.to_string()),
-        AMQPValue::LongInt(n) => ("signedint", n.to_string()),
-        AMQPValue::LongUInt(n) => ("unsignedint", n.to_string()),
-        AMQPValue::LongLongInt(n) => ("long", n.to_string()),
-        AMQPValue::Timestamp(n) => ("timestamp", n.to_string()),
-        AMQPValue::Float(n) => ("float", n.to_string()),
-        AMQPValue::Double(n) => ("double", n.to_string()),
-        AMQPValue::ShortString(s) => ("shortstr", s.to_string()),
-        AMQPValue::LongString(s) => ("longstr", s.to_string()),
-        other => ("value", format!("{other:?}")),
-    };
-    format!("the value '{val}' of type '{ty}'")
+    match v {
+        None => "none".to_owned(),
+        Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
+    }
+}
+
+/// RabbitMQ's name for a field's wire type.
+pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
+    match v {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) => "shortstr",
+        AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
 }
