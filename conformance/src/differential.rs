@@ -404,12 +404,69 @@ fn log_failure(cx: &Ctx, fail: &Fail) {
 /// Cases that diverged but that RabbitMQ itself did not reproduce.
 static IRREPRODUCIBLE: AtomicU32 = AtomicU32::new(0);
 
+/// How many case transcripts to print (for `--verbose`), and how many were.
+static SHOW: AtomicU32 = AtomicU32::new(0);
+static SHOWN: AtomicU32 = AtomicU32::new(0);
+
+/// Prints the RabbitMQ transcript of the first `n` cases, to see what cases look like.
+pub fn show_first(n: u32) {
+    SHOW.store(n, Ordering::Relaxed);
+}
+
 /// How many diverging cases were dropped because RabbitMQ did not repeat itself.
 pub fn irreproducible() -> u32 {
     IRREPRODUCIBLE.load(Ordering::Relaxed)
 }
 
-/// Runs a sequence against `url` and returns its normalized transcript.
+/// What every case starts from, so that random operations meet existing entities:
+/// q0 and q1 exist (q2 does not), x0 is direct with q0 bound by k0, x1 is fanout with
+/// q1 bound.
+fn prelude() -> Vec<Op> {
+    vec![
+        Op::QueueDeclare {
+            ch: 0,
+            q: 0,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            passive: false,
+        },
+        Op::QueueDeclare {
+            ch: 0,
+            q: 1,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            passive: false,
+        },
+        Op::ExchangeDeclare {
+            ch: 0,
+            x: 0,
+            kind: "direct",
+            passive: false,
+        },
+        Op::ExchangeDeclare {
+            ch: 0,
+            x: 1,
+            kind: "fanout",
+            passive: false,
+        },
+        Op::QueueBind {
+            ch: 0,
+            q: 0,
+            x: 0,
+            key: 0,
+        },
+        Op::QueueBind {
+            ch: 0,
+            q: 1,
+            x: 1,
+            key: 0,
+        },
+    ]
+}
+
+/// Runs a sequence (after the prelude) against `url`; returns its normalized transcript.
 pub async fn run_case(url: &Url, ops: &[Op]) -> Vec<String> {
     let cx = Ctx::new(url.clone(), crate::runner::suffix());
     let mut world = World {
@@ -418,7 +475,7 @@ pub async fn run_case(url: &Url, ops: &[Op]) -> Vec<String> {
         channels: HashMap::new(),
         consumers: Vec::new(),
     };
-    for op in ops {
+    for op in prelude().iter().chain(ops) {
         cx.note(format!("> {op}"));
         if let Err(e) = world.apply(op).await {
             log_failure(&cx, &e);
@@ -433,6 +490,12 @@ pub async fn run_case(url: &Url, ops: &[Op]) -> Vec<String> {
 pub async fn compare_case(warren: &Url, rabbitmq: &Url, ops: &[Op]) -> Result<(), String> {
     let w = run_case(warren, ops).await;
     let r = run_case(rabbitmq, ops).await;
+    if SHOWN.fetch_add(1, Ordering::Relaxed) < SHOW.load(Ordering::Relaxed) {
+        println!("--- case transcript (RabbitMQ):");
+        for line in &r {
+            println!("    {line}");
+        }
+    }
     let Some(diff) = first_difference(&r, &w) else {
         return Ok(());
     };

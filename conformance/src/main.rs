@@ -199,6 +199,9 @@ async fn main() -> ExitCode {
 async fn differential(warren_url: Url, rabbit: Url, args: &Args) -> ExitCode {
     let handle = tokio::runtime::Handle::current();
     let (cases, max_len, without) = (args.cases, args.max_len, args.without.clone());
+    if args.verbose {
+        warren_conformance::differential::show_first(3);
+    }
     // proptest's runner is synchronous; it drives the async cases from a blocking thread.
     let result = tokio::task::spawn_blocking(move || {
         warren_conformance::differential::run(
