@@ -1,0 +1,67 @@
+//! The seed document's pika examples (tests/seed/), unmodified but for the port,
+//! run against the `warren` binary: the promise that a Python user's tutorial code
+//! works against Warren as it does against RabbitMQ.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// Kills the broker when the test ends, whichever way it ends.
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pika_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import pika"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn seed_tutorial_runs_unmodified_against_warren() {
+    if !pika_available() {
+        eprintln!(
+            "SKIPPED seed_tutorial_runs_unmodified_against_warren: python3 with pika is not \
+             installed (pip install pika); .ci/run installs it"
+        );
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start warren");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let broker = Broker(child);
+    let mut url = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut url)
+        .expect("read the URL line");
+    let url = url.trim();
+    assert!(url.starts_with("amqp://guest:guest@127.0.0.1:"), "{url}");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/seed/run_seed.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("run the seed harness");
+    drop(broker);
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "seed examples failed against Warren:\n{report}"
+    );
+    assert!(report.contains(" passed, 0 failed"), "{report}");
+}
