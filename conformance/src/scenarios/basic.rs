@@ -931,3 +931,73 @@ pub async fn tx_commit_without_select(cx: Ctx) -> R {
     ch.tx_commit().await.channel_closed(406)?;
     Ok(())
 }
+
+/// basic.get is not limited by prefetch.
+pub async fn get_ignores_prefetch(cx: Ctx) -> R {
+    let (conn, ch, q) = with_queue(&cx).await?;
+    ch.qos(1, false).await?;
+    ch.qos(1, true).await?;
+    fill(&ch, &q, &["m1", "m2", "m3"]).await?;
+    for m in ["m1", "m2", "m3"] {
+        ch.get_expect(&q, false, m).await?;
+    }
+    conn.close().await
+}
+
+/// nack of tag 0 with multiple rejects everything outstanding.
+pub async fn nack_zero_multiple_all(cx: Ctx) -> R {
+    let (conn, ch, q) = with_queue(&cx).await?;
+    fill(&ch, &q, &["m1", "m2"]).await?;
+    ch.get_expect(&q, false, "m1").await?;
+    ch.get_expect(&q, false, "m2").await?;
+    ch.nack(0, true, true).await?;
+    for m in ["m1", "m2"] {
+        let d = ch.get_expect(&q, true, m).await?;
+        ensure!(d.redelivered, "{m} not marked redelivered");
+    }
+    conn.close().await
+}
+
+/// A message requeued by a closing channel goes to the other consumer, redelivered.
+pub async fn requeued_to_other_consumer(cx: Ctx) -> R {
+    let (conn, a, q) = with_queue(&cx).await?;
+    let b = conn.channel().await?;
+    a.qos(1, false).await?;
+    a.consume(&q).await?;
+    a.publish("", &q, "m1").await?;
+    a.expect_deliver("m1").await?;
+    b.consume(&q).await?;
+    a.close().await?;
+    let d = b.expect_deliver("m1").await?;
+    ensure!(d.redelivered, "not marked redelivered");
+    conn.close().await
+}
+
+/// A full prefetch window leaves new messages ready in the queue.
+pub async fn prefetch_full_leaves_ready(cx: Ctx) -> R {
+    let (conn, ch) = open_c(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    ch.qos(1, false).await?;
+    ch.consume(&q).await?;
+    fill(&ch, &q, &["m1", "m2", "m3"]).await?;
+    ch.settle().await?;
+    ch.expect_deliver("m1").await?;
+    ch.expect_no_delivery().await?;
+    let ok = ch.queue_passive(&q).await?;
+    expect_eq("ready and consumers", (ok.messages, ok.consumers), (2, 1))?;
+    conn.close().await
+}
+
+/// basic.recover after cancel returns the unacked messages to the queue.
+pub async fn recover_after_cancel_requeues(cx: Ctx) -> R {
+    let (conn, ch, q) = with_queue(&cx).await?;
+    ch.publish("", &q, "m1").await?;
+    let tag = ch.consume(&q).await?;
+    ch.expect_deliver("m1").await?;
+    ch.cancel(&tag).await?;
+    ch.recover(true).await?;
+    let d = ch.get_expect(&q, true, "m1").await?;
+    ensure!(d.redelivered, "not marked redelivered");
+    conn.close().await
+}

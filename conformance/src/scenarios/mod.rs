@@ -171,6 +171,11 @@ table! {
         declare_nowait,
         declare_counts_consumers,
         messages_wait_for_consumer,
+        delete_count_excludes_unacked,
+        exclusive_redeclared_without_flag_by_owner,
+        shared_redeclared_exclusive,
+        exclusive_auto_delete_on_cancel,
+        longest_queue_name,
     ]
     basic: [
         consume_order_and_tags,
@@ -245,6 +250,11 @@ table! {
         tx_rollback_discards,
         tx_ack_on_commit,
         tx_commit_without_select,
+        get_ignores_prefetch,
+        nack_zero_multiple_all,
+        requeued_to_other_consumer,
+        prefetch_full_leaves_ready,
+        recover_after_cancel_requeues,
     ]
     confirms: [
         single_publish_acked,

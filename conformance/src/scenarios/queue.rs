@@ -574,3 +574,59 @@ pub async fn messages_wait_for_consumer(cx: Ctx) -> R {
     ch.expect_deliver("early").await?;
     conn.close().await
 }
+
+/// delete-ok counts ready messages only, not unacked ones.
+pub async fn delete_count_excludes_unacked(cx: Ctx) -> R {
+    let (conn, ch) = open(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    ch.publish("", &q, "held").await?;
+    ch.publish("", &q, "ready").await?;
+    ch.get_expect(&q, false, "held").await?;
+    expect_eq("deleted", ch.queue_delete(&q).await?, 1)?;
+    conn.close().await
+}
+
+/// Even the owner cannot redeclare its exclusive queue without the exclusive flag.
+pub async fn exclusive_redeclared_without_flag_by_owner(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
+    ch.queue_declare(&q).await.channel_closed(405)?;
+    Ok(())
+}
+
+/// A non-exclusive queue cannot be redeclared exclusive.
+pub async fn shared_redeclared_exclusive(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await
+        .channel_closed(405)?;
+    Ok(())
+}
+
+/// An exclusive auto-delete queue goes when its consumer cancels, before the close.
+pub async fn exclusive_auto_delete_on_cancel(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive().auto_delete())
+        .await?;
+    let tag = ch.consume(&q).await?;
+    ch.cancel(&tag).await?;
+    ch.queue_passive(&q).await.channel_closed(404)?;
+    Ok(())
+}
+
+/// A queue name of 255 bytes is accepted.
+pub async fn longest_queue_name(cx: Ctx) -> R {
+    let (conn, ch) = open(&cx).await?;
+    let base = cx.name("q");
+    let q = format!("{base}{}", "n".repeat(255 - base.len()));
+    ch.queue_declare(&q).await?;
+    ch.publish("", &q, "m").await?;
+    ch.get_expect(&q, true, "m").await?;
+    conn.close().await
+}
