@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run, unique, Target};
+use common::{run, run_known_divergence, unique, Target};
 use futures_util::{future::try_join_all, StreamExt};
 use warren_client::*;
 
@@ -521,15 +521,11 @@ async fn unacked_deliveries_return_when_channel_closes_or_consumer_drops() {
 
 #[tokio::test]
 async fn exchange_to_exchange_bindings_and_unbind() {
-    run(
+    run_known_divergence(
         "exchange_to_exchange_bindings_and_unbind",
-        |t: Target| async move {
-            if t.known_warren_divergence(
-                "exchange.bind closes the connection with 540 NOT_IMPLEMENTED \
+        "exchange.bind closes the connection with 540 NOT_IMPLEMENTED \
                  (RabbitMQ supports exchange-to-exchange bindings)",
-            ) {
-                return;
-            }
+        |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
             let (src, dst) = (unique("src"), unique("dst"));
@@ -924,15 +920,11 @@ async fn immediate_publish_is_not_implemented() {
 
 #[tokio::test]
 async fn exclusive_queue_redeclare_ignores_durable() {
-    run(
+    run_known_divergence(
         "exclusive_queue_redeclare_ignores_durable",
-        |t: Target| async move {
-            if t.known_warren_divergence(
-                "redeclaring one's own exclusive queue with durable=true: RabbitMQ 3.10 \
+        "redeclaring one's own exclusive queue with durable=true: RabbitMQ 3.10 \
              answers declare-ok, Warren closes the channel with 406 'inequivalent arg durable'",
-            ) {
-                return;
-            }
+        |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
             let q = unique("excl-redeclare");
@@ -958,9 +950,11 @@ async fn exclusive_queue_redeclare_ignores_durable() {
 }
 
 #[tokio::test]
-async fn flow_and_recover_limits_of_rabbitmq() {
-    run(
-        "flow_and_recover_limits_of_rabbitmq",
+async fn channel_flow_false_is_not_implemented() {
+    run_known_divergence(
+        "channel_flow_false_is_not_implemented",
+        "channel.flow(active=false) from the client: RabbitMQ closes the connection with \
+         540 'NOT_IMPLEMENTED - active=false', Warren answers flow-ok(false)",
         |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
@@ -976,6 +970,16 @@ async fn flow_and_recover_limits_of_rabbitmq() {
                     method_id: 20,
                 }
             );
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn recover_without_requeue_is_not_implemented() {
+    run(
+        "recover_without_requeue_is_not_implemented",
+        |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
             let err = ch.basic_recover(false).await.unwrap_err();
