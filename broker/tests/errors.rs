@@ -1027,6 +1027,47 @@ async fn garbage_before_the_protocol_header_gets_the_header_and_a_close() {
     t.stop().await;
 }
 
+// ------------------------------------------------------------------ 320 CONNECTION_FORCED
+
+#[tokio::test]
+async fn shutdown_closes_every_connection_with_connection_forced() {
+    let t = Target::start().await;
+    if t.warren().is_none() {
+        eprintln!("note: RAW_TARGET set; shutdown is Warren's alone");
+        return;
+    }
+    let mut a = open1(&t).await;
+    let mut b = t.connect_in_process().expect("Warren");
+    b.handshake(&t.user, &t.password, &t.vhost).await;
+    // shutdown() waits for every connection to finish, so it runs beside the clients
+    // that answer its close.
+    let stop = tokio::spawn(t.stop());
+    for c in [&mut a, &mut b] {
+        c.expect_connection_close(320, (0, 0), "CONNECTION_FORCED - ")
+            .await;
+    }
+    common::within(stop).await.expect("shutdown finished");
+}
+
+#[tokio::test]
+async fn restart_closes_every_connection_with_connection_forced() {
+    let t = Target::start().await;
+    let Some(broker) = t.warren() else {
+        eprintln!("note: RAW_TARGET set; restart is Warren's alone");
+        return;
+    };
+    let mut a = open1(&t).await;
+    let (_, ()) = tokio::join!(broker.restart(), async {
+        a.expect_connection_close(320, (0, 0), "CONNECTION_FORCED - ")
+            .await;
+    });
+    // The listener stays: a new connection works right away.
+    let mut c = open1(&t).await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ in-process stream
 
 #[tokio::test]

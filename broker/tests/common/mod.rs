@@ -43,6 +43,13 @@ use warren_broker::Broker;
 /// shared by several builds; a reply that never comes fails after this, no sooner.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Awaits `f` for at most [`REPLY_TIMEOUT`]; a missing event fails the test.
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(REPLY_TIMEOUT, f)
+        .await
+        .expect("timeout waiting for the broker")
+}
+
 /// The protocol header of AMQP 0-9-1.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
@@ -66,6 +73,8 @@ pub fn unique(prefix: &str) -> String {
 /// The broker a test talks to: an embedded Warren, or whatever `RAW_TARGET` names.
 pub struct Target {
     broker: Option<Broker>,
+    /// The AMQP URL, for clients such as lapin.
+    pub url: String,
     pub addr: String,
     pub user: String,
     pub password: String,
@@ -91,6 +100,7 @@ impl Target {
             .unwrap_or_else(|e| panic!("bad AMQP URL {url}: {e}"));
         Target {
             broker,
+            url: url.to_owned(),
             addr: format!("{}:{}", uri.authority.host, uri.authority.port),
             user: uri.authority.userinfo.username,
             password: uri.authority.userinfo.password,
@@ -99,6 +109,9 @@ impl Target {
     }
 
     /// The embedded Warren, or `None` under `RAW_TARGET`.
+    ///
+    /// Tests for what only Warren has (shutdown, restart) print a note and return
+    /// early when this is `None`.
     pub fn warren(&self) -> Option<&Broker> {
         self.broker.as_ref()
     }
