@@ -62,21 +62,15 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
     let kind = buf[0];
     let channel = u16::from_be_bytes([buf[1], buf[2]]);
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    if !matches!(
-        kind,
-        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
-    ) {
-        return Err(AmqpError::connection(
-            code::FRAME_ERROR,
-            format!("unknown frame type {kind}"),
-        ));
-    }
-    if size + FRAME_OVERHEAD > frame_max as usize {
-        return Err(AmqpError::connection(
-            code::FRAME_ERROR,
-            format!(
-                "frame size {} exceeds negotiated frame_max {frame_max}",
-                size + FRAME_OVERHEAD
+    // RabbitMQ allows a payload of up to frame_max bytes, though it names
+    // frame_max - 8 as the limit when refusing one.
+    if size > frame_max as usize {
+        return Err(frame_error(
+            kind,
+            &[],
+            &format!(
+                "{{frame_too_large,{size},{}}}",
+                (frame_max as usize).saturating_sub(FRAME_OVERHEAD)
             ),
         ));
     }
@@ -85,38 +79,33 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
         return Ok(None);
     }
     if buf[7 + size] != FRAME_END {
-        return Err(AmqpError::connection(
-            code::FRAME_ERROR,
-            format!("frame end octet {:#04x} is not 0xce", buf[7 + size]),
+        return Err(frame_error(
+            kind,
+            &buf[7..7 + size],
+            &format!("{{invalid_frame_end_marker,{}}}", buf[7 + size]),
         ));
     }
     buf.advance(7);
     let payload = buf.split_to(size).freeze();
     buf.advance(1);
+    if !matches!(
+        kind,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) || (kind == FRAME_HEARTBEAT && size != 0)
+        || (kind == FRAME_METHOD && size < 4)
+    {
+        return Err(frame_error(kind, &payload, "unknown_frame"));
+    }
     let frame = match kind {
         FRAME_METHOD => Frame::Method(channel, parse_method(&payload)?),
         FRAME_HEADER => parse_header(channel, payload)?,
         FRAME_BODY => Frame::Body(channel, payload),
-        _ => {
-            if size != 0 {
-                return Err(AmqpError::connection(
-                    code::FRAME_ERROR,
-                    "heartbeat frame with a payload",
-                ));
-            }
-            Frame::Heartbeat(channel)
-        }
+        _ => Frame::Heartbeat(channel),
     };
     Ok(Some(frame))
 }
 
 fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
-    if payload.len() < 4 {
-        return Err(AmqpError::connection(
-            code::FRAME_ERROR,
-            "method frame too short",
-        ));
-    }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
     if (class_id, method_id) == (60, 10) && payload.len() >= 8 {
@@ -137,9 +126,45 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
         ))),
         _ => Err(AmqpError::connection(
             code::FRAME_ERROR,
-            format!("cannot decode arguments of method {class_id}.{method_id}"),
+            format!("cannot decode {}", erlang_binary(&payload[4..])),
         )
         .on_method(class_id, method_id)),
+    }
+}
+
+/// RabbitMQ's FRAME_ERROR text: the frame type, the payload (or its first 16
+/// octets) and the reason, as its Erlang formatting prints them.
+pub fn frame_error(kind: u8, payload: &[u8], reason: &str) -> AmqpError {
+    let (which, snippet) = if payload.len() <= 16 {
+        ("all", payload)
+    } else {
+        ("first 16", &payload[..16])
+    };
+    AmqpError::connection(
+        code::FRAME_ERROR,
+        format!(
+            "type {kind}, {which} octets = {}: {reason}",
+            erlang_binary(snippet)
+        ),
+    )
+}
+
+/// A binary as Erlang's `~p` prints it: `<<"text">>` when every byte is printable,
+/// else `<<1,2,3>>`.
+pub fn erlang_binary(bytes: &[u8]) -> String {
+    if !bytes.is_empty() && bytes.iter().all(|b| (32..=126).contains(b)) {
+        let mut out = String::from("<<\"");
+        for &b in bytes {
+            if b == b'"' || b == b'\\' {
+                out.push('\\');
+            }
+            out.push(b as char);
+        }
+        out.push_str("\">>");
+        out
+    } else {
+        let list: Vec<String> = bytes.iter().map(|b| b.to_string()).collect();
+        format!("<<{}>>", list.join(","))
     }
 }
 

@@ -75,6 +75,10 @@ enum Content {
         size: u64,
         body: BytesMut,
     },
+    /// More body arrived than the header announced. Like RabbitMQ, the message is
+    /// dropped and further body frames swallowed; the next other frame on the
+    /// channel is the error. Holds the content method's id.
+    Overflow(u16),
 }
 
 /// What the broker remembers of a publish made inside a transaction.
@@ -442,9 +446,10 @@ impl Connection {
                 )
                 .on_method(c, id)
             }
-            Frame::Header { .. } | Frame::Body(..) => {
-                AmqpError::connection(code::UNEXPECTED_FRAME, "content frame on channel 0")
-            }
+            Frame::Header { .. } | Frame::Body(..) => AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected method frame, got non method frame instead",
+            ),
         };
         self.fail(0, err);
     }
@@ -453,7 +458,7 @@ impl Connection {
         if let Frame::Heartbeat(_) = frame {
             return self.fail(
                 0,
-                AmqpError::connection(code::UNEXPECTED_FRAME, format!("heartbeat on channel {ch}")),
+                AmqpError::connection(code::UNEXPECTED_FRAME, "type 8, all octets = <<>>"),
             );
         }
         let Some(chan) = self.channels.get_mut(&ch) else {
@@ -511,7 +516,7 @@ impl Connection {
             }
             (Content::Idle, _) => Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
-                format!("content frame on channel {ch} without basic.publish"),
+                "expected method frame, got non method frame instead",
             )),
             (
                 Content::Header(pending),
@@ -534,11 +539,8 @@ impl Connection {
                 Frame::Body(_, chunk),
             ) => {
                 if body.len() as u64 + chunk.len() as u64 > size {
-                    Err(AmqpError::connection(
-                        code::UNEXPECTED_FRAME,
-                        format!("body larger than the {size} bytes its header announced"),
-                    )
-                    .on_method(60, 40))
+                    self.channel(ch).content = Content::Overflow(publish.method_id());
+                    Ok(())
                 } else if body.is_empty() && chunk.len() as u64 == size {
                     // The common case: the whole body in one frame, kept without a copy.
                     self.publish(ch, publish, header, properties, chunk)
@@ -563,11 +565,20 @@ impl Connection {
                 "expected content header for class 60, got non content header frame instead",
             )
             .on_method(60, pending.method_id())),
+            (Content::Overflow(id), Frame::Body(..)) => {
+                self.channel(ch).content = Content::Overflow(id);
+                Ok(())
+            }
             (Content::Body { publish, .. }, _) => Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
                 "expected content body, got non content body frame instead",
             )
             .on_method(60, publish.method_id())),
+            (Content::Overflow(id), _) => Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected content body, got non content body frame instead",
+            )
+            .on_method(60, id)),
         };
         if let Err(e) = result {
             self.fail(ch, e);
@@ -647,6 +658,15 @@ impl Connection {
             Pending::Publish(p) => p,
             Pending::Refused(id) => return Err(server_only().on_method(60, id)),
         };
+        if let Some(user_id) = properties.user_id() {
+            let user = &self.shared.config.user;
+            if user_id.as_str() != user {
+                return Err(AmqpError::precondition(format!(
+                    "user_id property set to '{user_id}' but authenticated user was '{user}'"
+                ))
+                .on_method(60, 40));
+            }
+        }
         let exchange = publish.exchange.as_str();
         let msg = Message {
             exchange: exchange.to_owned(),

@@ -379,7 +379,7 @@ impl VhostState {
         let Some(kind) = ExchangeKind::parse(kind) else {
             return Err(AmqpError::connection(
                 crate::error::code::COMMAND_INVALID,
-                format!("invalid exchange type '{kind}'"),
+                format!("unknown exchange type '{kind}'"),
             ));
         };
         let vhost = &self.name;
