@@ -94,17 +94,33 @@ impl Target {
         }
     }
 
+    /// The broker at `url`, started by someone else (e.g. a `warren` process).
+    pub fn at(url: &str) -> Target {
+        Target::from_url(url, None)
+    }
+
     fn from_url(url: &str, broker: Option<Broker>) -> Target {
-        let uri: amq_protocol::uri::AMQPUri = url
-            .parse()
-            .unwrap_or_else(|e| panic!("bad AMQP URL {url}: {e}"));
+        // Parsed by hand: amq-protocol's URI parser does not take an IPv6 host such as
+        // `[::1]`, which the `warren` binary prints for `--bind [::1]:0`.
+        let bad = || panic!("bad AMQP URL {url}: expected amqp://USER:PASSWORD@HOST:PORT/VHOST");
+        let rest = url.strip_prefix("amqp://").unwrap_or_else(bad);
+        let (authority, vhost) = rest.split_once('/').unwrap_or((rest, "%2f"));
+        let (userinfo, addr) = authority
+            .rsplit_once('@')
+            .unwrap_or(("guest:guest", authority));
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let addr = if addr.ends_with(']') || !addr.contains(':') {
+            format!("{addr}:5672")
+        } else {
+            addr.to_owned()
+        };
         Target {
             broker,
             url: url.to_owned(),
-            addr: format!("{}:{}", uri.authority.host, uri.authority.port),
-            user: uri.authority.userinfo.username,
-            password: uri.authority.userinfo.password,
-            vhost: uri.vhost,
+            addr,
+            user: percent_decode(user),
+            password: percent_decode(password),
+            vhost: percent_decode(vhost),
         }
     }
 
@@ -156,6 +172,29 @@ pub async fn open1(t: &Target) -> Raw {
     let mut c = t.open().await;
     c.open_channel(1).await;
     c
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Anything a connection can run over: a TCP socket or an in-process duplex stream.

@@ -1,0 +1,185 @@
+//! The `warren` binary's contract: the first stdout line is the URL it serves, the
+//! credentials and vhosts on the command line take effect, and SIGTERM closes every
+//! connection with 320 CONNECTION_FORCED before exiting 0.
+
+mod common;
+
+use std::process::{ExitStatus, Stdio};
+
+use amq_protocol::protocol::connection;
+use common::{within, Target};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+
+/// A running `warren` process; killed if the test fails before it exits.
+struct Warren {
+    child: Child,
+    url: String,
+    stderr: ChildStderr,
+}
+
+impl Warren {
+    async fn start(args: &[&str]) -> Warren {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn warren");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = within(lines.next_line())
+            .await
+            .expect("read stdout")
+            .expect("warren printed no line before closing stdout");
+        Warren { child, url, stderr }
+    }
+
+    /// The port in the printed URL.
+    fn port(&self) -> u16 {
+        let rest = self.url.rsplit_once(':').expect("a port").1;
+        rest.trim_end_matches("/%2f")
+            .parse()
+            .expect("a numeric port")
+    }
+
+    fn target(&self) -> Target {
+        Target::at(&self.url)
+    }
+
+    /// Sends a signal by pid with the `kill` command.
+    async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid}: {status}");
+    }
+
+    /// Waits for the process to exit; returns its status and everything on stderr.
+    async fn exit(mut self) -> (ExitStatus, String) {
+        let status = within(self.child.wait()).await.expect("wait for warren");
+        let mut log = String::new();
+        within(self.stderr.read_to_string(&mut log))
+            .await
+            .expect("read stderr");
+        (status, log)
+    }
+}
+
+#[tokio::test]
+async fn first_stdout_line_is_the_url_and_clients_connect_there() {
+    let w = Warren::start(&["--bind", "127.0.0.1:0"]).await;
+    let port = w.port();
+    assert_ne!(port, 0);
+    assert_eq!(w.url, format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
+    let t = w.target();
+    let mut c = common::open1(&t).await;
+    c.assert_alive().await;
+    c.close().await;
+    w.signal("TERM").await;
+    let (status, log) = w.exit().await;
+    assert!(status.success(), "{status}\n{log}");
+    // Without --data-dir the start log says that nothing survives the exit.
+    assert!(log.contains("memory"), "log at start: {log}");
+}
+
+#[tokio::test]
+async fn ipv6_loopback_bind_works() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("note: no IPv6 loopback on this machine; skipping the [::1] bind test");
+        return;
+    }
+    let w = Warren::start(&["--bind", "[::1]:0"]).await;
+    let port = w.port();
+    assert_eq!(w.url, format!("amqp://guest:guest@[::1]:{port}/%2f"));
+    let t = w.target();
+    let mut c = common::open1(&t).await;
+    c.assert_alive().await;
+    c.close().await;
+    w.signal("TERM").await;
+    let (status, log) = w.exit().await;
+    assert!(status.success(), "{status}\n{log}");
+}
+
+#[tokio::test]
+async fn user_password_and_vhost_options_take_effect() {
+    let w = Warren::start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--user",
+        "alice",
+        "--password",
+        "s3cret",
+        "--vhost",
+        "staging",
+    ])
+    .await;
+    let port = w.port();
+    assert_eq!(w.url, format!("amqp://alice:s3cret@127.0.0.1:{port}/%2f"));
+    let t = w.target();
+
+    // The configured user gets in, on `/` and on the extra vhost.
+    for vhost in ["/", "staging"] {
+        let mut c = t.connect().await;
+        c.handshake("alice", "s3cret", vhost).await;
+        c.assert_alive().await;
+        c.close().await;
+    }
+    // guest no longer does.
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok("guest", "guest").await;
+    c.expect_connection_close(403, (0, 0), "ACCESS_REFUSED - ")
+        .await;
+    // A vhost that was not named does not exist.
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok("alice", "s3cret").await;
+    c.tune().await;
+    c.send(
+        0,
+        connection::Open {
+            virtual_host: "production".into(),
+        },
+    )
+    .await;
+    c.expect_connection_close(530, (10, 40), "NOT_ALLOWED - vhost production not found")
+        .await;
+
+    w.signal("TERM").await;
+    let (status, log) = w.exit().await;
+    assert!(status.success(), "{status}\n{log}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_with_320_and_exits_0() {
+    let w = Warren::start(&["--bind", "127.0.0.1:0"]).await;
+    let t = w.target();
+    let mut a = common::open1(&t).await;
+    let mut b = t.open().await;
+    w.signal("TERM").await;
+    for c in [&mut a, &mut b] {
+        c.expect_connection_close(320, (0, 0), "CONNECTION_FORCED - ")
+            .await;
+    }
+    let (status, log) = w.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[tokio::test]
+async fn sigint_also_shuts_down_gracefully() {
+    let w = Warren::start(&["--bind", "127.0.0.1:0"]).await;
+    let t = w.target();
+    let mut a = common::open1(&t).await;
+    w.signal("INT").await;
+    a.expect_connection_close(320, (0, 0), "CONNECTION_FORCED - ")
+        .await;
+    let (status, log) = w.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+}
