@@ -34,9 +34,12 @@ fn queue_name(client: &str) -> String {
     )
 }
 
-async fn bench_warren_client(url: &str, n: usize, body: &[u8]) -> warren_client::Result<Rates> {
+async fn bench_warren_client(
+    conn: warren_client::Connection,
+    n: usize,
+    body: &[u8],
+) -> warren_client::Result<Rates> {
     use warren_client::*;
-    let conn = Connection::connect(url).await?;
     let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(
@@ -143,6 +146,50 @@ async fn bench_lapin(url: &str, n: usize, body: &[u8]) -> lapin::Result<Rates> {
     Ok(Rates { publish, consume })
 }
 
+/// Start a broker, connect in-process, publish one message and receive it: the
+/// "fresh broker per test" cost.
+async fn start_to_first_delivery() -> Duration {
+    use warren_client::*;
+    let start = Instant::now();
+    let broker = warren_broker::Broker::builder()
+        .no_listener()
+        .start()
+        .await
+        .expect("start Warren");
+    let conn = Connection::open(broker.connect_in_process()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare("", QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap()
+        .name;
+    let mut consumer = ch
+        .basic_consume(
+            &q,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = ch
+        .basic_publish(
+            "",
+            &q,
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    consumer.next().await.unwrap().unwrap();
+    let took = start.elapsed();
+    drop(consumer);
+    conn.close().await.unwrap();
+    broker.shutdown().await;
+    took
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -160,8 +207,21 @@ async fn main() {
         "{:<10} {:<14} {:>14} {:>14}",
         "broker", "client", "publish msg/s", "consume msg/s"
     );
+    let in_process = warren_client::Connection::open(warren.connect_in_process())
+        .await
+        .expect("in-process connection");
+    let r = bench_warren_client(in_process, n, &body)
+        .await
+        .expect("warren-client bench");
+    println!(
+        "{:<10} {:<14} {:>14.0} {:>14.0}   (in-process, no socket; lapin cannot)",
+        "warren", "warren-client", r.publish, r.consume
+    );
     for (broker, url) in &brokers {
-        let w = bench_warren_client(url, n, &body)
+        let conn = warren_client::Connection::connect(url)
+            .await
+            .expect("connect");
+        let w = bench_warren_client(conn, n, &body)
             .await
             .expect("warren-client bench");
         let l = bench_lapin(url, n, &body).await.expect("lapin bench");
@@ -179,4 +239,14 @@ async fn main() {
         );
     }
     warren.shutdown().await;
+    let mut samples: Vec<Duration> = Vec::new();
+    for _ in 0..20 {
+        samples.push(start_to_first_delivery().await);
+    }
+    samples.sort();
+    println!(
+        "in-process broker start to first delivery (warren-client): median {:?}, best {:?}",
+        samples[samples.len() / 2],
+        samples[0]
+    );
 }
