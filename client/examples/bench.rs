@@ -172,16 +172,15 @@ async fn start_to_first_delivery() -> Duration {
         )
         .await
         .unwrap();
-    let _ = ch
-        .basic_publish(
-            "",
-            &q,
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+    ch.basic_publish(
+        "",
+        &q,
+        BasicPublishOptions::default(),
+        b"x",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
     consumer.next().await.unwrap().unwrap();
     let took = start.elapsed();
     drop(consumer);
