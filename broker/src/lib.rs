@@ -21,6 +21,7 @@
 //! - `outbox`: the ordered bytes waiting for a connection's socket.
 //! - `server`: accept loops and the tasks that drive a connection's I/O.
 //! - [`config`]: settings and limits.
+//! - [`testing`]: the protocol core driven byte by byte, with no sockets or tasks.
 
 pub mod codec;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod error;
 mod outbox;
 mod routing;
 mod server;
+pub mod testing;
 mod vhost;
 
 use std::collections::HashMap;
@@ -56,6 +58,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn new(config: Config) -> Self {
+        let mut vhosts = HashMap::new();
+        for name in std::iter::once("/").chain(config.vhosts.iter().map(String::as_str)) {
+            vhosts.insert(name.to_owned(), Arc::new(Vhost::new(name)));
+        }
+        Self {
+            config,
+            vhosts,
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
     pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
@@ -148,10 +162,6 @@ impl BrokerBuilder {
                 ),
             ));
         }
-        let mut vhosts = HashMap::new();
-        for name in std::iter::once("/").chain(config.vhosts.iter().map(String::as_str)) {
-            vhosts.insert(name.to_owned(), Arc::new(Vhost::new(name)));
-        }
         let mut listeners = Vec::new();
         for addr in &config.bind {
             listeners.push(TcpListener::bind(addr).await?);
@@ -160,11 +170,7 @@ impl BrokerBuilder {
             .iter()
             .map(|l| l.local_addr())
             .collect::<std::io::Result<Vec<_>>>()?;
-        let shared = Arc::new(Shared {
-            config,
-            vhosts,
-            next_connection: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(config));
         let tracker = Arc::new(Tracker::default());
         let (close_tx, close_rx) = watch::channel(0u64);
         let (stop_tx, stop_rx) = watch::channel(false);
