@@ -5,7 +5,8 @@
 
 mod common;
 
-use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx};
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use common::{exchange_decl, open1, queue_decl, raw_frame, unique, Target, PROTOCOL_HEADER};
 
 // ------------------------------------------------------------------ 403 ACCESS_REFUSED
@@ -183,6 +184,54 @@ async fn unknown_user_is_access_refused() {
         "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN",
     )
     .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn delete_default_exchange_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        exchange::Delete {
+            exchange: "".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        403,
+        (40, 20),
+        "ACCESS_REFUSED - operation not permitted on the default exchange",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn delete_of_a_system_exchange_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        exchange::Delete {
+            exchange: "amq.direct".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        403,
+        (40, 20),
+        "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
     t.stop().await;
 }
 
@@ -814,7 +863,96 @@ async fn commit_without_tx_select_is_precondition_failed() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn delete_if_empty_of_a_queue_with_messages_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(1, &q, b"m").await;
+    c.send(
+        1,
+        queue::Delete {
+            queue: q.as_str().into(),
+            if_empty: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (50, 40),
+        &format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 501 FRAME_ERROR
+
+#[tokio::test]
+async fn frame_end_other_than_0xce_is_frame_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let mut frame = common::method_frame(1, queue_decl(""));
+    *frame.last_mut().unwrap() = 0x00;
+    c.send_raw(&frame).await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 1, ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn frame_larger_than_frame_max_is_frame_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let frame_max = c.tune.frame_max as usize;
+    c.send(
+        1,
+        basic::Publish {
+            routing_key: q.as_str().into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = vec![b'x'; frame_max * 2];
+    c.send_header(1, body.len() as u64, Default::default())
+        .await;
+    // One body frame twice the negotiated maximum; the server may stop reading midway.
+    let _ = c
+        .try_send_raw(&raw_frame(3, 1, &body, common::FRAME_END))
+        .await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 3, ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn method_frame_too_short_to_parse_is_frame_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send_raw(&raw_frame(1, 1, b"\x00", common::FRAME_END))
+        .await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 1, ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_frame_type_is_frame_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send_raw(&raw_frame(9, 1, b"what", common::FRAME_END))
+        .await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 9, ")
+        .await;
+    t.stop().await;
+}
 
 // ------------------------------------------------------------------ 503 COMMAND_INVALID
 
@@ -854,6 +992,32 @@ async fn tune_ok_instead_of_start_ok_ends_the_connection() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn server_only_method_from_the_client_is_command_invalid() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let get_empty = AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
+    c.send(1, get_empty).await;
+    c.expect_connection_close(503, (60, 72), "COMMAND_INVALID - unimplemented method")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_exchange_type_is_command_invalid() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.send(1, exchange_decl(&x, "no-such-type")).await;
+    c.expect_connection_close(
+        503,
+        (40, 10),
+        "COMMAND_INVALID - unknown exchange type 'no-such-type'",
+    )
+    .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 504 CHANNEL_ERROR
 
 #[tokio::test]
@@ -887,6 +1051,62 @@ async fn channel_open_twice_is_channel_error() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn connection_open_twice_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    c.send(
+        0,
+        connection::Open {
+            virtual_host: "/".into(),
+        },
+    )
+    .await;
+    c.expect_connection_close(
+        504,
+        (10, 40),
+        "CHANNEL_ERROR - unexpected method in connection state running",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn queue_method_on_channel_zero_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    c.send(0, queue_decl("")).await;
+    c.expect_connection_close(
+        504,
+        (50, 10),
+        "CHANNEL_ERROR - unexpected method in connection state running",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tune_ok_after_open_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    c.send(
+        0,
+        connection::TuneOk {
+            channel_max: 10,
+            frame_max: 131_072,
+            heartbeat: 0,
+        },
+    )
+    .await;
+    c.expect_connection_close(
+        504,
+        (10, 31),
+        "CHANNEL_ERROR - unexpected method in connection state running",
+    )
+    .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 505 UNEXPECTED_FRAME
 
 #[tokio::test]
@@ -915,6 +1135,148 @@ async fn content_is_assembled_per_channel() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn body_when_a_header_was_due_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, basic::Publish::default()).await;
+    c.send_body(1, b"body").await;
+    c.expect_connection_close(
+        505,
+        (60, 40),
+        "UNEXPECTED_FRAME - expected content header for class 60, \
+         got non content header frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn body_longer_than_its_header_said_then_a_method_is_unexpected_frame() {
+    // RabbitMQ keeps waiting for the body to end exactly at the announced size, so an
+    // overlong body leaves the channel expecting more body; the next method is then a
+    // method where a body was due.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, basic::Publish::default()).await;
+    c.send_header(1, 2, Default::default()).await;
+    c.send_body(1, b"much longer than two bytes").await;
+    c.send(1, queue_decl("")).await;
+    c.expect_connection_close(
+        505,
+        (60, 40),
+        "UNEXPECTED_FRAME - expected content body, got non content body frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn channel_open_before_connection_open_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune().await;
+    c.send(1, channel::Open {}).await;
+    c.expect_connection_close(505, (0, 0), "UNEXPECTED_FRAME - ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn body_when_a_method_was_expected_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send_body(1, b"x").await;
+    c.expect_connection_close(
+        505,
+        (0, 0),
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn content_header_of_another_class_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, basic::Publish::default()).await;
+    let header = AMQPFrame::Header(
+        1,
+        AMQPContentHeader {
+            class_id: 50,
+            body_size: 1,
+            properties: Default::default(),
+        },
+    );
+    c.send_raw(&common::encode(&header)).await;
+    c.expect_connection_close(
+        505,
+        (60, 40),
+        "UNEXPECTED_FRAME - expected content header for class 60, got one for class 50 instead",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn content_header_when_a_method_was_expected_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send_header(1, 3, Default::default()).await;
+    c.expect_connection_close(
+        505,
+        (0, 0),
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeat_on_a_channel_other_than_zero_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send_raw(&raw_frame(8, 1, b"", common::FRAME_END)).await;
+    c.expect_connection_close(505, (0, 0), "UNEXPECTED_FRAME - ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn method_when_a_body_was_due_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, basic::Publish::default()).await;
+    c.send_header(1, 10, Default::default()).await;
+    c.send(1, queue_decl("")).await;
+    c.expect_connection_close(
+        505,
+        (60, 40),
+        "UNEXPECTED_FRAME - expected content body, got non content body frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn method_when_a_header_was_due_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, basic::Publish::default()).await;
+    c.send(1, queue_decl("")).await;
+    c.expect_connection_close(
+        505,
+        (60, 40),
+        "UNEXPECTED_FRAME - expected content header for class 60, \
+         got non content header frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 530 NOT_ALLOWED
 
 #[tokio::test]
@@ -937,6 +1299,30 @@ async fn duplicate_consumer_tag_is_not_allowed() {
         530,
         (60, 20),
         "NOT_ALLOWED - attempt to reuse consumer tag 'tag'",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_vhost_is_not_allowed() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune().await;
+    let vhost = unique("vhost");
+    c.send(
+        0,
+        connection::Open {
+            virtual_host: vhost.as_str().into(),
+        },
+    )
+    .await;
+    c.expect_connection_close(
+        530,
+        (10, 40),
+        &format!("NOT_ALLOWED - vhost {vhost} not found"),
     )
     .await;
     t.stop().await;
@@ -1022,6 +1408,42 @@ async fn garbage_before_the_protocol_header_gets_the_header_and_a_close() {
     let mut c = t.connect().await;
     c.send_raw(&[0xff; 64]).await;
     assert_eq!(c.read_to_end().await, PROTOCOL_HEADER);
+    bystander.assert_alive().await;
+    bystander.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_after_the_handshake_closes_only_that_connection() {
+    let t = Target::start().await;
+    let mut bystander = open1(&t).await;
+    let q = unique("q");
+    bystander.declare_exclusive(1, &q).await;
+    let mut c = open1(&t).await;
+    c.send_raw(b"\x01\x00\x01\x00\x00\x00\x04\xde\xad\xbe\xef\x00garbage garbage")
+        .await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 1, ")
+        .await;
+    bystander.put(1, &q, b"still here").await;
+    let got = bystander.get(1, &q, true).await.expect("the message");
+    assert_eq!(got.body, b"still here");
+    bystander.assert_alive().await;
+    bystander.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn truncated_frame_followed_by_another_is_frame_error() {
+    let t = Target::start().await;
+    let mut bystander = open1(&t).await;
+    let mut c = open1(&t).await;
+    let frame = common::method_frame(1, queue_decl(""));
+    let mut bytes = frame[..frame.len() - 1].to_vec();
+    // The next frame's type octet lands where the frame end should be.
+    bytes.extend_from_slice(&frame);
+    c.send_raw(&bytes).await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 1, ")
+        .await;
     bystander.assert_alive().await;
     bystander.close().await;
     t.stop().await;
