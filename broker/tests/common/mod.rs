@@ -396,10 +396,19 @@ impl Raw {
     /// The next frame, heartbeats skipped; `None` when the peer closed the stream.
     /// Panics when nothing comes within [`REPLY_TIMEOUT`].
     pub async fn next_frame(&mut self) -> Option<AMQPFrame> {
+        self.next_frame_with(true).await
+    }
+
+    /// The next frame, heartbeats included; `None` when the peer closed the stream.
+    pub async fn next_frame_or_heartbeat(&mut self) -> Option<AMQPFrame> {
+        self.next_frame_with(false).await
+    }
+
+    async fn next_frame_with(&mut self, skip_heartbeats: bool) -> Option<AMQPFrame> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             if let Some(frame) = self.take_frame() {
-                if matches!(frame, AMQPFrame::Heartbeat) {
+                if skip_heartbeats && matches!(frame, AMQPFrame::Heartbeat) {
                     continue;
                 }
                 return Some(frame);
@@ -584,11 +593,11 @@ impl Raw {
     /// and body frames on `ch`.
     pub async fn expect_content(&mut self, ch: u16) -> Content {
         let method = self.expect_method(ch).await;
-        self.content_of(ch, method).await
+        self.content_after(ch, method).await
     }
 
     /// The header and body frames that follow `method` on `ch`.
-    async fn content_of(&mut self, ch: u16, method: AMQPClass) -> Content {
+    pub async fn content_after(&mut self, ch: u16, method: AMQPClass) -> Content {
         let header = match self.recv().await {
             AMQPFrame::Header(c, h) if c == ch => h,
             other => panic!("expected a content header on channel {ch}, got {other:?}"),
@@ -624,6 +633,12 @@ impl Raw {
     /// `connection.start-ok` with PLAIN credentials, announcing the capabilities a
     /// modern client announces (authentication_failure_close among them).
     pub async fn start_ok(&mut self, user: &str, password: &str) {
+        let response = format!("\0{user}\0{password}");
+        self.start_ok_with("PLAIN", response.as_bytes()).await;
+    }
+
+    /// `connection.start-ok` with any mechanism and response.
+    pub async fn start_ok_with(&mut self, mechanism: &str, response: &[u8]) {
         let mut caps = FieldTable::default();
         for cap in [
             "publisher_confirms",
@@ -646,8 +661,8 @@ impl Raw {
             0,
             connection::StartOk {
                 client_properties: props,
-                mechanism: "PLAIN".into(),
-                response: LongString::from(format!("\0{user}\0{password}")),
+                mechanism: mechanism.into(),
+                response: LongString::from(response.to_vec()),
                 locale: "en_US".into(),
             },
         )
@@ -656,6 +671,17 @@ impl Raw {
 
     /// Expects `connection.tune` and answers `tune-ok` with the server's own values.
     pub async fn tune(&mut self) -> Tune {
+        self.tune_with(|t| connection::TuneOk {
+            channel_max: t.channel_max,
+            frame_max: t.frame_max,
+            heartbeat: t.heartbeat,
+        })
+        .await
+    }
+
+    /// Expects `connection.tune` and answers with the `tune-ok` that `answer` makes
+    /// of the server's proposal; returns the proposal.
+    pub async fn tune_with(&mut self, answer: impl FnOnce(Tune) -> connection::TuneOk) -> Tune {
         let t = match self.expect_method(0).await {
             AMQPClass::Connection(connection::AMQPMethod::Tune(t)) => t,
             other => panic!("expected connection.tune, got {other:?}"),
@@ -665,16 +691,20 @@ impl Raw {
             frame_max: t.frame_max,
             heartbeat: t.heartbeat,
         };
-        self.send(
-            0,
-            connection::TuneOk {
-                channel_max: t.channel_max,
-                frame_max: t.frame_max,
-                heartbeat: t.heartbeat,
-            },
-        )
-        .await;
+        let ok = answer(self.tune);
+        self.send(0, ok).await;
         self.tune
+    }
+
+    /// `connection.open`, expecting `open-ok`.
+    pub async fn open_vhost(&mut self, vhost: &str) {
+        let open = connection::Open {
+            virtual_host: vhost.into(),
+        };
+        match self.call(0, open).await {
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) => {}
+            other => panic!("expected connection.open-ok, got {other:?}"),
+        }
     }
 
     /// The whole handshake, ending with `connection.open-ok`.
@@ -682,18 +712,7 @@ impl Raw {
         self.start().await;
         self.start_ok(user, password).await;
         self.tune().await;
-        match self
-            .call(
-                0,
-                connection::Open {
-                    virtual_host: vhost.into(),
-                },
-            )
-            .await
-        {
-            AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) => {}
-            other => panic!("expected connection.open-ok, got {other:?}"),
-        }
+        self.open_vhost(vhost).await;
     }
 
     // ---------------------------------------------------------------- operations
@@ -865,7 +884,7 @@ impl Raw {
         match self.expect_method(ch).await {
             AMQPClass::Basic(basic::AMQPMethod::GetEmpty(_)) => None,
             method @ AMQPClass::Basic(basic::AMQPMethod::GetOk(_)) => {
-                Some(self.content_of(ch, method).await)
+                Some(self.content_after(ch, method).await)
             }
             other => panic!("expected basic.get-ok or get-empty, got {other:?}"),
         }

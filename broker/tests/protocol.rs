@@ -1,0 +1,627 @@
+//! The protocol's happy paths, frame by frame: what the handshake offers, how tune
+//! values are negotiated, heartbeats, content split by frame_max, delivery tags,
+//! confirms, returns, transactions, recover, consumer cancel notifications, and what
+//! happens to unacked messages when a channel closes. Expectations are RabbitMQ
+//! 3.10's, checked with `RAW_TARGET` (see `common`).
+
+mod common;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{basic, channel, connection, queue, tx, AMQPClass, BasicProperties};
+use amq_protocol::types::AMQPValue;
+use common::{open1, unique, Content, Raw, Target};
+
+fn basic_method(m: &AMQPClass) -> &basic::AMQPMethod {
+    match m {
+        AMQPClass::Basic(b) => b,
+        other => panic!("expected a basic method, got {other:?}"),
+    }
+}
+
+/// The next method on `ch` must be `basic.ack`; returns (delivery_tag, multiple).
+async fn expect_confirm(c: &mut Raw, ch: u16) -> (u64, bool) {
+    match c.expect_method(ch).await {
+        AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => (a.delivery_tag, a.multiple),
+        other => panic!("expected basic.ack, got {other:?}"),
+    }
+}
+
+/// Waits for confirms until `tag` is covered, checking they arrive in order.
+async fn confirmed_up_to(c: &mut Raw, ch: u16, tag: u64) {
+    let mut covered = 0;
+    while covered < tag {
+        let (t, multiple) = expect_confirm(c, ch).await;
+        assert!(t > covered, "confirm {t} after {covered}");
+        assert!(
+            multiple || t == covered + 1,
+            "single confirm {t} skips {covered}+1"
+        );
+        covered = t;
+    }
+    assert_eq!(covered, tag);
+}
+
+#[tokio::test]
+async fn connection_start_offers_0_9_plain_and_the_capabilities_clients_use() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    let start = c.start().await;
+    assert_eq!((start.version_major, start.version_minor), (0, 9));
+    let mechanisms = start.mechanisms.to_string();
+    let mechanisms: Vec<&str> = mechanisms.split(' ').collect();
+    assert!(mechanisms.contains(&"PLAIN"), "{mechanisms:?}");
+    assert!(mechanisms.contains(&"AMQPLAIN"), "{mechanisms:?}");
+    assert!(start.locales.to_string().contains("en_US"));
+    let props = start.server_properties.inner();
+    for key in ["product", "version", "platform"] {
+        assert!(
+            matches!(props.get(key), Some(AMQPValue::LongString(_))),
+            "server property {key}: {props:?}"
+        );
+    }
+    let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else {
+        panic!("no capabilities table: {props:?}");
+    };
+    for cap in [
+        "publisher_confirms",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ] {
+        assert_eq!(
+            caps.inner().get(cap),
+            Some(&AMQPValue::Boolean(true)),
+            "capability {cap}: {caps:?}"
+        );
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tune_proposes_rabbitmq_defaults() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    let tune = c.tune().await;
+    assert_eq!(
+        (tune.channel_max, tune.frame_max, tune.heartbeat),
+        (2047, 131_072, 60)
+    );
+    c.open_vhost(&t.vhost).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn amqplain_login_works() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    // AMQPLAIN: a field table without its length prefix, LOGIN and PASSWORD as
+    // long strings.
+    let mut response = Vec::new();
+    for (key, value) in [("LOGIN", &t.user), ("PASSWORD", &t.password)] {
+        response.push(key.len() as u8);
+        response.extend_from_slice(key.as_bytes());
+        response.push(b'S');
+        response.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        response.extend_from_slice(value.as_bytes());
+    }
+    c.start_ok_with("AMQPLAIN", &response).await;
+    c.tune().await;
+    c.open_vhost(&t.vhost).await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn smaller_client_frame_max_splits_bodies() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: p.channel_max,
+        frame_max: 4096,
+        heartbeat: 0,
+    })
+    .await;
+    c.open_vhost(&t.vhost).await;
+    c.open_channel(1).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    // The client must split by the negotiated frame_max too: 4096 - 8 per frame.
+    c.send(
+        1,
+        basic::Publish {
+            routing_key: q.as_str().into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.send_header(1, body.len() as u64, BasicProperties::default())
+        .await;
+    for chunk in body.chunks(4088) {
+        c.send_body(1, chunk).await;
+    }
+    c.send(
+        1,
+        basic::Get {
+            queue: q.as_str().into(),
+            no_ack: true,
+        },
+    )
+    .await;
+    assert!(matches!(
+        basic_method(&c.expect_method(1).await),
+        basic::AMQPMethod::GetOk(_)
+    ));
+    assert!(matches!(c.recv().await, AMQPFrame::Header(1, _)));
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < body.len() {
+        match c.recv().await {
+            AMQPFrame::Body(1, b) => {
+                sizes.push(b.len());
+                got.extend(b);
+            }
+            other => panic!("expected a body frame, got {other:?}"),
+        }
+    }
+    assert_eq!(got, body);
+    assert_eq!(sizes, [4088, 4088, 1824]);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tune_ok_with_frame_max_below_4096_ends_the_connection() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: p.channel_max,
+        frame_max: 1024,
+        heartbeat: 0,
+    })
+    .await;
+    c.send(
+        0,
+        connection::Open {
+            virtual_host: t.vhost.as_str().into(),
+        },
+    )
+    .await;
+    // RabbitMQ drops the socket; a connection.close would do as well.
+    c.expect_end().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn server_sends_heartbeats_at_the_negotiated_interval() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: p.channel_max,
+        frame_max: p.frame_max,
+        heartbeat: 1,
+    })
+    .await;
+    c.open_vhost(&t.vhost).await;
+    // Keep our side alive and wait for the server's heartbeat (bounded by the
+    // reply timeout, far above the 1 s interval).
+    c.send_raw(&common::raw_frame(8, 0, b"", common::FRAME_END))
+        .await;
+    match c.next_frame_or_heartbeat().await {
+        Some(AMQPFrame::Heartbeat) => {}
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn silent_client_is_disconnected_after_missed_heartbeats() {
+    let t = Target::start().await;
+    let mut bystander = open1(&t).await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: p.channel_max,
+        frame_max: p.frame_max,
+        heartbeat: 1,
+    })
+    .await;
+    c.open_vhost(&t.vhost).await;
+    // Say nothing more: the server must give up on us (RabbitMQ closes the socket
+    // after two missed intervals), sending only heartbeats until then.
+    loop {
+        match c.next_frame_or_heartbeat().await {
+            Some(AMQPFrame::Heartbeat) => continue,
+            None => break,
+            Some(other) => panic!("expected heartbeats then a closed socket, got {other:?}"),
+        }
+    }
+    bystander.assert_alive().await;
+    bystander.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn server_named_queue_and_consumer_tag_prefixes() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let ok = c.declare_exclusive(1, "").await;
+    assert!(ok.queue.as_str().starts_with("amq.gen-"), "{ok:?}");
+    let tag = c.consume(1, ok.queue.as_str(), "", true).await;
+    assert!(tag.starts_with("amq.ctag-"), "{tag}");
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn predeclared_exchanges_exist() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    for (name, kind) in [
+        ("amq.direct", "direct"),
+        ("amq.fanout", "fanout"),
+        ("amq.topic", "topic"),
+        ("amq.headers", "headers"),
+        ("amq.match", "headers"),
+    ] {
+        c.exchange_declare(
+            1,
+            amq_protocol::protocol::exchange::Declare {
+                exchange: name.into(),
+                kind: kind.into(),
+                passive: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn declare_ok_purge_ok_and_delete_ok_count_messages() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    for i in 0..3 {
+        c.put(1, &q, format!("{i}").as_bytes()).await;
+    }
+    let ok = c.declare_exclusive(1, &q).await;
+    assert_eq!((ok.message_count, ok.consumer_count), (3, 0));
+    match c
+        .call(
+            1,
+            queue::Purge {
+                queue: q.as_str().into(),
+                nowait: false,
+            },
+        )
+        .await
+    {
+        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(p)) => assert_eq!(p.message_count, 3),
+        other => panic!("expected purge-ok, got {other:?}"),
+    }
+    c.put(1, &q, b"again").await;
+    // Prefetch 1 keeps the next message ready while "again" is unacked.
+    c.qos(1, 1, false).await;
+    c.consume(1, &q, "watcher", false).await;
+    let d = c.expect_content(1).await;
+    assert_eq!(d.body, b"again");
+    let ok = c.declare_exclusive(1, &q).await;
+    // The delivered message is unacked, not ready: it does not count.
+    assert_eq!((ok.message_count, ok.consumer_count), (0, 1));
+    c.put(1, &q, b"ready").await;
+    c.send(
+        1,
+        basic::Cancel {
+            consumer_tag: "watcher".into(),
+            nowait: false,
+        },
+    )
+    .await;
+    assert!(matches!(
+        basic_method(&c.expect_method(1).await),
+        basic::AMQPMethod::CancelOk(_)
+    ));
+    // Deleting counts the ready message (the unacked one is still held).
+    assert_eq!(c.delete_queue(1, &q).await, 1);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_missing_entities_is_not_an_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    assert_eq!(c.delete_queue(1, &unique("q")).await, 0);
+    c.delete_exchange(1, &unique("x")).await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn delivery_tags_count_per_channel() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    for i in 0..4 {
+        c.put(1, &q, format!("{i}").as_bytes()).await;
+    }
+    let mut tags = Vec::new();
+    for ch in [1, 2, 1, 2] {
+        let got = c.get(ch, &q, false).await.expect("a message");
+        tags.push((ch, got.get_ok().delivery_tag));
+    }
+    assert_eq!(tags, [(1, 1), (2, 1), (1, 2), (2, 2)]);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn publisher_confirms_count_from_one() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.confirm_select(1).await;
+    for i in 0..5 {
+        c.publish(1, "", &q, format!("{i}").as_bytes()).await;
+    }
+    confirmed_up_to(&mut c, 1, 5).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn mandatory_unroutable_publish_is_returned_before_its_confirm() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.confirm_select(1).await;
+    let key = unique("nobody");
+    let publish = basic::Publish {
+        exchange: "amq.direct".into(),
+        routing_key: key.as_str().into(),
+        mandatory: true,
+        ..Default::default()
+    };
+    c.publish_with(1, publish, BasicProperties::default(), b"lost")
+        .await;
+    let returned = c.expect_content(1).await;
+    match basic_method(&returned.method) {
+        basic::AMQPMethod::Return(r) => {
+            assert_eq!(r.reply_code, 312);
+            assert_eq!(r.reply_text.as_str(), "NO_ROUTE");
+            assert_eq!(r.exchange.as_str(), "amq.direct");
+            assert_eq!(r.routing_key.as_str(), key);
+        }
+        other => panic!("expected basic.return, got {other:?}"),
+    }
+    assert_eq!(returned.body, b"lost");
+    assert_eq!(expect_confirm(&mut c, 1).await, (1, false));
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn transaction_publishes_and_acks_take_effect_on_commit_only() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(2, &q).await;
+    c.put(2, &q, b"old").await;
+    assert!(matches!(
+        c.call(1, tx::Select {}).await,
+        AMQPClass::Tx(tx::AMQPMethod::SelectOk(_))
+    ));
+    let old = c.get(1, &q, false).await.expect("old");
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: old.get_ok().delivery_tag,
+            multiple: false,
+        },
+    )
+    .await;
+    c.publish(1, "", &q, b"new").await;
+    // Nothing happened yet: "old" is unacked, "new" not enqueued.
+    let ok = c.declare_exclusive(2, &q).await;
+    assert_eq!(ok.message_count, 0);
+    assert!(matches!(
+        c.call(1, tx::Rollback {}).await,
+        AMQPClass::Tx(tx::AMQPMethod::RollbackOk(_))
+    ));
+    assert_eq!(c.declare_exclusive(2, &q).await.message_count, 0);
+    // Again, committed this time.
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: old.get_ok().delivery_tag,
+            multiple: false,
+        },
+    )
+    .await;
+    c.publish(1, "", &q, b"new").await;
+    assert!(matches!(
+        c.call(1, tx::Commit {}).await,
+        AMQPClass::Tx(tx::AMQPMethod::CommitOk(_))
+    ));
+    let got = c.get(2, &q, true).await.expect("new");
+    assert_eq!(got.body, b"new");
+    assert_eq!(got.get_ok().message_count, 0);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn recover_requeues_unacked_deliveries_as_redelivered() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(1, &q, b"m").await;
+    c.consume(1, &q, "c", false).await;
+    let first = c.expect_content(1).await;
+    assert!(!first.deliver().redelivered);
+    c.send(1, basic::Recover { requeue: true }).await;
+    // recover-ok and the redelivery may come in either order.
+    let mut again: Option<Content> = None;
+    let mut recovered = false;
+    while again.is_none() || !recovered {
+        match c.expect_method(1).await {
+            AMQPClass::Basic(basic::AMQPMethod::RecoverOk(_)) => recovered = true,
+            m @ AMQPClass::Basic(basic::AMQPMethod::Deliver(_)) => {
+                again = Some(c.content_after(1, m).await)
+            }
+            other => panic!("expected recover-ok or a delivery, got {other:?}"),
+        }
+    }
+    let again = again.unwrap();
+    assert_eq!(again.body, b"m");
+    assert!(again.deliver().redelivered);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn closing_a_channel_requeues_its_unacked_messages_in_order() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(2, &q).await;
+    for body in ["a", "b", "c"] {
+        c.put(2, &q, body.as_bytes()).await;
+    }
+    c.consume(1, &q, "c", false).await;
+    for body in ["a", "b", "c"] {
+        assert_eq!(c.expect_content(1).await.body, body.as_bytes());
+    }
+    c.close_channel(1).await;
+    for body in ["a", "b", "c"] {
+        let got = c.get(2, &q, true).await.expect("requeued");
+        assert_eq!(got.body, body.as_bytes());
+        assert!(got.get_ok().redelivered);
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn reject_without_requeue_drops_and_nack_multiple_requeues_all() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    for body in ["a", "b", "c"] {
+        c.put(1, &q, body.as_bytes()).await;
+    }
+    let a = c.get(1, &q, false).await.expect("a");
+    let b = c.get(1, &q, false).await.expect("b");
+    let cc = c.get(1, &q, false).await.expect("c");
+    c.send(
+        1,
+        basic::Reject {
+            delivery_tag: a.get_ok().delivery_tag,
+            requeue: false,
+        },
+    )
+    .await;
+    c.send(
+        1,
+        basic::Nack {
+            delivery_tag: cc.get_ok().delivery_tag,
+            multiple: true,
+            requeue: true,
+        },
+    )
+    .await;
+    let _ = b;
+    let mut left = Vec::new();
+    while let Some(got) = c.get(1, &q, true).await {
+        assert!(got.get_ok().redelivered);
+        left.push(String::from_utf8(got.body).unwrap());
+    }
+    assert_eq!(left, ["b", "c"]);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_consumed_queue_sends_basic_cancel() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.consume(1, &q, "watcher", false).await;
+    c.send(
+        2,
+        queue::Delete {
+            queue: q.as_str().into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The cancel on channel 1 and delete-ok on channel 2 may come in either order.
+    let (mut cancelled, mut deleted) = (false, false);
+    while !(cancelled && deleted) {
+        match c.recv().await {
+            AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel))) => {
+                assert_eq!(cancel.consumer_tag.as_str(), "watcher");
+                cancelled = true;
+            }
+            AMQPFrame::Method(2, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_))) => {
+                deleted = true
+            }
+            other => panic!("expected basic.cancel and queue.delete-ok, got {other:?}"),
+        }
+    }
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn channel_flow_is_acknowledged() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    match c.call(1, channel::Flow { active: true }).await {
+        AMQPClass::Channel(channel::AMQPMethod::FlowOk(ok)) => assert!(ok.active),
+        other => panic!("expected channel.flow-ok, got {other:?}"),
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn queue_name_empty_means_the_last_declared_queue() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let ok = c.declare_exclusive(1, "").await;
+    c.publish(1, "", ok.queue.as_str(), b"to the last queue")
+        .await;
+    let got = c.get(1, "", true).await.expect("a message");
+    assert_eq!(got.body, b"to the last queue");
+    c.close().await;
+    t.stop().await;
+}
