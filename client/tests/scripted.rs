@@ -380,3 +380,140 @@ async fn client_close_waits_for_close_ok() {
     closing.await.unwrap().unwrap();
     assert!(!conn.is_open());
 }
+
+#[tokio::test]
+async fn garbage_from_the_broker_closes_with_frame_error() {
+    let (conn, mut peer) = pair(0).await;
+    peer.io
+        .write_all(&[9, 0, 0, 0, 0, 0, 1, 0xAB, 0xCE])
+        .await
+        .unwrap();
+    let err = conn.closed().await;
+    assert!(err.is_hard(), "{err:?}");
+    assert_eq!(err.reply_code(), Some(501), "{err:?}");
+    match peer.expect_method().await {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Close(close))) => {
+            assert_eq!(close.reply_code, 501)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn body_longer_than_its_header_is_unexpected_frame() {
+    let (conn, mut peer) = pair(0).await;
+    let (ch, id) = tokio::join!(conn.create_channel(), peer.open_channel());
+    let _ch = ch.unwrap();
+    peer.method(
+        id,
+        AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: "t".into(),
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "q".into(),
+        })),
+    )
+    .await;
+    peer.send(AMQPFrame::Header(
+        id,
+        warren_client::amq_protocol::frame::AMQPContentHeader {
+            class_id: 60,
+            body_size: 2,
+            properties: BasicProperties::default(),
+        },
+    ))
+    .await;
+    peer.send(AMQPFrame::Body(id, b"abc".to_vec())).await;
+    let err = conn.closed().await;
+    assert_eq!(err.reply_code(), Some(505), "{err:?}");
+}
+
+#[tokio::test]
+async fn broker_flow_pauses_publishes_and_cancel_gets_cancel_ok() {
+    let (conn, mut peer) = pair(0).await;
+    let (ch, id) = tokio::join!(conn.create_channel(), peer.open_channel());
+    let ch = ch.unwrap();
+
+    // channel.flow(false) from the broker: answered, and publishing waits.
+    peer.method(
+        id,
+        AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active: false })),
+    )
+    .await;
+    match peer.expect_method().await {
+        (c, AMQPClass::Channel(channel::AMQPMethod::FlowOk(ok))) => {
+            assert_eq!((c, ok.active), (id, false))
+        }
+        other => panic!("{other:?}"),
+    }
+    let publisher = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            publish(&ch, b"after flow").await;
+        }
+    });
+    let nothing = tokio::time::timeout(Duration::from_millis(100), peer.recv()).await;
+    assert!(
+        nothing.is_err(),
+        "published while flow was off: {nothing:?}"
+    );
+    peer.method(
+        id,
+        AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active: true })),
+    )
+    .await;
+    assert!(matches!(
+        peer.expect_method().await,
+        (_, AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)))
+    ));
+    assert_eq!(peer.expect_publish().await, b"after flow");
+    publisher.await.unwrap();
+
+    // A consumer, then a basic.cancel from the broker that asks for an answer.
+    let consume = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            ch.basic_consume(
+                "q",
+                "ctag",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        }
+    });
+    match peer.expect_method().await {
+        (_, AMQPClass::Basic(basic::AMQPMethod::Consume(c))) => {
+            assert_eq!(c.consumer_tag.as_str(), "ctag")
+        }
+        other => panic!("{other:?}"),
+    }
+    peer.method(
+        id,
+        AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+            consumer_tag: "ctag".into(),
+        })),
+    )
+    .await;
+    let mut consumer = consume.await.unwrap().unwrap();
+    peer.method(
+        id,
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: "ctag".into(),
+            nowait: false,
+        })),
+    )
+    .await;
+    match peer.expect_method().await {
+        (_, AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok))) => {
+            assert_eq!(ok.consumer_tag.as_str(), "ctag")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        consumer.recv().await,
+        Some(Err(Error::ConsumerCancelled(tag))) if tag == "ctag"
+    ));
+    assert!(consumer.recv().await.is_none());
+}
