@@ -7,7 +7,9 @@ mod common;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
-use common::{exchange_decl, open1, queue_decl, raw_frame, unique, Target, PROTOCOL_HEADER};
+use common::{
+    exchange_decl, open1, queue_decl, raw_frame, unique, Target, FRAME_END, PROTOCOL_HEADER,
+};
 
 // ------------------------------------------------------------------ 403 ACCESS_REFUSED
 
@@ -235,6 +237,96 @@ async fn delete_of_a_system_exchange_is_access_refused() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn unbind_from_default_exchange_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.send(
+        1,
+        queue::Unbind {
+            queue: q.as_str().into(),
+            exchange: "".into(),
+            routing_key: q.as_str().into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        403,
+        (50, 50),
+        "ACCESS_REFUSED - operation not permitted on the default exchange",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn publish_to_an_internal_exchange_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    let d = exchange::Declare {
+        internal: true,
+        ..exchange_decl(&x, "fanout")
+    };
+    c.exchange_declare(1, d).await;
+    c.publish(1, &x, "", b"no").await;
+    c.expect_channel_close(
+        1,
+        403,
+        (60, 40),
+        &format!("ACCESS_REFUSED - cannot publish to internal exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    c.open_channel(2).await;
+    c.delete_exchange(2, &x).await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bad_credentials_without_the_capability_drop_the_socket() {
+    // An old client that did not announce authentication_failure_close gets no
+    // connection.close, only a closed socket.
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.announce_capabilities = false;
+    c.start().await;
+    c.start_ok("guest", "wrong").await;
+    c.expect_closed().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn amqplain_with_a_wrong_password_is_access_refused() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    let mut response = Vec::new();
+    for (key, value) in [("LOGIN", "guest"), ("PASSWORD", "wrong")] {
+        response.push(key.len() as u8);
+        response.extend_from_slice(key.as_bytes());
+        response.push(b'S');
+        response.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        response.extend_from_slice(value.as_bytes());
+    }
+    c.start_ok_with("AMQPLAIN", &response).await;
+    c.expect_connection_close(
+        403,
+        (0, 0),
+        "ACCESS_REFUSED - Login was refused using authentication mechanism AMQPLAIN. \
+         For details see the broker logfile.",
+    )
+    .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 404 NOT_FOUND
 
 #[tokio::test]
@@ -401,6 +493,81 @@ async fn get_from_a_missing_queue_is_not_found() {
     )
     .await;
     c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn exchange_bind_from_a_missing_source_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.send(
+        1,
+        exchange::Bind {
+            destination: "amq.fanout".into(),
+            source: x.as_str().into(),
+            routing_key: "".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (40, 30),
+        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn purge_of_a_missing_queue_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.send(
+        1,
+        queue::Purge {
+            queue: q.as_str().into(),
+            nowait: false,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (50, 30),
+        &format!("NOT_FOUND - no queue '{q}' in vhost '/'"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn publish_to_a_missing_exchange_drops_what_follows_until_close_ok() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.publish(1, &x, "k", b"one").await;
+    // Sent before the client has seen the channel.close: dropped, not answered.
+    c.send(1, queue_decl("")).await;
+    c.publish(1, &x, "k", b"two").await;
+    c.expect_channel_close(
+        1,
+        404,
+        (60, 40),
+        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    // Only one close, and the channel id can be opened again.
+    c.open_channel(1).await;
+    c.declare_exclusive(1, "").await;
     c.close().await;
     t.stop().await;
 }
@@ -891,6 +1058,228 @@ async fn delete_if_empty_of_a_queue_with_messages_is_precondition_failed() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn redeclare_amq_direct_as_non_durable_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let d = exchange::Declare {
+        exchange: "amq.direct".into(),
+        kind: "direct".into(),
+        ..Default::default()
+    };
+    c.send(1, d).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (40, 10),
+        "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange 'amq.direct' in \
+         vhost '/': received 'false' but current is 'true'",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn redeclare_exchange_as_internal_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.declare_exchange(1, &x, "direct").await;
+    let d = exchange::Declare {
+        internal: true,
+        ..exchange_decl(&x, "direct")
+    };
+    c.send(1, d).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (40, 10),
+        &format!(
+            "PRECONDITION_FAILED - inequivalent arg 'internal' for exchange '{x}' in vhost \
+             '/': received 'true' but current is 'false'"
+        ),
+    )
+    .await;
+    c.open_channel(2).await;
+    c.delete_exchange(2, &x).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ack_of_tag_zero_without_multiple_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: 0,
+            multiple: false,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 80),
+        "PRECONDITION_FAILED - unknown delivery tag 0",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ack_of_a_no_ack_get_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(1, &q, b"m").await;
+    let got = c.get(1, &q, true).await.expect("a message");
+    let tag = got.get_ok().delivery_tag;
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: tag,
+            multiple: false,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 80),
+        &format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ack_on_another_channel_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(1, &q, b"m").await;
+    let got = c.get(1, &q, false).await.expect("a message");
+    let tag = got.get_ok().delivery_tag;
+    c.send(
+        2,
+        basic::Ack {
+            delivery_tag: tag,
+            multiple: false,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        2,
+        406,
+        (60, 80),
+        &format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+    )
+    .await;
+    // Channel 1 still holds the delivery and can ack it.
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: tag,
+            multiple: false,
+        },
+    )
+    .await;
+    assert_eq!(c.declare_exclusive(1, &q).await.message_count, 0);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ack_multiple_beyond_the_last_delivery_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(1, &q, b"m").await;
+    c.get(1, &q, false).await.expect("a message");
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: 5,
+            multiple: true,
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 80),
+        "PRECONDITION_FAILED - unknown delivery tag 5",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ack_zero_multiple_acks_everything_outstanding() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    // With nothing outstanding it is accepted.
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: 0,
+            multiple: true,
+        },
+    )
+    .await;
+    for body in ["a", "b"] {
+        c.put(1, &q, body.as_bytes()).await;
+        c.get(1, &q, false).await.expect("a message");
+    }
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: 0,
+            multiple: true,
+        },
+    )
+    .await;
+    c.close_channel(1).await;
+    // Nothing came back when the channel closed: both were acked.
+    c.open_channel(2).await;
+    assert_eq!(c.declare_exclusive(2, &q).await.message_count, 0);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn rollback_without_tx_select_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, tx::Rollback {}).await;
+    c.expect_channel_close(
+        1,
+        406,
+        (90, 30),
+        "PRECONDITION_FAILED - channel is not transactional",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 501 FRAME_ERROR
 
 #[tokio::test]
@@ -950,6 +1339,44 @@ async fn unknown_frame_type_is_frame_error() {
     c.send_raw(&raw_frame(9, 1, b"what", common::FRAME_END))
         .await;
     c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 9, ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn frame_announcing_a_huge_size_is_frame_error_at_once() {
+    // Hostile input: the size alone must be refused, nothing buffered for it.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send_raw(&[1, 0, 1, 0x7f, 0xff, 0xff, 0xff]).await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 1, ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn method_arguments_with_trailing_garbage_are_frame_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let mut frame = common::method_frame(1, queue_decl(""));
+    // Seven more octets inside the frame, before the frame end.
+    let end = frame.pop().unwrap();
+    frame.extend_from_slice(b"garbage");
+    frame.push(end);
+    let size = (frame.len() - 8) as u32;
+    frame[3..7].copy_from_slice(&size.to_be_bytes());
+    c.send_raw(&frame).await;
+    c.expect_connection_close(501, (50, 10), "FRAME_ERROR - cannot decode ")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeat_with_a_payload_is_frame_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send_raw(&raw_frame(8, 0, b"xx", FRAME_END)).await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 8, ")
         .await;
     t.stop().await;
 }
@@ -1015,6 +1442,34 @@ async fn unknown_exchange_type_is_command_invalid() {
         "COMMAND_INVALID - unknown exchange type 'no-such-type'",
     )
     .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tune_ok_on_a_channel_is_command_invalid() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        connection::TuneOk {
+            channel_max: 10,
+            frame_max: 131_072,
+            heartbeat: 0,
+        },
+    )
+    .await;
+    c.expect_connection_close(503, (10, 31), "COMMAND_INVALID - unimplemented method")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_mechanism_ends_the_connection() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok_with("FOO", b"whatever").await;
+    c.expect_end().await;
     t.stop().await;
 }
 
@@ -1101,6 +1556,30 @@ async fn tune_ok_after_open_is_channel_error() {
     c.expect_connection_close(
         504,
         (10, 31),
+        "CHANNEL_ERROR - unexpected method in connection state running",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn close_ok_on_a_channel_never_opened_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    c.send(5, channel::CloseOk {}).await;
+    c.expect_connection_close(504, (20, 41), "CHANNEL_ERROR - expected 'channel.open'")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn channel_open_on_channel_zero_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    c.send(0, channel::Open {}).await;
+    c.expect_connection_close(
+        504,
+        (20, 10),
         "CHANNEL_ERROR - unexpected method in connection state running",
     )
     .await;
@@ -1328,6 +1807,32 @@ async fn unknown_vhost_is_not_allowed() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn more_channels_than_channel_max_is_not_allowed() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: 3,
+        frame_max: p.frame_max,
+        heartbeat: 0,
+    })
+    .await;
+    c.open_vhost(&t.vhost).await;
+    for ch in 1..=3 {
+        c.open_channel(ch).await;
+    }
+    c.send(4, channel::Open {}).await;
+    c.expect_connection_close(
+        530,
+        (0, 0),
+        "NOT_ALLOWED - number of channels opened (3) has reached the negotiated channel_max (3)",
+    )
+    .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 540 NOT_IMPLEMENTED
 
 #[tokio::test]
@@ -1362,6 +1867,26 @@ async fn qos_with_prefetch_size_is_not_implemented() {
     c.send_raw(&raw_frame(1, 1, &payload, common::FRAME_END))
         .await;
     c.expect_connection_close(540, (60, 10), "NOT_IMPLEMENTED - prefetch_size!=0")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn recover_without_requeue_is_not_implemented() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, basic::Recover { requeue: false }).await;
+    c.expect_connection_close(540, (60, 110), "NOT_IMPLEMENTED - requeue=false")
+        .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn channel_flow_inactive_is_not_implemented() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, channel::Flow { active: false }).await;
+    c.expect_connection_close(540, (20, 20), "NOT_IMPLEMENTED - active=false")
         .await;
     t.stop().await;
 }

@@ -304,6 +304,9 @@ pub struct Raw {
     pub server_properties: FieldTable,
     /// The channel [`Raw::assert_alive`] opens next; far above what tests use.
     next_probe_channel: u16,
+    /// Whether `start-ok` announces the capabilities (on by default; off to act as
+    /// an old client, which RabbitMQ treats differently on a refused login).
+    pub announce_capabilities: bool,
 }
 
 impl Raw {
@@ -314,6 +317,7 @@ impl Raw {
             tune: Tune::default(),
             server_properties: FieldTable::default(),
             next_probe_channel: 1000,
+            announce_capabilities: true,
         }
     }
 
@@ -656,7 +660,9 @@ impl Raw {
             "product".into(),
             AMQPValue::LongString("warren-broker tests".into()),
         );
-        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        if self.announce_capabilities {
+            props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        }
         self.send(
             0,
             connection::StartOk {
