@@ -1049,3 +1049,88 @@ fn wrong_reply(other: AMQPClass) -> Error {
         message: format!("unexpected reply {other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(state: &ChannelState, n: u64) -> Vec<oneshot::Receiver<Result<Confirmation>>> {
+        let mut inner = state.lock();
+        let confirms = inner.confirms.get_or_insert(Confirms {
+            next: 1,
+            waiting: BTreeMap::new(),
+        });
+        (0..n)
+            .map(|_| {
+                let (tx, rx) = oneshot::channel();
+                confirms.waiting.insert(confirms.next, tx);
+                confirms.next += 1;
+                rx
+            })
+            .collect()
+    }
+
+    #[test]
+    fn confirms_single_multiple_and_everything() {
+        let state = ChannelState::new(1);
+        let mut rx = waiting(&state, 6);
+        state.confirm(2, false, Confirmation::Nack);
+        state.confirm(3, true, Confirmation::Ack);
+        assert_eq!(rx[0].try_recv().unwrap().unwrap(), Confirmation::Ack);
+        assert_eq!(rx[1].try_recv().unwrap().unwrap(), Confirmation::Nack);
+        assert_eq!(rx[2].try_recv().unwrap().unwrap(), Confirmation::Ack);
+        assert!(rx[3].try_recv().is_err(), "4 is not confirmed yet");
+        // multiple with tag 0: everything outstanding.
+        state.confirm(0, true, Confirmation::Ack);
+        for r in &mut rx[3..] {
+            assert_eq!(r.try_recv().unwrap().unwrap(), Confirmation::Ack);
+        }
+    }
+
+    #[test]
+    fn finish_fails_outstanding_confirms_and_calls() {
+        let state = ChannelState::new(1);
+        let mut rx = waiting(&state, 2);
+        let (tx, mut call) = oneshot::channel();
+        state.lock().pending.push_back(Pending {
+            expect: QOS_OK,
+            reply: tx,
+            consumer: None,
+        });
+        let reason = crate::CloseReason {
+            reply_code: 406,
+            reply_text: "PRECONDITION_FAILED - test".into(),
+            class_id: 60,
+            method_id: 40,
+        };
+        state.finish(Error::ChannelClosed(reason.clone()));
+        for r in &mut rx {
+            assert_eq!(
+                r.try_recv().unwrap().unwrap_err().close_reason(),
+                Some(&reason)
+            );
+        }
+        assert!(call.try_recv().unwrap().is_err());
+        // Later use reports the same error.
+        assert_eq!(state.error().unwrap().close_reason(), Some(&reason));
+    }
+
+    #[test]
+    fn a_reply_that_does_not_match_the_oldest_call_is_a_protocol_error() {
+        let state = ChannelState::new(1);
+        let (tx, mut call) = oneshot::channel();
+        state.lock().pending.push_back(Pending {
+            expect: QOS_OK,
+            reply: tx,
+            consumer: None,
+        });
+        let wrong = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
+        assert_eq!(
+            state.reply(Reply::Method(wrong)).unwrap_err().reply_code(),
+            Some(505)
+        );
+        assert!(call.try_recv().unwrap().is_err());
+        let unsolicited = AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}));
+        assert!(state.reply(Reply::Method(unsolicited)).is_err());
+    }
+}
