@@ -23,6 +23,27 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # In tests, with Warren
+//!
+//! A fresh broker per test, no socket, no shared state (warren-broker as a
+//! dev-dependency):
+//!
+//! ```ignore
+//! let broker = warren_broker::Broker::start().await?;
+//! let conn = warren_client::Connection::open(broker.connect_in_process()).await?;
+//! // ... the code under test, given `conn` (or `broker.url()` for other clients) ...
+//! broker.shutdown().await; // connections get 320 CONNECTION_FORCED
+//! ```
+//!
+//! # Errors
+//!
+//! A broker-side failure arrives as [`Error::ChannelClosed`] (soft: the channel is gone,
+//! the connection lives) or [`Error::ConnectionClosed`] (hard), each with the
+//! [`CloseReason`] the broker sent: reply code, text, class id and method id. An
+//! asynchronous method (publish, ack) that the broker rejects fails the *next* call on
+//! that channel, and every confirm still outstanding on it. There is no automatic
+//! reconnection: after a hard error, open a new [`Connection`].
+//!
 //! # Layout
 //! - [`url`]: `amqp://` URLs and [`ConnectionConfig`].
 //! - `codec`: frames to bytes and back (no I/O).
