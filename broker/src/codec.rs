@@ -124,6 +124,12 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
         _ if !known_method(class_id, method_id) => Err(AmqpError::socket(format!(
             "unknown method {class_id}.{method_id}"
         ))),
+        // amq-protocol's only `map_res` in method arguments is its UTF-8 check of
+        // short strings; truncation shows as `Incomplete` instead.
+        Err(nom::Err::Error(e)) if e.to_string().contains("MapRes") => Err(AmqpError::connection(
+            code::FRAME_ERROR,
+            "Malformed UTF-8 in shortstr",
+        )),
         _ => Err(AmqpError::connection(
             code::FRAME_ERROR,
             format!("cannot decode {}", erlang_binary(&payload[4..])),
@@ -204,6 +210,13 @@ fn parse_header(channel: u16, raw: Bytes) -> Result<Frame, AmqpError> {
     })
 }
 
+/// The properties in a content header payload (as stored with a message).
+pub fn header_properties(raw: &[u8]) -> Option<AMQPProperties> {
+    let (rest, _) = parse_long_long_uint(raw.get(4..)?).ok()?;
+    let (_, properties) = amq_protocol::protocol::basic::parse_properties(rest).ok()?;
+    Some(properties)
+}
+
 thread_local! {
     /// amq-protocol's generator writes into a `Vec`; one per thread saves an
     /// allocation per method sent.
@@ -223,6 +236,13 @@ pub fn put_method(out: &mut BytesMut, channel: u16, method: AMQPClass) {
         out.extend_from_slice(&vec);
         *scratch.borrow_mut() = vec;
     });
+}
+
+/// A method's payload as it goes on the wire (class id, method id, arguments).
+pub fn method_payload(channel: u16, method: AMQPClass) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    put_method(&mut out, channel, method);
+    out[7..out.len() - 1].to_vec()
 }
 
 /// Appends a heartbeat frame.

@@ -5,7 +5,7 @@
 //! Every protocol error passes through [`Connection::fail`], which turns it into the
 //! right `channel.close` or `connection.close`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{
@@ -96,14 +96,22 @@ enum TxOp {
     },
 }
 
+/// A confirming channel's publishes that are not acknowledged yet.
+#[derive(Debug, Default)]
+struct Confirms {
+    /// Sequence number of the last publish.
+    last: u64,
+    /// (sequence number, store LSN it waits for; 0 for none), in publish order.
+    pending: VecDeque<(u64, u64)>,
+}
+
 #[derive(Debug)]
 struct ChannelProto {
     /// The broker sent `channel.close`: everything but close/close-ok is dropped.
     closing: bool,
     content: Content,
-    /// Publisher confirms: the sequence number of the next publish, and the highest
-    /// one already acknowledged to the client.
-    confirm: Option<(u64, u64)>,
+    /// Publisher confirms, once `confirm.select` was seen.
+    confirm: Option<Confirms>,
     /// `tx.select` was seen; publishes and acks wait for `tx.commit`.
     tx: Option<Vec<TxOp>>,
     /// The last queue declared on the channel, for methods that name queue "".
@@ -286,9 +294,16 @@ impl Connection {
                 let result = match frame {
                     Frame::Heartbeat(0) => Ok(()),
                     Frame::Method(0, AMQPClass::Connection(m)) => self.handshake(m),
+                    Frame::Method(ch, m) => Err(AmqpError::connection(
+                        code::UNEXPECTED_FRAME,
+                        format!(
+                            "type 1, all octets = {}",
+                            codec::erlang_binary(&codec::method_payload(ch, m))
+                        ),
+                    )),
                     _ => Err(AmqpError::connection(
                         code::UNEXPECTED_FRAME,
-                        "connection is not open yet",
+                        "expected method frame, got non method frame instead",
                     )),
                 };
                 match result {
@@ -412,14 +427,20 @@ impl Connection {
                 self.phase = Phase::Opened;
                 Ok(())
             }
-            (_, m) => Err(AmqpError::connection(
-                code::COMMAND_INVALID,
-                format!(
-                    "unexpected method {}.{} during the handshake",
-                    AMQPClass::Connection(m.clone()).get_amqp_class_id(),
-                    AMQPClass::Connection(m).get_amqp_method_id()
-                ),
-            )),
+            (phase, m) => {
+                let m = AMQPClass::Connection(m);
+                // RabbitMQ's names for its connection states.
+                let state = match phase {
+                    Phase::StartOk => "starting",
+                    Phase::TuneOk => "tuning",
+                    _ => "opening",
+                };
+                Err(AmqpError::connection(
+                    code::CHANNEL_ERROR,
+                    format!("unexpected method in connection state {state}"),
+                )
+                .on_method(m.get_amqp_class_id(), m.get_amqp_method_id()))
+            }
         }
     }
 
@@ -674,6 +695,7 @@ impl Connection {
             properties,
             header,
             body,
+            persist_id: None,
         };
         let targets = {
             let v = self.vhost().lock();
@@ -695,30 +717,58 @@ impl Connection {
             });
             return Ok(());
         }
-        if let Some((next, _)) = &mut chan.confirm {
-            *next += 1;
+        let confirming = chan.confirm.is_some();
+        let lsn = deliver_published(&vhost, id, ch, targets, publish.mandatory, msg);
+        if confirming {
+            let confirms = self.channel(ch).confirm.as_mut().expect("confirming");
+            confirms.last += 1;
+            let seq = confirms.last;
+            confirms.pending.push_back((seq, lsn.unwrap_or(0)));
         }
-        deliver_published(&vhost, id, ch, targets, publish.mandatory, msg);
         Ok(())
     }
 
-    /// Acknowledges every publish confirmed since the last flush, with one
-    /// `basic.ack` (multiple when it covers several).
-    fn flush_confirms(&mut self) {
+    /// Acknowledges every publish that is safe — enqueued, and on disk when it
+    /// had to be — with one `basic.ack` per channel (multiple when it covers
+    /// several). Once the store has failed, what it did not write is nacked.
+    pub fn flush_confirms(&mut self) {
+        let (durable, failed) = match &self.shared.store {
+            Some(store) => (store.durable_lsn(), store.has_failed()),
+            None => (u64::MAX, false),
+        };
         for (ch, chan) in &mut self.channels {
-            if let Some((next, acked)) = &mut chan.confirm {
-                let last = *next - 1;
-                if last > *acked {
-                    let multiple = last - *acked > 1;
-                    *acked = last;
-                    self.outbox.push(method(
-                        *ch,
-                        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                            delivery_tag: last,
-                            multiple,
-                        })),
-                    ));
+            let Some(confirms) = &mut chan.confirm else {
+                continue;
+            };
+            let mut acked = None;
+            while let Some(&(seq, lsn)) = confirms.pending.front() {
+                if lsn > durable {
+                    break;
                 }
+                acked = Some((seq, acked.is_some()));
+                confirms.pending.pop_front();
+            }
+            if let Some((tag, multiple)) = acked {
+                self.outbox.push(method(
+                    *ch,
+                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: tag,
+                        multiple,
+                    })),
+                ));
+            }
+            if failed && !confirms.pending.is_empty() {
+                let last = confirms.pending.back().expect("not empty").0;
+                let multiple = confirms.pending.len() > 1;
+                confirms.pending.clear();
+                self.outbox.push(method(
+                    *ch,
+                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: last,
+                        multiple,
+                        requeue: false,
+                    })),
+                ));
             }
         }
     }
@@ -727,11 +777,16 @@ impl Connection {
         if self
             .channels
             .get(&ch)
-            .and_then(|c| c.confirm)
-            .is_some_and(|(next, acked)| next - 1 > acked)
+            .and_then(|c| c.confirm.as_ref())
+            .is_some_and(|c| !c.pending.is_empty())
         {
             self.flush_confirms();
         }
+    }
+
+    /// Where the driver learns that the store made more publishes durable.
+    pub fn durability_updates(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.shared.store.as_ref().map(|s| s.subscribe())
     }
 
     /// The queue a method names, where "" means the channel's last declared queue.
@@ -760,9 +815,7 @@ impl Connection {
                         "cannot switch from tx to confirm mode",
                     ));
                 }
-                if chan.confirm.is_none() {
-                    chan.confirm = Some((1, 0));
-                }
+                chan.confirm.get_or_insert_with(Confirms::default);
                 if !s.nowait {
                     self.send(
                         ch,
@@ -808,8 +861,8 @@ impl Connection {
                 self.send(ch, AMQPClass::Channel(M::CloseOk(channel::CloseOk {})));
                 Ok(())
             }
-            M::CloseOk(_) => Ok(()),
-            M::OpenOk(_) => Err(server_only()),
+            // The broker sent no channel.close this close-ok could answer.
+            M::CloseOk(_) | M::OpenOk(_) => Err(server_only()),
         }
     }
 
@@ -1111,7 +1164,9 @@ impl Connection {
                             targets,
                             mandatory,
                             msg,
-                        } => deliver_published(&vhost, self.id, ch, targets, mandatory, *msg),
+                        } => {
+                            deliver_published(&vhost, self.id, ch, targets, mandatory, *msg);
+                        }
                         TxOp::Settle {
                             tag,
                             multiple,
@@ -1219,16 +1274,16 @@ fn deliver_published(
     targets: Vec<String>,
     mandatory: bool,
     msg: Message,
-) {
+) -> Option<u64> {
     let mut v = vhost.lock();
     if targets.is_empty() {
         if mandatory {
             let exchange = msg.exchange.clone();
             v.write_return(conn, ch, &exchange, &msg);
         }
-        return;
+        return None;
     }
-    v.enqueue(&targets, Arc::new(msg));
+    v.enqueue(&targets, msg)
 }
 
 /// A method a client may not send (or not on this channel).

@@ -30,6 +30,7 @@ pub mod error;
 mod outbox;
 mod routing;
 mod server;
+mod store;
 pub mod testing;
 mod vhost;
 
@@ -47,6 +48,7 @@ pub use config::Config;
 pub use error::AmqpError;
 
 use server::Tracker;
+use store::Store;
 use vhost::Vhost;
 
 /// What every connection of a broker shares.
@@ -54,20 +56,86 @@ use vhost::Vhost;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) vhosts: HashMap<String, Arc<Vhost>>,
+    /// The durable log, when there is a data directory.
+    pub(crate) store: Option<Arc<Store>>,
+    /// Held while compaction or a restart reads or rewrites the log, so that the
+    /// two never overlap.
+    maintenance: std::sync::Mutex<()>,
     next_connection: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config) -> Self {
+    /// The broker's state: empty, or recovered from the data directory.
+    pub(crate) fn new(config: Config) -> std::io::Result<Self> {
+        let (store, recovered) = match &config.data_dir {
+            Some(dir) => {
+                let (store, recovered) = Store::open(dir)?;
+                (Some(store), recovered)
+            }
+            None => (None, Default::default()),
+        };
+        let names: std::collections::BTreeSet<&str> = std::iter::once("/")
+            .chain(config.vhosts.iter().map(String::as_str))
+            .chain(recovered.vhosts.keys().map(String::as_str))
+            .collect();
         let mut vhosts = HashMap::new();
-        for name in std::iter::once("/").chain(config.vhosts.iter().map(String::as_str)) {
-            vhosts.insert(name.to_owned(), Arc::new(Vhost::new(name)));
+        for name in names {
+            let vhost = Vhost::new(name);
+            {
+                let mut state = vhost.lock();
+                if let Some(store) = &store {
+                    state.set_store(store.clone());
+                }
+                if let Some(rec) = recovered.vhosts.get(name) {
+                    state.restore(rec);
+                }
+            }
+            vhosts.insert(name.to_owned(), Arc::new(vhost));
         }
-        Self {
+        Ok(Self {
             config,
             vhosts,
+            store,
+            maintenance: std::sync::Mutex::new(()),
             next_connection: AtomicU64::new(1),
+        })
+    }
+
+    /// Rewrites the log as a snapshot of the live durable state, so that acked
+    /// messages stop taking disk space.
+    pub(crate) fn compact(&self) {
+        let Some(store) = &self.store else { return };
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        store.begin_snapshot();
+        for vhost in self.vhosts.values() {
+            let state = vhost.lock();
+            for rec in state.snapshot() {
+                store.append(&rec);
+            }
         }
+        store.end_snapshot();
+    }
+
+    /// After every connection closed: keep only what survives a broker restart.
+    /// With a data directory the state is rebuilt from the log, exactly as after a
+    /// crash; without one, the durable part of memory stays.
+    fn restart_state(&self) -> std::io::Result<()> {
+        let Some(store) = &self.store else {
+            for vhost in self.vhosts.values() {
+                vhost.lock().restart();
+            }
+            return Ok(());
+        };
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        store.flush();
+        let recovered = store::recover(store.dir())?;
+        let empty = store::RecoveredVhost::default();
+        for (name, vhost) in &self.vhosts {
+            vhost
+                .lock()
+                .restore(recovered.vhosts.get(name).unwrap_or(&empty));
+        }
+        Ok(())
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -152,16 +220,6 @@ impl BrokerBuilder {
     /// Binds the listeners and starts serving.
     pub async fn start(self) -> std::io::Result<Broker> {
         let config = self.config;
-        if let Some(dir) = &config.data_dir {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                format!(
-                    "--data-dir {}: storage on disk is not implemented yet; \
-                     durable entities live in memory and survive restart() only",
-                    dir.display()
-                ),
-            ));
-        }
         let mut listeners = Vec::new();
         for addr in &config.bind {
             listeners.push(TcpListener::bind(addr).await?);
@@ -170,11 +228,11 @@ impl BrokerBuilder {
             .iter()
             .map(|l| l.local_addr())
             .collect::<std::io::Result<Vec<_>>>()?;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config)?);
         let tracker = Arc::new(Tracker::default());
         let (close_tx, close_rx) = watch::channel(0u64);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let accept_tasks = listeners
+        let mut accept_tasks: Vec<JoinHandle<()>> = listeners
             .into_iter()
             .map(|l| {
                 tokio::spawn(server::accept_loop(
@@ -186,6 +244,12 @@ impl BrokerBuilder {
                 ))
             })
             .collect();
+        if shared.store.is_some() {
+            accept_tasks.push(tokio::spawn(compaction_loop(
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
         Ok(Broker {
             shared,
             addrs,
@@ -267,12 +331,26 @@ impl Broker {
     /// Restarts the broker as RabbitMQ restarts: every connection is closed with
     /// 320 CONNECTION_FORCED, and only durable exchanges, durable queues, their
     /// bindings and persistent messages remain. The listening addresses stay.
+    ///
+    /// With a data directory the state is then rebuilt from the log on disk, as
+    /// after a crash, so a restart in a test exercises recovery.
+    ///
+    /// # Panics
+    /// When the data directory cannot be read back; see [`Broker::try_restart`].
     pub async fn restart(&self) {
+        if let Err(e) = self.try_restart().await {
+            panic!("warren restart: cannot recover the data directory: {e}");
+        }
+    }
+
+    /// [`Broker::restart`], reporting a data directory that cannot be read back.
+    pub async fn try_restart(&self) -> std::io::Result<()> {
         self.close_tx.send_modify(|n| *n += 1);
         self.tracker.wait_idle().await;
-        for vhost in self.shared.vhosts.values() {
-            vhost.lock().restart();
-        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.restart_state())
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Graceful shutdown: stops accepting, closes every connection with 320
@@ -284,6 +362,47 @@ impl Broker {
         }
         self.close_tx.send_modify(|n| *n += 1);
         self.tracker.wait_idle().await;
+        if let Some(store) = self.shared.store.clone() {
+            let _ = tokio::task::spawn_blocking(move || {
+                store.flush();
+                store.close();
+            })
+            .await;
+        }
+    }
+
+    /// Rewrites the data directory's log as a snapshot of the live durable state
+    /// now, and waits until it is on disk. It also happens on its own once the log
+    /// has grown well past what is live.
+    pub async fn compact_storage(&self) {
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            shared.compact();
+            if let Some(store) = &shared.store {
+                store.flush();
+            }
+        })
+        .await;
+    }
+
+    /// Where durable state is kept, if anywhere.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.shared.config.data_dir.as_deref()
+    }
+}
+
+/// Rewrites the log when it has grown well past its live content.
+async fn compaction_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if shared.store.as_ref().is_some_and(|s| s.wants_compaction()) {
+            let shared = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || shared.compact()).await;
+        }
     }
 }
 

@@ -59,10 +59,17 @@ async fn main() -> ExitCode {
     };
     // The first line on stdout is the contract: tools wait for it.
     println!("{}", broker.url());
-    tracing::info!(
-        addrs = ?broker.local_addrs(),
-        "warren ready; storage in memory: everything is gone at exit"
-    );
+    match broker.data_dir() {
+        Some(dir) => tracing::info!(
+            addrs = ?broker.local_addrs(),
+            "warren ready; durable state kept in {}",
+            dir.display()
+        ),
+        None => tracing::info!(
+            addrs = ?broker.local_addrs(),
+            "warren ready; storage in memory: everything is gone at exit"
+        ),
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     broker.shutdown().await;

@@ -113,8 +113,20 @@ pub async fn serve<S>(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     close.mark_unchanged();
+    let mut durable = conn.durability_updates();
     loop {
         tokio::select! {
+            changed = async {
+                match durable.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    durable = None;
+                }
+                conn.flush_confirms();
+            }
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {

@@ -28,9 +28,11 @@ pub struct Core {
 }
 
 impl Core {
+    /// A broker core; with a `data_dir` in `config` its state is recovered from
+    /// there (and this panics if that directory cannot be read).
     pub fn new(config: Config) -> Self {
         Self {
-            shared: Arc::new(Shared::new(config)),
+            shared: Arc::new(Shared::new(config).expect("open the data directory")),
         }
     }
 

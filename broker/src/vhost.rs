@@ -15,6 +15,9 @@ use crate::codec;
 use crate::error::AmqpError;
 use crate::outbox::Outbox;
 use crate::routing;
+use crate::store::{Record, Store};
+
+mod persist;
 
 pub type ConnId = u64;
 type ChanKey = (ConnId, u16);
@@ -28,11 +31,18 @@ pub struct Message {
     /// The content header payload as the publisher sent it.
     pub header: Bytes,
     pub body: Bytes,
+    /// Its id in the store, when it was written there (persistent, routed to a
+    /// durable queue, with a data directory).
+    pub persist_id: Option<u64>,
 }
 
 impl Message {
     pub fn persistent(&self) -> bool {
         *self.properties.delivery_mode() == Some(2)
+    }
+
+    fn size(&self) -> usize {
+        self.header.len() + self.body.len()
     }
 }
 
@@ -97,6 +107,8 @@ struct Queued {
     seq: u64,
     msg: Arc<Message>,
     redelivered: bool,
+    /// The store holds this message for this queue.
+    persisted: bool,
 }
 
 #[derive(Debug)]
@@ -139,17 +151,23 @@ impl Queue {
         self.consumers.len() as u32
     }
 
-    fn requeue(&mut self, seq: u64, msg: Arc<Message>) {
+    fn requeue(&mut self, u: Unacked) {
         // Requeued messages are almost always older than every ready one.
-        let at = self.ready.partition_point(|q| q.seq < seq);
+        let at = self.ready.partition_point(|q| q.seq < u.seq);
         self.ready.insert(
             at,
             Queued {
-                seq,
-                msg,
+                seq: u.seq,
+                msg: u.msg,
                 redelivered: true,
+                persisted: u.persisted,
             },
         );
+    }
+
+    /// Durable in the store's sense: survives a restart.
+    fn is_durable(&self) -> bool {
+        self.durable && self.exclusive_owner.is_none()
     }
 }
 
@@ -161,6 +179,7 @@ struct Unacked {
     msg: Arc<Message>,
     /// `None` for a `basic.get`, which counts against no prefetch.
     consumer: Option<String>,
+    persisted: bool,
 }
 
 /// A channel's delivery state: what it was sent and has not acknowledged.
@@ -224,6 +243,8 @@ pub struct VhostState {
     channels: HashMap<ChanKey, ChannelState>,
     conns: HashMap<ConnId, ConnEntry>,
     next_queue_id: u64,
+    /// Where durable changes are written, when the broker has a data directory.
+    store: Option<Arc<Store>>,
 }
 
 fn predeclared() -> impl Iterator<Item = (&'static str, ExchangeKind, bool)> {
@@ -247,6 +268,7 @@ impl VhostState {
             channels: HashMap::new(),
             conns: HashMap::new(),
             next_queue_id: 1,
+            store: None,
         };
         for (name, kind, internal) in predeclared() {
             state.exchanges.insert(
@@ -308,8 +330,8 @@ impl VhostState {
         for (_, u) in state.unacked {
             if let Some(q) = self.queues.get_mut(&u.queue) {
                 if q.id == u.queue_id {
-                    q.requeue(u.seq, u.msg);
-                    touched.push(u.queue);
+                    touched.push(u.queue.clone());
+                    q.requeue(u);
                 }
             }
         }
@@ -434,6 +456,16 @@ impl VhostState {
                 bindings: Vec::new(),
             },
         );
+        if durable {
+            self.log(Record::ExchangeDeclare {
+                vhost: self.name.clone(),
+                name: name.to_owned(),
+                kind: kind.as_str().to_owned(),
+                auto_delete,
+                internal,
+                arguments: arguments.clone(),
+            });
+        }
         Ok(())
     }
 
@@ -457,9 +489,20 @@ impl VhostState {
                 self.name
             )));
         }
-        self.exchanges.remove(name);
-        self.remove_bindings_to(&Destination::Exchange(name.to_owned()));
+        self.remove_exchange(name);
         Ok(())
+    }
+
+    fn remove_exchange(&mut self, name: &str) {
+        if let Some(ex) = self.exchanges.remove(name) {
+            if ex.durable {
+                self.log(Record::ExchangeDelete {
+                    vhost: self.name.clone(),
+                    name: name.to_owned(),
+                });
+            }
+        }
+        self.remove_bindings_to(&Destination::Exchange(name.to_owned()));
     }
 
     /// Removes every binding leading to `dest`, then the auto-delete exchanges
@@ -511,16 +554,26 @@ impl VhostState {
     }
 
     fn change_binding(&mut self, source: &str, binding: Binding, bind: bool) {
+        let durable = self.binding_is_durable(source, &binding.destination);
         let ex = self
             .exchanges
             .get_mut(source)
             .expect("checked by the caller");
-        if bind {
-            if !ex.bindings.contains(&binding) {
-                ex.bindings.push(binding);
+        let changed = if bind {
+            let new = !ex.bindings.contains(&binding);
+            if new {
+                ex.bindings.push(binding.clone());
             }
+            new
         } else {
+            let before = ex.bindings.len();
             ex.bindings.retain(|b| b != &binding);
+            before != ex.bindings.len()
+        };
+        if changed && durable {
+            self.log_binding(source, &binding, bind);
+        }
+        if !bind {
             self.auto_delete_exchange(source);
         }
     }
@@ -591,6 +644,14 @@ impl VhostState {
                 had_consumer: false,
             },
         );
+        if d.durable && !d.exclusive {
+            self.log(Record::QueueDeclare {
+                vhost: vhost.clone(),
+                name: d.name.clone(),
+                auto_delete: d.auto_delete,
+                arguments: self.queues[&d.name].arguments.clone(),
+            });
+        }
         Ok((d.name, 0, 0))
     }
 
@@ -645,9 +706,13 @@ impl VhostState {
     pub fn purge_queue(&mut self, conn: ConnId, name: &str) -> Result<u32, AmqpError> {
         self.queue_for(conn, name)?;
         let q = self.queues.get_mut(name).expect("checked above");
-        let n = q.ready.len() as u32;
-        q.ready.clear();
-        Ok(n)
+        let purged: Vec<Queued> = q.ready.drain(..).collect();
+        for item in &purged {
+            if item.persisted {
+                self.log_removed(name, &item.msg);
+            }
+        }
+        Ok(purged.len() as u32)
     }
 
     pub fn delete_queue(
@@ -684,6 +749,17 @@ impl VhostState {
         let Some(q) = self.queues.remove(name) else {
             return 0;
         };
+        if q.is_durable() {
+            self.log(Record::QueueDelete {
+                vhost: self.name.clone(),
+                name: name.to_owned(),
+            });
+            if let Some(store) = &self.store {
+                for item in q.ready.iter().filter(|i| i.persisted) {
+                    store.released(item.msg.size());
+                }
+            }
+        }
         for c in &q.consumers {
             if let Some(st) = self.channels.get_mut(&(c.conn, c.channel)) {
                 st.consumers.remove(&c.tag);
@@ -711,7 +787,7 @@ impl VhostState {
     fn auto_delete_exchange(&mut self, name: &str) {
         if let Some(ex) = self.exchanges.get(name) {
             if ex.auto_delete && ex.bindings.is_empty() {
-                self.exchanges.remove(name);
+                self.remove_exchange(name);
             }
         }
     }
@@ -777,7 +853,11 @@ impl VhostState {
     }
 
     /// Appends a message to the queues it was routed to and delivers what it can.
-    pub fn enqueue(&mut self, targets: &[String], msg: Arc<Message>) {
+    /// Returns the store LSN a confirm must wait for, when the message was
+    /// written to the store.
+    pub fn enqueue(&mut self, targets: &[String], mut msg: Message) -> Option<u64> {
+        let lsn = self.persist(targets, &mut msg);
+        let msg = Arc::new(msg);
         for name in targets {
             if let Some(q) = self.queues.get_mut(name) {
                 let seq = q.next_seq;
@@ -786,10 +866,12 @@ impl VhostState {
                     seq,
                     msg: msg.clone(),
                     redelivered: false,
+                    persisted: msg.persist_id.is_some() && q.is_durable(),
                 });
                 self.dispatch(name);
             }
         }
+        lsn
     }
 
     /// Sends `basic.return` with the message to the publisher.
@@ -860,8 +942,14 @@ impl VhostState {
                         seq: item.seq,
                         msg: item.msg.clone(),
                         consumer: Some(c.tag.clone()),
+                        persisted: item.persisted,
                     },
                 );
+            }
+            if item.persisted {
+                if let Some(store) = &self.store {
+                    persist::log_delivery(store, &self.name, &q.name, &item, c.no_ack);
+                }
             }
             let conn = &self.conns[&c.conn];
             conn.outbox.push(|out| {
@@ -1008,8 +1096,14 @@ impl VhostState {
                     seq: item.seq,
                     msg: item.msg.clone(),
                     consumer: None,
+                    persisted: item.persisted,
                 },
             );
+        }
+        if item.persisted {
+            if let Some(store) = &self.store {
+                persist::log_delivery(store, &self.name, &q.name, &item, no_ack);
+            }
         }
         let entry = &self.conns[&conn];
         let m = &item.msg;
@@ -1063,10 +1157,11 @@ impl VhostState {
                 None => return Err(unknown_tag(delivery_tag)),
             }
         };
+        let from_consumers = settled.iter().filter(|u| u.consumer.is_some()).count();
+        st.consumer_unacked = st.consumer_unacked.saturating_sub(from_consumers as u32);
         let mut touched = Vec::new();
         for u in settled {
             if let Some(tag) = &u.consumer {
-                st.consumer_unacked = st.consumer_unacked.saturating_sub(1);
                 if let Some(q) = self.queues.get_mut(&u.queue) {
                     if let Some(c) = q
                         .consumers
@@ -1077,14 +1172,15 @@ impl VhostState {
                     }
                 }
             }
+            touched.push(u.queue.clone());
+            let Some(q) = self.queues.get_mut(&u.queue).filter(|q| q.id == u.queue_id) else {
+                continue;
+            };
             if requeue == Some(true) {
-                if let Some(q) = self.queues.get_mut(&u.queue) {
-                    if q.id == u.queue_id {
-                        q.requeue(u.seq, u.msg);
-                    }
-                }
+                q.requeue(u);
+            } else if u.persisted {
+                self.log_removed(&u.queue, &u.msg);
             }
-            touched.push(u.queue);
         }
         touched.sort();
         touched.dedup();

@@ -1,0 +1,310 @@
+//! The vhost's side of durability: which changes go to the store, and how state is
+//! rebuilt from what the store recovered or written out whole for compaction.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use super::{Binding, Destination, Exchange, ExchangeKind, Message, Queue, Queued, VhostState};
+use crate::store::{Record, RecoveredVhost, Store};
+
+impl VhostState {
+    pub fn set_store(&mut self, store: Arc<Store>) {
+        self.store = Some(store);
+    }
+
+    /// Appends a record when the broker has a store; returns its LSN.
+    pub(super) fn log(&self, rec: Record) -> Option<u64> {
+        self.store.as_ref().map(|s| s.append(&rec))
+    }
+
+    /// A binding survives a restart when both of its ends do.
+    pub(super) fn binding_is_durable(&self, source: &str, dest: &Destination) -> bool {
+        self.store.is_some()
+            && self.exchanges.get(source).is_some_and(|e| e.durable)
+            && match dest {
+                Destination::Queue(q) => self.queues.get(q).is_some_and(Queue::is_durable),
+                Destination::Exchange(e) => self.exchanges.get(e).is_some_and(|e| e.durable),
+            }
+    }
+
+    pub(super) fn log_binding(&self, source: &str, b: &Binding, bind: bool) {
+        let (to_exchange, destination) = match &b.destination {
+            Destination::Queue(q) => (false, q.clone()),
+            Destination::Exchange(e) => (true, e.clone()),
+        };
+        let (vhost, source, routing_key, arguments) = (
+            self.name.clone(),
+            source.to_owned(),
+            b.routing_key.clone(),
+            b.arguments.clone(),
+        );
+        self.log(if bind {
+            Record::Bind {
+                vhost,
+                source,
+                to_exchange,
+                destination,
+                routing_key,
+                arguments,
+            }
+        } else {
+            Record::Unbind {
+                vhost,
+                source,
+                to_exchange,
+                destination,
+                routing_key,
+                arguments,
+            }
+        });
+    }
+
+    /// A persisted message left `queue` for good.
+    pub(super) fn log_removed(&self, queue: &str, msg: &Message) {
+        if let (Some(store), Some(id)) = (&self.store, msg.persist_id) {
+            store.append(&Record::Remove {
+                id,
+                vhost: self.name.clone(),
+                queue: queue.to_owned(),
+            });
+            store.released(msg.size());
+        }
+    }
+
+    /// Writes a persistent message routed to durable queues to the store, giving
+    /// it an id; returns the LSN its confirm waits for.
+    pub(super) fn persist(&self, targets: &[String], msg: &mut Message) -> Option<u64> {
+        let store = self.store.as_ref()?;
+        if !msg.persistent() {
+            return None;
+        }
+        let queues: Vec<String> = targets
+            .iter()
+            .filter(|t| self.queues.get(*t).is_some_and(Queue::is_durable))
+            .cloned()
+            .collect();
+        if queues.is_empty() {
+            return None;
+        }
+        let id = store.next_message_id();
+        msg.persist_id = Some(id);
+        Some(store.append(&Record::Publish {
+            id,
+            vhost: self.name.clone(),
+            queues,
+            exchange: msg.exchange.clone(),
+            routing_key: msg.routing_key.clone(),
+            header: msg.header.clone(),
+            body: msg.body.clone(),
+        }))
+    }
+
+    /// Replaces all state with what the store recovered (start, or restart from
+    /// disk). Messages come back in publish order; those delivered before are
+    /// marked redelivered, as RabbitMQ does.
+    pub fn restore(&mut self, rec: &RecoveredVhost) {
+        let store = self.store.take();
+        *self = VhostState::new(&self.name);
+        self.store = store;
+        for (name, (kind, auto_delete, internal, arguments)) in &rec.exchanges {
+            let Some(kind) = ExchangeKind::parse(kind) else {
+                tracing::warn!(exchange = %name, %kind, "recovered exchange of unknown type dropped");
+                continue;
+            };
+            self.exchanges.insert(
+                name.clone(),
+                Exchange {
+                    name: name.clone(),
+                    kind,
+                    durable: true,
+                    auto_delete: *auto_delete,
+                    internal: *internal,
+                    arguments: arguments.clone(),
+                    bindings: Vec::new(),
+                },
+            );
+        }
+        let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
+        for (name, q) in &rec.queues {
+            let id = self.next_queue_id;
+            self.next_queue_id += 1;
+            let mut ready = VecDeque::with_capacity(q.messages.len());
+            for (&msg_id, &delivered) in &q.messages {
+                let Some(stored) = rec.messages.get(&msg_id) else {
+                    continue;
+                };
+                let msg = messages
+                    .entry(msg_id)
+                    .or_insert_with(|| {
+                        Arc::new(Message {
+                            exchange: stored.exchange.clone(),
+                            routing_key: stored.routing_key.clone(),
+                            properties: crate::codec::header_properties(&stored.header)
+                                .unwrap_or_default(),
+                            header: stored.header.clone(),
+                            body: stored.body.clone(),
+                            persist_id: Some(msg_id),
+                        })
+                    })
+                    .clone();
+                ready.push_back(Queued {
+                    seq: msg_id,
+                    msg,
+                    redelivered: delivered,
+                    persisted: true,
+                });
+            }
+            self.queues.insert(
+                name.clone(),
+                Queue {
+                    id,
+                    name: name.clone(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: q.auto_delete,
+                    arguments: q.arguments.clone(),
+                    next_seq: ready.back().map_or(0, |m| m.seq + 1),
+                    ready,
+                    consumers: Vec::new(),
+                    next_consumer: 0,
+                    had_consumer: false,
+                },
+            );
+        }
+        for (source, to_exchange, dest, routing_key, arguments) in &rec.bindings {
+            let destination = if *to_exchange {
+                Destination::Exchange(dest.clone())
+            } else {
+                Destination::Queue(dest.clone())
+            };
+            let ends_exist = match &destination {
+                Destination::Queue(q) => self.queues.contains_key(q),
+                Destination::Exchange(e) => self.exchanges.contains_key(e),
+            };
+            if let (Some(ex), true) = (self.exchanges.get_mut(source), ends_exist) {
+                ex.bindings.push(Binding {
+                    destination,
+                    routing_key: routing_key.clone(),
+                    arguments: arguments.clone(),
+                });
+            }
+        }
+    }
+
+    /// Every durable fact of this vhost as records, preceded by a reset: what
+    /// compaction writes in place of the log so far.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let vhost = || self.name.clone();
+        let mut out = vec![Record::VhostReset { vhost: vhost() }];
+        let builtin: Vec<&str> = super::predeclared().map(|(n, _, _)| n).collect();
+        for ex in self.exchanges.values() {
+            if ex.durable && !builtin.contains(&ex.name.as_str()) {
+                out.push(Record::ExchangeDeclare {
+                    vhost: vhost(),
+                    name: ex.name.clone(),
+                    kind: ex.kind.as_str().to_owned(),
+                    auto_delete: ex.auto_delete,
+                    internal: ex.internal,
+                    arguments: ex.arguments.clone(),
+                });
+            }
+        }
+        // Messages are written once, naming every durable queue that holds them,
+        // in id order so that queue order survives.
+        let mut held: BTreeMap<u64, (Arc<Message>, Vec<String>)> = BTreeMap::new();
+        let mut delivered = Vec::new();
+        for q in self.queues.values().filter(|q| q.is_durable()) {
+            out.push(Record::QueueDeclare {
+                vhost: vhost(),
+                name: q.name.clone(),
+                auto_delete: q.auto_delete,
+                arguments: q.arguments.clone(),
+            });
+            for item in q.ready.iter().filter(|i| i.persisted) {
+                let id = item.msg.persist_id.expect("persisted messages have ids");
+                held.entry(id)
+                    .or_insert_with(|| (item.msg.clone(), Vec::new()))
+                    .1
+                    .push(q.name.clone());
+                if item.redelivered {
+                    delivered.push((id, q.name.clone()));
+                }
+            }
+        }
+        for st in self.channels.values() {
+            for u in st.unacked.values().filter(|u| u.persisted) {
+                let still_there = self
+                    .queues
+                    .get(&u.queue)
+                    .is_some_and(|q| q.id == u.queue_id);
+                if still_there {
+                    let id = u.msg.persist_id.expect("persisted messages have ids");
+                    held.entry(id)
+                        .or_insert_with(|| (u.msg.clone(), Vec::new()))
+                        .1
+                        .push(u.queue.clone());
+                    delivered.push((id, u.queue.clone()));
+                }
+            }
+        }
+        for ex in self.exchanges.values() {
+            for b in &ex.bindings {
+                if self.binding_is_durable(&ex.name, &b.destination) {
+                    let (to_exchange, destination) = match &b.destination {
+                        Destination::Queue(q) => (false, q.clone()),
+                        Destination::Exchange(e) => (true, e.clone()),
+                    };
+                    out.push(Record::Bind {
+                        vhost: vhost(),
+                        source: ex.name.clone(),
+                        to_exchange,
+                        destination,
+                        routing_key: b.routing_key.clone(),
+                        arguments: b.arguments.clone(),
+                    });
+                }
+            }
+        }
+        for (id, (msg, queues)) in held {
+            out.push(Record::Publish {
+                id,
+                vhost: vhost(),
+                queues,
+                exchange: msg.exchange.clone(),
+                routing_key: msg.routing_key.clone(),
+                header: msg.header.clone(),
+                body: msg.body.clone(),
+            });
+        }
+        for (id, queue) in delivered {
+            out.push(Record::Delivered {
+                id,
+                vhost: vhost(),
+                queue,
+            });
+        }
+        out
+    }
+}
+
+/// Records a delivery of a persisted message: gone for good with no-ack,
+/// otherwise remembered as delivered so a restart marks it redelivered.
+pub(super) fn log_delivery(store: &Store, vhost: &str, queue: &str, item: &Queued, no_ack: bool) {
+    let Some(id) = item.msg.persist_id else {
+        return;
+    };
+    if no_ack {
+        store.append(&Record::Remove {
+            id,
+            vhost: vhost.to_owned(),
+            queue: queue.to_owned(),
+        });
+        store.released(item.msg.size());
+    } else if !item.redelivered {
+        store.append(&Record::Delivered {
+            id,
+            vhost: vhost.to_owned(),
+            queue: queue.to_owned(),
+        });
+    }
+}
