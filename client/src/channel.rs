@@ -99,6 +99,10 @@ struct Confirms {
     /// Sequence number of the next publish (the broker numbers them from 1).
     next: u64,
     waiting: BTreeMap<u64, oneshot::Sender<Result<Confirmation>>>,
+    /// `wait_for_confirms` callers, told when `waiting` empties.
+    idle: Vec<oneshot::Sender<()>>,
+    /// A nack arrived since `wait_for_confirms` last reported.
+    nacked: bool,
 }
 
 #[derive(Debug)]
@@ -172,6 +176,8 @@ impl ChannelState {
             for (_, waiter) in std::mem::take(&mut confirms.waiting) {
                 let _ = waiter.send(Err(err.clone()));
             }
+            // Dropped, not told: `wait_for_confirms` then reports the channel's error.
+            confirms.idle.clear();
         }
         // A consumer whose channel this client closed just ends; any other end is an
         // error its stream reports.
@@ -261,6 +267,12 @@ impl ChannelState {
             }
         } else if let Some(waiter) = confirms.waiting.remove(&tag) {
             let _ = waiter.send(Ok(outcome));
+        }
+        confirms.nacked |= outcome == Confirmation::Nack;
+        if confirms.waiting.is_empty() {
+            for idle in confirms.idle.drain(..) {
+                let _ = idle.send(());
+            }
         }
     }
 
@@ -989,12 +1001,45 @@ impl Channel {
             |inner| {
                 inner.confirms.get_or_insert(Confirms {
                     next: 1,
-                    waiting: BTreeMap::new(),
+                    ..Default::default()
                 });
             },
         )
         .await
         .map(drop)
+    }
+
+    /// Wait until every publish made so far on this channel is confirmed. Returns
+    /// `true` if all were acked, `false` if the broker nacked any since the last call.
+    /// Fails with the channel's error if it closes first.
+    pub async fn wait_for_confirms(&self) -> Result<bool> {
+        let idle = {
+            let mut inner = self.inner.state.lock();
+            ChannelState::check_open(&inner)?;
+            let Some(confirms) = inner.confirms.as_mut() else {
+                return Err(Error::InvalidArgument(
+                    "wait_for_confirms needs confirm_select first".into(),
+                ));
+            };
+            if confirms.waiting.is_empty() {
+                return Ok(!std::mem::take(&mut confirms.nacked));
+            }
+            let (tx, rx) = oneshot::channel();
+            confirms.idle.push(tx);
+            rx
+        };
+        if idle.await.is_err() {
+            return Err(self
+                .inner
+                .state
+                .error()
+                .unwrap_or_else(|| self.inner.handle.error()));
+        }
+        let mut inner = self.inner.state.lock();
+        Ok(!inner
+            .confirms
+            .as_mut()
+            .is_some_and(|c| std::mem::take(&mut c.nacked)))
     }
 
     /// Put the channel in transaction mode.
@@ -1058,7 +1103,7 @@ mod tests {
         let mut inner = state.lock();
         let confirms = inner.confirms.get_or_insert(Confirms {
             next: 1,
-            waiting: BTreeMap::new(),
+            ..Default::default()
         });
         (0..n)
             .map(|_| {

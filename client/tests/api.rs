@@ -174,7 +174,22 @@ async fn pipelined_confirms() {
         let outcomes = try_join_all(confirms).await.unwrap();
         assert!(outcomes.iter().all(|o| o.is_ack()));
         assert_eq!(ready_count(&conn, &q).await, 5000);
-        assert_eq!(ch.queue_purge(&q).await.unwrap(), 5000);
+        // The same without keeping the futures: wait for the channel to settle.
+        for _ in 0..1000 {
+            drop(
+                ch.basic_publish(
+                    "",
+                    &q,
+                    BasicPublishOptions::default(),
+                    b"x",
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        assert!(ch.wait_for_confirms().await.unwrap());
+        assert_eq!(ch.queue_purge(&q).await.unwrap(), 6000);
         ch.queue_delete(&q, QueueDeleteOptions::default())
             .await
             .unwrap();

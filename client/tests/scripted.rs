@@ -517,3 +517,43 @@ async fn broker_flow_pauses_publishes_and_cancel_gets_cancel_ok() {
     ));
     assert!(consumer.recv().await.is_none());
 }
+
+#[tokio::test]
+async fn wait_for_confirms_reports_nacks_once() {
+    let (conn, mut peer) = pair(0).await;
+    let (ch, id) = tokio::join!(conn.create_channel(), peer.open_channel());
+    let ch = ch.unwrap();
+    let (r, _) = tokio::join!(ch.confirm_select(), peer.confirm_select(id));
+    r.unwrap();
+    assert!(ch.wait_for_confirms().await.unwrap(), "nothing outstanding");
+    for i in 0..3u8 {
+        // The individual confirms are not needed: wait_for_confirms covers them.
+        drop(publish(&ch, &[i]).await);
+        peer.expect_publish().await;
+    }
+    let waiter = tokio::spawn({
+        let ch = ch.clone();
+        async move { ch.wait_for_confirms().await }
+    });
+    peer.method(
+        id,
+        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+            delivery_tag: 2,
+            multiple: false,
+            requeue: false,
+        })),
+    )
+    .await;
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "1 and 3 are still outstanding");
+    peer.method(
+        id,
+        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 3,
+            multiple: true,
+        })),
+    )
+    .await;
+    assert!(!waiter.await.unwrap().unwrap(), "a nack was seen");
+    assert!(ch.wait_for_confirms().await.unwrap(), "reported once");
+}
