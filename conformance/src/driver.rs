@@ -279,6 +279,8 @@ struct Inner {
     frame_max: u32,
     /// Heartbeat frames received so far.
     heartbeats: usize,
+    /// The largest frame received so far, in bytes including header and end octet.
+    largest_frame: usize,
     /// Channels the server closed, or whose close the server confirmed, since their
     /// last open-ok.
     closed_channels: std::collections::HashSet<u16>,
@@ -360,6 +362,7 @@ impl Conn {
                 eof: false,
                 close_logged: false,
                 heartbeats: 0,
+                largest_frame: 0,
                 closed_channels: Default::default(),
                 frame_max: 131_072,
             })),
@@ -570,9 +573,19 @@ impl Conn {
         })
     }
 
+    /// The largest frame received so far (header and end octet included).
+    pub async fn largest_frame(&self) -> usize {
+        self.inner.lock().await.largest_frame
+    }
+
     /// Waits until the server closes the socket, reporting any `connection.close`.
     pub async fn wait_closed(&self) -> R<Option<Close>> {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
+        self.wait_closed_within(REPLY_TIMEOUT).await
+    }
+
+    /// Like [`Conn::wait_closed`], with a longer or shorter limit.
+    pub async fn wait_closed_within(&self, within: Duration) -> R<Option<Close>> {
+        let deadline = Instant::now() + within;
         let mut inner = self.inner.lock().await;
         while !inner.eof {
             if let Err(e) = read_more(&mut inner, deadline, 0).await {
@@ -720,7 +733,8 @@ async fn write_all(inner: &mut Inner, bytes: &[u8]) -> R<()> {
 /// Reads at least one frame (or EOF) and files it into the inboxes.
 async fn read_more(inner: &mut Inner, deadline: Instant, waiting_on: u16) -> R<()> {
     loop {
-        if let Some(frame) = take_frame(&mut inner.rbuf)? {
+        if let Some((frame, size)) = take_frame(&mut inner.rbuf)? {
+            inner.largest_frame = inner.largest_frame.max(size);
             return file_frame(inner, frame).await;
         }
         // read_buf appends to the heap buffer; a stack array would bloat every future.
@@ -743,7 +757,7 @@ async fn read_more(inner: &mut Inner, deadline: Instant, waiting_on: u16) -> R<(
 }
 
 /// Cuts one complete frame off the front of `rbuf`, if there is one.
-fn take_frame(rbuf: &mut Vec<u8>) -> R<Option<AMQPFrame>> {
+fn take_frame(rbuf: &mut Vec<u8>) -> R<Option<(AMQPFrame, usize)>> {
     if rbuf.first() == Some(&b'A') {
         // The server answered our protocol header with its own: it refuses the version.
         if rbuf.len() < 8 {
@@ -761,7 +775,7 @@ fn take_frame(rbuf: &mut Vec<u8>) -> R<Option<AMQPFrame>> {
     }
     let bytes: Vec<u8> = rbuf.drain(..size + 8).collect();
     match parse_frame(bytes.as_slice()) {
-        Ok((_, frame)) => Ok(Some(frame)),
+        Ok((_, frame)) => Ok(Some((frame, size + 8))),
         Err(e) => Err(Fail::msg(format!("server sent an unparsable frame: {e:?}"))),
     }
 }

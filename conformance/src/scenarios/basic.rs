@@ -1001,3 +1001,94 @@ pub async fn recover_after_cancel_requeues(cx: Ctx) -> R {
     ensure!(d.redelivered, "not marked redelivered");
     conn.close().await
 }
+
+/// A prefetch size other than 0 is not implemented.
+pub async fn qos_prefetch_size_not_implemented(cx: Ctx) -> R {
+    let (conn, _ch) = open(&cx).await?;
+    // amq-protocol has no prefetch-size field: class 60, method 10, size 1, count 0, global 0.
+    let payload = [0, 60, 0, 10, 0, 0, 0, 1, 0, 0, 0];
+    let mut frame = vec![1, 0, 1];
+    frame.extend((payload.len() as u32).to_be_bytes());
+    frame.extend(payload);
+    frame.push(0xCE);
+    conn.send_raw(&frame).await?;
+    let close = conn
+        .wait_closed()
+        .await?
+        .ok_or_else(|| Fail::msg("no connection.close"))?;
+    expect_eq(
+        "close",
+        (close.code, close.class_id, close.method_id),
+        (540, 60, 10),
+    )
+}
+
+/// RabbitMQ 3.10 has no exchange named "amq.default" to publish to.
+pub async fn publish_to_amq_default(cx: Ctx) -> R {
+    let (_conn, ch, q) = with_queue(&cx).await?;
+    ch.publish("amq.default", &q, "m").await?;
+    ch.sync().await.channel_closed_at(404, (60, 40))?;
+    Ok(())
+}
+
+/// After basic.recover, the old delivery tags are unknown.
+pub async fn ack_old_tag_after_recover(cx: Ctx) -> R {
+    let (_conn, ch, q) = with_queue(&cx).await?;
+    ch.publish("", &q, "m").await?;
+    ch.consume(&q).await?;
+    let first = ch.expect_deliver("m").await?;
+    ch.recover(true).await?;
+    let again = ch.expect_deliver("m").await?;
+    ensure!(
+        again.delivery_tag != first.delivery_tag,
+        "redelivery kept its tag"
+    );
+    ch.ack(again.delivery_tag, false).await?;
+    ch.ack(first.delivery_tag, false).await?;
+    ch.sync().await.channel_closed_at(406, (60, 80))?;
+    Ok(())
+}
+
+/// A message fetched with basic.get and recovered comes back redelivered.
+pub async fn get_then_recover(cx: Ctx) -> R {
+    let (conn, ch, q) = with_queue(&cx).await?;
+    ch.publish("", &q, "m").await?;
+    ch.get_expect(&q, false, "m").await?;
+    ch.recover(true).await?;
+    let d = ch.get_expect(&q, true, "m").await?;
+    ensure!(d.redelivered, "not marked redelivered");
+    conn.close().await
+}
+
+/// tx.rollback forgets acks: the message stays unacked and can be acked again.
+pub async fn tx_rollback_forgets_acks(cx: Ctx) -> R {
+    let (conn, ch, q) = with_queue(&cx).await?;
+    ch.publish("", &q, "m").await?;
+    ch.tx_select().await?;
+    let d = ch.get_expect(&q, false, "m").await?;
+    ch.ack(d.delivery_tag, false).await?;
+    ch.tx_rollback().await?;
+    ch.ack(d.delivery_tag, false).await?;
+    ch.tx_commit().await?;
+    ch.close().await?;
+    let ch = conn.channel().await?;
+    ch.get_empty(&q).await?;
+    conn.close().await
+}
+
+/// In a transaction, an unroutable mandatory message is returned at commit.
+pub async fn tx_mandatory_return_at_commit(cx: Ctx) -> R {
+    let (conn, ch) = open(&cx).await?;
+    ch.tx_select().await?;
+    ch.publish_with(
+        "amq.direct",
+        &cx.name("nowhere"),
+        b"m",
+        PublishOpts::default().mandatory(),
+    )
+    .await?;
+    ch.expect_no_return().await?;
+    ch.tx_commit().await?;
+    expect_eq("return code", ch.returned().await?.code, 312)?;
+    conn.close().await
+}

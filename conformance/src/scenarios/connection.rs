@@ -429,3 +429,104 @@ pub async fn abrupt_disconnect_requeues(cx: Ctx) -> R {
     ensure!(d.redelivered, "not marked redelivered");
     b.close().await
 }
+
+/// Frames from the server respect a negotiated frame_max.
+pub async fn server_frames_respect_frame_max(cx: Ctx) -> R {
+    let conn = cx
+        .connect_with(ConnectOpts {
+            frame_max: Some(4096),
+            ..Default::default()
+        })
+        .await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    ch.publish("", &q, &"y".repeat(20_000)).await?;
+    ch.consume_with(&q, ConsumeOpts::default().no_ack()).await?;
+    expect_eq("body length", ch.deliver().await?.body.len(), 20_000)?;
+    let largest = conn.largest_frame().await;
+    ensure!(
+        largest <= 4096,
+        "received a frame of {largest} bytes, above frame_max 4096"
+    );
+    conn.close().await
+}
+
+/// A client that negotiated heartbeats and then stays silent is disconnected.
+pub async fn missed_client_heartbeats_disconnect(cx: Ctx) -> R {
+    let conn = cx
+        .connect_with(ConnectOpts {
+            heartbeat: 1,
+            ..Default::default()
+        })
+        .await?;
+    conn.channel().await?;
+    let close = conn.wait_closed_within(Duration::from_secs(10)).await?;
+    ensure!(
+        close.is_none(),
+        "expected the socket to be dropped, got {close:?}"
+    );
+    Ok(())
+}
+
+/// tune-ok with channel_max 0 ("no limit") exceeds the server's 2047: RabbitMQ drops
+/// the connection.
+pub async fn channel_max_zero_refused(cx: Ctx) -> R {
+    let opts = ConnectOpts {
+        channel_max: Some(0),
+        ..Default::default()
+    };
+    cx.connect_with(opts).await.dropped()
+}
+
+/// tune-ok may ask for a longer heartbeat than proposed.
+pub async fn heartbeat_longer_than_proposed(cx: Ctx) -> R {
+    let conn = cx
+        .connect_with(ConnectOpts {
+            heartbeat: 600,
+            ..Default::default()
+        })
+        .await?;
+    conn.channel().await?.sync().await?;
+    conn.close().await
+}
+
+/// access.request, a 0-8 leftover, is answered with access.request-ok.
+pub async fn access_request_ok(cx: Ctx) -> R {
+    use amq_protocol::protocol::access;
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let ev = ch
+        .call(AMQPClass::Access(access::AMQPMethod::Request(
+            access::Request {
+                realm: "/data".into(),
+                exclusive: false,
+                passive: true,
+                active: true,
+                write: true,
+                read: true,
+            },
+        )))
+        .await?;
+    ensure!(
+        matches!(
+            ev.method(),
+            AMQPClass::Access(access::AMQPMethod::RequestOk(_))
+        ),
+        "expected access.request-ok, got {}",
+        driver::describe(&ev)
+    );
+    conn.close().await
+}
+
+/// channel.flow active=false is not implemented.
+pub async fn channel_flow_inactive(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    ch.call(AMQPClass::Channel(channel::AMQPMethod::Flow(
+        channel::Flow { active: false },
+    )))
+    .await
+    .connection_closed(540)?;
+    Ok(())
+}

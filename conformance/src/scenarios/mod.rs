@@ -72,6 +72,12 @@ table! {
         channel_close_with_unacked_requeues,
         channel_flow_active,
         abrupt_disconnect_requeues,
+        server_frames_respect_frame_max,
+        missed_client_heartbeats_disconnect,
+        channel_max_zero_refused,
+        heartbeat_longer_than_proposed,
+        access_request_ok,
+        channel_flow_inactive,
     ]
     exchange: [
         declare_each_type,
@@ -176,6 +182,10 @@ table! {
         shared_redeclared_exclusive,
         exclusive_auto_delete_on_cancel,
         longest_queue_name,
+        empty_name_means_last_declared,
+        empty_name_passive,
+        empty_name_without_declare,
+        bind_to_amq_default,
     ]
     basic: [
         consume_order_and_tags,
@@ -255,6 +265,12 @@ table! {
         requeued_to_other_consumer,
         prefetch_full_leaves_ready,
         recover_after_cancel_requeues,
+        qos_prefetch_size_not_implemented,
+        publish_to_amq_default,
+        ack_old_tag_after_recover,
+        get_then_recover,
+        tx_rollback_forgets_acks,
+        tx_mandatory_return_at_commit,
     ]
     confirms: [
         single_publish_acked,

@@ -630,3 +630,44 @@ pub async fn longest_queue_name(cx: Ctx) -> R {
     ch.get_expect(&q, true, "m").await?;
     conn.close().await
 }
+
+/// An empty queue name in bind, get and purge means the queue last declared on the
+/// channel.
+pub async fn empty_name_means_last_declared(cx: Ctx) -> R {
+    let (conn, ch) = open(&cx).await?;
+    ch.queue_declare_with("", QueueOpts::default().exclusive())
+        .await?;
+    ch.queue_bind("", "amq.fanout", "").await?;
+    ch.publish("amq.fanout", "", "m1").await?;
+    ch.publish("amq.fanout", "", "m2").await?;
+    ch.get_expect("", true, "m1").await?;
+    expect_eq("purged", ch.queue_purge("").await?, 1)?;
+    conn.close().await
+}
+
+/// A passive declare of the empty name does not mean the last declared queue.
+pub async fn empty_name_passive(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    ch.queue_declare_with("", QueueOpts::default().exclusive())
+        .await?;
+    ch.queue_passive("").await.channel_closed(404)?;
+    Ok(())
+}
+
+/// An empty queue name with nothing declared on the channel.
+pub async fn empty_name_without_declare(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    ch.get("", true).await.channel_closed(404)?;
+    Ok(())
+}
+
+/// There is no exchange named amq.default to bind to.
+pub async fn bind_to_amq_default(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    ch.queue_bind(&q, "amq.default", "k")
+        .await
+        .channel_closed(404)?;
+    Ok(())
+}
