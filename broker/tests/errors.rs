@@ -572,6 +572,49 @@ async fn publish_to_a_missing_exchange_drops_what_follows_until_close_ok() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn passive_declare_of_the_empty_name_on_a_fresh_channel_is_not_found() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        queue::Declare {
+            passive: true,
+            ..queue_decl("")
+        },
+    )
+    .await;
+    c.expect_channel_close(1, 404, (50, 10), "NOT_FOUND - no queue '' in vhost '/'")
+        .await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bind_with_both_ends_missing_is_not_found_for_the_exchange() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let (q, x) = (unique("q"), unique("x"));
+    c.send(
+        1,
+        queue::Bind {
+            queue: q.as_str().into(),
+            exchange: x.as_str().into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (50, 20),
+        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    c.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 405 RESOURCE_LOCKED
 
 /// Another connection owns exclusive queue `q`; `m` on a second connection must be
@@ -1381,6 +1424,28 @@ async fn heartbeat_with_a_payload_is_frame_error() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn body_one_past_frame_max_is_frame_error() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: p.channel_max,
+        frame_max: 4096,
+        heartbeat: 0,
+    })
+    .await;
+    c.open_vhost(&t.vhost).await;
+    c.open_channel(1).await;
+    c.send(1, basic::Publish::default()).await;
+    c.send_header(1, 4097, Default::default()).await;
+    c.send_body(1, &[7u8; 4097]).await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 3, ")
+        .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 503 COMMAND_INVALID
 
 #[tokio::test]
@@ -1756,6 +1821,22 @@ async fn method_when_a_header_was_due_is_unexpected_frame() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn empty_body_frame_after_a_zero_size_header_is_unexpected_frame() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, basic::Publish::default()).await;
+    c.send_header(1, 0, Default::default()).await;
+    c.send_body(1, b"").await;
+    c.expect_connection_close(
+        505,
+        (0, 0),
+        "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 530 NOT_ALLOWED
 
 #[tokio::test]
@@ -1831,6 +1912,51 @@ async fn more_channels_than_channel_max_is_not_allowed() {
     )
     .await;
     t.stop().await;
+}
+
+/// Sends tune-ok with these values, then connection.open: the connection must end.
+async fn refused_tune_ok(channel_max: u16, frame_max: u32) {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|_| connection::TuneOk {
+        channel_max,
+        frame_max,
+        heartbeat: 0,
+    })
+    .await;
+    c.send(
+        0,
+        connection::Open {
+            virtual_host: t.vhost.as_str().into(),
+        },
+    )
+    .await;
+    c.expect_end().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn tune_ok_with_channel_max_zero_ends_the_connection() {
+    // The spec reads 0 as "no limit"; RabbitMQ refuses it (silently, by dropping
+    // the socket). Either way the connection must not open.
+    refused_tune_ok(0, 131_072).await;
+}
+
+#[tokio::test]
+async fn tune_ok_with_frame_max_zero_ends_the_connection() {
+    refused_tune_ok(2047, 0).await;
+}
+
+#[tokio::test]
+async fn tune_ok_with_channel_max_above_the_servers_ends_the_connection() {
+    refused_tune_ok(4000, 131_072).await;
+}
+
+#[tokio::test]
+async fn tune_ok_with_frame_max_above_the_servers_ends_the_connection() {
+    refused_tune_ok(2047, 1_048_576).await;
 }
 
 // ------------------------------------------------------------------ 540 NOT_IMPLEMENTED

@@ -7,9 +7,11 @@
 mod common;
 
 use amq_protocol::frame::AMQPFrame;
-use amq_protocol::protocol::{basic, channel, connection, queue, tx, AMQPClass, BasicProperties};
+use amq_protocol::protocol::{
+    basic, channel, connection, exchange, queue, tx, AMQPClass, BasicProperties,
+};
 use amq_protocol::types::AMQPValue;
-use common::{open1, unique, Content, Raw, Target};
+use common::{exchange_decl, open1, queue_decl, unique, Content, Raw, Target};
 
 fn basic_method(m: &AMQPClass) -> &basic::AMQPMethod {
     match m {
@@ -623,5 +625,291 @@ async fn queue_name_empty_means_the_last_declared_queue() {
     let got = c.get(1, "", true).await.expect("a message");
     assert_eq!(got.body, b"to the last queue");
     c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn exclusive_queue_is_usable_from_every_channel_of_its_connection() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(2, &q, b"from channel 2").await;
+    let got = c.get(2, &q, true).await.expect("a message");
+    assert_eq!(got.body, b"from channel 2");
+    c.consume(2, &q, "c2", true).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn another_connection_may_publish_to_an_exclusive_queue() {
+    let t = Target::start().await;
+    let mut owner = open1(&t).await;
+    let q = unique("q");
+    owner.declare_exclusive(1, &q).await;
+    let mut other = open1(&t).await;
+    other.publish(1, "", &q, b"hello owner").await;
+    other.close().await;
+    // The other connection's publish has been handled once its close-ok came.
+    let got = owner.get(1, &q, true).await.expect("the message");
+    assert_eq!(got.body, b"hello owner");
+    owner.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_consumer_tag_may_be_used_on_two_channels() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    assert_eq!(c.consume(1, &q, "same", true).await, "same");
+    assert_eq!(c.consume(2, &q, "same", true).await, "same");
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn confirm_select_twice_is_fine() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.confirm_select(1).await;
+    c.confirm_select(1).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn transaction_returns_unroutable_mandatory_publishes_at_commit() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.call(1, tx::Select {}).await;
+    let publish = basic::Publish {
+        exchange: "amq.direct".into(),
+        routing_key: unique("nobody").as_str().into(),
+        mandatory: true,
+        ..Default::default()
+    };
+    c.publish_with(1, publish, BasicProperties::default(), b"back")
+        .await;
+    c.send(1, tx::Commit {}).await;
+    let returned = c.expect_content(1).await;
+    assert!(
+        matches!(
+            returned.method,
+            AMQPClass::Basic(basic::AMQPMethod::Return(_))
+        ),
+        "{returned:?}"
+    );
+    assert!(matches!(
+        c.expect_method(1).await,
+        AMQPClass::Tx(tx::AMQPMethod::CommitOk(_))
+    ));
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn passive_declares_ignore_type_flags_and_the_amq_prefix() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.declare_exchange(1, &x, "direct").await;
+    c.exchange_declare(
+        1,
+        exchange::Declare {
+            passive: true,
+            durable: true,
+            ..exchange_decl(&x, "fanout")
+        },
+    )
+    .await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.queue_declare(
+        1,
+        queue::Declare {
+            passive: true,
+            durable: true,
+            auto_delete: true,
+            ..queue_decl(&q)
+        },
+    )
+    .await;
+    c.delete_exchange(1, &x).await;
+    // A passive declare of a missing amq.* queue is a 404, not a 403.
+    let missing = format!("amq.{}", unique("q"));
+    c.send(
+        1,
+        queue::Declare {
+            passive: true,
+            ..queue_decl(&missing)
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (50, 10),
+        &format!("NOT_FOUND - no queue '{missing}' in vhost '/'"),
+    )
+    .await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn binds_are_idempotent_and_unbinding_nothing_is_fine() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.bind_queue(1, &q, "amq.direct", "k").await;
+    c.bind_queue(1, &q, "amq.direct", "k").await;
+    for (queue, exchange) in [
+        (q.clone(), "amq.direct".to_owned()),
+        (q.clone(), "amq.direct".to_owned()),
+        (q.clone(), unique("x")),
+        (unique("q"), "amq.direct".to_owned()),
+    ] {
+        let unbind = queue::Unbind {
+            queue: queue.as_str().into(),
+            exchange: exchange.as_str().into(),
+            routing_key: "k".into(),
+            ..Default::default()
+        };
+        match c.call(1, unbind).await {
+            AMQPClass::Queue(queue::AMQPMethod::UnbindOk(_)) => {}
+            other => panic!("expected queue.unbind-ok, got {other:?}"),
+        }
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn recover_async_redelivers_without_a_reply() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(1, &q, b"m").await;
+    c.consume(1, &q, "c", false).await;
+    let first = c.expect_content(1).await;
+    assert!(!first.deliver().redelivered);
+    c.send_raw(&common::method_frame(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(basic::RecoverAsync {
+            requeue: true,
+        })),
+    ))
+    .await;
+    let again = c.expect_content(1).await;
+    assert!(again.deliver().redelivered);
+    assert_eq!(again.body, b"m");
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_of_an_unknown_tag_is_answered() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let cancel = basic::Cancel {
+        consumer_tag: "nobody".into(),
+        nowait: false,
+    };
+    match c.call(1, cancel).await {
+        AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok)) => {
+            assert_eq!(ok.consumer_tag.as_str(), "nobody")
+        }
+        other => panic!("expected basic.cancel-ok, got {other:?}"),
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_publish_right_before_the_socket_closes_is_kept() {
+    let t = Target::start().await;
+    let mut owner = open1(&t).await;
+    let q = unique("q");
+    owner.declare_exclusive(1, &q).await;
+    let mut c = open1(&t).await;
+    c.publish(1, "", &q, b"last words").await;
+    drop(c);
+    // No event tells when the broker has read the dropped connection's last bytes.
+    let deadline = tokio::time::Instant::now() + common::REPLY_TIMEOUT;
+    loop {
+        if let Some(got) = owner.get(1, &q, true).await {
+            assert_eq!(got.body, b"last words");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the publish was lost"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    owner.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn frame_max_has_rabbitmqs_eight_octet_slack() {
+    // RabbitMQ takes a payload of exactly frame_max octets (a frame 8 longer).
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: p.channel_max,
+        frame_max: 4096,
+        heartbeat: 0,
+    })
+    .await;
+    c.open_vhost(&t.vhost).await;
+    c.open_channel(1).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let body = vec![7u8; 4096];
+    let publish = basic::Publish {
+        routing_key: q.as_str().into(),
+        ..Default::default()
+    };
+    c.publish_with(1, publish, BasicProperties::default(), &body)
+        .await;
+    let got = c.get(1, &q, true).await;
+    let got = match got {
+        Some(got) => got,
+        None => panic!("the 4096-octet body was not enqueued"),
+    };
+    assert_eq!(got.body, body);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn methods_after_client_connection_close_are_ignored() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        0,
+        connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        },
+    )
+    .await;
+    c.send(1, queue_decl("")).await;
+    match c.recv().await {
+        AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {}
+        other => panic!("expected connection.close-ok, got {other:?}"),
+    }
     t.stop().await;
 }
