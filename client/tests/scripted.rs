@@ -557,3 +557,60 @@ async fn wait_for_confirms_reports_nacks_once() {
     assert!(!waiter.await.unwrap().unwrap(), "a nack was seen");
     assert!(ch.wait_for_confirms().await.unwrap(), "reported once");
 }
+
+/// Frames with a valid envelope (type, channel, size, end octet) around random payloads,
+/// mixed with raw garbage: reaches the method parser, content reassembly and routing.
+fn hostile_input() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::{collection::vec, prelude::*};
+    let framed = (
+        prop_oneof![Just(1u8), Just(2), Just(3), Just(8), any::<u8>()],
+        0u16..3,
+        vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(kind, channel, payload)| {
+            let mut f = vec![kind];
+            f.extend_from_slice(&channel.to_be_bytes());
+            f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            f.extend_from_slice(&payload);
+            f.push(0xCE);
+            f
+        });
+    let chunk = prop_oneof![4 => framed, 1 => vec(any::<u8>(), 0..16)];
+    vec(chunk, 1..8).prop_map(|chunks| chunks.concat())
+}
+
+#[test]
+fn hostile_bytes_end_the_connection_cleanly() {
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    TestRunner::new(config)
+        .run(&hostile_input(), |bytes| {
+            rt.block_on(async {
+                let (conn, mut peer) = pair(0).await;
+                let (ch, _) = tokio::join!(conn.create_channel(), peer.open_channel());
+                let ch = ch.unwrap();
+                let _ = peer.io.write_all(&bytes).await;
+                // Then the peer goes away: whatever the bytes did, the connection must
+                // end with an error (no panic, no hang), and the channel must see it.
+                drop(peer);
+                let err = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+                    .await
+                    .expect("the connection ends");
+                assert!(
+                    err.is_hard() || err.is_io() || matches!(err, Error::ConnectionClosed(_)),
+                    "{err:?}"
+                );
+                assert!(ch.queue_purge("q").await.is_err());
+            });
+            Ok(())
+        })
+        .unwrap();
+}
