@@ -94,6 +94,18 @@ impl Target {
         }
     }
 
+    /// An embedded Warren configured by `builder`, or `None` under `RAW_TARGET`:
+    /// tests of Warren's own settings print a note and return early then.
+    pub async fn start_with(builder: warren_broker::BrokerBuilder) -> Option<Target> {
+        if std::env::var("RAW_TARGET").is_ok_and(|u| !u.is_empty()) {
+            eprintln!("note: RAW_TARGET set; this test checks Warren's own settings");
+            return None;
+        }
+        let broker = builder.start().await.expect("start Warren");
+        let url = broker.url();
+        Some(Target::from_url(&url, Some(broker)))
+    }
+
     /// The broker at `url`, started by someone else (e.g. a `warren` process).
     pub fn at(url: &str) -> Target {
         Target::from_url(url, None)
