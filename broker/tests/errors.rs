@@ -1323,6 +1323,34 @@ async fn rollback_without_tx_select_is_precondition_failed() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn user_id_other_than_the_login_is_precondition_failed() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let publish = basic::Publish {
+        routing_key: q.as_str().into(),
+        ..Default::default()
+    };
+    let props = amq_protocol::protocol::BasicProperties::default().with_user_id("mallory".into());
+    c.publish_with(1, publish, props, b"forged").await;
+    c.expect_channel_close(
+        1,
+        406,
+        (60, 40),
+        &format!(
+            "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user \
+             was '{}'",
+            t.user
+        ),
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 501 FRAME_ERROR
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{
     basic, channel, connection, exchange, queue, tx, AMQPClass, BasicProperties,
 };
-use amq_protocol::types::AMQPValue;
+use amq_protocol::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable};
 use common::{exchange_decl, open1, queue_decl, unique, Content, Raw, Target};
 
 fn basic_method(m: &AMQPClass) -> &basic::AMQPMethod {
@@ -911,5 +911,84 @@ async fn methods_after_client_connection_close_are_ignored() {
         AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {}
         other => panic!("expected connection.close-ok, got {other:?}"),
     }
+    t.stop().await;
+}
+
+/// A header table with every field type RabbitMQ understands (`s` short strings are
+/// not among them: RabbitMQ reads `s` as a short int and fails).
+fn all_field_types() -> FieldTable {
+    let mut inner = FieldTable::default();
+    inner.insert("nested".into(), AMQPValue::LongString("yes".into()));
+    let mut h = FieldTable::default();
+    let values = [
+        ("bool", AMQPValue::Boolean(true)),
+        ("i8", AMQPValue::ShortShortInt(-5)),
+        ("u8", AMQPValue::ShortShortUInt(200)),
+        ("i16", AMQPValue::ShortInt(-300)),
+        ("u16", AMQPValue::ShortUInt(60000)),
+        ("i32", AMQPValue::LongInt(-70000)),
+        ("u32", AMQPValue::LongUInt(4_000_000_000)),
+        ("i64", AMQPValue::LongLongInt(-5_000_000_000)),
+        ("f32", AMQPValue::Float(1.5)),
+        ("f64", AMQPValue::Double(-2.25)),
+        (
+            "decimal",
+            AMQPValue::DecimalValue(DecimalValue {
+                scale: 2,
+                value: 12345,
+            }),
+        ),
+        ("longstr", AMQPValue::LongString("long string".into())),
+        (
+            "array",
+            AMQPValue::FieldArray(FieldArray::from(vec![
+                AMQPValue::LongInt(1),
+                AMQPValue::LongString("two".into()),
+            ])),
+        ),
+        ("timestamp", AMQPValue::Timestamp(1_700_000_000)),
+        ("table", AMQPValue::FieldTable(inner)),
+        (
+            "bytes",
+            AMQPValue::ByteArray(ByteArray::from(vec![0u8, 1, 2, 255])),
+        ),
+        ("void", AMQPValue::Void),
+    ];
+    for (k, v) in values {
+        h.insert(k.into(), v);
+    }
+    h
+}
+
+#[tokio::test]
+async fn message_properties_and_header_types_round_trip_unchanged() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("gzip".into())
+        .with_headers(all_field_types())
+        .with_delivery_mode(2)
+        .with_priority(7)
+        .with_correlation_id("corr-1".into())
+        .with_reply_to("replies".into())
+        .with_expiration("60000".into())
+        .with_message_id("msg-1".into())
+        .with_timestamp(1_700_000_000)
+        .with_type("order.created".into())
+        .with_user_id(t.user.as_str().into())
+        .with_app_id("tests".into())
+        .with_cluster_id("c1".into());
+    let publish = basic::Publish {
+        routing_key: q.as_str().into(),
+        ..Default::default()
+    };
+    c.publish_with(1, publish, props.clone(), b"{}").await;
+    let got = c.get(1, &q, true).await.expect("the message");
+    assert_eq!(got.props, props);
+    assert_eq!(got.body, b"{}");
+    c.close().await;
     t.stop().await;
 }
