@@ -117,6 +117,13 @@ async fn main() -> Result<()> {
             ]
             .map(String::from)
             .to_vec();
+            // Start from an empty queue so the workers' count is exact even if an
+            // earlier run against the same broker left tasks behind.
+            let connection = Connection::connect(&target.url).await?;
+            let channel = connection.create_channel().await?;
+            declare(&channel).await?;
+            channel.queue_purge(QUEUE).await?;
+            connection.close().await?;
             new_task(&target.url, &tasks).await?;
             let done = Arc::new(AtomicUsize::new(0));
             let workers: Vec<_> = ["worker-1", "worker-2"]
