@@ -210,6 +210,25 @@ fn parse_header(channel: u16, raw: Bytes) -> Result<Frame, AmqpError> {
     })
 }
 
+/// A content header payload for a body of `body_size` bytes with `properties`:
+/// for messages the broker rewrites (dead-lettering, direct reply-to).
+pub fn encode_header(body_size: u64, properties: &AMQPProperties) -> Bytes {
+    let header = amq_protocol::frame::AMQPContentHeader {
+        class_id: 60,
+        body_size,
+        properties: properties.clone(),
+    };
+    let payload = method_like_payload(AMQPFrame::Header(0, header));
+    Bytes::from(payload)
+}
+
+fn method_like_payload(frame: AMQPFrame) -> Vec<u8> {
+    let (vec, _) = gen_frame(&frame)(WriteContext::from(Vec::new()))
+        .expect("encoding into a Vec")
+        .into_inner();
+    vec[7..vec.len() - 1].to_vec()
+}
+
 /// The properties in a content header payload (as stored with a message).
 pub fn header_properties(raw: &[u8]) -> Option<AMQPProperties> {
     let (rest, _) = parse_long_long_uint(raw.get(4..)?).ok()?;

@@ -27,6 +27,9 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long the broker waits for `close-ok` after it sent `connection.close`.
     pub close_timeout: Duration,
+    /// TTLs and queue expiry follow a virtual clock that only `Broker::advance`
+    /// moves, instead of real time.
+    pub virtual_clock: bool,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
+            virtual_clock: false,
         }
     }
 }

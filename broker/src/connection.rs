@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
 use crate::outbox::Outbox;
-use crate::vhost::{ConnId, Message, QueueDeclare, Vhost};
+use crate::vhost::{ConnId, ConsumeOptions, Message, Published, QueueDeclare, Vhost};
 use crate::Shared;
 
 /// What the I/O driver should do after feeding input.
@@ -101,8 +101,18 @@ enum TxOp {
 struct Confirms {
     /// Sequence number of the last publish.
     last: u64,
-    /// (sequence number, store LSN it waits for; 0 for none), in publish order.
-    pending: VecDeque<(u64, u64)>,
+    /// In publish order.
+    pending: VecDeque<PendingConfirm>,
+}
+
+/// One publish waiting for its confirm.
+#[derive(Debug, Clone, Copy)]
+struct PendingConfirm {
+    seq: u64,
+    /// The store LSN it waits for; 0 when it waits for nothing.
+    lsn: u64,
+    /// A full queue refused it: the answer is a nack.
+    nack: bool,
 }
 
 #[derive(Debug)]
@@ -679,6 +689,12 @@ impl Connection {
             Pending::Publish(p) => p,
             Pending::Refused(id) => return Err(server_only().on_method(60, id)),
         };
+        if let Some(exp) = properties.expiration() {
+            check_expiration(exp.as_str()).map_err(|why| {
+                AmqpError::precondition(format!("invalid expiration '{exp}': {why}"))
+                    .on_method(60, 40)
+            })?;
+        }
         if let Some(user_id) = properties.user_id() {
             let user = &self.shared.config.user;
             if user_id.as_str() != user {
@@ -718,12 +734,16 @@ impl Connection {
             return Ok(());
         }
         let confirming = chan.confirm.is_some();
-        let lsn = deliver_published(&vhost, id, ch, targets, publish.mandatory, msg);
+        let published = deliver_published(&vhost, id, ch, targets, publish.mandatory, msg);
         if confirming {
             let confirms = self.channel(ch).confirm.as_mut().expect("confirming");
             confirms.last += 1;
             let seq = confirms.last;
-            confirms.pending.push_back((seq, lsn.unwrap_or(0)));
+            confirms.pending.push_back(PendingConfirm {
+                seq,
+                lsn: published.lsn.unwrap_or(0),
+                nack: published.refused,
+            });
         }
         Ok(())
     }
@@ -736,40 +756,45 @@ impl Connection {
             Some(store) => (store.durable_lsn(), store.has_failed()),
             None => (u64::MAX, false),
         };
-        for (ch, chan) in &mut self.channels {
+        for (&ch, chan) in &mut self.channels {
             let Some(confirms) = &mut chan.confirm else {
                 continue;
             };
-            let mut acked = None;
-            while let Some(&(seq, lsn)) = confirms.pending.front() {
-                if lsn > durable {
+            // Consecutive acks go out as one `multiple` ack.
+            let mut run: Option<(u64, bool)> = None;
+            let outbox = &self.outbox;
+            let flush_run = |run: &mut Option<(u64, bool)>| {
+                if let Some((tag, multiple)) = run.take() {
+                    outbox.push(method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                            delivery_tag: tag,
+                            multiple,
+                        })),
+                    ));
+                }
+            };
+            while let Some(p) = confirms.pending.front().copied() {
+                let lost = failed && p.lsn > durable;
+                if p.lsn > durable && !lost {
                     break;
                 }
-                acked = Some((seq, acked.is_some()));
                 confirms.pending.pop_front();
+                if p.nack || lost {
+                    flush_run(&mut run);
+                    outbox.push(method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                            delivery_tag: p.seq,
+                            multiple: false,
+                            requeue: false,
+                        })),
+                    ));
+                } else {
+                    run = Some((p.seq, run.is_some()));
+                }
             }
-            if let Some((tag, multiple)) = acked {
-                self.outbox.push(method(
-                    *ch,
-                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                        delivery_tag: tag,
-                        multiple,
-                    })),
-                ));
-            }
-            if failed && !confirms.pending.is_empty() {
-                let last = confirms.pending.back().expect("not empty").0;
-                let multiple = confirms.pending.len() > 1;
-                confirms.pending.clear();
-                self.outbox.push(method(
-                    *ch,
-                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                        delivery_tag: last,
-                        multiple,
-                        requeue: false,
-                    })),
-                ));
-            }
+            flush_run(&mut run);
         }
     }
 
@@ -1056,10 +1081,27 @@ impl Connection {
                 } else {
                     c.consumer_tag.as_str().to_owned()
                 };
+                let priority = match c.arguments.inner().get("x-priority") {
+                    None => 0,
+                    Some(v) => crate::vhost::as_integer(v).ok_or_else(|| {
+                        AmqpError::precondition(format!(
+                            "invalid arg 'x-priority' for queue '{q}' in vhost '{}': \
+                             \"expected integer, got {}\"",
+                            self.vhost().name(),
+                            crate::vhost::type_name(v)
+                        ))
+                    })? as i64,
+                };
                 let outbox = self.outbox.clone();
                 let nowait = c.nowait;
                 self.with_vhost(|v, id| {
-                    v.consume(id, ch, &q, tag, c.no_ack, c.exclusive, |tag| {
+                    let opts = ConsumeOptions {
+                        tag,
+                        no_ack: c.no_ack,
+                        exclusive: c.exclusive,
+                        priority,
+                    };
+                    v.consume(id, ch, &q, opts, |tag| {
                         if !nowait {
                             outbox.push(method(
                                 ch,
@@ -1274,16 +1316,37 @@ fn deliver_published(
     targets: Vec<String>,
     mandatory: bool,
     msg: Message,
-) -> Option<u64> {
+) -> Published {
     let mut v = vhost.lock();
     if targets.is_empty() {
         if mandatory {
             let exchange = msg.exchange.clone();
             v.write_return(conn, ch, &exchange, &msg);
         }
-        return None;
+        return Published::default();
     }
     v.enqueue(&targets, msg)
+}
+
+/// RabbitMQ's check of the `expiration` property: a non-negative integer of
+/// milliseconds, with its reasons in Erlang's words.
+fn check_expiration(exp: &str) -> Result<u64, String> {
+    let digits_end = exp
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
+        .map_or(exp.len(), |(i, _)| i);
+    let (number, rest) = exp.split_at(digits_end);
+    let value: i64 = match number.parse() {
+        Ok(v) => v,
+        Err(_) => return Err("no_integer".to_owned()),
+    };
+    if !rest.is_empty() {
+        return Err(format!("{{leftover_string,\"{rest}\"}}"));
+    }
+    if value < 0 {
+        return Err(format!("{{value_negative,{value}}}"));
+    }
+    Ok(value as u64)
 }
 
 /// A method a client may not send (or not on this channel).

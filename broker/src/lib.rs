@@ -23,6 +23,7 @@
 //! - [`config`]: settings and limits.
 //! - [`testing`]: the protocol core driven byte by byte, with no sockets or tasks.
 
+mod clock;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -47,6 +48,7 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 pub use error::AmqpError;
 
+use clock::Clock;
 use server::Tracker;
 use store::Store;
 use vhost::Vhost;
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) vhosts: HashMap<String, Arc<Vhost>>,
     /// The durable log, when there is a data directory.
     pub(crate) store: Option<Arc<Store>>,
+    /// Time for TTLs and expiry: real, or virtual and moved by the test.
+    pub(crate) clock: Arc<Clock>,
     /// Held while compaction or a restart reads or rewrites the log, so that the
     /// two never overlap.
     maintenance: std::sync::Mutex<()>,
@@ -78,11 +82,17 @@ impl Shared {
             .chain(config.vhosts.iter().map(String::as_str))
             .chain(recovered.vhosts.keys().map(String::as_str))
             .collect();
+        let clock = Arc::new(if config.virtual_clock {
+            Clock::virtual_clock()
+        } else {
+            Clock::real()
+        });
         let mut vhosts = HashMap::new();
         for name in names {
             let vhost = Vhost::new(name);
             {
                 let mut state = vhost.lock();
+                state.set_clock(clock.clone());
                 if let Some(store) = &store {
                     state.set_store(store.clone());
                 }
@@ -96,6 +106,7 @@ impl Shared {
             config,
             vhosts,
             store,
+            clock,
             maintenance: std::sync::Mutex::new(()),
             next_connection: AtomicU64::new(1),
         })
@@ -114,6 +125,13 @@ impl Shared {
             }
         }
         store.end_snapshot();
+    }
+
+    /// Lets every vhost expire what is due.
+    pub(crate) fn tick(&self) {
+        for vhost in self.vhosts.values() {
+            vhost.lock().tick();
+        }
     }
 
     /// After every connection closed: keep only what survives a broker restart.
@@ -208,6 +226,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// TTLs and queue expiry follow a virtual clock moved only by
+    /// [`Broker::advance`], so a test of a 30-minute TTL takes microseconds.
+    pub fn virtual_clock(mut self) -> Self {
+        self.config.virtual_clock = true;
+        self
+    }
+
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
         self
@@ -249,6 +274,9 @@ impl BrokerBuilder {
                 shared.clone(),
                 stop_rx.clone(),
             )));
+        }
+        if !shared.clock.is_virtual() {
+            accept_tasks.push(tokio::spawn(timer_loop(shared.clone(), stop_rx.clone())));
         }
         Ok(Broker {
             shared,
@@ -385,9 +413,32 @@ impl Broker {
         .await;
     }
 
+    /// Moves the virtual clock (`BrokerBuilder::virtual_clock`) forward and
+    /// applies what became due: expired messages are dropped or dead-lettered,
+    /// unused queues with `x-expires` deleted. Does nothing on a real clock.
+    pub fn advance(&self, by: std::time::Duration) {
+        if self.shared.clock.is_virtual() {
+            self.shared.clock.advance(by);
+            self.shared.tick();
+        }
+    }
+
     /// Where durable state is kept, if anywhere.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.shared.config.data_dir.as_deref()
+    }
+}
+
+/// Expires messages and queues as real time passes.
+async fn timer_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        shared.tick();
     }
 }
 

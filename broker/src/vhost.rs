@@ -4,20 +4,25 @@
 //! Everything here is synchronous and free of I/O: methods are called with the
 //! vhost lock held, and bytes for clients are appended to their outboxes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 
+use crate::clock::Clock;
 use crate::codec;
 use crate::error::AmqpError;
 use crate::outbox::Outbox;
 use crate::routing;
 use crate::store::{Record, Store};
 
+mod deadletter;
 mod persist;
+mod queue;
+
+use queue::{Limits, Overflow, Ready};
 
 pub type ConnId = u64;
 type ChanKey = (ConnId, u16);
@@ -44,6 +49,33 @@ impl Message {
     fn size(&self) -> usize {
         self.header.len() + self.body.len()
     }
+
+    /// The per-message TTL from the `expiration` property (checked at publish).
+    pub(crate) fn expiration_ms(&self) -> Option<u64> {
+        self.properties
+            .expiration()
+            .as_ref()
+            .and_then(|e| e.as_str().parse().ok())
+    }
+}
+
+/// What `basic.consume` asks for.
+#[derive(Debug, Clone)]
+pub struct ConsumeOptions {
+    pub tag: String,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// `x-priority` from the consume arguments.
+    pub priority: i64,
+}
+
+/// What enqueueing a message did, for its publisher's confirm.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Published {
+    /// The store LSN that must be durable before the confirm.
+    pub lsn: Option<u64>,
+    /// A full queue refused it (`x-overflow` reject-publish): nack.
+    pub refused: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +141,8 @@ struct Queued {
     redelivered: bool,
     /// The store holds this message for this queue.
     persisted: bool,
+    /// When it expires, in the broker clock's milliseconds (TTL).
+    expires_at: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -121,6 +155,8 @@ struct Consumer {
     /// Per-consumer prefetch (basic.qos global=false before basic.consume); 0 is none.
     prefetch: u16,
     unacked: u32,
+    /// `x-priority`: higher-priority consumers are served first.
+    priority: i64,
 }
 
 #[derive(Debug)]
@@ -133,8 +169,11 @@ pub struct Queue {
     pub exclusive_owner: Option<ConnId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    ready: VecDeque<Queued>,
+    limits: Limits,
+    ready: Ready,
     next_seq: u64,
+    /// When it was last used (declared, consumed from, got from), for `x-expires`.
+    last_used: u64,
     consumers: Vec<Consumer>,
     /// Index into `consumers` of the next one to try: round-robin dispatch.
     next_consumer: usize,
@@ -152,17 +191,32 @@ impl Queue {
     }
 
     fn requeue(&mut self, u: Unacked) {
-        // Requeued messages are almost always older than every ready one.
-        let at = self.ready.partition_point(|q| q.seq < u.seq);
-        self.ready.insert(
-            at,
-            Queued {
-                seq: u.seq,
-                msg: u.msg,
-                redelivered: true,
-                persisted: u.persisted,
-            },
-        );
+        self.ready.requeue(Queued {
+            seq: u.seq,
+            msg: u.msg,
+            redelivered: true,
+            persisted: u.persisted,
+            expires_at: u.expires_at,
+        });
+    }
+
+    fn new(id: u64, d: QueueDeclare, owner: Option<ConnId>, now: u64) -> Queue {
+        let limits = Limits::from_args(&d.arguments);
+        Queue {
+            id,
+            name: d.name,
+            durable: d.durable,
+            exclusive_owner: owner,
+            auto_delete: d.auto_delete,
+            arguments: d.arguments,
+            ready: Ready::new(limits.max_priority),
+            limits,
+            next_seq: 0,
+            last_used: now,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            had_consumer: false,
+        }
     }
 
     /// Durable in the store's sense: survives a restart.
@@ -180,6 +234,7 @@ struct Unacked {
     /// `None` for a `basic.get`, which counts against no prefetch.
     consumer: Option<String>,
     persisted: bool,
+    expires_at: Option<u64>,
 }
 
 /// A channel's delivery state: what it was sent and has not acknowledged.
@@ -219,14 +274,20 @@ pub struct QueueDeclare {
 /// A virtual host: its name and its state behind one lock.
 #[derive(Debug)]
 pub struct Vhost {
+    name: String,
     state: Mutex<VhostState>,
 }
 
 impl Vhost {
     pub fn new(name: &str) -> Self {
         Self {
+            name: name.to_owned(),
             state: Mutex::new(VhostState::new(name)),
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Locks the state. Never held across an `.await`.
@@ -245,6 +306,9 @@ pub struct VhostState {
     next_queue_id: u64,
     /// Where durable changes are written, when the broker has a data directory.
     store: Option<Arc<Store>>,
+    clock: Arc<Clock>,
+    /// Queues and messages with a time limit exist: the ticker has work.
+    timed: bool,
 }
 
 fn predeclared() -> impl Iterator<Item = (&'static str, ExchangeKind, bool)> {
@@ -269,6 +333,8 @@ impl VhostState {
             conns: HashMap::new(),
             next_queue_id: 1,
             store: None,
+            clock: Arc::new(Clock::real()),
+            timed: false,
         };
         for (name, kind, internal) in predeclared() {
             state.exchanges.insert(
@@ -624,26 +690,17 @@ impl VhostState {
                 &q.arguments,
                 &d.arguments,
             )?;
+            let now = self.clock.now_ms();
+            let q = self.queues.get_mut(&d.name).expect("found above");
+            q.last_used = now;
             return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
         }
         let id = self.next_queue_id;
         self.next_queue_id += 1;
-        self.queues.insert(
-            d.name.clone(),
-            Queue {
-                id,
-                name: d.name.clone(),
-                durable: d.durable,
-                exclusive_owner: d.exclusive.then_some(conn),
-                auto_delete: d.auto_delete,
-                arguments: d.arguments,
-                ready: VecDeque::new(),
-                next_seq: 0,
-                consumers: Vec::new(),
-                next_consumer: 0,
-                had_consumer: false,
-            },
-        );
+        let owner = d.exclusive.then_some(conn);
+        let queue = Queue::new(id, d.clone(), owner, self.clock.now_ms());
+        self.timed |= queue.limits.expires.is_some() || queue.limits.message_ttl.is_some();
+        self.queues.insert(d.name.clone(), queue);
         if d.durable && !d.exclusive {
             self.log(Record::QueueDeclare {
                 vhost: vhost.clone(),
@@ -706,7 +763,7 @@ impl VhostState {
     pub fn purge_queue(&mut self, conn: ConnId, name: &str) -> Result<u32, AmqpError> {
         self.queue_for(conn, name)?;
         let q = self.queues.get_mut(name).expect("checked above");
-        let purged: Vec<Queued> = q.ready.drain(..).collect();
+        let purged: Vec<Queued> = q.ready.drain();
         for item in &purged {
             if item.persisted {
                 self.log_removed(name, &item.msg);
@@ -853,25 +910,126 @@ impl VhostState {
     }
 
     /// Appends a message to the queues it was routed to and delivers what it can.
-    /// Returns the store LSN a confirm must wait for, when the message was
-    /// written to the store.
-    pub fn enqueue(&mut self, targets: &[String], mut msg: Message) -> Option<u64> {
-        let lsn = self.persist(targets, &mut msg);
-        let msg = Arc::new(msg);
-        for name in targets {
-            if let Some(q) = self.queues.get_mut(name) {
-                let seq = q.next_seq;
-                q.next_seq += 1;
-                q.ready.push_back(Queued {
-                    seq,
-                    msg: msg.clone(),
-                    redelivered: false,
-                    persisted: msg.persist_id.is_some() && q.is_durable(),
+    /// Returns the store LSN a confirm must wait for (when the message was written
+    /// to the store), and whether a full queue refused it (`x-overflow`
+    /// reject-publish), which the publisher's confirm must report as a nack.
+    pub fn enqueue(&mut self, targets: &[String], mut msg: Message) -> Published {
+        let now = self.clock.now_ms();
+        let mut refused = Vec::new();
+        let accepted: Vec<String> = targets
+            .iter()
+            .filter(|name| {
+                let full = self.queues.get(*name).is_some_and(|q| {
+                    q.limits.overflow != Overflow::DropHead
+                        && q.limits.full(&q.ready, msg.body.len())
                 });
-                self.dispatch(name);
+                if full {
+                    refused.push((*name).clone());
+                }
+                !full
+            })
+            .cloned()
+            .collect();
+        let lsn = self.persist(&accepted, &mut msg);
+        let msg = Arc::new(msg);
+        let expiration = msg.expiration_ms();
+        for name in &refused {
+            let dlx = self.queues[name].limits.overflow == Overflow::RejectPublishDlx;
+            if dlx {
+                self.dead_letter(name, &msg, "maxlen");
             }
         }
-        lsn
+        for name in &accepted {
+            let Some(q) = self.queues.get_mut(name) else {
+                continue;
+            };
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            let ttl = match (q.limits.message_ttl, expiration) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.timed |= ttl.is_some();
+            q.ready.push_back(Queued {
+                seq,
+                msg: msg.clone(),
+                redelivered: false,
+                persisted: msg.persist_id.is_some() && q.is_durable(),
+                expires_at: ttl.map(|t| now.saturating_add(t)),
+            });
+            let mut dropped = Vec::new();
+            while q.limits.over(&q.ready) {
+                match q.ready.pop_front() {
+                    Some(item) => dropped.push(item),
+                    None => break,
+                }
+            }
+            self.discard(name, dropped, "maxlen");
+            self.dispatch(name);
+        }
+        Published {
+            lsn,
+            refused: !refused.is_empty(),
+        }
+    }
+
+    /// Messages that left a queue without being acked (expired, over a length
+    /// limit, rejected): off the store, and to the dead-letter exchange if any.
+    fn discard(&mut self, queue: &str, items: Vec<Queued>, reason: &str) {
+        for item in items {
+            if item.persisted {
+                self.log_removed(queue, &item.msg);
+            }
+            self.dead_letter(queue, &item.msg, reason);
+        }
+    }
+
+    /// Drops the expired messages at the head of a queue, as RabbitMQ does: a
+    /// message is never delivered after its TTL.
+    fn expire(&mut self, queue: &str, now: u64) {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        let mut expired = Vec::new();
+        while q
+            .ready
+            .front()
+            .is_some_and(|m| m.expires_at.is_some_and(|t| t <= now))
+        {
+            expired.extend(q.ready.pop_front());
+        }
+        if !expired.is_empty() {
+            self.discard(queue, expired, "expired");
+        }
+    }
+
+    /// Time passed: expire messages and delete unused queues (`x-expires`).
+    pub fn tick(&mut self) {
+        if !self.timed {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        let mut still_timed = false;
+        for name in names {
+            self.expire(&name, now);
+            let Some(q) = self.queues.get(&name) else {
+                continue;
+            };
+            let unused = q.consumers.is_empty()
+                && q.limits
+                    .expires
+                    .is_some_and(|e| now >= q.last_used.saturating_add(e));
+            if unused {
+                self.delete_queue_entity(&name);
+                continue;
+            }
+            still_timed |= q.limits.expires.is_some()
+                || q.limits.message_ttl.is_some()
+                || q.ready.iter().any(|m| m.expires_at.is_some());
+            self.dispatch(&name);
+        }
+        self.timed = still_timed;
     }
 
     /// Sends `basic.return` with the message to the publisher.
@@ -897,15 +1055,26 @@ impl VhostState {
 
     /// Delivers ready messages of a queue to consumers that have room, round-robin.
     fn dispatch(&mut self, queue: &str) {
+        if self.timed {
+            self.expire(queue, self.clock.now_ms());
+        }
         let Some(q) = self.queues.get_mut(queue) else {
             return;
         };
         while !q.ready.is_empty() && !q.consumers.is_empty() {
-            let n = q.consumers.len();
-            let mut chosen = None;
+            // With a single active consumer only the first one is served.
+            let n = if q.limits.single_active_consumer {
+                1
+            } else {
+                q.consumers.len()
+            };
+            let mut chosen: Option<usize> = None;
             for i in 0..n {
                 let idx = (q.next_consumer + i) % n;
                 let c = &q.consumers[idx];
+                if chosen.is_some_and(|best| q.consumers[best].priority >= c.priority) {
+                    continue;
+                }
                 let (Some(st), Some(conn)) = (
                     self.channels.get(&(c.conn, c.channel)),
                     self.conns.get(&c.conn),
@@ -918,7 +1087,6 @@ impl VhostState {
                             || st.consumer_unacked < st.channel_prefetch as u32));
                 if has_room && !conn.outbox.is_backed_up() {
                     chosen = Some(idx);
-                    break;
                 }
             }
             let Some(idx) = chosen else { break };
@@ -943,6 +1111,7 @@ impl VhostState {
                         msg: item.msg.clone(),
                         consumer: Some(c.tag.clone()),
                         persisted: item.persisted,
+                        expires_at: item.expires_at,
                     },
                 );
             }
@@ -973,17 +1142,20 @@ impl VhostState {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn consume(
         &mut self,
         conn: ConnId,
         channel: u16,
         queue: &str,
-        tag: String,
-        no_ack: bool,
-        exclusive: bool,
+        opts: ConsumeOptions,
         on_ok: impl FnOnce(&str),
     ) -> Result<(), AmqpError> {
+        let ConsumeOptions {
+            tag,
+            no_ack,
+            exclusive,
+            priority,
+        } = opts;
         let vhost = self.name.clone();
         let q = self.queue_for(conn, queue)?;
         if exclusive && !q.consumers.is_empty() || q.consumers.iter().any(|c| c.exclusive) {
@@ -1014,8 +1186,10 @@ impl VhostState {
             exclusive,
             prefetch,
             unacked: 0,
+            priority,
         });
         q.had_consumer = true;
+        q.last_used = self.clock.now_ms();
         self.dispatch(queue);
         Ok(())
     }
@@ -1076,7 +1250,12 @@ impl VhostState {
         no_ack: bool,
     ) -> Result<bool, AmqpError> {
         self.queue_for(conn, queue)?;
+        let now = self.clock.now_ms();
+        if self.timed {
+            self.expire(queue, now);
+        }
         let q = self.queues.get_mut(queue).expect("checked above");
+        q.last_used = now;
         let Some(item) = q.ready.pop_front() else {
             return Ok(false);
         };
@@ -1097,6 +1276,7 @@ impl VhostState {
                     msg: item.msg.clone(),
                     consumer: None,
                     persisted: item.persisted,
+                    expires_at: item.expires_at,
                 },
             );
         }
@@ -1178,8 +1358,13 @@ impl VhostState {
             };
             if requeue == Some(true) {
                 q.requeue(u);
-            } else if u.persisted {
-                self.log_removed(&u.queue, &u.msg);
+            } else {
+                if u.persisted {
+                    self.log_removed(&u.queue, &u.msg);
+                }
+                if requeue == Some(false) {
+                    self.dead_letter(&u.queue, &u.msg, "rejected");
+                }
             }
         }
         touched.sort();
@@ -1204,6 +1389,7 @@ impl VhostState {
         self.queues.retain(|_, q| q.durable);
         for q in self.queues.values_mut() {
             q.ready.retain(|m| m.msg.persistent());
+            q.had_consumer = false;
             q.consumers.clear();
             q.next_consumer = 0;
         }

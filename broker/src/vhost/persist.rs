@@ -1,15 +1,21 @@
 //! The vhost's side of durability: which changes go to the store, and how state is
 //! rebuilt from what the store recovered or written out whole for compaction.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Binding, Destination, Exchange, ExchangeKind, Message, Queue, Queued, VhostState};
+use super::{
+    Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, VhostState,
+};
 use crate::store::{Record, RecoveredVhost, Store};
 
 impl VhostState {
     pub fn set_store(&mut self, store: Arc<Store>) {
         self.store = Some(store);
+    }
+
+    pub fn set_clock(&mut self, clock: Arc<crate::clock::Clock>) {
+        self.clock = clock;
     }
 
     /// Appends a record when the broker has a store; returns its LSN.
@@ -104,8 +110,11 @@ impl VhostState {
     /// marked redelivered, as RabbitMQ does.
     pub fn restore(&mut self, rec: &RecoveredVhost) {
         let store = self.store.take();
+        let clock = self.clock.clone();
         *self = VhostState::new(&self.name);
         self.store = store;
+        self.clock = clock;
+        let now = self.clock.now_ms();
         for (name, (kind, auto_delete, internal, arguments)) in &rec.exchanges {
             let Some(kind) = ExchangeKind::parse(kind) else {
                 tracing::warn!(exchange = %name, %kind, "recovered exchange of unknown type dropped");
@@ -128,7 +137,19 @@ impl VhostState {
         for (name, q) in &rec.queues {
             let id = self.next_queue_id;
             self.next_queue_id += 1;
-            let mut ready = VecDeque::with_capacity(q.messages.len());
+            let mut queue = Queue::new(
+                id,
+                QueueDeclare {
+                    name: name.clone(),
+                    passive: false,
+                    durable: true,
+                    exclusive: false,
+                    auto_delete: q.auto_delete,
+                    arguments: q.arguments.clone(),
+                },
+                None,
+                now,
+            );
             for (&msg_id, &delivered) in &q.messages {
                 let Some(stored) = rec.messages.get(&msg_id) else {
                     continue;
@@ -147,29 +168,23 @@ impl VhostState {
                         })
                     })
                     .clone();
-                ready.push_back(Queued {
+                // TTLs start again from the restart: the log keeps no deadlines.
+                let ttl = match (queue.limits.message_ttl, msg.expiration_ms()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                self.timed |= ttl.is_some();
+                queue.ready.push_back(Queued {
                     seq: msg_id,
                     msg,
                     redelivered: delivered,
                     persisted: true,
+                    expires_at: ttl.map(|t| now.saturating_add(t)),
                 });
+                queue.next_seq = msg_id + 1;
             }
-            self.queues.insert(
-                name.clone(),
-                Queue {
-                    id,
-                    name: name.clone(),
-                    durable: true,
-                    exclusive_owner: None,
-                    auto_delete: q.auto_delete,
-                    arguments: q.arguments.clone(),
-                    next_seq: ready.back().map_or(0, |m| m.seq + 1),
-                    ready,
-                    consumers: Vec::new(),
-                    next_consumer: 0,
-                    had_consumer: false,
-                },
-            );
+            self.timed |= queue.limits.expires.is_some();
+            self.queues.insert(name.clone(), queue);
         }
         for (source, to_exchange, dest, routing_key, arguments) in &rec.bindings {
             let destination = if *to_exchange {

@@ -1,0 +1,172 @@
+//! One queue's ready messages — in priority, then publish order — and the
+//! arguments RabbitMQ enforces on them: TTL, length limits, dead-lettering,
+//! priorities, single active consumer, expiry of the queue itself.
+
+use std::collections::VecDeque;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use super::{as_integer, Queued};
+
+/// What `x-overflow` does when a queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Overflow {
+    #[default]
+    DropHead,
+    RejectPublish,
+    RejectPublishDlx,
+}
+
+/// The queue arguments that change behaviour, read once at declaration.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Limits {
+    pub message_ttl: Option<u64>,
+    pub expires: Option<u64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    /// `x-dead-letter-exchange` ("" is the default exchange).
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    pub max_priority: Option<u8>,
+    pub single_active_consumer: bool,
+}
+
+fn text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+impl Limits {
+    /// Reads arguments already checked by `validate_queue_args`.
+    pub fn from_args(args: &FieldTable) -> Self {
+        let get = |k: &str| args.inner().get(k);
+        let num = |k: &str| get(k).and_then(as_integer).map(|n| n.max(0) as u64);
+        Limits {
+            message_ttl: num("x-message-ttl"),
+            expires: num("x-expires"),
+            max_length: num("x-max-length"),
+            max_length_bytes: num("x-max-length-bytes"),
+            overflow: match get("x-overflow").and_then(text).as_deref() {
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => Overflow::DropHead,
+            },
+            dead_letter_exchange: get("x-dead-letter-exchange").and_then(text),
+            dead_letter_routing_key: get("x-dead-letter-routing-key").and_then(text),
+            max_priority: num("x-max-priority").map(|n| n.min(255) as u8),
+            single_active_consumer: matches!(
+                get("x-single-active-consumer"),
+                Some(AMQPValue::Boolean(true))
+            ),
+        }
+    }
+
+    /// Whether one more message of `size` bytes would take the queue over a limit.
+    pub fn full(&self, ready: &Ready, size: usize) -> bool {
+        self.max_length.is_some_and(|max| ready.len() as u64 >= max)
+            || self
+                .max_length_bytes
+                .is_some_and(|max| (ready.bytes() + size) as u64 > max)
+    }
+
+    /// Whether the queue is over a limit now (drop-head trims it back).
+    pub fn over(&self, ready: &Ready) -> bool {
+        self.max_length.is_some_and(|max| ready.len() as u64 > max)
+            || self
+                .max_length_bytes
+                .is_some_and(|max| ready.bytes() as u64 > max)
+    }
+}
+
+/// Ready messages: one FIFO per priority level (a single one without
+/// `x-max-priority`), highest priority first.
+#[derive(Debug, Default)]
+pub(crate) struct Ready {
+    levels: Vec<VecDeque<Queued>>,
+    len: usize,
+    /// Body bytes, for `x-max-length-bytes`.
+    bytes: usize,
+}
+
+impl Ready {
+    pub fn new(max_priority: Option<u8>) -> Self {
+        let levels = max_priority.map_or(1, |p| p as usize + 1);
+        Ready {
+            levels: (0..levels).map(|_| VecDeque::new()).collect(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    fn level(&self, item: &Queued) -> usize {
+        let p = item.msg.properties.priority().unwrap_or(0) as usize;
+        p.min(self.levels.len() - 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push_back(&mut self, item: Queued) {
+        let level = self.level(&item);
+        self.len += 1;
+        self.bytes += item.msg.body.len();
+        self.levels[level].push_back(item);
+    }
+
+    /// Puts a message back at its place by publish order, within its priority.
+    pub fn requeue(&mut self, item: Queued) {
+        let level = self.level(&item);
+        self.len += 1;
+        self.bytes += item.msg.body.len();
+        let fifo = &mut self.levels[level];
+        let at = fifo.partition_point(|q| q.seq < item.seq);
+        fifo.insert(at, item);
+    }
+
+    pub fn front(&self) -> Option<&Queued> {
+        self.levels.iter().rev().find_map(|l| l.front())
+    }
+
+    pub fn pop_front(&mut self) -> Option<Queued> {
+        let item = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
+        self.len -= 1;
+        self.bytes -= item.msg.body.len();
+        Some(item)
+    }
+
+    /// All messages, in delivery order.
+    pub fn iter(&self) -> impl Iterator<Item = &Queued> {
+        self.levels.iter().rev().flatten()
+    }
+
+    pub fn drain(&mut self) -> Vec<Queued> {
+        self.len = 0;
+        self.bytes = 0;
+        self.levels
+            .iter_mut()
+            .rev()
+            .flat_map(|l| l.drain(..))
+            .collect()
+    }
+
+    pub fn retain(&mut self, keep: impl Fn(&Queued) -> bool) {
+        for level in &mut self.levels {
+            level.retain(&keep);
+        }
+        self.len = self.levels.iter().map(VecDeque::len).sum();
+        self.bytes = self.iter().map(|q| q.msg.body.len()).sum();
+    }
+}
