@@ -62,6 +62,8 @@
 //!   fixed default), and a full one pauses reading from the socket.
 //! - Locks are std mutexes, never held across an `.await`.
 
+#![deny(missing_docs, missing_debug_implementations)]
+
 mod channel;
 mod codec;
 mod confirm;
