@@ -64,6 +64,10 @@ pub(crate) struct ConnState {
     pub(crate) blocked: watch::Sender<bool>,
     /// Set once `close()` was called, so that no channel opens after it.
     pub(crate) closing: AtomicBool,
+    /// How long `close()` waits for close-ok before dropping the socket anyway.
+    pub(crate) close_timeout: Duration,
+    /// To drop the socket when the broker never answers a close. A std mutex: set once.
+    pub(crate) task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl ConnState {
@@ -257,8 +261,13 @@ impl Connection {
             closed: watch::channel(None).0,
             blocked: watch::channel(false).0,
             closing: AtomicBool::new(false),
+            close_timeout: config
+                .connection_timeout
+                .unwrap_or(DEFAULT_CONNECTION_TIMEOUT),
+            task: Mutex::new(None),
         });
-        tokio::spawn(io::run(stream, input, conn.clone(), out_rx));
+        let task = tokio::spawn(io::run(stream, input, conn.clone(), out_rx));
+        *conn.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task.abort_handle());
         Ok(Connection {
             handle: Handle { out: out_tx, conn },
         })
@@ -301,9 +310,20 @@ impl Connection {
             // A failed send means the task already ended; `closed()` says why.
             let _ = self.handle.out.send(buf.freeze()).await;
         }
-        match self.closed().await {
-            Error::ConnectionClosedByClient => Ok(()),
-            err => Err(err),
+        let conn = &self.handle.conn;
+        match tokio::time::timeout(conn.close_timeout, self.closed()).await {
+            Ok(Error::ConnectionClosedByClient) => Ok(()),
+            Ok(err) => Err(err),
+            Err(_) => {
+                // No close-ok (a broker that stopped reading, say): drop the socket so
+                // nothing waits forever, and fail what still waits on the connection.
+                tracing::warn!("no close-ok from the broker; dropping the connection");
+                if let Some(task) = conn.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    task.abort();
+                }
+                conn.finish(Error::Timeout);
+                Err(Error::Timeout)
+            }
         }
     }
 

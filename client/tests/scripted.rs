@@ -614,3 +614,23 @@ fn hostile_bytes_end_the_connection_cleanly() {
         })
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn close_gives_up_when_the_broker_never_answers() {
+    let (conn, mut peer) = pair(0).await;
+    let (ch, _) = tokio::join!(conn.create_channel(), peer.open_channel());
+    let ch = ch.unwrap();
+    let closing = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.close().await }
+    });
+    assert!(matches!(
+        peer.expect_method().await,
+        (0, AMQPClass::Connection(connection::AMQPMethod::Close(_)))
+    ));
+    // No close-ok, ever: after the timeout the client lets go.
+    assert!(matches!(closing.await.unwrap(), Err(Error::Timeout)));
+    assert!(!conn.is_open());
+    assert!(ch.queue_purge("q").await.is_err());
+    assert!(peer.recv().await.is_none(), "the socket was dropped");
+}
