@@ -3,12 +3,17 @@
 //! - `cargo xtask conformance [ARGS]`: builds and runs `warren-conformance` with ARGS
 //!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
 
+mod bench;
+mod fuzz;
+
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("conformance") => conformance(args.collect()),
+        Some("bench") => bench::bench(args.collect()),
+        Some("fuzz") => fuzz::run(args.collect()),
         _ => {
             eprintln!(
                 "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]"

@@ -1,0 +1,755 @@
+//! `warren-bench`: Warren measured beside RabbitMQ in one run, through the same
+//! third-party clients (Go's amqp091 as the load that can saturate a broker, lapin as
+//! the Rust client users test with), with the ratio Warren ÷ RabbitMQ per figure.
+//!
+//! Run it through `cargo xtask bench [--quick]`, which builds the `warren` binary, this
+//! crate and the Go load generator first. Direct use:
+//! `warren-bench --warren PATH --go PATH [--rabbitmq URL] [--quick] [--rounds N] [--out FILE]`.
+//!
+//! Every figure is measured in rounds that alternate which broker goes first, so that
+//! machine noise (two cores shared with other work) hits both; the table shows medians.
+//! Every run is bounded in time and count, works on uniquely named queues, and deletes
+//! them afterwards.
+
+mod inprocess;
+mod lapin_load;
+mod procs;
+mod report;
+mod sink;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use procs::{get, Go, Result, Warren};
+use report::{fmt_num, median, Side, Table, Target};
+
+const DEFAULT_RABBITMQ: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const PREFETCH: u16 = 1000;
+const FANOUT_QUEUES: usize = 10;
+
+struct Args {
+    warren: PathBuf,
+    go: PathBuf,
+    rabbitmq: String,
+    quick: bool,
+    rounds: Option<usize>,
+    out: Option<PathBuf>,
+}
+
+fn parse_args() -> std::result::Result<Args, String> {
+    let mut warren = None;
+    let mut go = None;
+    let mut rabbitmq = std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_RABBITMQ.into());
+    let mut quick = false;
+    let mut rounds = None;
+    let mut out = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--warren" => warren = Some(PathBuf::from(value()?)),
+            "--go" => go = Some(PathBuf::from(value()?)),
+            "--rabbitmq" => rabbitmq = value()?,
+            "--quick" => quick = true,
+            "--rounds" => rounds = Some(value()?.parse().map_err(|e| format!("--rounds: {e}"))?),
+            "--out" => out = Some(PathBuf::from(value()?)),
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    Ok(Args {
+        warren: warren.ok_or("--warren PATH is required")?,
+        go: go.ok_or("--go PATH is required")?,
+        rabbitmq,
+        quick,
+        rounds,
+        out,
+    })
+}
+
+/// Counts per run: the full run stays under ~10 minutes on 2 cores, `--quick` under one.
+struct Sizes {
+    rounds: usize,
+    timeout: Duration,
+    go_publish: usize,
+    go_publish_4k: usize,
+    go_consume: usize,
+    go_fanout: usize,
+    lapin_publish: usize,
+    lapin_publish_4k: usize,
+    lapin_consume: usize,
+    lapin_fanout: usize,
+    latency: usize,
+    connect: usize,
+    confirm: usize,
+    fill: usize,
+    cycles: usize,
+    inproc: usize,
+    inproc_ack: usize,
+    sink_go: usize,
+    sink_lapin: usize,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Sizes {
+            rounds: 3,
+            timeout: Duration::from_secs(120),
+            go_publish: 200_000,
+            go_publish_4k: 50_000,
+            go_consume: 100_000,
+            go_fanout: 20_000,
+            lapin_publish: 50_000,
+            lapin_publish_4k: 20_000,
+            lapin_consume: 30_000,
+            lapin_fanout: 5_000,
+            latency: 2_000,
+            connect: 50,
+            confirm: 50_000,
+            fill: 1_000_000,
+            cycles: 300,
+            inproc: 500_000,
+            inproc_ack: 200_000,
+            sink_go: 200_000,
+            sink_lapin: 50_000,
+        }
+    }
+
+    fn quick() -> Self {
+        Sizes {
+            rounds: 1,
+            timeout: Duration::from_secs(30),
+            go_publish: 20_000,
+            go_publish_4k: 5_000,
+            go_consume: 10_000,
+            go_fanout: 2_000,
+            lapin_publish: 5_000,
+            lapin_publish_4k: 2_000,
+            lapin_consume: 5_000,
+            lapin_fanout: 500,
+            latency: 300,
+            connect: 10,
+            confirm: 5_000,
+            fill: 100_000,
+            cycles: 30,
+            inproc: 50_000,
+            inproc_ack: 20_000,
+            sink_go: 20_000,
+            sink_lapin: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Client {
+    Go,
+    Lapin,
+}
+
+impl Client {
+    fn label(self) -> &'static str {
+        match self {
+            Client::Go => "Go amqp091",
+            Client::Lapin => "lapin",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    Publish { size: usize },
+    Consume,
+    Fanout,
+    Latency,
+    Connect,
+    Confirm,
+}
+
+/// The rows a scenario fills, in the order `Bench::run` returns its values. Targets
+/// (issue 7) apply to the Go load: lapin rows show the client as much as the broker.
+fn rows_for(s: Scenario, c: Client) -> Vec<(String, &'static str, Option<Target>)> {
+    let l = c.label();
+    let go_target = |t| (c == Client::Go).then_some(t);
+    match s {
+        Scenario::Publish { size } => vec![(
+            format!("publish {}, fire-and-forget ({l})", size_label(size)),
+            "msg/s",
+            go_target(Target::RatioAtLeast(3.0)),
+        )],
+        Scenario::Consume => vec![(
+            format!("consume, manual ack, prefetch {PREFETCH} ({l})"),
+            "msg/s",
+            go_target(Target::RatioAtLeast(3.0)),
+        )],
+        Scenario::Fanout => vec![(
+            format!("fan-out to {FANOUT_QUEUES} queues, all consumed ({l})"),
+            "pub/s",
+            go_target(Target::RatioAtLeast(3.0)),
+        )],
+        Scenario::Latency => vec![
+            (
+                format!("round trip publish → delivery, p50 ({l})"),
+                "µs",
+                go_target(Target::RatioAtMost(0.5)),
+            ),
+            (
+                format!("round trip publish → delivery, p99 ({l})"),
+                "µs",
+                None,
+            ),
+        ],
+        Scenario::Connect => vec![(
+            format!("connect (TCP + AMQP handshake), p50 ({l})"),
+            "µs",
+            None,
+        )],
+        Scenario::Confirm => vec![(
+            format!("confirmed persistent publish, durable queue, pipelined ({l})"),
+            "msg/s",
+            Some(Target::RatioAtLeast(3.0)),
+        )],
+    }
+}
+
+fn size_label(size: usize) -> String {
+    if size >= 1024 && size % 1024 == 0 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn count_label(n: usize) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{} M", n / 1_000_000)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{} k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+struct Bench {
+    args: Args,
+    sizes: Sizes,
+    go: Go,
+    table: Table,
+    errors: Vec<String>,
+    notes: Vec<String>,
+    seq: u64,
+    /// Client ceilings against the read-only sink, beside the same client's publish
+    /// rate against each broker.
+    ceilings: Vec<(String, Vec<f64>)>,
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    n as f64 / secs
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+impl Bench {
+    fn fresh_name(&mut self) -> String {
+        self.seq += 1;
+        format!("warren-bench.{}.{}", std::process::id(), self.seq)
+    }
+
+    /// One run of one scenario through one client against one broker.
+    async fn run(&self, s: Scenario, c: Client, url: &str, name: &str) -> Result<Vec<f64>> {
+        let z = &self.sizes;
+        let t = z.timeout;
+        let exchange = format!("{name}.x");
+        let go_args = |n: usize, size: usize| {
+            vec![
+                ("queue", name.to_owned()),
+                ("exchange", exchange.clone()),
+                ("n", n.to_string()),
+                ("size", size.to_string()),
+                ("prefetch", PREFETCH.to_string()),
+                ("queues", FANOUT_QUEUES.to_string()),
+            ]
+        };
+        let bounded = |what: &'static str| move |_| format!("{what}: no result within {t:?}");
+        let body16 = [b'x'; 16];
+        Ok(match (s, c) {
+            (Scenario::Publish { size }, Client::Go) => {
+                let n = if size > 16 {
+                    z.go_publish_4k
+                } else {
+                    z.go_publish
+                };
+                let r = self.go.run("publish", url, &go_args(n, size), t).await?;
+                vec![rate(n, get(&r, "secs")?)]
+            }
+            (Scenario::Publish { size }, Client::Lapin) => {
+                let n = if size > 16 {
+                    z.lapin_publish_4k
+                } else {
+                    z.lapin_publish
+                };
+                let body = vec![b'x'; size];
+                let took = tokio::time::timeout(t, lapin_load::publish(url, name, n, &body))
+                    .await
+                    .map_err(bounded("lapin publish"))??;
+                vec![rate(n, took.as_secs_f64())]
+            }
+            (Scenario::Consume, Client::Go) => {
+                let n = z.go_consume;
+                let r = self.go.run("consume", url, &go_args(n, 16), t).await?;
+                vec![rate(n, get(&r, "secs")?)]
+            }
+            (Scenario::Consume, Client::Lapin) => {
+                let n = z.lapin_consume;
+                let took =
+                    tokio::time::timeout(t, lapin_load::consume(url, name, n, &body16, PREFETCH))
+                        .await
+                        .map_err(bounded("lapin consume"))??;
+                vec![rate(n, took.as_secs_f64())]
+            }
+            (Scenario::Fanout, Client::Go) => {
+                let n = z.go_fanout;
+                let r = self.go.run("fanout", url, &go_args(n, 16), t).await?;
+                vec![rate(n, get(&r, "secs")?)]
+            }
+            (Scenario::Fanout, Client::Lapin) => {
+                let n = z.lapin_fanout;
+                let took = tokio::time::timeout(
+                    t,
+                    lapin_load::fanout(url, &exchange, name, FANOUT_QUEUES, n, &body16, PREFETCH),
+                )
+                .await
+                .map_err(bounded("lapin fanout"))??;
+                vec![rate(n, took.as_secs_f64())]
+            }
+            (Scenario::Latency, Client::Go) => {
+                let r = self
+                    .go
+                    .run("latency", url, &go_args(z.latency, 16), t)
+                    .await?;
+                vec![get(&r, "p50_us")?, get(&r, "p99_us")?]
+            }
+            (Scenario::Latency, Client::Lapin) => {
+                let samples =
+                    tokio::time::timeout(t, lapin_load::latency(url, name, z.latency, &body16))
+                        .await
+                        .map_err(bounded("lapin latency"))??;
+                vec![
+                    micros(lapin_load::percentile(&samples, 0.50)),
+                    micros(lapin_load::percentile(&samples, 0.99)),
+                ]
+            }
+            (Scenario::Connect, Client::Go) => {
+                let r = self
+                    .go
+                    .run("connect", url, &go_args(z.connect, 16), t)
+                    .await?;
+                vec![get(&r, "p50_us")?]
+            }
+            (Scenario::Connect, Client::Lapin) => {
+                let samples = tokio::time::timeout(t, lapin_load::connect_times(url, z.connect))
+                    .await
+                    .map_err(bounded("lapin connect"))??;
+                vec![micros(lapin_load::percentile(&samples, 0.50))]
+            }
+            (Scenario::Confirm, _) => {
+                let n = z.confirm;
+                let r = self.go.run("confirm", url, &go_args(n, 16), t).await?;
+                vec![rate(n, get(&r, "secs")?)]
+            }
+        })
+    }
+
+    /// Every queue and exchange a run may have declared under `name`.
+    async fn cleanup(&self, url: &str, name: &str) {
+        let mut queues = vec![name.to_owned()];
+        queues.extend((0..FANOUT_QUEUES).map(|k| format!("{name}.{k}")));
+        let exchanges = [format!("{name}.x")];
+        let clean = lapin_load::cleanup(url, &queues, &exchanges);
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(30), clean)
+            .await
+            .map_err(|_| "cleanup timed out".into())
+        {
+            eprintln!("warning: cleanup of {name} on {url}: {e}");
+        }
+    }
+
+    /// All rounds of one scenario through one client, alternating the broker that goes
+    /// first.
+    async fn measure(&mut self, s: Scenario, c: Client, warren_url: &str) {
+        let rows = rows_for(s, c);
+        for (figure, unit, target) in &rows {
+            self.table.row(figure, unit, *target);
+        }
+        for round in 0..self.sizes.rounds {
+            let order = if round % 2 == 0 {
+                [Side::Warren, Side::RabbitMq]
+            } else {
+                [Side::RabbitMq, Side::Warren]
+            };
+            for side in order {
+                let url = match side {
+                    Side::Warren => warren_url.to_owned(),
+                    Side::RabbitMq => self.args.rabbitmq.clone(),
+                };
+                let name = self.fresh_name();
+                let started = Instant::now();
+                let result = self.run(s, c, &url, &name).await;
+                self.cleanup(&url, &name).await;
+                match result {
+                    Ok(values) => {
+                        for ((figure, unit, _), v) in rows.iter().zip(&values) {
+                            eprintln!(
+                                "  {figure} [{side:?}, round {}]: {} {unit} ({:.1} s)",
+                                round + 1,
+                                fmt_num(*v),
+                                started.elapsed().as_secs_f64()
+                            );
+                            self.table.add(figure, side, *v);
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("{:?} via {} on {side:?}: {e}", s, c.label());
+                        eprintln!("  FAILED {msg}");
+                        self.errors.push(msg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Idle RSS and RSS with `fill` 16-byte messages queued, on a fresh `warren` and
+    /// on the RabbitMQ node (its beam.smp process: the whole node, as `top` shows it).
+    async fn memory(&mut self) -> Result<()> {
+        let fill = self.sizes.fill;
+        let idle = "idle RSS (fresh warren; RabbitMQ: beam.smp VmRSS)";
+        let full = format!("RSS with {} × 16 B messages queued", count_label(fill));
+        let per = "RSS added per queued 16 B message";
+        self.table.row(idle, "MB", Some(Target::WarrenBelow(10.0)));
+        let full_target = (fill == 1_000_000).then_some(Target::WarrenBelow(150.0));
+        self.table.row(&full, "MB", full_target);
+        self.table.row(per, "B", None);
+        let mb = 1024.0 * 1024.0;
+        let t = self.sizes.timeout;
+        let args = |name: &str| vec![("queue", name.to_owned()), ("n", fill.to_string())];
+
+        // Warren: its own process, so that the other runs' allocations do not count.
+        let w = Warren::start(&self.args.warren, &[]).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = procs::rss_bytes(w.pid).ok_or("no RSS for warren")?;
+        let name = self.fresh_name();
+        let r = self.go.run("fill", &w.url, &args(&name), t).await;
+        let after = procs::rss_bytes(w.pid).ok_or("no RSS for warren")?;
+        w.stop().await;
+        r?;
+        self.table.add(idle, Side::Warren, before / mb);
+        self.table.add(&full, Side::Warren, after / mb);
+        self.table
+            .add(per, Side::Warren, (after - before) / fill as f64);
+
+        let local = ["@127.0.0.1:", "@localhost:", "@[::1]:"]
+            .iter()
+            .any(|h| self.args.rabbitmq.contains(h));
+        let Some(pid) = procs::beam_pid().filter(|_| local) else {
+            self.notes
+                .push("RabbitMQ's memory: no local beam.smp process found, not measured.".into());
+            return Ok(());
+        };
+        let before = procs::rss_bytes(pid).ok_or("no RSS for beam.smp")?;
+        let name = self.fresh_name();
+        let url = self.args.rabbitmq.clone();
+        let r = self.go.run("fill", &url, &args(&name), t).await;
+        let after = procs::rss_bytes(pid).ok_or("no RSS for beam.smp")?;
+        self.cleanup(&url, &name).await;
+        r?;
+        self.table.add(idle, Side::RabbitMq, before / mb);
+        self.table.add(&full, Side::RabbitMq, after / mb);
+        self.table
+            .add(per, Side::RabbitMq, (after - before) / fill as f64);
+        Ok(())
+    }
+
+    /// Confirmed persistent publishes need `--data-dir`; until the binary accepts it,
+    /// the row says so instead of measuring memory-only confirms.
+    async fn confirmed_persistent(&mut self) {
+        let dir = std::env::temp_dir().join(format!("warren-bench-data.{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let durable =
+            Warren::start(&self.args.warren, &["--data-dir", &dir.to_string_lossy()]).await;
+        match durable {
+            Ok(w) => {
+                let url = w.url.clone();
+                self.measure(Scenario::Confirm, Client::Go, &url).await;
+                w.stop().await;
+            }
+            Err(_) => {
+                for (figure, unit, target) in rows_for(Scenario::Confirm, Client::Go) {
+                    self.table.row(&figure, unit, target).warren_missing =
+                        "n/a (no durable storage yet)".into();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    async fn in_process(&mut self) {
+        let cycle = "in-process cycle: Broker::start → declare → publish → consume → shutdown (warren-client)";
+        let noack = "in-process publish → consume, no_ack, no socket (warren-client)";
+        let ack = "in-process publish → consume, manual ack, prefetch 1000 (warren-client)";
+        self.table
+            .row(cycle, "µs", Some(Target::WarrenBelow(1000.0)))
+            .rabbitmq_missing = "n/a (a node takes seconds to start)".into();
+        self.table
+            .row(noack, "msg/s", Some(Target::WarrenAbove(1_000_000.0)))
+            .rabbitmq_missing = "n/a (no in-process mode)".into();
+        self.table.row(ack, "msg/s", None).rabbitmq_missing = "n/a (no in-process mode)".into();
+        let t = self.sizes.timeout;
+        let mut cycles = Vec::new();
+        for _ in 0..self.sizes.cycles {
+            match tokio::time::timeout(t, inprocess::cycle()).await {
+                Ok(Ok(d)) => cycles.push(micros(d)),
+                Ok(Err(e)) => {
+                    self.errors.push(format!("in-process cycle: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    self.errors.push("in-process cycle timed out".into());
+                    break;
+                }
+            }
+        }
+        if let Some(m) = median(&cycles) {
+            self.table.add(cycle, Side::Warren, m);
+            eprintln!("  {cycle}: {} µs", fmt_num(m));
+        }
+        let body = [b'x'; 16];
+        for _ in 0..self.sizes.rounds {
+            for (figure, n, with_ack) in [
+                (noack, self.sizes.inproc, false),
+                (ack, self.sizes.inproc_ack, true),
+            ] {
+                match tokio::time::timeout(t, inprocess::publish_consume(n, &body, with_ack)).await
+                {
+                    Ok(Ok(d)) => {
+                        let r = rate(n, d.as_secs_f64());
+                        eprintln!("  {figure}: {} msg/s", fmt_num(r));
+                        self.table.add(figure, Side::Warren, r);
+                    }
+                    Ok(Err(e)) => self.errors.push(format!("{figure}: {e}")),
+                    Err(_) => self.errors.push(format!("{figure}: timed out")),
+                }
+            }
+        }
+    }
+
+    /// Each client publishing 16 B into a peer that only reads: the most that client
+    /// can send, whatever the broker.
+    async fn ceilings(&mut self) -> Result<()> {
+        let url = sink::start().await?;
+        let t = self.sizes.timeout;
+        for client in [Client::Go, Client::Lapin] {
+            let mut v = Vec::new();
+            for _ in 0..self.sizes.rounds {
+                let r = match client {
+                    Client::Go => {
+                        let n = self.sizes.sink_go;
+                        let args = [("queue", "sink".to_owned()), ("n", n.to_string())];
+                        match self.go.run("sink", &url, &args, t).await {
+                            Ok(r) => get(&r, "secs").map(|s| rate(n, s)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Client::Lapin => {
+                        let n = self.sizes.sink_lapin;
+                        match tokio::time::timeout(t, lapin_load::sink(&url, n, &[b'x'; 16])).await
+                        {
+                            Ok(r) => r.map(|d| rate(n, d.as_secs_f64())),
+                            Err(_) => Err("lapin sink timed out".into()),
+                        }
+                    }
+                };
+                match r {
+                    Ok(r) => v.push(r),
+                    Err(e) => self
+                        .errors
+                        .push(format!("sink via {}: {e}", client.label())),
+                }
+            }
+            eprintln!(
+                "  {} into a read-only sink: {} msg/s",
+                client.label(),
+                median(&v).map_or("n/a".into(), fmt_num)
+            );
+            self.ceilings.push((client.label().to_owned(), v));
+        }
+        Ok(())
+    }
+
+    fn render(&self, load_before: f64, load_after: f64, took: Duration, machine: &str) -> String {
+        let mut out = String::new();
+        let mode = if self.args.quick {
+            "cargo xtask bench --quick"
+        } else {
+            "cargo xtask bench"
+        };
+        out.push_str(&format!(
+            "Machine: {machine}. Command: `{mode}` ({} round{} per figure, brokers alternating; \
+             medians). Took {:.0} s. Load average before: {load_before:.2}, after: {load_after:.2}.\n\n",
+            self.sizes.rounds,
+            if self.sizes.rounds == 1 { "" } else { "s" },
+            took.as_secs_f64()
+        ));
+        out.push_str(&self.table.markdown());
+        out.push_str(
+            "\nWarren ÷ RabbitMQ: above 1 is better for rates, below 1 for times and memory. \
+             Warren is the release `warren` binary on 127.0.0.1 port 0, in memory; RabbitMQ is \
+             the node at the URL given, measured in the same run. Rates are the broker's: a \
+             publish run is timed until the queue holds every message (polled with a passive \
+             queue.declare), a consume run until the last delivery is acked, a fan-out run \
+             until every queue's consumer has acked every copy.\n",
+        );
+        out.push_str("\nClient ceilings: 16 B publishes into a local peer that completes the handshake and only reads.\n\n");
+        out.push_str("| client | into the read-only sink | into Warren | into RabbitMQ |\n| --- | ---: | ---: | ---: |\n");
+        for (client, v) in &self.ceilings {
+            let figure = format!("publish 16 B, fire-and-forget ({client})");
+            let row = self.table.rows.iter().find(|r| r.figure == figure);
+            let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{} msg/s", fmt_num(v)));
+            out.push_str(&format!(
+                "| {client} | {} | {} | {} |\n",
+                show(median(v)),
+                show(row.and_then(|r| median(&r.warren))),
+                show(row.and_then(|r| median(&r.rabbitmq))),
+            ));
+        }
+        if !self.notes.is_empty() || !self.errors.is_empty() || load_before > 0.7 {
+            out.push_str("\nNotes:\n");
+            if load_before > 0.7 {
+                out.push_str(&format!(
+                    "- The machine was busy when this ran (load average {load_before:.2} on {} cores \
+                     before the first run): other work shared the cores, so absolute figures are \
+                     noisy; the ratios, measured in alternating rounds, are the better guide.\n",
+                    std::thread::available_parallelism().map_or(0, |n| n.get())
+                ));
+            }
+            for n in &self.notes {
+                out.push_str(&format!("- {n}\n"));
+            }
+            for e in &self.errors {
+                out.push_str(&format!("- FAILED: {e}\n"));
+            }
+        }
+        out
+    }
+}
+
+async fn reachable(url: &str) -> Result<()> {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| format!("{url}: no answer within 10 s"))??;
+    let _ = conn.close(200, "OK".into()).await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("warren-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    if let Some(r) = args.rounds {
+        sizes.rounds = r.max(1);
+    }
+    if let Err(e) = reachable(&args.rabbitmq).await {
+        eprintln!("warren-bench: RabbitMQ at {}: {e}", args.rabbitmq);
+        return ExitCode::FAILURE;
+    }
+    let machine = procs::machine();
+    let load_before = procs::load_average();
+    eprintln!("warren-bench: {machine}; load average {load_before:.2}");
+    let started = Instant::now();
+    let go = Go {
+        binary: args.go.clone(),
+    };
+    let mut bench = Bench {
+        args,
+        sizes,
+        go,
+        table: Table::default(),
+        errors: Vec::new(),
+        notes: Vec::new(),
+        seq: 0,
+        ceilings: Vec::new(),
+    };
+    let warren = match Warren::start(&bench.args.warren, &[]).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("warren-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = warren.url.clone();
+    eprintln!(
+        "warren-bench: warren at {url}, RabbitMQ at {}",
+        bench.args.rabbitmq
+    );
+
+    let scenarios = [
+        Scenario::Publish { size: 16 },
+        Scenario::Publish { size: 4096 },
+        Scenario::Consume,
+        Scenario::Fanout,
+        Scenario::Latency,
+        Scenario::Connect,
+    ];
+    for s in scenarios {
+        for c in [Client::Go, Client::Lapin] {
+            bench.measure(s, c, &url).await;
+        }
+    }
+    warren.stop().await;
+    bench.confirmed_persistent().await;
+    if let Err(e) = bench.memory().await {
+        bench.errors.push(format!("memory: {e}"));
+    }
+    bench.in_process().await;
+    if let Err(e) = bench.ceilings().await {
+        bench.errors.push(format!("client ceilings: {e}"));
+    }
+
+    let report = bench.render(
+        load_before,
+        procs::load_average(),
+        started.elapsed(),
+        &machine,
+    );
+    println!("\n{report}");
+    if let Some(out) = &bench.args.out {
+        let doc = format!(
+            "# Benchmarks: Warren beside RabbitMQ\n\n\
+             Produced by `cargo xtask bench` (bench/src, Go load in bench/go/loadgen); \
+             rerun it to refresh this page.\n\n{report}"
+        );
+        if let Err(e) = std::fs::write(out, doc) {
+            eprintln!("warren-bench: cannot write {}: {e}", out.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("warren-bench: wrote {}", out.display());
+    }
+    if bench.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,111 @@
+//! `cargo xtask bench [--quick] [--rabbitmq URL] [--rounds N] [--out FILE]`: builds the
+//! release `warren` binary, the `warren-bench` orchestrator and the Go load generator,
+//! then runs the comparison with RabbitMQ.
+//!
+//! The full run writes `docs/bench.md`; `--quick` (a smoke run for CI, under a minute)
+//! writes into the target directory unless `--out` says otherwise, so that smoke
+//! numbers never replace the published table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// Debian's golang-github-rabbitmq-amqp091-go-dev installs the client here; GOPATH
+/// mode builds against it with no module download.
+const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+pub fn bench(args: Vec<String>) -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    eprintln!("xtask bench: building warren and warren-bench (release)");
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "warren-broker",
+            "--bin",
+            "warren",
+            "--package",
+            "warren-bench",
+        ])
+        .status();
+    if !matches!(built, Ok(s) if s.success()) {
+        eprintln!("xtask bench: cargo build failed");
+        return ExitCode::FAILURE;
+    }
+
+    let out_dir = target.join("bench");
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        eprintln!("xtask bench: cannot create {}: {e}", out_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let loadgen = out_dir.join("loadgen");
+    eprintln!("xtask bench: building the Go load generator (bench/go/loadgen)");
+    let gopath = std::env::var("WARREN_BENCH_GOPATH").unwrap_or_else(|_| DEBIAN_GOPATH.into());
+    let go = Command::new("go")
+        .current_dir(root.join("bench/go/loadgen"))
+        .env("GOPATH", &gopath)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", out_dir.join("gocache"))
+        .arg("build")
+        .arg("-o")
+        .arg(&loadgen)
+        .arg(".")
+        .status();
+    match go {
+        Ok(s) if s.success() => {}
+        Ok(_) => {
+            eprintln!(
+                "xtask bench: go build failed; is Go's amqp091 in {gopath}? \
+                 (apt-get install golang-github-rabbitmq-amqp091-go-dev)"
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!(
+                "xtask bench: cannot run go ({e}); install it with \
+                 `apt-get install golang-go golang-github-rabbitmq-amqp091-go-dev`"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut pass = args.clone();
+    if !args.iter().any(|a| a == "--out") {
+        let out: PathBuf = if quick {
+            out_dir.join("bench-quick.md")
+        } else {
+            root.join("docs/bench.md")
+        };
+        pass.push("--out".into());
+        pass.push(out.to_string_lossy().into_owned());
+    }
+    let status = Command::new(target.join("release/warren-bench"))
+        .current_dir(&root)
+        .arg("--warren")
+        .arg(target.join("release/warren"))
+        .arg("--go")
+        .arg(&loadgen)
+        .args(pass)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => ExitCode::from(u8::try_from(s.code().unwrap_or(1)).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("xtask bench: cannot run warren-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
