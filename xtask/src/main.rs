@@ -4,7 +4,6 @@
 //!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
 
 mod bench;
-mod fuzz;
 
 use std::process::{Command, ExitCode};
 
@@ -13,7 +12,6 @@ fn main() -> ExitCode {
     match args.next().as_deref() {
         Some("conformance") => conformance(args.collect()),
         Some("bench") => bench::bench(args.collect()),
-        Some("fuzz") => fuzz::run(args.collect()),
         _ => {
             eprintln!(
                 "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]"
