@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
 use crate::outbox::Outbox;
-use crate::vhost::{ConnId, ConsumeOptions, Message, Published, QueueDeclare, Vhost};
+use crate::vhost::{ConnId, ConsumeOptions, Message, Published, QueueDeclare, Vhost, REPLY_TO};
 use crate::Shared;
 
 /// What the I/O driver should do after feeding input.
@@ -255,6 +255,8 @@ impl Connection {
             "authentication_failure_close",
             "per_consumer_qos",
             "exchange_exchange_bindings",
+            "consumer_priorities",
+            "direct_reply_to",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }
@@ -704,6 +706,23 @@ impl Connection {
                 .on_method(60, 40));
             }
         }
+        // Direct reply-to: the request carries this channel's reply address.
+        let (properties, header) = if properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            let address = self
+                .vhost()
+                .lock()
+                .reply_address(self.id, ch)
+                .map_err(|e| e.on_method(60, 40))?;
+            let properties = properties.with_reply_to(address.into());
+            let header = codec::encode_header(body.len() as u64, &properties);
+            (properties, header)
+        } else {
+            (properties, header)
+        };
         let exchange = publish.exchange.as_str();
         let msg = Message {
             exchange: exchange.to_owned(),
@@ -958,6 +977,20 @@ impl Connection {
     fn on_queue(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
         use queue::AMQPMethod as M;
         match m {
+            M::Declare(d) if d.queue.as_str() == REPLY_TO => {
+                // RabbitMQ answers for the pseudo-queue as if it had one consumer.
+                if !d.nowait {
+                    self.send(
+                        ch,
+                        AMQPClass::Queue(M::DeclareOk(queue::DeclareOk {
+                            queue: d.queue,
+                            message_count: 0,
+                            consumer_count: 1,
+                        })),
+                    );
+                }
+                Ok(())
+            }
             M::Declare(d) => {
                 let name = if d.queue.as_str().is_empty() && !d.passive {
                     format!("amq.gen-{}", random_token())
@@ -1319,7 +1352,10 @@ fn deliver_published(
 ) -> Published {
     let mut v = vhost.lock();
     if targets.is_empty() {
-        if mandatory {
+        let reply = (msg.exchange.is_empty() || msg.exchange == "amq.default")
+            && msg.routing_key.starts_with(REPLY_TO)
+            && v.deliver_reply(&msg);
+        if mandatory && !reply {
             let exchange = msg.exchange.clone();
             v.write_return(conn, ch, &exchange, &msg);
         }

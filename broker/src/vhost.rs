@@ -21,6 +21,9 @@ use crate::store::{Record, Store};
 mod deadletter;
 mod persist;
 mod queue;
+mod reply;
+
+pub use reply::REPLY_TO;
 
 use queue::{Limits, Overflow, Ready};
 
@@ -250,6 +253,9 @@ struct ChannelState {
     consumer_unacked: u32,
     /// Consumer tag → queue name.
     consumers: HashMap<String, String>,
+    /// The channel's direct reply-to address, while it consumes from
+    /// `amq.rabbitmq.reply-to`.
+    reply_to: Option<String>,
 }
 
 #[derive(Debug)]
@@ -306,6 +312,8 @@ pub struct VhostState {
     next_queue_id: u64,
     /// Where durable changes are written, when the broker has a data directory.
     store: Option<Arc<Store>>,
+    /// Direct reply-to addresses → the consumer (connection, channel, tag).
+    replies: HashMap<String, (ConnId, u16, String)>,
     clock: Arc<Clock>,
     /// Queues and messages with a time limit exist: the ticker has work.
     timed: bool,
@@ -333,6 +341,7 @@ impl VhostState {
             conns: HashMap::new(),
             next_queue_id: 1,
             store: None,
+            replies: HashMap::new(),
             clock: Arc::new(Clock::real()),
             timed: false,
         };
@@ -388,6 +397,9 @@ impl VhostState {
         let Some(state) = self.channels.remove(&(conn, channel)) else {
             return;
         };
+        if let Some(address) = &state.reply_to {
+            self.replies.remove(address);
+        }
         let mut touched = Vec::new();
         for (tag, queue) in state.consumers {
             self.remove_consumer(&queue, conn, channel, &tag);
@@ -885,10 +897,12 @@ impl VhostState {
         let mut visited = vec![ex.name.as_str()];
         let mut pending = vec![ex];
         while let Some(ex) = pending.pop() {
+            let mut matched = false;
             for b in &ex.bindings {
                 if !routing::matches(ex.kind, b, routing_key, headers) {
                     continue;
                 }
+                matched = true;
                 match &b.destination {
                     Destination::Queue(q) => {
                         if !targets.contains(q) {
@@ -902,6 +916,20 @@ impl VhostState {
                                 pending.push(next);
                             }
                         }
+                    }
+                }
+            }
+            // What an exchange cannot route goes to its alternate exchange.
+            let alternate = match ex.arguments.inner().get("alternate-exchange") {
+                Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes())),
+                Some(AMQPValue::ShortString(s)) => Some(s.as_str().into()),
+                _ => None,
+            };
+            if let (false, Some(ae)) = (matched, alternate) {
+                if let Some((name, next)) = self.exchanges.get_key_value(ae.as_ref()) {
+                    if !visited.contains(&name.as_str()) {
+                        visited.push(name);
+                        pending.push(next);
                     }
                 }
             }
@@ -1150,6 +1178,9 @@ impl VhostState {
         opts: ConsumeOptions,
         on_ok: impl FnOnce(&str),
     ) -> Result<(), AmqpError> {
+        if queue == REPLY_TO {
+            return self.consume_replies(conn, channel, opts, on_ok);
+        }
         let ConsumeOptions {
             tag,
             no_ack,
@@ -1202,6 +1233,12 @@ impl VhostState {
         let Some(queue) = st.consumers.remove(tag) else {
             return false;
         };
+        if queue == REPLY_TO {
+            if let Some(address) = st.reply_to.take() {
+                self.replies.remove(&address);
+            }
+            return true;
+        }
         self.remove_consumer(&queue, conn, channel, tag);
         self.auto_delete_if_unused(&queue);
         true
