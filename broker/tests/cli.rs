@@ -4,73 +4,8 @@
 
 mod common;
 
-use std::process::{ExitStatus, Stdio};
-
 use amq_protocol::protocol::connection;
-use common::{within, Target};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStderr, Command};
-
-/// A running `warren` process; killed if the test fails before it exits.
-struct Warren {
-    child: Child,
-    url: String,
-    stderr: ChildStderr,
-}
-
-impl Warren {
-    async fn start(args: &[&str]) -> Warren {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn warren");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = within(lines.next_line())
-            .await
-            .expect("read stdout")
-            .expect("warren printed no line before closing stdout");
-        Warren { child, url, stderr }
-    }
-
-    /// The port in the printed URL.
-    fn port(&self) -> u16 {
-        let rest = self.url.rsplit_once(':').expect("a port").1;
-        rest.trim_end_matches("/%2f")
-            .parse()
-            .expect("a numeric port")
-    }
-
-    fn target(&self) -> Target {
-        Target::at(&self.url)
-    }
-
-    /// Sends a signal by pid with the `kill` command.
-    async fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("still running");
-        let status = Command::new("kill")
-            .args([format!("-{name}"), pid.to_string()])
-            .status()
-            .await
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {pid}: {status}");
-    }
-
-    /// Waits for the process to exit; returns its status and everything on stderr.
-    async fn exit(mut self) -> (ExitStatus, String) {
-        let status = within(self.child.wait()).await.expect("wait for warren");
-        let mut log = String::new();
-        within(self.stderr.read_to_string(&mut log))
-            .await
-            .expect("read stderr");
-        (status, log)
-    }
-}
+use common::Warren;
 
 #[tokio::test]
 async fn first_stdout_line_is_the_url_and_clients_connect_there() {

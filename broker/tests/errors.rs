@@ -950,7 +950,7 @@ async fn double_ack_is_precondition_failed() {
     let mut c = open1(&t).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"m").await;
+    c.put(&q, b"m").await;
     let got = c.get(1, &q, false).await.expect("a message");
     let tag = got.get_ok().delivery_tag;
     let ack = basic::Ack {
@@ -1079,7 +1079,7 @@ async fn delete_if_empty_of_a_queue_with_messages_is_precondition_failed() {
     let mut c = open1(&t).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"m").await;
+    c.put(&q, b"m").await;
     c.send(
         1,
         queue::Delete {
@@ -1181,7 +1181,7 @@ async fn ack_of_a_no_ack_get_is_precondition_failed() {
     let mut c = open1(&t).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"m").await;
+    c.put(&q, b"m").await;
     let got = c.get(1, &q, true).await.expect("a message");
     let tag = got.get_ok().delivery_tag;
     c.send(
@@ -1211,7 +1211,7 @@ async fn ack_on_another_channel_is_precondition_failed() {
     c.open_channel(2).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"m").await;
+    c.put(&q, b"m").await;
     let got = c.get(1, &q, false).await.expect("a message");
     let tag = got.get_ok().delivery_tag;
     c.send(
@@ -1249,7 +1249,7 @@ async fn ack_multiple_beyond_the_last_delivery_is_precondition_failed() {
     let mut c = open1(&t).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"m").await;
+    c.put(&q, b"m").await;
     c.get(1, &q, false).await.expect("a message");
     c.send(
         1,
@@ -1287,7 +1287,7 @@ async fn ack_zero_multiple_acks_everything_outstanding() {
     )
     .await;
     for body in ["a", "b"] {
-        c.put(1, &q, body.as_bytes()).await;
+        c.put(&q, body.as_bytes()).await;
         c.get(1, &q, false).await.expect("a message");
     }
     c.send(
@@ -1699,8 +1699,9 @@ async fn content_is_assembled_per_channel() {
     c.send_body(1, b"he").await;
     c.declare_exclusive(2, "").await;
     c.send_body(1, b"llo").await;
-    c.put(1, &q, b"second").await;
-    let got = c.get(2, &q, true).await.expect("the first message");
+    c.publish(1, "", &q, b"second").await;
+    // A get on the publishing channel reaches the queue after both publishes.
+    let got = c.get(1, &q, true).await.expect("the first message");
     assert_eq!(got.body, b"hello");
     assert_eq!(got.get_ok().message_count, 1);
     c.close().await;
@@ -2103,7 +2104,7 @@ async fn garbage_after_the_handshake_closes_only_that_connection() {
         .await;
     c.expect_connection_close(501, (0, 0), "FRAME_ERROR - type 1, ")
         .await;
-    bystander.put(1, &q, b"still here").await;
+    bystander.put(&q, b"still here").await;
     let got = bystander.get(1, &q, true).await.expect("the message");
     assert_eq!(got.body, b"still here");
     bystander.assert_alive().await;

@@ -142,8 +142,9 @@ fn code_of(e: &lapin::Error) -> Option<u16> {
     }
 }
 
+/// Publishes and, on a channel in confirm mode, waits for the broker's ack.
 async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
-    within(ch.basic_publish(
+    let confirm = within(ch.basic_publish(
         exchange.into(),
         key.into(),
         BasicPublishOptions::default(),
@@ -151,9 +152,12 @@ async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: Ba
         props,
     ))
     .await
-    .expect("basic.publish")
-    .await
-    .expect("publish confirmation");
+    .expect("basic.publish");
+    let confirmation = within(confirm).await.expect("publish confirmation");
+    assert!(
+        !matches!(confirmation, Confirmation::Nack(_)),
+        "publish nacked: {confirmation:?}"
+    );
 }
 
 fn persistent() -> BasicProperties {
@@ -541,6 +545,11 @@ async fn ready_after_qos(qos: &[(u16, bool)], expected: usize) -> (u32, u32) {
     let t = Target::start().await;
     let conn = connect(&t).await;
     let setup = within(conn.create_channel()).await.unwrap();
+    // Confirmed publishes: every message is in its queue before the consumers start,
+    // so the ready counts below do not race with publishes in flight.
+    within(setup.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
     let (q1, q2) = (unique("qos1"), unique("qos2"));
     for q in [&q1, &q2] {
         declare(&setup, q, QueueDeclareOptions::default().auto_delete()).await;

@@ -209,7 +209,7 @@ async fn broker_without_listener_serves_in_process() {
     c.open_channel(1).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"no socket").await;
+    c.put(&q, b"no socket").await;
     assert_eq!(
         c.get(1, &q, true).await.expect("a message").body,
         b"no socket"

@@ -302,7 +302,7 @@ async fn declare_ok_purge_ok_and_delete_ok_count_messages() {
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
     for i in 0..3 {
-        c.put(1, &q, format!("{i}").as_bytes()).await;
+        c.put(&q, format!("{i}").as_bytes()).await;
     }
     let ok = c.declare_exclusive(1, &q).await;
     assert_eq!((ok.message_count, ok.consumer_count), (3, 0));
@@ -319,7 +319,7 @@ async fn declare_ok_purge_ok_and_delete_ok_count_messages() {
         AMQPClass::Queue(queue::AMQPMethod::PurgeOk(p)) => assert_eq!(p.message_count, 3),
         other => panic!("expected purge-ok, got {other:?}"),
     }
-    c.put(1, &q, b"again").await;
+    c.put(&q, b"again").await;
     // Prefetch 1 keeps the next message ready while "again" is unacked.
     c.qos(1, 1, false).await;
     c.consume(1, &q, "watcher", false).await;
@@ -328,7 +328,7 @@ async fn declare_ok_purge_ok_and_delete_ok_count_messages() {
     let ok = c.declare_exclusive(1, &q).await;
     // The delivered message is unacked, not ready: it does not count.
     assert_eq!((ok.message_count, ok.consumer_count), (0, 1));
-    c.put(1, &q, b"ready").await;
+    c.put(&q, b"ready").await;
     c.send(
         1,
         basic::Cancel {
@@ -366,7 +366,7 @@ async fn delivery_tags_count_per_channel() {
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
     for i in 0..4 {
-        c.put(1, &q, format!("{i}").as_bytes()).await;
+        c.put(&q, format!("{i}").as_bytes()).await;
     }
     let mut tags = Vec::new();
     for ch in [1, 2, 1, 2] {
@@ -430,7 +430,7 @@ async fn transaction_publishes_and_acks_take_effect_on_commit_only() {
     c.open_channel(2).await;
     let q = unique("q");
     c.declare_exclusive(2, &q).await;
-    c.put(2, &q, b"old").await;
+    c.put(&q, b"old").await;
     assert!(matches!(
         c.call(1, tx::Select {}).await,
         AMQPClass::Tx(tx::AMQPMethod::SelectOk(_))
@@ -480,7 +480,7 @@ async fn recover_requeues_unacked_deliveries_as_redelivered() {
     let mut c = open1(&t).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"m").await;
+    c.put(&q, b"m").await;
     c.consume(1, &q, "c", false).await;
     let first = c.expect_content(1).await;
     assert!(!first.deliver().redelivered);
@@ -512,7 +512,7 @@ async fn closing_a_channel_requeues_its_unacked_messages_in_order() {
     let q = unique("q");
     c.declare_exclusive(2, &q).await;
     for body in ["a", "b", "c"] {
-        c.put(2, &q, body.as_bytes()).await;
+        c.put(&q, body.as_bytes()).await;
     }
     c.consume(1, &q, "c", false).await;
     for body in ["a", "b", "c"] {
@@ -535,7 +535,7 @@ async fn reject_without_requeue_drops_and_nack_multiple_requeues_all() {
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
     for body in ["a", "b", "c"] {
-        c.put(1, &q, body.as_bytes()).await;
+        c.put(&q, body.as_bytes()).await;
     }
     let a = c.get(1, &q, false).await.expect("a");
     let b = c.get(1, &q, false).await.expect("b");
@@ -635,7 +635,7 @@ async fn exclusive_queue_is_usable_from_every_channel_of_its_connection() {
     c.open_channel(2).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(2, &q, b"from channel 2").await;
+    c.put(&q, b"from channel 2").await;
     let got = c.get(2, &q, true).await.expect("a message");
     assert_eq!(got.body, b"from channel 2");
     c.consume(2, &q, "c2", true).await;
@@ -796,7 +796,7 @@ async fn recover_async_redelivers_without_a_reply() {
     let mut c = open1(&t).await;
     let q = unique("q");
     c.declare_exclusive(1, &q).await;
-    c.put(1, &q, b"m").await;
+    c.put(&q, b"m").await;
     c.consume(1, &q, "c", false).await;
     let first = c.expect_content(1).await;
     assert!(!first.deliver().redelivered);

@@ -34,7 +34,7 @@ use amq_protocol::protocol::{
     basic, channel, confirm, connection, exchange, queue, tx, AMQPClass, BasicProperties,
 };
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use warren_broker::Broker;
@@ -52,6 +52,9 @@ pub async fn within<F: std::future::Future>(f: F) -> F::Output {
 
 /// The protocol header of AMQP 0-9-1.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+
+/// The channel [`Raw::put`] publishes on; far above what tests use.
+pub const PUT_CHANNEL: u16 = 999;
 
 /// The octet that ends every frame.
 pub const FRAME_END: u8 = 0xCE;
@@ -312,6 +315,11 @@ pub struct Tune {
 pub struct Raw {
     io: Box<dyn Io>,
     rbuf: Vec<u8>,
+    /// Frames that arrived for other channels while [`Raw::put`] waited for its
+    /// confirm; handed out first by the next read.
+    stash: std::collections::VecDeque<AMQPFrame>,
+    /// Publishes made on [`PUT_CHANNEL`] so far (0: the channel is not open yet).
+    put_seq: u64,
     pub tune: Tune,
     pub server_properties: FieldTable,
     /// The channel [`Raw::assert_alive`] opens next; far above what tests use.
@@ -326,6 +334,8 @@ impl Raw {
         Raw {
             io,
             rbuf: Vec::new(),
+            stash: std::collections::VecDeque::new(),
+            put_seq: 0,
             tune: Tune::default(),
             server_properties: FieldTable::default(),
             next_probe_channel: 1000,
@@ -421,6 +431,9 @@ impl Raw {
     }
 
     async fn next_frame_with(&mut self, skip_heartbeats: bool) -> Option<AMQPFrame> {
+        if let Some(frame) = self.stash.pop_front() {
+            return Some(frame);
+        }
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             if let Some(frame) = self.take_frame() {
@@ -909,20 +922,33 @@ impl Raw {
     }
 
     /// Publishes `body` to the default exchange with `queue` as routing key and
-    /// waits until a `basic.get` sees it, so that later steps find it enqueued.
-    pub async fn put(&mut self, ch: u16, queue: &str, body: &[u8]) {
-        self.publish(ch, "", queue, body).await;
-        // A passive declare is a round trip on the same channel: the broker handles a
-        // channel's frames in order, so the publish is routed before the reply comes.
-        let _ = self
-            .queue_declare(
-                ch,
-                queue::Declare {
-                    passive: true,
-                    ..queue_decl(queue)
-                },
-            )
-            .await;
+    /// waits until the queue has it, so that later steps on any channel see it.
+    ///
+    /// RabbitMQ answers some methods (a passive declare's counts, for one) ahead of
+    /// publishes still on their way to the queue, so a round trip on the publishing
+    /// channel proves nothing. A publisher confirm does: the publish goes out on a
+    /// channel of its own in confirm mode, and the broker acks it once enqueued.
+    pub async fn put(&mut self, queue: &str, body: &[u8]) {
+        if self.put_seq == 0 {
+            self.open_channel(PUT_CHANNEL).await;
+            self.confirm_select(PUT_CHANNEL).await;
+        }
+        self.publish(PUT_CHANNEL, "", queue, body).await;
+        self.put_seq += 1;
+        loop {
+            match self.recv().await {
+                AMQPFrame::Method(PUT_CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Ack(ack))) => {
+                    if ack.delivery_tag >= self.put_seq {
+                        return;
+                    }
+                }
+                AMQPFrame::Method(PUT_CHANNEL, other) => {
+                    panic!("expected a confirm for a put, got {other:?}")
+                }
+                // Replies for other channels (deliveries, say) wait for their reader.
+                frame => self.stash.push_back(frame),
+            }
+        }
     }
 
     /// Proves the connection still works after a channel error: a fresh channel can
@@ -1011,5 +1037,68 @@ pub fn exchange_decl(name: &str, kind: &str) -> exchange::Declare {
         kind: kind.into(),
         auto_delete: true,
         ..Default::default()
+    }
+}
+
+/// A running `warren` binary (the test's own build of it), for tests of the command
+/// line contract; killed if the test fails before it exits.
+pub struct Warren {
+    /// The first line it printed: the URL it serves.
+    pub url: String,
+    child: tokio::process::Child,
+    stderr: tokio::process::ChildStderr,
+}
+
+impl Warren {
+    pub async fn start(args: &[&str]) -> Warren {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn warren");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let url = within(lines.next_line())
+            .await
+            .expect("read stdout")
+            .expect("warren printed no line before closing stdout");
+        Warren { child, url, stderr }
+    }
+
+    /// The port in the printed URL.
+    pub fn port(&self) -> u16 {
+        let rest = self.url.rsplit_once(':').expect("a port").1;
+        rest.trim_end_matches("/%2f")
+            .parse()
+            .expect("a numeric port")
+    }
+
+    pub fn target(&self) -> Target {
+        Target::at(&self.url)
+    }
+
+    /// Sends a signal by pid with the `kill` command.
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = tokio::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid}: {status}");
+    }
+
+    /// Waits for the process to exit; returns its status and everything on stderr.
+    pub async fn exit(mut self) -> (std::process::ExitStatus, String) {
+        let status = within(self.child.wait()).await.expect("wait for warren");
+        let mut log = String::new();
+        within(self.stderr.read_to_string(&mut log))
+            .await
+            .expect("read stderr");
+        (status, log)
     }
 }
