@@ -1,0 +1,491 @@
+//! RabbitMQ's extensions as an application uses them, through lapin: TTLs and
+//! queue expiry on a virtual clock (a 30-minute TTL tested in microseconds),
+//! dead-lettering with `x-death`, length limits, priorities, consumer priorities,
+//! single active consumer, direct reply-to and alternate exchanges.
+
+use std::time::Duration;
+
+use lapin::message::BasicGetMessage;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use warren_broker::Broker;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(TIMEOUT, f)
+        .await
+        .expect("no answer within 10 s")
+}
+
+async fn open(broker: &Broker) -> (Connection, Channel) {
+    let conn = within(Connection::connect(
+        &broker.url(),
+        ConnectionProperties::default(),
+    ))
+    .await
+    .unwrap();
+    let ch = within(conn.create_channel()).await.unwrap();
+    // Every publish waits for its confirm, so the broker has it before the test
+    // moves the clock.
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    (conn, ch)
+}
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+async fn queue(ch: &Channel, name: &str, arguments: FieldTable) {
+    within(ch.queue_declare(name.into(), QueueDeclareOptions::default(), arguments))
+        .await
+        .unwrap();
+}
+
+async fn publish(ch: &Channel, exchange: &str, key: &str, body: &str, props: BasicProperties) {
+    let confirm = within(ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body.as_bytes(),
+        props,
+    ))
+    .await
+    .unwrap();
+    // A channel the broker closed (invalid expiration) has no confirm to give.
+    let _ = within(confirm).await;
+}
+
+async fn get(ch: &Channel, queue: &str) -> Option<BasicGetMessage> {
+    within(ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }))
+        .await
+        .unwrap()
+}
+
+fn body(m: &BasicGetMessage) -> String {
+    String::from_utf8_lossy(&m.delivery.data).into_owned()
+}
+
+/// A dead-letter exchange with one queue behind it.
+async fn dead_letters(ch: &Channel) {
+    within(ch.exchange_declare(
+        "dlx".into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    queue(ch, "dead", FieldTable::default()).await;
+    within(ch.queue_bind(
+        "dead".into(),
+        "dlx".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+}
+
+fn death(m: &BasicGetMessage) -> FieldTable {
+    let headers = m.properties.headers().as_ref().expect("headers");
+    match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => match &a.as_slice()[0] {
+            AMQPValue::FieldTable(t) => t.clone(),
+            other => panic!("x-death entry {other:?}"),
+        },
+        other => panic!("x-death {other:?}"),
+    }
+}
+
+fn field<'a>(t: &'a FieldTable, k: &str) -> &'a AMQPValue {
+    t.inner()
+        .get(k)
+        .unwrap_or_else(|| panic!("no {k} in {t:?}"))
+}
+
+#[tokio::test]
+async fn a_thirty_minute_ttl_on_a_virtual_clock() {
+    let broker = Broker::builder().virtual_clock().start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    dead_letters(&ch).await;
+    queue(
+        &ch,
+        "orders",
+        args(&[
+            ("x-message-ttl", AMQPValue::LongInt(30 * 60 * 1000)),
+            ("x-dead-letter-exchange", text("dlx")),
+        ]),
+    )
+    .await;
+    publish(&ch, "", "orders", "o1", BasicProperties::default()).await;
+    broker.advance(Duration::from_secs(29 * 60));
+    let q = within(ch.queue_declare(
+        "orders".into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(q.message_count(), 1, "not expired after 29 minutes");
+    broker.advance(Duration::from_secs(2 * 60));
+    assert!(
+        get(&ch, "orders").await.is_none(),
+        "expired after 31 minutes"
+    );
+    let dead = get(&ch, "dead").await.expect("dead-lettered");
+    assert_eq!(body(&dead), "o1");
+    let d = death(&dead);
+    assert_eq!(field(&d, "reason"), &text("expired"));
+    assert_eq!(field(&d, "queue"), &text("orders"));
+    assert_eq!(field(&d, "count"), &AMQPValue::LongLongInt(1));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_message_expiration_and_invalid_expiration() {
+    let broker = Broker::builder().virtual_clock().start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    queue(&ch, "q", FieldTable::default()).await;
+    let short = BasicProperties::default().with_expiration("1000".into());
+    publish(&ch, "", "q", "short", short).await;
+    publish(&ch, "", "q", "forever", BasicProperties::default()).await;
+    broker.advance(Duration::from_millis(1001));
+    assert_eq!(body(&get(&ch, "q").await.unwrap()), "forever");
+
+    let bad = BasicProperties::default().with_expiration("soon".into());
+    let confirm = within(ch.basic_publish(
+        "".into(),
+        "q".into(),
+        BasicPublishOptions::default(),
+        b"x",
+        bad,
+    ))
+    .await
+    .unwrap();
+    let err = within(confirm)
+        .await
+        .expect_err("the channel is closed with the reason");
+    assert!(
+        err.to_string()
+            .contains("invalid expiration 'soon': no_integer"),
+        "{err}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unused_queue_with_x_expires_is_deleted() {
+    let broker = Broker::builder().virtual_clock().start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    queue(
+        &ch,
+        "tmp",
+        args(&[("x-expires", AMQPValue::LongInt(60_000))]),
+    )
+    .await;
+    broker.advance(Duration::from_secs(59));
+    queue(
+        &ch,
+        "tmp",
+        args(&[("x-expires", AMQPValue::LongInt(60_000))]),
+    )
+    .await;
+    broker.advance(Duration::from_secs(59));
+    assert!(get(&ch, "tmp").await.is_none(), "redeclaring counts as use");
+    broker.advance(Duration::from_secs(61));
+    let err = within(ch.basic_get("tmp".into(), BasicGetOptions::default()))
+        .await
+        .expect_err("the queue expired");
+    assert!(err.to_string().contains("NOT_FOUND"), "{err}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_length_drops_the_oldest_into_the_dead_letter_exchange() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    dead_letters(&ch).await;
+    queue(
+        &ch,
+        "q",
+        args(&[
+            ("x-max-length", AMQPValue::LongInt(2)),
+            ("x-dead-letter-exchange", text("dlx")),
+        ]),
+    )
+    .await;
+    for b in ["m1", "m2", "m3"] {
+        publish(&ch, "", "q", b, BasicProperties::default()).await;
+    }
+    assert_eq!(body(&get(&ch, "q").await.unwrap()), "m2");
+    assert_eq!(body(&get(&ch, "q").await.unwrap()), "m3");
+    let dead = get(&ch, "dead").await.unwrap();
+    assert_eq!(body(&dead), "m1");
+    assert_eq!(field(&death(&dead), "reason"), &text("maxlen"));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn reject_publish_nacks_the_publisher() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    queue(
+        &ch,
+        "full",
+        args(&[
+            ("x-max-length", AMQPValue::LongInt(1)),
+            ("x-overflow", text("reject-publish")),
+        ]),
+    )
+    .await;
+    let mut confirms = Vec::new();
+    for b in ["first", "second"] {
+        let c = within(ch.basic_publish(
+            "".into(),
+            "full".into(),
+            BasicPublishOptions::default(),
+            b.as_bytes(),
+            BasicProperties::default(),
+        ))
+        .await
+        .unwrap();
+        confirms.push(within(c).await.unwrap());
+    }
+    assert!(confirms[0].is_ack());
+    assert!(confirms[1].is_nack(), "{:?}", confirms[1]);
+    assert_eq!(body(&get(&ch, "full").await.unwrap()), "first");
+    assert!(get(&ch, "full").await.is_none());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_message_is_dead_lettered_and_counted_each_time() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    dead_letters(&ch).await;
+    let retry = args(&[
+        ("x-dead-letter-exchange", text("dlx")),
+        ("x-dead-letter-routing-key", text("retry")),
+    ]);
+    queue(&ch, "work", retry).await;
+    publish(&ch, "", "work", "job", BasicProperties::default()).await;
+    for round in 1..=2i64 {
+        let m = within(ch.basic_get("work".into(), BasicGetOptions::default()))
+            .await
+            .unwrap()
+            .expect("the job");
+        within(m.delivery.acker.nack(BasicNackOptions {
+            requeue: false,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let dead = get(&ch, "dead").await.expect("dead-lettered");
+        assert_eq!(dead.delivery.routing_key.as_str(), "retry");
+        let d = death(&dead);
+        assert_eq!(field(&d, "reason"), &text("rejected"));
+        assert_eq!(field(&d, "count"), &AMQPValue::LongLongInt(round));
+        // Back into the work queue with its history, as a retry loop does.
+        let headers = dead.properties.headers().clone().unwrap();
+        publish(
+            &ch,
+            "",
+            "work",
+            "job",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn priority_queue_delivers_highest_first_then_in_order() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    queue(
+        &ch,
+        "pq",
+        args(&[("x-max-priority", AMQPValue::LongInt(5))]),
+    )
+    .await;
+    for (p, b) in [(1u8, "a"), (5, "b"), (3, "c"), (0, "d"), (5, "e"), (9, "f")] {
+        publish(
+            &ch,
+            "",
+            "pq",
+            b,
+            BasicProperties::default().with_priority(p),
+        )
+        .await;
+    }
+    let mut order = Vec::new();
+    while let Some(m) = get(&ch, "pq").await {
+        order.push(body(&m));
+    }
+    // 9 counts as the maximum, 5.
+    assert_eq!(order, ["b", "e", "f", "c", "a", "d"]);
+    broker.shutdown().await;
+}
+
+async fn consumer(ch: &Channel, queue: &str, tag: &str, arguments: FieldTable) -> lapin::Consumer {
+    within(ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        arguments,
+    ))
+    .await
+    .unwrap()
+}
+
+async fn next_tag(c: &mut lapin::Consumer) -> String {
+    use futures_lite::StreamExt;
+    let d = within(c.next()).await.expect("a delivery").unwrap();
+    String::from_utf8_lossy(&d.data).into_owned()
+}
+
+#[tokio::test]
+async fn single_active_consumer_serves_one_until_it_goes() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    queue(
+        &ch,
+        "sac",
+        args(&[("x-single-active-consumer", AMQPValue::Boolean(true))]),
+    )
+    .await;
+    let mut first = consumer(&ch, "sac", "first", FieldTable::default()).await;
+    let (_conn2, ch2) = open(&broker).await;
+    let mut second = consumer(&ch2, "sac", "second", FieldTable::default()).await;
+    for b in ["1", "2", "3"] {
+        publish(&ch, "", "sac", b, BasicProperties::default()).await;
+    }
+    for expected in ["1", "2", "3"] {
+        assert_eq!(next_tag(&mut first).await, expected);
+    }
+    within(ch.basic_cancel("first".into(), Default::default()))
+        .await
+        .unwrap();
+    publish(&ch, "", "sac", "4", BasicProperties::default()).await;
+    assert_eq!(next_tag(&mut second).await, "4");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn higher_priority_consumers_are_served_while_they_have_room() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    within(ch.basic_qos(1, BasicQosOptions::default()))
+        .await
+        .unwrap();
+    queue(&ch, "q", FieldTable::default()).await;
+    // Manual-ack consumers with prefetch 1: the high one takes one message, then
+    // the low one gets the next.
+    let opts = BasicConsumeOptions::default();
+    let mut low = within(ch.basic_consume(
+        "q".into(),
+        "low".into(),
+        opts,
+        args(&[("x-priority", AMQPValue::LongInt(1))]),
+    ))
+    .await
+    .unwrap();
+    let mut high = within(ch.basic_consume(
+        "q".into(),
+        "high".into(),
+        opts,
+        args(&[("x-priority", AMQPValue::LongInt(10))]),
+    ))
+    .await
+    .unwrap();
+    publish(&ch, "", "q", "m1", BasicProperties::default()).await;
+    publish(&ch, "", "q", "m2", BasicProperties::default()).await;
+    assert_eq!(next_tag(&mut high).await, "m1");
+    assert_eq!(next_tag(&mut low).await, "m2");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn direct_reply_to_round_trip() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, client) = open(&broker).await;
+    let (_conn2, server) = open(&broker).await;
+    queue(&server, "rpc", FieldTable::default()).await;
+    let mut replies = consumer(
+        &client,
+        "amq.rabbitmq.reply-to",
+        "replies",
+        FieldTable::default(),
+    )
+    .await;
+    publish(
+        &client,
+        "",
+        "rpc",
+        "ping",
+        BasicProperties::default()
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_correlation_id("7".into()),
+    )
+    .await;
+    let request = get(&server, "rpc").await.expect("the request");
+    let reply_to = request.properties.reply_to().clone().unwrap();
+    assert!(
+        reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+        "{reply_to}"
+    );
+    publish(
+        &server,
+        "",
+        reply_to.as_str(),
+        "pong",
+        BasicProperties::default(),
+    )
+    .await;
+    assert_eq!(next_tag(&mut replies).await, "pong");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unroutable_messages_go_to_the_alternate_exchange() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    dead_letters(&ch).await; // "dlx" → "dead" serves as the alternate here
+    within(ch.exchange_declare(
+        "orders".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        args(&[("alternate-exchange", text("dlx"))]),
+    ))
+    .await
+    .unwrap();
+    publish(&ch, "orders", "nobody", "lost?", BasicProperties::default()).await;
+    assert_eq!(body(&get(&ch, "dead").await.unwrap()), "lost?");
+    broker.shutdown().await;
+}
