@@ -196,8 +196,10 @@ fn parse_header(channel: u16, raw: Bytes) -> Result<Frame, AmqpError> {
     let (rest, class_id) = parse_short_uint(&raw[..]).map_err(|_| bad())?;
     let (rest, _weight) = parse_short_uint(rest).map_err(|_| bad())?;
     let (rest, body_size) = parse_long_long_uint(rest).map_err(|_| bad())?;
-    let (rest, properties) =
-        amq_protocol::protocol::basic::parse_properties(rest).map_err(|_| bad())?;
+    // RabbitMQ fails inside its property decoder with a bare 541 (seen with a
+    // table field of type 's', which it reads as a short int).
+    let (rest, properties) = amq_protocol::protocol::basic::parse_properties(rest)
+        .map_err(|_| AmqpError::connection(code::INTERNAL_ERROR, ""))?;
     if !rest.is_empty() {
         return Err(bad());
     }

@@ -230,7 +230,9 @@ impl Connection {
     /// Returns true once a valid header was consumed.
     fn handle_header(&mut self, buf: &mut BytesMut) -> bool {
         let n = buf.len().min(8);
-        if buf[..n] != PROTOCOL_HEADER[..n] {
+        // RabbitMQ still accepts the 0-9 header of old clients, and speaks 0-9-1.
+        const OLD_0_9: &[u8; 8] = b"AMQP\x01\x01\x00\x09";
+        if buf[..n] != PROTOCOL_HEADER[..n] && buf[..n] != OLD_0_9[..n] {
             // The spec: answer with the header we support, then close.
             self.outbox
                 .push(|out| out.extend_from_slice(PROTOCOL_HEADER));
@@ -527,6 +529,13 @@ impl Connection {
         };
         if chan.closing {
             match frame {
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
+                    self.fail(
+                        ch,
+                        AmqpError::connection(code::CHANNEL_ERROR, "second 'channel.open' seen")
+                            .on_method(20, 10),
+                    );
+                }
                 Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
                     self.channels.remove(&ch);
                 }
@@ -1047,8 +1056,9 @@ impl Connection {
             }
             M::Unbind(b) => {
                 let q = self.queue_name(ch, b.queue.as_str())?;
-                self.with_vhost(|v, _| {
+                self.with_vhost(|v, id| {
                     v.unbind_queue(
+                        id,
                         &q,
                         b.exchange.as_str(),
                         b.routing_key.as_str(),

@@ -125,7 +125,11 @@ impl AmqpError {
     /// The reply text exactly as it goes on the wire, e.g.
     /// `NOT_FOUND - no queue 'x' in vhost '/'`, cut to a short string's 255 bytes.
     pub fn reply_text(&self) -> String {
-        let mut text = format!("{} - {}", code_name(self.code), self.text);
+        let mut text = if self.text.is_empty() {
+            code_name(self.code).to_owned()
+        } else {
+            format!("{} - {}", code_name(self.code), self.text)
+        };
         if text.len() > 255 {
             let mut end = 255;
             while !text.is_char_boundary(end) {

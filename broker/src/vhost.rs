@@ -754,6 +754,7 @@ impl VhostState {
     /// `queue.unbind`: like RabbitMQ, succeeds when there is nothing to remove.
     pub fn unbind_queue(
         &mut self,
+        conn: ConnId,
         queue: &str,
         exchange: &str,
         routing_key: &str,
@@ -762,12 +763,15 @@ impl VhostState {
         if is_default_exchange(exchange) {
             return Err(default_exchange_refused());
         }
-        if self.exchanges.contains_key(exchange) {
-            self.change_binding(
-                exchange,
-                queue_binding(queue, routing_key, arguments),
-                false,
-            );
+        let binding = queue_binding(queue, routing_key, arguments);
+        let exists = self
+            .exchanges
+            .get(exchange)
+            .is_some_and(|e| e.bindings.contains(&binding));
+        // RabbitMQ looks at the queue only when there is a binding to remove.
+        if exists {
+            self.queue_for(conn, queue)?;
+            self.change_binding(exchange, binding, false);
         }
         Ok(())
     }
