@@ -16,6 +16,7 @@ mod lapin_load;
 mod procs;
 mod report;
 mod sink;
+mod wc_load;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +145,8 @@ impl Sizes {
 enum Client {
     Go,
     Lapin,
+    /// warren-client.
+    Wc,
 }
 
 impl Client {
@@ -151,13 +154,14 @@ impl Client {
         match self {
             Client::Go => "Go amqp091",
             Client::Lapin => "lapin",
+            Client::Wc => "warren-client",
         }
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Scenario {
-    Publish { size: usize },
+    Publish { size: usize, conns: usize },
     Consume,
     Fanout,
     Latency,
@@ -171,8 +175,16 @@ fn rows_for(s: Scenario, c: Client) -> Vec<(String, &'static str, Option<Target>
     let l = c.label();
     let go_target = |t| (c == Client::Go).then_some(t);
     match s {
-        Scenario::Publish { size } => vec![(
-            format!("publish {}, fire-and-forget ({l})", size_label(size)),
+        Scenario::Publish { size, conns } => vec![(
+            format!(
+                "publish {}, fire-and-forget{} ({l})",
+                size_label(size),
+                if conns > 1 {
+                    format!(", {conns} connections")
+                } else {
+                    String::new()
+                }
+            ),
             "msg/s",
             go_target(Target::RatioAtLeast(3.0)),
         )],
@@ -274,16 +286,39 @@ impl Bench {
         let bounded = |what: &'static str| move |_| format!("{what}: no result within {t:?}");
         let body16 = [b'x'; 16];
         Ok(match (s, c) {
-            (Scenario::Publish { size }, Client::Go) => {
+            (Scenario::Publish { size, conns }, Client::Go) => {
                 let n = if size > 16 {
                     z.go_publish_4k
                 } else {
                     z.go_publish
                 };
-                let r = self.go.run("publish", url, &go_args(n, size), t).await?;
+                let mut args = go_args(n, size);
+                args.push(("conns", conns.to_string()));
+                let r = self.go.run("publish", url, &args, t).await?;
                 vec![rate(n, get(&r, "secs")?)]
             }
-            (Scenario::Publish { size }, Client::Lapin) => {
+            (Scenario::Publish { size, .. }, Client::Wc) => {
+                let n = if size > 16 {
+                    z.go_publish_4k
+                } else {
+                    z.go_publish
+                };
+                let body = vec![b'x'; size];
+                let took = tokio::time::timeout(t, wc_load::publish(url, name, n, &body))
+                    .await
+                    .map_err(bounded("warren-client publish"))??;
+                vec![rate(n, took.as_secs_f64())]
+            }
+            (Scenario::Consume, Client::Wc) => {
+                let n = z.go_consume;
+                let took =
+                    tokio::time::timeout(t, wc_load::consume(url, name, n, &body16, PREFETCH))
+                        .await
+                        .map_err(bounded("warren-client consume"))??;
+                vec![rate(n, took.as_secs_f64())]
+            }
+            (s, Client::Wc) => return Err(format!("{s:?} is not run through warren-client").into()),
+            (Scenario::Publish { size, .. }, Client::Lapin) => {
                 let n = if size > 16 {
                     z.lapin_publish_4k
                 } else {
@@ -548,7 +583,7 @@ impl Bench {
     async fn ceilings(&mut self) -> Result<()> {
         let url = sink::start().await?;
         let t = self.sizes.timeout;
-        for client in [Client::Go, Client::Lapin] {
+        for client in [Client::Go, Client::Lapin, Client::Wc] {
             let mut v = Vec::new();
             for _ in 0..self.sizes.rounds {
                 let r = match client {
@@ -558,6 +593,13 @@ impl Bench {
                         match self.go.run("sink", &url, &args, t).await {
                             Ok(r) => get(&r, "secs").map(|s| rate(n, s)),
                             Err(e) => Err(e),
+                        }
+                    }
+                    Client::Wc => {
+                        let n = self.sizes.sink_go;
+                        match tokio::time::timeout(t, wc_load::sink(&url, n, &[b'x'; 16])).await {
+                            Ok(r) => r.map(|d| rate(n, d.as_secs_f64())),
+                            Err(_) => Err("warren-client sink timed out".into()),
                         }
                     }
                     Client::Lapin => {
@@ -705,16 +747,33 @@ async fn main() -> ExitCode {
         bench.args.rabbitmq
     );
 
-    let scenarios = [
-        Scenario::Publish { size: 16 },
-        Scenario::Publish { size: 4096 },
-        Scenario::Consume,
-        Scenario::Fanout,
-        Scenario::Latency,
-        Scenario::Connect,
+    use Client::{Go as G, Lapin as L, Wc as W};
+    // One Go connection is capped by amqp091 itself (it flushes every frame); four
+    // show what each broker takes.
+    let plan: [(Scenario, &[Client]); 8] = [
+        (Scenario::Publish { size: 16, conns: 1 }, &[G, L, W]),
+        (Scenario::Publish { size: 16, conns: 4 }, &[G]),
+        (
+            Scenario::Publish {
+                size: 4096,
+                conns: 1,
+            },
+            &[G, L, W],
+        ),
+        (
+            Scenario::Publish {
+                size: 4096,
+                conns: 4,
+            },
+            &[G],
+        ),
+        (Scenario::Consume, &[G, L, W]),
+        (Scenario::Fanout, &[G, L]),
+        (Scenario::Latency, &[G, L]),
+        (Scenario::Connect, &[G, L]),
     ];
-    for s in scenarios {
-        for c in [Client::Go, Client::Lapin] {
+    for (s, clients) in plan {
+        for &c in clients {
             bench.measure(s, c, &url).await;
         }
     }

@@ -33,10 +33,9 @@ pub fn bench(args: Vec<String>) -> ExitCode {
             "--quiet",
             "--package",
             "warren-broker",
-            "--bin",
-            "warren",
             "--package",
             "warren-bench",
+            "--bins",
         ])
         .status();
     if !matches!(built, Ok(s) if s.success()) {

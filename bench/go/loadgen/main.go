@@ -9,11 +9,12 @@
 //
 // Usage: loadgen MODE -url URL [-queue Q] [-exchange X] [-n N] [-size BYTES]
 //
-//	[-prefetch P] [-queues K] [-timeout SECONDS]
+//	[-prefetch P] [-queues K] [-conns C] [-timeout SECONDS]
 //
 // Modes:
 //
-//	publish  fire-and-forget publishes into one queue; timed until the queue holds n
+//	publish  fire-and-forget publishes into one queue (from -conns connections);
+//	         timed until the queue holds n
 //	fill     the same, for memory measurements (the queue is left in place)
 //	consume  fill the queue untimed, then consume n with manual acks, prefetch P
 //	fanout   n publishes to a fanout exchange bound to K queues, each consumed
@@ -43,6 +44,7 @@ var (
 	size     = flag.Int("size", 16, "body size in bytes")
 	prefetch = flag.Int("prefetch", 1000, "prefetch count for consumers")
 	queues   = flag.Int("queues", 10, "queues bound to the fanout exchange")
+	conns    = flag.Int("conns", 1, "publishing connections (publish mode), each sending n/conns")
 	timeout  = flag.Float64("timeout", 60, "seconds before the run gives up")
 )
 
@@ -127,8 +129,26 @@ func main() {
 		conn := dial()
 		ch := channel(conn)
 		declare(ch, *queue, false)
+		// One publisher per connection: amqp091 flushes every frame, so a single
+		// connection is capped by the client; several show what the broker takes.
+		pubs := []*amqp.Channel{ch}
+		for i := 1; i < *conns; i++ {
+			pubs = append(pubs, channel(dial()))
+		}
 		start := time.Now()
-		publishN(ch, "", *queue, *n, msg)
+		var wg sync.WaitGroup
+		for i, pch := range pubs {
+			count := *n / len(pubs)
+			if i == 0 {
+				count += *n % len(pubs)
+			}
+			wg.Add(1)
+			go func(pch *amqp.Channel, count int) {
+				defer wg.Done()
+				publishN(pch, "", *queue, count, msg)
+			}(pch, count)
+		}
+		wg.Wait()
 		client := time.Since(start)
 		waitDepth(conn, *queue, *n)
 		fmt.Printf("RESULT secs=%s client_secs=%s\n", secs(time.Since(start)), secs(client))

@@ -1,0 +1,106 @@
+//! The warren-client load over TCP: the project's own client, which pipelines
+//! publishes (a publish waits only for room in its outgoing queue), so it can push a
+//! broker harder than lapin's one-publish-at-a-time.
+
+use std::time::{Duration, Instant};
+
+use warren_client::{
+    BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
+    Connection, FieldTable, QueueDeclareOptions,
+};
+
+use crate::procs::Result;
+
+async fn publish_n(ch: &Channel, key: &str, n: usize, body: &[u8]) -> Result<()> {
+    for _ in 0..n {
+        ch.basic_publish(
+            "",
+            key,
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn wait_depth(ch: &Channel, queue: &str, want: u32) -> Result<()> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    while ch
+        .queue_declare(queue, passive, FieldTable::default())
+        .await?
+        .message_count
+        < want
+    {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    Ok(())
+}
+
+/// Fire-and-forget publishes into one queue, timed until the queue holds all of them.
+pub async fn publish(url: &str, queue: &str, n: usize, body: &[u8]) -> Result<Duration> {
+    let conn = Connection::connect(url).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default())
+        .await?;
+    let poll = conn.create_channel().await?;
+    let start = Instant::now();
+    publish_n(&ch, queue, n, body).await?;
+    wait_depth(&poll, queue, n as u32).await?;
+    let took = start.elapsed();
+    conn.close().await?;
+    Ok(took)
+}
+
+/// Fills a queue untimed, then consumes `n` with a manual ack each.
+pub async fn consume(
+    url: &str,
+    queue: &str,
+    n: usize,
+    body: &[u8],
+    prefetch: u16,
+) -> Result<Duration> {
+    let conn = Connection::connect(url).await?;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default())
+        .await?;
+    publish_n(&ch, queue, n, body).await?;
+    wait_depth(&ch, queue, n as u32).await?;
+    let cch = conn.create_channel().await?;
+    cch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let start = Instant::now();
+    let mut consumer = cch
+        .basic_consume(
+            queue,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    for i in 0..n {
+        let d = consumer
+            .recv()
+            .await
+            .ok_or_else(|| format!("consumer ended after {i}"))??;
+        d.ack().await?;
+    }
+    let took = start.elapsed();
+    drop(consumer);
+    conn.close().await?;
+    Ok(took)
+}
+
+/// Publishes to a peer that only reads: warren-client's own ceiling.
+pub async fn sink(url: &str, n: usize, body: &[u8]) -> Result<Duration> {
+    let conn = Connection::connect(url).await?;
+    let ch = conn.create_channel().await?;
+    let start = Instant::now();
+    publish_n(&ch, "sink", n, body).await?;
+    // close() flushes what is queued before it, so the time covers every publish.
+    conn.close().await?;
+    Ok(start.elapsed())
+}
