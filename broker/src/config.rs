@@ -30,6 +30,8 @@ pub struct Config {
     /// TTLs and queue expiry follow a virtual clock that only `Broker::advance`
     /// moves, instead of real time.
     pub virtual_clock: bool,
+    /// Bytes of messages held above which publishers are blocked; 0 never blocks.
+    pub memory_high_watermark: usize,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
             virtual_clock: false,
+            memory_high_watermark: 0,
         }
     }
 }

@@ -155,6 +155,11 @@ pub struct Connection {
     /// Capabilities the client announced in `connection.start-ok`.
     cancel_notify: bool,
     auth_failure_close: bool,
+    blocked_notify: bool,
+    /// The client has published: it is the kind of connection a memory alarm blocks.
+    published: bool,
+    /// What the client was last told: `connection.blocked` (true) or `unblocked`.
+    told_blocked: bool,
 }
 
 fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
@@ -176,6 +181,9 @@ impl Connection {
             channels: HashMap::new(),
             cancel_notify: false,
             auth_failure_close: false,
+            blocked_notify: false,
+            published: false,
+            told_blocked: false,
         }
     }
 
@@ -259,6 +267,7 @@ impl Connection {
             "exchange_exchange_bindings",
             "consumer_priorities",
             "direct_reply_to",
+            "connection.blocked",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }
@@ -354,6 +363,7 @@ impl Connection {
                         |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
                     self.cancel_notify = on("consumer_cancel_notify");
                     self.auth_failure_close = on("authentication_failure_close");
+                    self.blocked_notify = on("connection.blocked");
                 }
                 let mechanism = s.mechanism.as_str();
                 let creds = match mechanism {
@@ -733,6 +743,7 @@ impl Connection {
             (properties, header)
         };
         let exchange = publish.exchange.as_str();
+        let body_len = body.len();
         let msg = Message {
             exchange: exchange.to_owned(),
             routing_key: publish.routing_key.as_str().to_owned(),
@@ -740,6 +751,7 @@ impl Connection {
             header,
             body,
             persist_id: None,
+            held: self.shared.gauge.hold(body_len),
         };
         let targets = {
             let v = self.vhost().lock();
@@ -1098,6 +1110,7 @@ impl Connection {
         use basic::AMQPMethod as M;
         match m {
             M::Publish(p) => {
+                self.published = true;
                 if p.immediate {
                     return Err(AmqpError::connection(
                         code::NOT_IMPLEMENTED,
@@ -1340,6 +1353,28 @@ impl Connection {
             v.lock().close_connection(self.id);
         }
         self.channels.clear();
+    }
+
+    /// Whether the memory alarm should stop reading from this connection: it is
+    /// a publisher, as RabbitMQ blocks only those.
+    pub fn is_publisher(&self) -> bool {
+        self.published
+    }
+
+    /// The memory alarm went on or off: tell a client that asked for it.
+    pub fn set_blocked(&mut self, blocked: bool) {
+        if self.phase != Phase::Opened || !self.blocked_notify || blocked == self.told_blocked {
+            return;
+        }
+        self.told_blocked = blocked;
+        let m = if blocked {
+            connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: "low on memory".into(),
+            })
+        } else {
+            connection::AMQPMethod::Unblocked(connection::Unblocked {})
+        };
+        self.send_connection(m);
     }
 
     /// The outbox drained after a back-up: deliveries may flow again.

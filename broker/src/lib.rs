@@ -28,6 +28,7 @@ pub mod codec;
 pub mod config;
 mod connection;
 pub mod error;
+mod memory;
 mod outbox;
 mod routing;
 mod server;
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) store: Option<Arc<Store>>,
     /// Time for TTLs and expiry: real, or virtual and moved by the test.
     pub(crate) clock: Arc<Clock>,
+    /// Message bytes held, against the memory high watermark.
+    pub(crate) gauge: Arc<memory::Gauge>,
     /// Held while compaction or a restart reads or rewrites the log, so that the
     /// two never overlap.
     maintenance: std::sync::Mutex<()>,
@@ -87,12 +90,14 @@ impl Shared {
         } else {
             Clock::real()
         });
+        let gauge = memory::Gauge::new(config.memory_high_watermark);
         let mut vhosts = HashMap::new();
         for name in names {
             let vhost = Vhost::new(name);
             {
                 let mut state = vhost.lock();
                 state.set_clock(clock.clone());
+                state.set_gauge(gauge.clone());
                 if let Some(store) = &store {
                     state.set_store(store.clone());
                 }
@@ -107,6 +112,7 @@ impl Shared {
             vhosts,
             store,
             clock,
+            gauge,
             maintenance: std::sync::Mutex::new(()),
             next_connection: AtomicU64::new(1),
         })
@@ -223,6 +229,14 @@ impl BrokerBuilder {
 
     pub fn max_message_size(mut self, bytes: u64) -> Self {
         self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Above this many bytes of messages held, publishing connections are
+    /// blocked (and told so with `connection.blocked` when they asked) until
+    /// consumers bring it back down; 0, the default, never blocks.
+    pub fn memory_high_watermark(mut self, bytes: usize) -> Self {
+        self.config.memory_high_watermark = bytes;
         self
     }
 
@@ -349,6 +363,12 @@ impl Broker {
             guard,
         ));
         client
+    }
+
+    /// Bytes of message bodies the broker holds (queued, unacked or in flight):
+    /// what the memory high watermark is compared with.
+    pub fn message_bytes(&self) -> usize {
+        self.shared.gauge.bytes()
     }
 
     /// How many client connections are open.

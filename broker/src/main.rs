@@ -27,6 +27,9 @@ struct Args {
     /// Heartbeat interval proposed to clients, in seconds (0 disables).
     #[arg(long, default_value_t = 60)]
     heartbeat: u16,
+    /// Bytes of messages held above which publishers are blocked (0: never).
+    #[arg(long, default_value_t = 0)]
+    memory_high_watermark: usize,
 }
 
 #[tokio::main]
@@ -42,7 +45,8 @@ async fn main() -> ExitCode {
     let signals = Signals::install();
     let mut builder = warren_broker::Broker::builder()
         .credentials(&args.user, &args.password)
-        .heartbeat(args.heartbeat);
+        .heartbeat(args.heartbeat)
+        .memory_high_watermark(args.memory_high_watermark);
     for addr in &args.bind {
         builder = builder.bind(*addr);
     }

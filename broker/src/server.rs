@@ -114,8 +114,14 @@ pub async fn serve<S>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     close.mark_unchanged();
     let mut durable = conn.durability_updates();
+    let mut alarm = shared.gauge.subscribe();
     loop {
+        // A memory alarm stops reading from publishers until it clears, and
+        // tells them so when they asked.
+        let paused = *alarm.borrow() && conn.is_publisher() && conn.is_open();
+        conn.set_blocked(paused);
         tokio::select! {
+            _ = alarm.changed() => {}
             changed = async {
                 match durable.as_mut() {
                     Some(rx) => rx.changed().await,
@@ -127,7 +133,7 @@ pub async fn serve<S>(
                 }
                 conn.flush_confirms();
             }
-            read = reader.read_buf(&mut buf) => match read {
+            read = reader.read_buf(&mut buf), if !paused => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     last_read = Instant::now();

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::AmqpError;
+use crate::memory::{Gauge, Held};
 use crate::outbox::Outbox;
 use crate::routing;
 use crate::store::{Record, Store};
@@ -42,6 +43,9 @@ pub struct Message {
     /// Its id in the store, when it was written there (persistent, routed to a
     /// durable queue, with a data directory).
     pub persist_id: Option<u64>,
+    /// Its bytes, counted against the memory high watermark while it lives.
+    #[allow(dead_code, reason = "never read: it counts until it is dropped")]
+    pub held: Held,
 }
 
 impl Message {
@@ -315,6 +319,7 @@ pub struct VhostState {
     /// Direct reply-to addresses → the consumer (connection, channel, tag).
     replies: HashMap<String, (ConnId, u16, String)>,
     clock: Arc<Clock>,
+    gauge: Arc<Gauge>,
     /// Queues and messages with a time limit exist: the ticker has work.
     timed: bool,
 }
@@ -343,6 +348,7 @@ impl VhostState {
             store: None,
             replies: HashMap::new(),
             clock: Arc::new(Clock::real()),
+            gauge: Gauge::new(0),
             timed: false,
         };
         for (name, kind, internal) in predeclared() {

@@ -63,6 +63,7 @@ impl VhostState {
             header,
             body: msg.body.clone(),
             persist_id: None,
+            held: self.gauge.hold(msg.body.len()),
         };
         self.enqueue(&targets, dead);
     }

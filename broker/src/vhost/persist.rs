@@ -18,6 +18,10 @@ impl VhostState {
         self.clock = clock;
     }
 
+    pub fn set_gauge(&mut self, gauge: Arc<crate::memory::Gauge>) {
+        self.gauge = gauge;
+    }
+
     /// Appends a record when the broker has a store; returns its LSN.
     pub(super) fn log(&self, rec: Record) -> Option<u64> {
         self.store.as_ref().map(|s| s.append(&rec))
@@ -111,9 +115,11 @@ impl VhostState {
     pub fn restore(&mut self, rec: &RecoveredVhost) {
         let store = self.store.take();
         let clock = self.clock.clone();
+        let gauge = self.gauge.clone();
         *self = VhostState::new(&self.name);
         self.store = store;
         self.clock = clock;
+        self.gauge = gauge;
         let now = self.clock.now_ms();
         for (name, (kind, auto_delete, internal, arguments)) in &rec.exchanges {
             let Some(kind) = ExchangeKind::parse(kind) else {
@@ -165,6 +171,7 @@ impl VhostState {
                             header: stored.header.clone(),
                             body: stored.body.clone(),
                             persist_id: Some(msg_id),
+                            held: self.gauge.hold(stored.body.len()),
                         })
                     })
                     .clone();
