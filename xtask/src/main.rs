@@ -5,12 +5,15 @@
 
 mod bench;
 
+mod fuzz;
+
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("conformance") => conformance(args.collect()),
+        Some("fuzz") => fuzz::run(args.collect()),
         Some("bench") => bench::bench(args.collect()),
         _ => {
             eprintln!(
