@@ -34,7 +34,6 @@ const SETTLE: Duration = Duration::from_millis(15);
 /// One operation; `ch` indexes the 4 channels (connection `ch / 2`, channel id
 /// `ch % 2 + 1`), `q`, `x` and `key` index small pools of names.
 #[derive(Clone, Debug, PartialEq)]
-#[allow(missing_docs)] // the fields are the AMQP arguments of the same names
 pub enum Op {
     QueueDeclare {
         ch: u8,
@@ -60,6 +59,19 @@ pub enum Op {
         ch: u8,
         q: u8,
         x: u8,
+        key: u8,
+    },
+    /// Binds exchange `dest` to exchange `src` (a RabbitMQ extension).
+    ExchangeBind {
+        ch: u8,
+        dest: u8,
+        src: u8,
+        key: u8,
+    },
+    ExchangeUnbind {
+        ch: u8,
+        dest: u8,
+        src: u8,
         key: u8,
     },
     /// `x: None` is the default exchange, with queue `key` as routing key.
@@ -152,6 +164,10 @@ pub fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(ch, x, kind, passive)| Op::ExchangeDeclare { ch, x, kind, passive }),
         3 => (ch.clone(), q.clone(), x.clone(), key.clone()).prop_map(|(ch, q, x, key)| Op::QueueBind { ch, q, x, key }),
         1 => (ch.clone(), q.clone(), x.clone(), key.clone()).prop_map(|(ch, q, x, key)| Op::QueueUnbind { ch, q, x, key }),
+        1 => (ch.clone(), x.clone(), x.clone(), key.clone())
+            .prop_map(|(ch, dest, src, key)| Op::ExchangeBind { ch, dest, src, key }),
+        1 => (ch.clone(), x.clone(), x.clone(), key.clone())
+            .prop_map(|(ch, dest, src, key)| Op::ExchangeUnbind { ch, dest, src, key }),
         6 => (ch.clone(), prop::option::weighted(0.5, x.clone()), key.clone(), any::<bool>())
             .prop_map(|(ch, x, key, mandatory)| Op::Publish { ch, x, key, mandatory }),
         3 => (ch.clone(), q.clone(), any::<bool>(), prop::bool::weighted(0.2))
@@ -260,6 +276,16 @@ impl World {
             Op::QueueUnbind { ch, q, x, key } => {
                 let c = self.channel(ch).await?;
                 c.queue_unbind(&self.q(q), &self.x(x), &format!("k{key}"))
+                    .await
+            }
+            Op::ExchangeBind { ch, dest, src, key } => {
+                let c = self.channel(ch).await?;
+                c.exchange_bind(&self.x(dest), &self.x(src), &format!("k{key}"))
+                    .await
+            }
+            Op::ExchangeUnbind { ch, dest, src, key } => {
+                let c = self.channel(ch).await?;
+                c.exchange_unbind(&self.x(dest), &self.x(src), &format!("k{key}"))
                     .await
             }
             Op::Publish {

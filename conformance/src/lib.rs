@@ -13,6 +13,16 @@
 //! - [`runner`]: runs scenarios against a URL and reports the comparison.
 //! - [`differential`]: random operation sequences compared between two brokers.
 //!
+//! # Running
+//! - `cargo test -p warren-conformance`: every scenario against an embedded Warren.
+//! - `cargo xtask conformance [--rabbitmq URL]` (or `AMQP_URL`): against an embedded
+//!   Warren and RabbitMQ, a table and the line `conformance: warren P/N, rabbitmq P/N,
+//!   divergent D`; non-zero exit when anything fails or diverges. `--only SUBSTRING`
+//!   filters, `--target URL` runs against one URL only, `--verbose` prints transcripts
+//!   of failing or diverging scenarios.
+//! - `cargo xtask conformance --rabbitmq URL --differential --cases N`: random
+//!   operation sequences on both brokers, shrunk to a minimal divergence.
+//!
 //! # Adding a scenario
 //! Write `pub async fn name(cx: Ctx) -> R` in the right module of `scenarios/` and add
 //! its name to the table in `scenarios/mod.rs`.

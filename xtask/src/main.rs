@@ -4,7 +4,6 @@
 //!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
 
 mod bench;
-
 mod fuzz;
 
 use std::process::{Command, ExitCode};
@@ -13,8 +12,8 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("conformance") => conformance(args.collect()),
-        Some("fuzz") => fuzz::run(args.collect()),
         Some("bench") => bench::bench(args.collect()),
+        Some("fuzz") => fuzz::run(args.collect()),
         _ => {
             eprintln!(
                 "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]"
