@@ -536,10 +536,8 @@ async fn unacked_deliveries_return_when_channel_closes_or_consumer_drops() {
 
 #[tokio::test]
 async fn exchange_to_exchange_bindings_and_unbind() {
-    run_known_divergence(
+    run(
         "exchange_to_exchange_bindings_and_unbind",
-        "exchange.bind closes the connection with 540 NOT_IMPLEMENTED \
-                 (RabbitMQ supports exchange-to-exchange bindings)",
         |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
@@ -934,30 +932,32 @@ async fn immediate_publish_is_not_implemented() {
 }
 
 #[tokio::test]
-async fn exclusive_queue_redeclare_ignores_durable() {
+async fn exclusive_queues_are_never_durable() {
     run_known_divergence(
-        "exclusive_queue_redeclare_ignores_durable",
-        "redeclaring one's own exclusive queue with durable=true: RabbitMQ 3.10 \
-             answers declare-ok, Warren closes the channel with 406 'inequivalent arg durable'",
+        "exclusive_queues_are_never_durable",
+        "RabbitMQ 3.10 ignores durable=true on an exclusive queue (it is created \
+         non-durable, and redeclaring it with either durable value is equivalent); Warren \
+         keeps the flag and closes the channel with 406 'inequivalent arg durable'",
         |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
-            let q = unique("excl-redeclare");
             let exclusive = QueueDeclareOptions {
                 exclusive: true,
                 ..Default::default()
             };
-            ch.queue_declare(&q, exclusive, no_args()).await.unwrap();
-            ch.queue_declare(
-                &q,
-                QueueDeclareOptions {
-                    durable: true,
-                    ..exclusive
-                },
-                no_args(),
-            )
-            .await
-            .unwrap();
+            let exclusive_durable = QueueDeclareOptions {
+                durable: true,
+                ..exclusive
+            };
+            let (a, b) = (unique("excl-then-durable"), unique("durable-then-excl"));
+            ch.queue_declare(&a, exclusive, no_args()).await.unwrap();
+            ch.queue_declare(&a, exclusive_durable, no_args())
+                .await
+                .unwrap();
+            ch.queue_declare(&b, exclusive_durable, no_args())
+                .await
+                .unwrap();
+            ch.queue_declare(&b, exclusive, no_args()).await.unwrap();
             conn.close().await.unwrap();
         },
     )
@@ -966,10 +966,8 @@ async fn exclusive_queue_redeclare_ignores_durable() {
 
 #[tokio::test]
 async fn channel_flow_false_is_not_implemented() {
-    run_known_divergence(
+    run(
         "channel_flow_false_is_not_implemented",
-        "channel.flow(active=false) from the client: RabbitMQ closes the connection with \
-         540 'NOT_IMPLEMENTED - active=false', Warren answers flow-ok(false)",
         |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
