@@ -1092,3 +1092,18 @@ pub async fn tx_mandatory_return_at_commit(cx: Ctx) -> R {
     expect_eq("return code", ch.returned().await?.code, 312)?;
     conn.close().await
 }
+
+/// basic.recover-async (deprecated) redelivers without a reply.
+pub async fn recover_async_redelivers(cx: Ctx) -> R {
+    let (conn, ch, q) = with_queue(&cx).await?;
+    ch.publish("", &q, "m").await?;
+    ch.consume(&q).await?;
+    ch.expect_deliver("m").await?;
+    ch.send(AMQPClass::Basic(basic::AMQPMethod::RecoverAsync(
+        basic::RecoverAsync { requeue: true },
+    )))
+    .await?;
+    let d = ch.expect_deliver("m").await?;
+    ensure!(d.redelivered, "not marked redelivered");
+    conn.close().await
+}

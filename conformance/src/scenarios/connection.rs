@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use amq_protocol::protocol::{channel, AMQPClass};
+use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::AMQPValue;
 
 use crate::*;
@@ -529,4 +529,30 @@ pub async fn channel_flow_inactive(cx: Ctx) -> R {
     .await
     .connection_closed(540)?;
     Ok(())
+}
+
+/// connection.update-secret with the same password is accepted.
+pub async fn update_secret(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    conn.send(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
+            connection::UpdateSecret {
+                new_secret: cx.url().password.clone().into(),
+                reason: "rotation".into(),
+            },
+        )),
+    )
+    .await?;
+    let ev = conn.call_reply(0, Some((10, 70)), true).await?;
+    ensure!(
+        matches!(
+            ev.method(),
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(_))
+        ),
+        "expected connection.update-secret-ok, got {}",
+        driver::describe(&ev)
+    );
+    conn.channel().await?.sync().await?;
+    conn.close().await
 }

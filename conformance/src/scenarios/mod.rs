@@ -78,6 +78,7 @@ table! {
         heartbeat_longer_than_proposed,
         access_request_ok,
         channel_flow_inactive,
+        update_secret,
     ]
     exchange: [
         declare_each_type,
@@ -271,6 +272,7 @@ table! {
         get_then_recover,
         tx_rollback_forgets_acks,
         tx_mandatory_return_at_commit,
+        recover_async_redelivers,
     ]
     confirms: [
         single_publish_acked,
