@@ -1397,7 +1397,7 @@ fn deliver_published(
 ) -> Published {
     let mut v = vhost.lock();
     if targets.is_empty() {
-        let reply = (msg.exchange.is_empty() || msg.exchange == "amq.default")
+        let reply = msg.exchange.is_empty()
             && msg.routing_key.starts_with(REPLY_TO)
             && v.deliver_reply(&msg);
         if mandatory && !reply {

@@ -1,41 +1,107 @@
 //! Which queues an exchange sends a message to: direct, fanout, topic and headers
-//! matching over an exchange's bindings.
+//! matching over an exchange's bindings, with an index (a hash for direct keys, a
+//! trie of words for topic patterns) so that thousands of bindings stay fast.
+
+use std::collections::HashMap;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::vhost::{Binding, ExchangeKind};
 
-/// Whether a binding of an exchange of `kind` takes a message.
-pub fn matches(
-    kind: ExchangeKind,
-    binding: &Binding,
-    routing_key: &str,
-    headers: Option<&FieldTable>,
-) -> bool {
-    match kind {
-        ExchangeKind::Direct => binding.routing_key == routing_key,
-        ExchangeKind::Fanout => true,
-        ExchangeKind::Topic => topic_matches(&binding.routing_key, routing_key),
-        ExchangeKind::Headers => headers_match(&binding.arguments, headers),
+/// An exchange's bindings arranged for lookup; rebuilt when they change.
+#[derive(Debug, Default)]
+pub struct Index {
+    direct: HashMap<String, Vec<usize>>,
+    topic: TrieNode,
+}
+
+/// One word position of topic patterns.
+#[derive(Debug, Default)]
+struct TrieNode {
+    words: HashMap<String, TrieNode>,
+    star: Option<Box<TrieNode>>,
+    hash: Option<Box<TrieNode>>,
+    /// Bindings whose pattern ends here.
+    ends: Vec<usize>,
+}
+
+impl Index {
+    pub fn build(kind: ExchangeKind, bindings: &[Binding]) -> Index {
+        let mut index = Index::default();
+        for (i, b) in bindings.iter().enumerate() {
+            match kind {
+                ExchangeKind::Direct => index
+                    .direct
+                    .entry(b.routing_key.clone())
+                    .or_default()
+                    .push(i),
+                ExchangeKind::Topic => {
+                    let mut node = &mut index.topic;
+                    for word in words(&b.routing_key) {
+                        node = match word {
+                            "*" => node.star.get_or_insert_with(Default::default),
+                            "#" => node.hash.get_or_insert_with(Default::default),
+                            w => node.words.entry(w.to_owned()).or_default(),
+                        };
+                    }
+                    node.ends.push(i);
+                }
+                ExchangeKind::Fanout | ExchangeKind::Headers => {}
+            }
+        }
+        index
+    }
+
+    /// Indexes of the bindings that take a message, in binding order, each once.
+    pub fn matching(
+        &self,
+        kind: ExchangeKind,
+        bindings: &[Binding],
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Vec<usize> {
+        match kind {
+            ExchangeKind::Direct => self.direct.get(routing_key).cloned().unwrap_or_default(),
+            ExchangeKind::Fanout => (0..bindings.len()).collect(),
+            ExchangeKind::Headers => (0..bindings.len())
+                .filter(|&i| headers_match(&bindings[i].arguments, headers))
+                .collect(),
+            ExchangeKind::Topic => {
+                let words: Vec<&str> = words(routing_key).collect();
+                let mut out = Vec::new();
+                self.topic.collect(&words, &mut out);
+                out.sort_unstable();
+                out.dedup();
+                out
+            }
+        }
     }
 }
 
-/// AMQP topic matching: words separated by `.`, `*` matches exactly one word and
-/// `#` zero or more.
-pub fn topic_matches(pattern: &str, key: &str) -> bool {
-    let p: Vec<&str> = pattern.split('.').collect();
-    let k: Vec<&str> = key.split('.').collect();
-    matches_words(&p, &k)
+/// The words of a topic key or pattern: "" has none, "a..b" has an empty one.
+fn words(key: &str) -> impl Iterator<Item = &str> {
+    key.split('.').filter(move |_| !key.is_empty())
 }
 
-fn matches_words(p: &[&str], k: &[&str]) -> bool {
-    match p.split_first() {
-        None => k.is_empty(),
-        Some((&"#", rest)) => (0..=k.len()).any(|i| matches_words(rest, &k[i..])),
-        Some((&w, rest)) => match k.split_first() {
-            Some((&kw, krest)) => (w == "*" || w == kw) && matches_words(rest, krest),
-            None => false,
-        },
+impl TrieNode {
+    fn collect(&self, words: &[&str], out: &mut Vec<usize>) {
+        if let Some(hash) = &self.hash {
+            // `#` takes zero or more words.
+            for skip in 0..=words.len() {
+                hash.collect(&words[skip..], out);
+            }
+        }
+        match words.split_first() {
+            None => out.extend_from_slice(&self.ends),
+            Some((word, rest)) => {
+                if let Some(next) = self.words.get(*word) {
+                    next.collect(rest, out);
+                }
+                if let Some(star) = &self.star {
+                    star.collect(rest, out);
+                }
+            }
+        }
     }
 }
 
@@ -61,7 +127,7 @@ pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool
         .filter(|(k, _)| k.as_str() != "x-match" && (with_x || !k.as_str().starts_with("x-")));
     let hit = |(k, v): (&amq_protocol::types::ShortString, &AMQPValue)| match headers.get(k) {
         None => false,
-        Some(h) => matches!(v, AMQPValue::Void) || h == v,
+        Some(h) => matches!(v, AMQPValue::Void) || crate::vhost::same_value(h, v),
     };
     if any {
         considered.any(hit)
@@ -73,6 +139,42 @@ pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    // The plain definition the index must agree with.
+    /// Whether a binding of an exchange of `kind` takes a message.
+    fn matches(
+        kind: ExchangeKind,
+        binding: &Binding,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> bool {
+        match kind {
+            ExchangeKind::Direct => binding.routing_key == routing_key,
+            ExchangeKind::Fanout => true,
+            ExchangeKind::Topic => topic_matches(&binding.routing_key, routing_key),
+            ExchangeKind::Headers => headers_match(&binding.arguments, headers),
+        }
+    }
+
+    /// AMQP topic matching: words separated by `.`, `*` matches exactly one word and
+    /// `#` zero or more.
+    fn topic_matches(pattern: &str, key: &str) -> bool {
+        let p: Vec<&str> = words(pattern).collect();
+        let k: Vec<&str> = words(key).collect();
+        matches_words(&p, &k)
+    }
+
+    fn matches_words(p: &[&str], k: &[&str]) -> bool {
+        match p.split_first() {
+            None => k.is_empty(),
+            Some((&"#", rest)) => (0..=k.len()).any(|i| matches_words(rest, &k[i..])),
+            Some((&w, rest)) => match k.split_first() {
+                Some((&kw, krest)) => (w == "*" || w == kw) && matches_words(rest, krest),
+                None => false,
+            },
+        }
+    }
 
     #[test]
     fn topic_wildcards() {
@@ -85,6 +187,8 @@ mod tests {
         assert!(!topic_matches("a.b", "a.b.c"));
         assert!(topic_matches("", ""));
         assert!(topic_matches("a..b", "a..b"));
+        assert!(topic_matches("a.*.b", "a..b"));
+        assert!(!topic_matches("*", ""));
     }
 
     #[test]
@@ -98,5 +202,42 @@ mod tests {
         b.insert("x-match".into(), AMQPValue::LongString("any".into()));
         assert!(headers_match(&b, Some(&h)));
         assert!(!headers_match(&b, None));
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("".to_owned()),
+            Just("cc".to_owned())
+        ]
+    }
+
+    fn pattern_word() -> impl Strategy<Value = String> {
+        prop_oneof![word(), Just("*".to_owned()), Just("#".to_owned())]
+    }
+
+    proptest! {
+        #[test]
+        fn topic_index_agrees_with_the_definition(
+            patterns in proptest::collection::vec(proptest::collection::vec(pattern_word(), 1..5), 0..12),
+            key in proptest::collection::vec(word(), 1..6),
+        ) {
+            let bindings: Vec<Binding> = patterns
+                .iter()
+                .map(|p| Binding {
+                    destination: crate::vhost::Destination::Queue("q".into()),
+                    routing_key: p.join("."),
+                    arguments: FieldTable::default(),
+                })
+                .collect();
+            let key = key.join(".");
+            let index = Index::build(ExchangeKind::Topic, &bindings);
+            let got = index.matching(ExchangeKind::Topic, &bindings, &key, None);
+            let want: Vec<usize> = (0..bindings.len())
+                .filter(|&i| matches(ExchangeKind::Topic, &bindings[i], &key, None))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! vhost lock held, and bytes for clients are appended to their outboxes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -124,6 +124,21 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Bindings with this exchange as their source.
     pub bindings: Vec<Binding>,
+    /// `bindings` arranged for routing; reset whenever they change.
+    index: OnceLock<routing::Index>,
+}
+
+impl Exchange {
+    fn bindings_changed(&mut self) {
+        self.index = OnceLock::new();
+    }
+
+    /// The bindings that take a message.
+    fn matching(&self, routing_key: &str, headers: Option<&FieldTable>) -> Vec<usize> {
+        self.index
+            .get_or_init(|| routing::Index::build(self.kind, &self.bindings))
+            .matching(self.kind, &self.bindings, routing_key, headers)
+    }
 }
 
 /// Where a binding leads: a queue, or another exchange (exchange-to-exchange).
@@ -362,6 +377,7 @@ impl VhostState {
                     internal,
                     arguments: FieldTable::default(),
                     bindings: Vec::new(),
+                    index: OnceLock::new(),
                 },
             );
         }
@@ -538,6 +554,7 @@ impl VhostState {
                 internal,
                 arguments: arguments.clone(),
                 bindings: Vec::new(),
+                index: OnceLock::new(),
             },
         );
         if durable {
@@ -596,6 +613,7 @@ impl VhostState {
         for ex in self.exchanges.values_mut() {
             let before = ex.bindings.len();
             ex.bindings.retain(|b| &b.destination != dest);
+            ex.bindings_changed();
             if ex.bindings.len() != before && ex.bindings.is_empty() && ex.auto_delete {
                 emptied.push(ex.name.clone());
             }
@@ -647,11 +665,13 @@ impl VhostState {
             let new = !ex.bindings.contains(&binding);
             if new {
                 ex.bindings.push(binding.clone());
+                ex.bindings_changed();
             }
             new
         } else {
             let before = ex.bindings.len();
             ex.bindings.retain(|b| b != &binding);
+            ex.bindings_changed();
             before != ex.bindings.len()
         };
         if changed && durable {
@@ -907,12 +927,9 @@ impl VhostState {
         let mut visited = vec![ex.name.as_str()];
         let mut pending = vec![ex];
         while let Some(ex) = pending.pop() {
-            let mut matched = false;
-            for b in &ex.bindings {
-                if !routing::matches(ex.kind, b, routing_key, headers) {
-                    continue;
-                }
-                matched = true;
+            let matching = ex.matching(routing_key, headers);
+            let matched = !matching.is_empty();
+            for b in matching.into_iter().map(|i| &ex.bindings[i]) {
                 match &b.destination {
                     Destination::Queue(q) => {
                         if !targets.contains(q) {
@@ -1444,6 +1461,7 @@ impl VhostState {
         let queues = &self.queues;
         let durable_exchanges: Vec<String> = self.exchanges.keys().cloned().collect();
         for ex in self.exchanges.values_mut() {
+            ex.bindings_changed();
             ex.bindings.retain(|b| match &b.destination {
                 Destination::Queue(q) => queues.contains_key(q),
                 Destination::Exchange(e) => durable_exchanges.contains(e),
@@ -1552,8 +1570,10 @@ fn validate_queue_args(queue: &str, vhost: &str, args: &FieldTable) -> Result<()
     Ok(())
 }
 
+/// The default exchange has no other name: RabbitMQ 3.10 knows no
+/// "amq.default" on the wire.
 fn is_default_exchange(name: &str) -> bool {
-    name.is_empty() || name == "amq.default"
+    name.is_empty()
 }
 
 fn default_exchange_refused() -> AmqpError {
@@ -1626,7 +1646,7 @@ fn check_equivalent_args(
 
 /// Integers compare by value whatever their wire type, as clients choose types
 /// freely (pika sends `l`, others `I`).
-fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
+pub(crate) fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
     match (as_integer(a), as_integer(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,

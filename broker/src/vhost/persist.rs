@@ -136,6 +136,7 @@ impl VhostState {
                     internal: *internal,
                     arguments: arguments.clone(),
                     bindings: Vec::new(),
+                    index: Default::default(),
                 },
             );
         }
@@ -204,6 +205,7 @@ impl VhostState {
                 Destination::Exchange(e) => self.exchanges.contains_key(e),
             };
             if let (Some(ex), true) = (self.exchanges.get_mut(source), ends_exist) {
+                ex.bindings_changed();
                 ex.bindings.push(Binding {
                     destination,
                     routing_key: routing_key.clone(),
