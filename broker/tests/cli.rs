@@ -118,3 +118,15 @@ async fn sigint_also_shuts_down_gracefully() {
     let (status, log) = w.exit().await;
     assert_eq!(status.code(), Some(0), "{log}");
 }
+
+#[tokio::test]
+async fn sigterm_right_after_the_url_line_is_graceful() {
+    // Tools read the URL line and may stop the broker at once: by then the signal
+    // handlers must be in place.
+    for _ in 0..5 {
+        let w = Warren::start(&["--bind", "127.0.0.1:0"]).await;
+        w.signal("TERM").await;
+        let (status, log) = w.exit().await;
+        assert_eq!(status.code(), Some(0), "{status}\n{log}");
+    }
+}

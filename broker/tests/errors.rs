@@ -751,6 +751,37 @@ async fn non_exclusive_redeclare_of_an_exclusive_queue_is_locked() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn unbind_of_another_connections_exclusive_queue_is_locked() {
+    let t = Target::start().await;
+    let mut owner = open1(&t).await;
+    let q = unique("q");
+    owner.declare_exclusive(1, &q).await;
+    owner.bind_queue(1, &q, "amq.direct", "k").await;
+    let mut other = open1(&t).await;
+    let unbind = queue::Unbind {
+        queue: q.as_str().into(),
+        exchange: "amq.direct".into(),
+        routing_key: "k".into(),
+        ..Default::default()
+    };
+    other.send(1, unbind).await;
+    other
+        .expect_channel_close(
+            1,
+            405,
+            (50, 50),
+            &format!(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"
+            ),
+        )
+        .await;
+    other.assert_alive().await;
+    other.close().await;
+    owner.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 406 PRECONDITION_FAILED
 
 #[tokio::test]
@@ -1474,6 +1505,24 @@ async fn body_one_past_frame_max_is_frame_error() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn invalid_utf8_in_a_short_string_is_frame_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    // queue.declare with the 2-octet name 0xff 0xfe.
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&50u16.to_be_bytes());
+    payload.extend_from_slice(&10u16.to_be_bytes());
+    payload.extend_from_slice(&0u16.to_be_bytes()); // reserved
+    payload.extend_from_slice(&[2, 0xff, 0xfe]);
+    payload.push(0); // flags
+    payload.extend_from_slice(&0u32.to_be_bytes()); // empty arguments
+    c.send_raw(&raw_frame(1, 1, &payload, FRAME_END)).await;
+    c.expect_connection_close(501, (0, 0), "FRAME_ERROR - Malformed UTF-8 in shortstr")
+        .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 503 COMMAND_INVALID
 
 #[tokio::test]
@@ -1563,6 +1612,16 @@ async fn unknown_mechanism_ends_the_connection() {
     c.start().await;
     c.start_ok_with("FOO", b"whatever").await;
     c.expect_end().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn unsolicited_channel_close_ok_is_command_invalid() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(1, channel::CloseOk {}).await;
+    c.expect_connection_close(503, (20, 41), "COMMAND_INVALID - unimplemented method")
+        .await;
     t.stop().await;
 }
 
@@ -1676,6 +1735,46 @@ async fn channel_open_on_channel_zero_is_channel_error() {
         "CHANNEL_ERROR - unexpected method in connection state running",
     )
     .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn start_ok_during_tune_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.expect_connection_close(
+        504,
+        (10, 11),
+        "CHANNEL_ERROR - unexpected method in connection state opening",
+    )
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn server_channel_close_then_channel_open_is_channel_error() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: 9,
+            multiple: false,
+        },
+    )
+    .await;
+    match c.recv().await {
+        AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {}
+        other => panic!("expected channel.close, got {other:?}"),
+    }
+    // Without close-ok the channel is still closing: a second open is refused.
+    c.send(1, channel::Open {}).await;
+    c.expect_connection_close(504, (20, 10), "CHANNEL_ERROR - second 'channel.open' seen")
+        .await;
     t.stop().await;
 }
 
@@ -2126,6 +2225,30 @@ async fn truncated_frame_followed_by_another_is_frame_error() {
         .await;
     bystander.assert_alive().await;
     bystander.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn short_string_in_a_header_table_is_internal_error() {
+    // RabbitMQ reads field type 's' as a short int, fails on the rest of the table
+    // and closes the connection with a bare 541.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let mut headers = amq_protocol::types::FieldTable::default();
+    headers.insert(
+        "shortstr".into(),
+        amq_protocol::types::AMQPValue::ShortString("short".into()),
+    );
+    let publish = basic::Publish {
+        routing_key: q.as_str().into(),
+        ..Default::default()
+    };
+    let props = amq_protocol::protocol::BasicProperties::default().with_headers(headers);
+    c.publish_with(1, publish, props, b"x").await;
+    c.expect_connection_close(541, (0, 0), "INTERNAL_ERROR")
+        .await;
     t.stop().await;
 }
 

@@ -992,3 +992,81 @@ async fn message_properties_and_header_types_round_trip_unchanged() {
     c.close().await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn exchange_to_exchange_bindings_route_and_make_the_source_in_use() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let (src, dst) = (unique("src"), unique("dst"));
+    c.declare_exchange(1, &src, "fanout").await;
+    c.declare_exchange(1, &dst, "fanout").await;
+    let bind = exchange::Bind {
+        destination: dst.as_str().into(),
+        source: src.as_str().into(),
+        routing_key: "".into(),
+        ..Default::default()
+    };
+    match c.call(1, bind).await {
+        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(_)) => {}
+        other => panic!("expected exchange.bind-ok, got {other:?}"),
+    }
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.bind_queue(1, &q, &dst, "").await;
+    c.publish(1, &src, "any", b"through two exchanges").await;
+    let got = c.get(1, &q, true).await;
+    let got = match got {
+        Some(got) => got,
+        // The publish may still be on its way: a round trip on the channel settles it.
+        None => {
+            c.declare_exclusive(1, &q).await;
+            c.get(1, &q, true).await.expect("the routed message")
+        }
+    };
+    assert_eq!(got.body, b"through two exchanges");
+    // The source of an e2e binding is in use ...
+    c.open_channel(2).await;
+    let del = |exchange: &str| exchange::Delete {
+        exchange: exchange.into(),
+        if_unused: true,
+        nowait: false,
+    };
+    c.send(2, del(&src)).await;
+    c.expect_channel_close(
+        2,
+        406,
+        (40, 20),
+        &format!("PRECONDITION_FAILED - exchange '{src}' in vhost '/' in use"),
+    )
+    .await;
+    // ... its destination is not, once its queue is gone; deleting the destination
+    // removes the binding, and then the source is unused too.
+    c.delete_queue(1, &q).await;
+    for x in [&dst, &src] {
+        match c.call(1, del(x)).await {
+            AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(_)) => {}
+            other => panic!("expected exchange.delete-ok for {x}, got {other:?}"),
+        }
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn old_0_9_protocol_header_is_accepted() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.send_raw(b"AMQP\x01\x01\x00\x09").await;
+    match c.expect_method(0).await {
+        AMQPClass::Connection(connection::AMQPMethod::Start(s)) => {
+            assert_eq!((s.version_major, s.version_minor), (0, 9))
+        }
+        other => panic!("expected connection.start, got {other:?}"),
+    }
+    c.start_ok(&t.user, &t.password).await;
+    c.tune().await;
+    c.open_vhost(&t.vhost).await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}

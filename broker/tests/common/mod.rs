@@ -1102,3 +1102,81 @@ impl Warren {
         (status, log)
     }
 }
+
+// ---------------------------------------------------------------- routing
+
+/// Everything in `queue`, in order, drained with `basic.get` on channel 1. Gets on
+/// the publishing channel reach the queue after that channel's publishes.
+pub async fn drain(c: &mut Raw, queue: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while let Some(got) = c.get(1, queue, true).await {
+        bodies.push(String::from_utf8(got.body).unwrap());
+    }
+    bodies
+}
+
+/// Declares an exchange of `kind` and one exclusive queue per binding list, binds
+/// each queue with its (key, arguments) pairs, publishes one message per
+/// (key, headers) with its index as body, and returns what each queue got.
+pub async fn route(
+    kind: &str,
+    bindings: &[&[(&str, FieldTable)]],
+    publishes: &[(&str, Option<FieldTable>)],
+) -> Vec<Vec<String>> {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique(kind);
+    c.declare_exchange(1, &x, kind).await;
+    let mut queues = Vec::new();
+    for binds in bindings {
+        let q = unique("q");
+        c.declare_exclusive(1, &q).await;
+        for (key, args) in binds.iter() {
+            let bind = queue::Bind {
+                queue: q.as_str().into(),
+                exchange: x.as_str().into(),
+                routing_key: (*key).into(),
+                nowait: false,
+                arguments: args.clone(),
+            };
+            match c.call(1, bind).await {
+                AMQPClass::Queue(queue::AMQPMethod::BindOk(_)) => {}
+                other => panic!("expected queue.bind-ok, got {other:?}"),
+            }
+        }
+        queues.push(q);
+    }
+    for (i, (key, headers)) in publishes.iter().enumerate() {
+        let mut props = BasicProperties::default();
+        if let Some(h) = headers {
+            props = props.with_headers(h.clone());
+        }
+        let publish = basic::Publish {
+            exchange: x.as_str().into(),
+            routing_key: (*key).into(),
+            ..Default::default()
+        };
+        c.publish_with(1, publish, props, i.to_string().as_bytes())
+            .await;
+    }
+    let mut got = Vec::new();
+    for q in &queues {
+        got.push(drain(&mut c, q).await);
+    }
+    c.close().await;
+    t.stop().await;
+    got
+}
+
+pub fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// A long-string field value.
+pub fn lstr(v: &str) -> AMQPValue {
+    AMQPValue::LongString(v.into())
+}
