@@ -187,6 +187,8 @@ table! {
         empty_name_passive,
         empty_name_without_declare,
         bind_to_amq_default,
+        exclusive_redeclare_ignores_durable,
+        exclusive_redeclare_checks_auto_delete,
     ]
     basic: [
         consume_order_and_tags,

@@ -671,3 +671,27 @@ pub async fn bind_to_amq_default(cx: Ctx) -> R {
         .channel_closed(404)?;
     Ok(())
 }
+
+/// Found by the differential test: RabbitMQ does not check the durable flag when an
+/// exclusive queue is redeclared by its owner.
+pub async fn exclusive_redeclare_ignores_durable(cx: Ctx) -> R {
+    let (conn, ch) = open(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive().durable())
+        .await?;
+    conn.close().await
+}
+
+/// The auto-delete flag of an exclusive queue is still checked.
+pub async fn exclusive_redeclare_checks_auto_delete(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive().auto_delete())
+        .await
+        .channel_closed(406)?;
+    Ok(())
+}
