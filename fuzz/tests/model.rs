@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::protocol::{basic, channel, connection, queue, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, queue, AMQPClass};
 use proptest::prelude::*;
 use warren_broker::testing::{Core, CoreConnection};
 use warren_broker::Config;
@@ -56,7 +56,10 @@ enum Op {
     Declare(usize),
     Bind(usize, Route),
     Unbind(usize, Route),
-    Publish(Route),
+    /// Publish, with `mandatory`.
+    Publish(Route, bool),
+    /// `confirm.select`: every publish on the channel is then acked.
+    Confirm,
     Get(usize, bool),
     Consume(usize, bool),
     Cancel,
@@ -101,7 +104,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => q().prop_map(Op::Declare),
         3 => (q(), route()).prop_map(|(q, r)| Op::Bind(q, r)),
         1 => (q(), route()).prop_map(|(q, r)| Op::Unbind(q, r)),
-        8 => route().prop_map(Op::Publish),
+        8 => (route(), prop::bool::weighted(0.3)).prop_map(|(r, m)| Op::Publish(r, m)),
+        1 => Just(Op::Confirm),
         3 => (q(), any::<bool>()).prop_map(|(q, n)| Op::Get(q, n)),
         4 => (q(), prop::bool::weighted(0.2)).prop_map(|(q, n)| Op::Consume(q, n)),
         1 => Just(Op::Cancel),
@@ -174,6 +178,8 @@ struct Chan {
     consumer_unacked: u32,
     /// The channel's one consumer: its tag and queue.
     consumer: Option<(String, usize)>,
+    /// In confirm mode: the sequence number of the last publish.
+    confirms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -251,10 +257,25 @@ impl Model {
         }
     }
 
-    fn publish(&mut self, r: Route) {
+    fn publish(&mut self, conn: usize, ch: u16, r: Route, mandatory: bool) {
         self.published += 1;
         let body = format!("m{}", self.published).into_bytes();
         let (exchange, routing_key, targets) = self.route(r);
+        if targets.is_empty() && mandatory {
+            let ret = basic::Return {
+                reply_code: 312,
+                reply_text: "NO_ROUTE".into(),
+                exchange: exchange.into(),
+                routing_key: routing_key.as_str().into(),
+            };
+            let event = Event::Content {
+                channel: ch,
+                method: AMQPClass::Basic(basic::AMQPMethod::Return(ret)),
+                properties: AMQPProperties::default(),
+                body: body.clone(),
+            };
+            self.emit(conn, event);
+        }
         let mut seen = Vec::new();
         for q in targets {
             if seen.contains(&q) {
@@ -272,6 +293,16 @@ impl Model {
                 routing_key: routing_key.clone(),
             });
             self.dispatch(q);
+        }
+        // The confirm goes out once the message is in its queues (or returned).
+        let st = self.chans.get_mut(&(conn, ch)).expect("open channel");
+        if let Some(n) = st.confirms.as_mut() {
+            *n += 1;
+            let ack = basic::Ack {
+                delivery_tag: *n,
+                multiple: false,
+            };
+            self.emit(conn, m(ch, AMQPClass::Basic(basic::AMQPMethod::Ack(ack))));
         }
     }
 
@@ -523,7 +554,16 @@ impl Model {
                 };
                 self.emit(conn, reply(ok));
             }
-            Op::Publish(r) => self.publish(*r),
+            Op::Publish(r, mandatory) => self.publish(conn, ch, *r, *mandatory),
+            Op::Confirm => {
+                let st = self.chans.get_mut(&(conn, ch)).expect("open channel");
+                st.confirms.get_or_insert(0);
+                let ok = confirm::SelectOk {};
+                self.emit(
+                    conn,
+                    reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(ok))),
+                );
+            }
             Op::Get(q, no_ack) => {
                 let q = *q;
                 let Some(queue) = self.queues[q].as_mut() else {
@@ -840,11 +880,28 @@ impl System {
                     arguments: Default::default(),
                 })))
             }
-            Op::Publish(r) => {
+            Op::Publish(r, mandatory) => {
                 let (exchange, key) = target(r);
                 let body = format!("m{}", model.published + 1);
-                wire::publish(ch, exchange, &key, body.as_bytes())
+                let mut out = method(AMQPClass::Basic(basic::AMQPMethod::Publish(
+                    basic::Publish {
+                        exchange: exchange.into(),
+                        routing_key: key.into(),
+                        mandatory: *mandatory,
+                        immediate: false,
+                    },
+                )));
+                out.extend(wire::content(
+                    ch,
+                    AMQPProperties::default(),
+                    body.as_bytes(),
+                    wire::FRAME_MAX,
+                ));
+                out
             }
+            Op::Confirm => method(AMQPClass::Confirm(confirm::AMQPMethod::Select(
+                confirm::Select { nowait: false },
+            ))),
             Op::Get(i, no_ack) => method(AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
                 queue: q(*i),
                 no_ack: *no_ack,
