@@ -530,4 +530,27 @@ mod tests {
         let t = negotiate(&tune(0, 0, 60), &config, FieldTable::default());
         assert_eq!(t.frame_max, codec::FRAME_MIN_SIZE);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn negotiation_never_exceeds_either_limit(
+            server in (proptest::prelude::any::<u16>(), proptest::prelude::any::<u32>(), proptest::prelude::any::<u16>()),
+            client in (proptest::option::of(proptest::prelude::any::<u16>()), proptest::option::of(proptest::prelude::any::<u32>()), proptest::option::of(proptest::prelude::any::<u16>())),
+        ) {
+            let mut config = ConnectionConfig::default();
+            (config.channel_max, config.frame_max, config.heartbeat) = client;
+            let tune = connection::Tune { channel_max: server.0, frame_max: server.1, heartbeat: server.2 };
+            let t = negotiate(&tune, &config, FieldTable::default());
+            for limit in [server.0, client.0.unwrap_or(0)] {
+                proptest::prop_assert!(limit == 0 || t.channel_max <= limit);
+            }
+            proptest::prop_assert!(t.channel_max > 0);
+            for limit in [server.1, client.1.unwrap_or(0)] {
+                // Below the spec's minimum frame size the minimum wins.
+                proptest::prop_assert!(limit == 0 || t.frame_max <= limit.max(codec::FRAME_MIN_SIZE));
+            }
+            proptest::prop_assert!(t.frame_max >= codec::FRAME_MIN_SIZE);
+            proptest::prop_assert_eq!(t.heartbeat, client.2.unwrap_or(server.2));
+        }
+    }
 }
