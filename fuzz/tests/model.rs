@@ -1095,13 +1095,31 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 300,
+        // Bounded for CI (a few seconds); PROPTEST_CASES raises it for a deep run.
+        cases: 400,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
 
     #[test]
     fn broker_matches_the_model(steps in prop::collection::vec(step(), 1..40)) {
+        run(&steps)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 40,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Longer histories: queues that fill up, prefetch limits that bite, and
+    /// requeues of requeued messages.
+    #[test]
+    fn broker_matches_the_model_over_long_histories(
+        steps in prop::collection::vec(step(), 100..160),
+    ) {
         run(&steps)?;
     }
 }
