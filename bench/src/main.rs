@@ -36,6 +36,8 @@ struct Args {
     quick: bool,
     rounds: Option<usize>,
     out: Option<PathBuf>,
+    /// Only the figures whose name contains this (for profiling and debugging).
+    only: Option<String>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -45,6 +47,7 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut quick = false;
     let mut rounds = None;
     let mut out = None;
+    let mut only = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -55,6 +58,7 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--quick" => quick = true,
             "--rounds" => rounds = Some(value()?.parse().map_err(|e| format!("--rounds: {e}"))?),
             "--out" => out = Some(PathBuf::from(value()?)),
+            "--only" => only = Some(value()?),
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -65,6 +69,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         quick,
         rounds,
         out,
+        only,
     })
 }
 
@@ -263,6 +268,13 @@ fn micros(d: Duration) -> f64 {
 }
 
 impl Bench {
+    fn wanted(&self, figure: &str) -> bool {
+        self.args
+            .only
+            .as_deref()
+            .map_or(true, |o| figure.contains(o))
+    }
+
     fn fresh_name(&mut self) -> String {
         self.seq += 1;
         format!("warren-bench.{}.{}", std::process::id(), self.seq)
@@ -414,6 +426,9 @@ impl Bench {
     /// first.
     async fn measure(&mut self, s: Scenario, c: Client, warren_url: &str) {
         let rows = rows_for(s, c);
+        if !rows.iter().any(|(f, _, _)| self.wanted(f)) {
+            return;
+        }
         for (figure, unit, target) in &rows {
             self.table.row(figure, unit, *target);
         }
@@ -779,12 +794,18 @@ async fn main() -> ExitCode {
     }
     warren.stop().await;
     bench.confirmed_persistent().await;
-    if let Err(e) = bench.memory().await {
-        bench.errors.push(format!("memory: {e}"));
+    if bench.wanted("RSS") {
+        if let Err(e) = bench.memory().await {
+            bench.errors.push(format!("memory: {e}"));
+        }
     }
-    bench.in_process().await;
-    if let Err(e) = bench.ceilings().await {
-        bench.errors.push(format!("client ceilings: {e}"));
+    if bench.wanted("in-process") {
+        bench.in_process().await;
+    }
+    if bench.wanted("sink") {
+        if let Err(e) = bench.ceilings().await {
+            bench.errors.push(format!("client ceilings: {e}"));
+        }
     }
 
     let report = bench.render(
