@@ -1,7 +1,7 @@
 //! `warren-conformance`: runs the scenarios and prints the comparison table.
 //!
 //! Usage: `warren-conformance [--target URL | [--rabbitmq URL]] [--only SUBSTRING]
-//! [--jobs N] [--verbose] [--list] [--differential [--cases N] [--max-len N] [--without OP]...]`. Without
+//! [--jobs N] [--verbose] [--list] [--differential [--cases N] [--max-len N] [--without PATTERN]...]`. Without
 //! `--target` the scenarios run against an embedded Warren and, given `--rabbitmq` or
 //! `AMQP_URL`, against RabbitMQ as well. `--differential` runs random operation
 //! sequences against both instead of the scenarios.
@@ -66,7 +66,7 @@ fn parse_args() -> Result<Args, String> {
             "--help" | "-h" => {
                 return Err("usage: warren-conformance [--target URL | --rabbitmq URL] \
                      [--only SUBSTRING]... [--jobs N] [--verbose] [--list] \
-                     [--differential [--cases N] [--max-len N] [--without OP]...]"
+                     [--differential [--cases N] [--max-len N] [--without PATTERN]...]"
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
