@@ -53,7 +53,8 @@ enum Tag {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Declare(usize),
+    /// `queue.declare` of a queue, with `auto_delete`.
+    Declare(usize, bool),
     Bind(usize, Route),
     Unbind(usize, Route),
     /// Publish, with `mandatory`.
@@ -61,7 +62,8 @@ enum Op {
     /// `confirm.select`: every publish on the channel is then acked.
     Confirm,
     Get(usize, bool),
-    Consume(usize, bool),
+    /// `basic.consume` with `no_ack` and `exclusive`.
+    Consume(usize, bool, bool),
     Cancel,
     Ack(Tag, bool),
     Nack(Tag, bool, bool),
@@ -101,13 +103,14 @@ fn tag() -> impl Strategy<Value = Tag> {
 fn op() -> impl Strategy<Value = Op> {
     let q = || 0..QUEUES.len();
     prop_oneof![
-        4 => q().prop_map(Op::Declare),
+        4 => (q(), prop::bool::weighted(0.2)).prop_map(|(q, a)| Op::Declare(q, a)),
         3 => (q(), route()).prop_map(|(q, r)| Op::Bind(q, r)),
         1 => (q(), route()).prop_map(|(q, r)| Op::Unbind(q, r)),
         8 => (route(), prop::bool::weighted(0.3)).prop_map(|(r, m)| Op::Publish(r, m)),
         1 => Just(Op::Confirm),
         3 => (q(), any::<bool>()).prop_map(|(q, n)| Op::Get(q, n)),
-        4 => (q(), prop::bool::weighted(0.2)).prop_map(|(q, n)| Op::Consume(q, n)),
+        4 => (q(), prop::bool::weighted(0.2), prop::bool::weighted(0.15))
+            .prop_map(|(q, n, e)| Op::Consume(q, n, e)),
         1 => Just(Op::Cancel),
         5 => (tag(), any::<bool>()).prop_map(|(t, m)| Op::Ack(t, m)),
         2 => (tag(), any::<bool>(), any::<bool>()).prop_map(|(t, m, r)| Op::Nack(t, m, r)),
@@ -147,6 +150,7 @@ struct Consumer {
     ch: u16,
     tag: String,
     no_ack: bool,
+    exclusive: bool,
     prefetch: u16,
     unacked: u32,
 }
@@ -159,6 +163,9 @@ struct Queue {
     next_seq: u64,
     consumers: Vec<Consumer>,
     next_consumer: usize,
+    auto_delete: bool,
+    /// Auto-delete applies only to a queue that has had a consumer.
+    had_consumer: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -415,8 +422,42 @@ impl Model {
         touched.sort();
         touched.dedup();
         for q in touched {
+            self.auto_delete_if_unused(q);
             self.dispatch(q);
         }
+    }
+
+    /// An auto-delete queue goes when its last consumer does.
+    fn auto_delete_if_unused(&mut self, q: usize) {
+        if self.queues[q]
+            .as_ref()
+            .is_some_and(|x| x.auto_delete && x.had_consumer && x.consumers.is_empty())
+        {
+            self.delete_queue(q);
+        }
+    }
+
+    /// Removes a queue with its bindings; its consumers are told with
+    /// `basic.cancel` (the client announced consumer_cancel_notify). Returns how
+    /// many ready messages it held.
+    fn delete_queue(&mut self, q: usize) -> u32 {
+        let queue = self.queues[q].take().expect("checked by the caller");
+        for c in &queue.consumers {
+            if let Some(st) = self.chans.get_mut(&(c.conn, c.ch)) {
+                st.consumer = None;
+            }
+            let cancel = basic::Cancel {
+                consumer_tag: c.tag.as_str().into(),
+                nowait: true,
+            };
+            self.emit(
+                c.conn,
+                m(c.ch, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel))),
+            );
+        }
+        self.direct.retain(|(_, b)| *b != q);
+        self.fanout.retain(|b| *b != q);
+        queue.ready.len() as u32
     }
 
     /// A channel error: the channel closes (as above), then `channel.close`.
@@ -497,17 +538,31 @@ impl Model {
         let (conn, ch) = (s.conn, s.ch);
         let reply = |class| m(ch, class);
         match &s.op {
-            Op::Declare(q) => {
-                let q = *q;
-                if self.queues[q].is_none() {
-                    self.incarnations += 1;
-                    self.queues[q] = Some(Queue {
-                        incarnation: self.incarnations,
-                        ready: VecDeque::new(),
-                        next_seq: 0,
-                        consumers: Vec::new(),
-                        next_consumer: 0,
-                    });
+            Op::Declare(q, auto_delete) => {
+                let (q, auto_delete) = (*q, *auto_delete);
+                match &self.queues[q] {
+                    None => {
+                        self.incarnations += 1;
+                        self.queues[q] = Some(Queue {
+                            incarnation: self.incarnations,
+                            ready: VecDeque::new(),
+                            next_seq: 0,
+                            consumers: Vec::new(),
+                            next_consumer: 0,
+                            auto_delete,
+                            had_consumer: false,
+                        });
+                    }
+                    Some(queue) if queue.auto_delete != auto_delete => {
+                        let text = format!(
+                            "PRECONDITION_FAILED - inequivalent arg 'auto_delete' for queue '{}' \
+                             in vhost '/': received '{auto_delete}' but current is '{}'",
+                            QUEUES[q], queue.auto_delete
+                        );
+                        self.fail(conn, ch, 406, text, (50, 10));
+                        return true;
+                    }
+                    Some(_) => {}
                 }
                 let queue = self.queues[q].as_ref().expect("declared");
                 let ok = queue::DeclareOk {
@@ -608,13 +663,23 @@ impl Model {
                 };
                 self.emit(conn, event);
             }
-            Op::Consume(q, no_ack) => {
+            Op::Consume(q, no_ack, exclusive) => {
                 let q = *q;
                 if self.chans[&(conn, ch)].consumer.is_some() {
                     return false;
                 }
-                if self.queues[q].is_none() {
+                let Some(queue) = &self.queues[q] else {
                     self.not_found(conn, ch, q, (60, 20));
+                    return true;
+                };
+                if *exclusive && !queue.consumers.is_empty()
+                    || queue.consumers.iter().any(|c| c.exclusive)
+                {
+                    let text = format!(
+                        "ACCESS_REFUSED - queue '{}' in vhost '/' in exclusive use",
+                        QUEUES[q]
+                    );
+                    self.fail(conn, ch, 403, text, (60, 20));
                     return true;
                 }
                 self.consumers_made += 1;
@@ -629,18 +694,17 @@ impl Model {
                     conn,
                     reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok))),
                 );
-                self.queues[q]
-                    .as_mut()
-                    .expect("checked")
-                    .consumers
-                    .push(Consumer {
-                        conn,
-                        ch,
-                        tag,
-                        no_ack: *no_ack,
-                        prefetch,
-                        unacked: 0,
-                    });
+                let queue = self.queues[q].as_mut().expect("checked");
+                queue.had_consumer = true;
+                queue.consumers.push(Consumer {
+                    conn,
+                    ch,
+                    tag,
+                    no_ack: *no_ack,
+                    exclusive: *exclusive,
+                    prefetch,
+                    unacked: 0,
+                });
                 self.dispatch(q);
             }
             Op::Cancel => {
@@ -648,6 +712,7 @@ impl Model {
                 let tag = match st.consumer.take() {
                     Some((tag, q)) => {
                         self.remove_consumer(q, conn, ch);
+                        self.auto_delete_if_unused(q);
                         tag
                     }
                     None => "nobody".to_owned(),
@@ -732,25 +797,7 @@ impl Model {
                         self.fail(conn, ch, 406, text, (50, 40));
                         return true;
                     }
-                    Some(_) => {
-                        let queue = self.queues[q].take().expect("checked");
-                        for c in &queue.consumers {
-                            if let Some(st) = self.chans.get_mut(&(c.conn, c.ch)) {
-                                st.consumer = None;
-                            }
-                            let cancel = basic::Cancel {
-                                consumer_tag: c.tag.as_str().into(),
-                                nowait: true,
-                            };
-                            self.emit(
-                                c.conn,
-                                m(c.ch, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel))),
-                            );
-                        }
-                        self.direct.retain(|(_, b)| *b != q);
-                        self.fanout.retain(|b| *b != q);
-                        queue.ready.len() as u32
-                    }
+                    Some(_) => self.delete_queue(q),
                 };
                 let ok = queue::DeleteOk {
                     message_count: count,
@@ -792,17 +839,6 @@ impl Model {
                         )),
                     ),
                 );
-                // All of the connection's consumers go first, so that nothing is
-                // handed back to the connection that is going away.
-                for c in CHANNELS {
-                    if let Some((_, q)) = self
-                        .chans
-                        .get_mut(&(conn, c))
-                        .and_then(|s| s.consumer.take())
-                    {
-                        self.remove_consumer(q, conn, c);
-                    }
-                }
                 for c in CHANNELS {
                     self.close_channel(conn, c);
                 }
@@ -851,13 +887,13 @@ impl System {
             }
         };
         match &s.op {
-            Op::Declare(i) => method(AMQPClass::Queue(queue::AMQPMethod::Declare(
+            Op::Declare(i, auto_delete) => method(AMQPClass::Queue(queue::AMQPMethod::Declare(
                 queue::Declare {
                     queue: q(*i),
                     passive: false,
                     durable: false,
                     exclusive: false,
-                    auto_delete: false,
+                    auto_delete: *auto_delete,
                     nowait: false,
                     arguments: Default::default(),
                 },
@@ -907,17 +943,17 @@ impl System {
                 queue: q(*i),
                 no_ack: *no_ack,
             }))),
-            Op::Consume(i, no_ack) => method(AMQPClass::Basic(basic::AMQPMethod::Consume(
-                basic::Consume {
+            Op::Consume(i, no_ack, exclusive) => method(AMQPClass::Basic(
+                basic::AMQPMethod::Consume(basic::Consume {
                     queue: q(*i),
                     consumer_tag: format!("c{}", model.consumers_made + 1).into(),
                     no_local: false,
                     no_ack: *no_ack,
-                    exclusive: false,
+                    exclusive: *exclusive,
                     nowait: false,
                     arguments: Default::default(),
-                },
-            ))),
+                }),
+            )),
             Op::Cancel => {
                 let tag = st
                     .and_then(|st| st.consumer.as_ref())
