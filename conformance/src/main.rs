@@ -1,10 +1,11 @@
 //! `warren-conformance`: runs the scenarios and prints the comparison table.
 //!
 //! Usage: `warren-conformance [--target URL | [--rabbitmq URL]] [--only SUBSTRING]
-//! [--jobs N] [--verbose] [--list] [--differential [--cases N] [--max-len N] [--without PATTERN]...]`. Without
-//! `--target` the scenarios run against an embedded Warren and, given `--rabbitmq` or
-//! `AMQP_URL`, against RabbitMQ as well. `--differential` runs random operation
-//! sequences against both instead of the scenarios.
+//! [--jobs N] [--verbose] [--list] [--differential [--cases N] [--max-len N]
+//! [--without PATTERN]...]`. Without `--target` the scenarios run against an embedded
+//! Warren and, given `--rabbitmq` or `AMQP_URL`, against RabbitMQ as well.
+//! `--differential` runs random operation sequences against both instead of the
+//! scenarios (against `--target` instead of Warren when given).
 
 use std::process::ExitCode;
 
