@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
+use crate::faults::{Action, ConnInfo, Direction};
 use crate::outbox::Outbox;
 use crate::vhost::{ConnId, ConsumeOptions, Message, Published, QueueDeclare, Vhost, REPLY_TO};
 use crate::Shared;
@@ -105,6 +106,9 @@ struct Confirms {
     pending: VecDeque<PendingConfirm>,
 }
 
+/// The LSN of a confirm a fault withholds: it never becomes due.
+const WITHHELD: u64 = u64::MAX;
+
 /// One publish waiting for its confirm.
 #[derive(Debug, Clone, Copy)]
 struct PendingConfirm {
@@ -146,6 +150,8 @@ pub struct Connection {
     id: ConnId,
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
+    /// What the broker and tests see of this connection (trace, vhost, commands).
+    info: Arc<ConnInfo>,
     phase: Phase,
     channel_max: u16,
     frame_max: u32,
@@ -167,12 +173,13 @@ fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
 }
 
 impl Connection {
-    pub fn new(id: ConnId, shared: Arc<Shared>, outbox: Arc<Outbox>) -> Self {
+    pub fn new(shared: Arc<Shared>, info: Arc<ConnInfo>) -> Self {
         let frame_max = shared.config.frame_max;
         Self {
-            id,
+            id: info.id,
             shared,
-            outbox,
+            outbox: info.outbox.clone(),
+            info,
             phase: Phase::Header,
             channel_max: 0,
             frame_max,
@@ -202,6 +209,10 @@ impl Connection {
 
     pub fn is_closing(&self) -> bool {
         self.phase == Phase::Closing
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
     }
 
     /// Consumes as many whole frames from `buf` as it holds.
@@ -297,6 +308,7 @@ impl Connection {
     }
 
     fn handle_frame(&mut self, frame: Frame) {
+        self.info.trace.record(Direction::In, &frame);
         let ch = frame.channel();
         match self.phase {
             Phase::Closing => {
@@ -446,6 +458,7 @@ impl Connection {
                     self.frame_max,
                     self.cancel_notify,
                 );
+                *self.info.vhost.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.to_owned());
                 self.vhost = Some(vhost);
                 self.send_connection(M::OpenOk(connection::OpenOk {}));
                 self.phase = Phase::Opened;
@@ -743,6 +756,16 @@ impl Connection {
             (properties, header)
         };
         let exchange = publish.exchange.as_str();
+        let fault = self.shared.rules.on_publish(exchange);
+        match &fault {
+            Some(Action::CloseChannel { code, text }) => {
+                return Err(AmqpError::channel(*code, text.clone()).on_method(60, 40));
+            }
+            Some(Action::CloseConnection { code, text }) => {
+                return Err(AmqpError::connection(*code, text.clone()).on_method(60, 40));
+            }
+            _ => {}
+        }
         let body_len = body.len();
         let msg = Message {
             exchange: exchange.to_owned(),
@@ -779,10 +802,16 @@ impl Connection {
             let confirms = self.channel(ch).confirm.as_mut().expect("confirming");
             confirms.last += 1;
             let seq = confirms.last;
+            let withheld = fault == Some(Action::WithholdConfirm);
             confirms.pending.push_back(PendingConfirm {
                 seq,
-                lsn: published.lsn.unwrap_or(0),
-                nack: published.refused,
+                // An LSN no store reaches: the confirm never comes.
+                lsn: if withheld {
+                    WITHHELD
+                } else {
+                    published.lsn.unwrap_or(0)
+                },
+                nack: published.refused || fault == Some(Action::NackConfirm),
             });
         }
         Ok(())
@@ -815,6 +844,9 @@ impl Connection {
                 }
             };
             while let Some(p) = confirms.pending.front().copied() {
+                if p.lsn == WITHHELD {
+                    break;
+                }
                 let lost = failed && p.lsn > durable;
                 if p.lsn > durable && !lost {
                     break;
@@ -1226,6 +1258,15 @@ impl Connection {
         multiple: bool,
         requeue: Option<bool>,
     ) -> Result<(), AmqpError> {
+        match self.shared.rules.on_settle() {
+            Some(Action::CloseChannel { code, text }) => {
+                return Err(AmqpError::channel(code, text));
+            }
+            Some(Action::CloseConnection { code, text }) => {
+                return Err(AmqpError::connection(code, text));
+            }
+            _ => {}
+        }
         if let Some(ops) = &mut self.channel(ch).tx {
             ops.push(TxOp::Settle {
                 tag,

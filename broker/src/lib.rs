@@ -28,6 +28,8 @@ pub mod codec;
 pub mod config;
 mod connection;
 pub mod error;
+mod faults;
+pub mod inspect;
 mod memory;
 mod outbox;
 mod routing;
@@ -48,6 +50,11 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use error::AmqpError;
+pub use faults::{Direction, Fault, TraceEntry};
+pub use inspect::{
+    BindingSnapshot, BrokerSnapshot, ConnectionSnapshot, ConsumerSnapshot, ExchangeSnapshot,
+    MessageSnapshot, QueueSnapshot, UnackedSnapshot,
+};
 
 use clock::Clock;
 use server::Tracker;
@@ -65,6 +72,12 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<Clock>,
     /// Message bytes held, against the memory high watermark.
     pub(crate) gauge: Arc<memory::Gauge>,
+    /// Live connections, for inspection and fault injection.
+    connections: std::sync::Mutex<HashMap<u64, Arc<faults::ConnInfo>>>,
+    /// Scripted faults in force.
+    pub(crate) rules: faults::Rules,
+    /// New connections trace their frames.
+    tracing: std::sync::atomic::AtomicBool,
     /// Held while compaction or a restart reads or rewrites the log, so that the
     /// two never overlap.
     maintenance: std::sync::Mutex<()>,
@@ -113,6 +126,9 @@ impl Shared {
             store,
             clock,
             gauge,
+            connections: Default::default(),
+            rules: Default::default(),
+            tracing: std::sync::atomic::AtomicBool::new(false),
             maintenance: std::sync::Mutex::new(()),
             next_connection: AtomicU64::new(1),
         })
@@ -160,6 +176,36 @@ impl Shared {
                 .restore(recovered.vhosts.get(name).unwrap_or(&empty));
         }
         Ok(())
+    }
+
+    pub(crate) fn register(&self, info: Arc<faults::ConnInfo>) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info.id, info);
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    fn connection_infos(&self) -> Vec<Arc<faults::ConnInfo>> {
+        let mut v: Vec<_> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    pub(crate) fn tracing(&self) -> bool {
+        self.tracing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -358,6 +404,7 @@ impl Broker {
         let guard = self.tracker.enter();
         tokio::spawn(server::serve(
             server,
+            "in-process".to_owned(),
             self.shared.clone(),
             self.close_tx.subscribe(),
             guard,
@@ -494,4 +541,253 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A condition [`Broker::wait_for`] waited for that did not come true in time.
+#[derive(Debug)]
+pub struct WaitTimeout {
+    /// The state when the wait gave up, to show what was there instead.
+    pub last: BrokerSnapshot,
+}
+
+impl std::fmt::Display for WaitTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "condition not met in time; the queues were:")?;
+        for q in &self.last.queues {
+            write!(f, "{q}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WaitTimeout {}
+
+/// Inspection: what a test can look at inside the broker.
+impl Broker {
+    /// Everything at this moment: queues, exchanges, bindings, connections.
+    pub fn snapshot(&self) -> BrokerSnapshot {
+        let mut snap = BrokerSnapshot::default();
+        let mut names: Vec<&String> = self.shared.vhosts.keys().collect();
+        names.sort();
+        for name in names {
+            let v = self.shared.vhosts[name].lock();
+            snap.queues.extend(v.queue_snapshots());
+            snap.exchanges.extend(v.exchange_snapshots());
+            snap.bindings.extend(v.binding_snapshots());
+        }
+        for info in self.shared.connection_infos() {
+            let vhost = info.vhost.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let channels = vhost
+                .as_ref()
+                .and_then(|v| self.shared.vhosts.get(v))
+                .map(|v| v.lock().channels_of(info.id))
+                .unwrap_or_default();
+            snap.connections.push(ConnectionSnapshot {
+                id: info.id,
+                peer: info.peer.clone(),
+                vhost,
+                channels,
+            });
+        }
+        snap
+    }
+
+    /// The queue of that name in vhost `/`, if it exists.
+    pub fn try_queue(&self, name: &str) -> Option<QueueSnapshot> {
+        self.queue_in("/", name)
+    }
+
+    pub fn queue_in(&self, vhost: &str, name: &str) -> Option<QueueSnapshot> {
+        self.shared.vhosts.get(vhost)?.lock().queue_snapshot(name)
+    }
+
+    /// The queue of that name in vhost `/`; panics, naming the queues there are,
+    /// when it does not exist — meant for assertions such as
+    /// `broker.queue("orders").assert_empty()`.
+    #[track_caller]
+    pub fn queue(&self, name: &str) -> QueueSnapshot {
+        match self.try_queue(name) {
+            Some(q) => q,
+            None => {
+                let names: Vec<String> = self.queues().into_iter().map(|q| q.name).collect();
+                panic!("no queue '{name}' in vhost '/'; the queues are {names:?}")
+            }
+        }
+    }
+
+    pub fn queues(&self) -> Vec<QueueSnapshot> {
+        self.snapshot().queues
+    }
+
+    pub fn exchanges(&self) -> Vec<ExchangeSnapshot> {
+        self.snapshot().exchanges
+    }
+
+    pub fn bindings(&self) -> Vec<BindingSnapshot> {
+        self.snapshot().bindings
+    }
+
+    pub fn connections(&self) -> Vec<ConnectionSnapshot> {
+        self.snapshot().connections
+    }
+
+    /// Waits until `condition` holds for the broker's state, or `timeout`
+    /// passes: a test awaits what it expects instead of sleeping.
+    pub async fn wait_for(
+        &self,
+        timeout: std::time::Duration,
+        condition: impl Fn(&BrokerSnapshot) -> bool,
+    ) -> Result<BrokerSnapshot, WaitTimeout> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let snap = self.snapshot();
+            if condition(&snap) {
+                return Ok(snap);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WaitTimeout { last: snap });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Waits until the broker has nothing in flight: every byte it owes a client
+    /// has been written to that client's socket. (Input is handled as it is
+    /// read, so what was received is routed and delivered by then.)
+    pub async fn wait_until_idle(&self) {
+        let mut quiet = 0;
+        while quiet < 2 {
+            let busy = self
+                .shared
+                .connection_infos()
+                .iter()
+                .any(|c| c.outbox.pending() > 0);
+            quiet = if busy { 0 } else { quiet + 1 };
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Puts a message straight into a queue of vhost `/`, as if published to the
+    /// default exchange: to seed a queue before the code under test starts.
+    pub fn seed(
+        &self,
+        queue: &str,
+        body: impl Into<bytes::Bytes>,
+        properties: amq_protocol::protocol::BasicProperties,
+    ) -> Result<(), AmqpError> {
+        self.shared.vhosts["/"]
+            .lock()
+            .seed(queue, body.into(), properties)
+    }
+}
+
+/// Fault injection: what a test does to the broker to see how its code copes.
+impl Broker {
+    fn command(&self, connection: u64, command: faults::Command) -> bool {
+        let info = self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&connection)
+            .cloned();
+        match info {
+            Some(info) => {
+                info.command(command);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes a connection with `connection.close` (e.g. 320 and "broker
+    /// forced connection closure"); `text` comes after RabbitMQ's `CODE_NAME - `.
+    /// False when there is no such connection.
+    pub fn close_connection(&self, connection: u64, code: u16, text: &str) -> bool {
+        self.command(
+            connection,
+            faults::Command::CloseConnection {
+                code,
+                text: text.to_owned(),
+            },
+        )
+    }
+
+    /// Closes one channel with `channel.close`.
+    pub fn close_channel(&self, connection: u64, channel: u16, code: u16, text: &str) -> bool {
+        self.command(
+            connection,
+            faults::Command::CloseChannel {
+                channel,
+                code,
+                text: text.to_owned(),
+            },
+        )
+    }
+
+    /// The connection's socket just dies: no `connection.close`.
+    pub fn drop_connection(&self, connection: u64) -> bool {
+        self.command(connection, faults::Command::Drop)
+    }
+
+    /// Half a frame goes out, then the socket dies.
+    pub fn cut_connection(&self, connection: u64) -> bool {
+        self.command(connection, faults::Command::CutMidFrame)
+    }
+
+    /// Cancels a consumer from the broker's side (`basic.cancel` to a client that
+    /// asked for cancel notifications), as when RabbitMQ deletes its queue.
+    pub fn cancel_consumer(&self, queue: &str, consumer_tag: &str) -> bool {
+        self.shared.vhosts["/"]
+            .lock()
+            .cancel_consumer(queue, consumer_tag)
+    }
+
+    /// Arms a scripted fault; it stays until [`Broker::clear_faults`].
+    pub fn inject(&self, fault: Fault) {
+        self.shared.rules.add(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.rules.clear();
+    }
+
+    /// Raises (true) or clears (false) the memory alarm by hand: publishers get
+    /// `connection.blocked` and are not read until it clears.
+    pub fn set_memory_alarm(&self, on: bool) {
+        self.shared.gauge.force(on);
+    }
+
+    /// Traces the frames of every connection from now on (and of those already
+    /// open), or stops.
+    pub fn set_tracing(&self, on: bool) {
+        self.shared
+            .tracing
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        for info in self.shared.connection_infos() {
+            info.trace.set(on);
+        }
+    }
+
+    /// The frames traced on one connection, oldest first.
+    pub fn trace(&self, connection: u64) -> Vec<TraceEntry> {
+        self.shared
+            .connection_infos()
+            .into_iter()
+            .find(|c| c.id == connection)
+            .map(|c| c.trace.entries())
+            .unwrap_or_default()
+    }
+
+    /// Every open connection's traced frames, printable on a test failure.
+    pub fn trace_dump(&self) -> String {
+        let mut out = String::new();
+        for info in self.shared.connection_infos() {
+            out.push_str(&format!("connection {} ({}):\n", info.id, info.peer));
+            for entry in info.trace.entries() {
+                out.push_str(&format!("  {entry}\n"));
+            }
+        }
+        out
+    }
 }

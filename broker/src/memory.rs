@@ -42,6 +42,11 @@ impl Gauge {
         self.bytes.load(Ordering::Acquire)
     }
 
+    /// Raises or clears the alarm by hand, whatever the bytes held.
+    pub fn force(&self, blocked: bool) {
+        self.blocked.send_replace(blocked);
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.blocked.subscribe()
     }

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -13,6 +15,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::codec;
 use crate::connection::{Connection, Outcome};
+use crate::faults::{Command, ConnInfo, Direction};
 use crate::outbox::{Outbox, HIGH_WATER};
 use crate::Shared;
 
@@ -78,7 +81,7 @@ pub async fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "accepted");
                     let guard = tracker.enter();
-                    tokio::spawn(serve(stream, shared.clone(), close.clone(), guard));
+                    tokio::spawn(serve(stream, peer.to_string(), shared.clone(), close.clone(), guard));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
@@ -94,6 +97,7 @@ pub async fn accept_loop(
 /// Runs one connection to its end over any byte stream.
 pub async fn serve<S>(
     stream: S,
+    peer: String,
     shared: Arc<Shared>,
     mut close: watch::Receiver<u64>,
     _guard: TaskGuard,
@@ -102,9 +106,13 @@ pub async fn serve<S>(
 {
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
+    let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
+    shared.register(info.clone());
     let (mut reader, writer) = tokio::io::split(stream);
-    let writer = tokio::spawn(write_loop(writer, outbox.clone()));
-    let mut conn = Connection::new(id, shared.clone(), outbox.clone());
+    let writer = tokio::spawn(write_loop(writer, info.clone()));
+    let mut conn = Connection::new(shared.clone(), info.clone());
+    // Set by a `Drop` or `CutMidFrame` command: the socket dies without a word.
+    let mut abort = false;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let started = Instant::now();
     let mut last_read = started;
@@ -143,6 +151,28 @@ pub async fn serve<S>(
                 }
             },
             _ = outbox.wait_drained() => conn.resume(),
+            _ = info.wake.notified() => {
+                for command in info.take_commands() {
+                    match command {
+                        Command::CloseConnection { code, text } => {
+                            let text = crate::AmqpError::connection(code, text).reply_text();
+                            conn.close_connection(code, text, 0, 0);
+                        }
+                        Command::CloseChannel { channel, code, text } => {
+                            conn.fail(channel, crate::AmqpError::channel(code, text));
+                        }
+                        Command::Drop => abort = true,
+                        Command::CutMidFrame => {
+                            // The start of a heartbeat frame, never finished.
+                            outbox.push(|out| out.extend_from_slice(&[8, 0, 0, 0]));
+                            abort = true;
+                        }
+                    }
+                }
+                if abort || conn.is_closed() {
+                    break;
+                }
+            }
             changed = close.changed() => {
                 if changed.is_err() {
                     break;
@@ -181,15 +211,25 @@ pub async fn serve<S>(
         }
     }
     conn.release();
+    shared.unregister(id);
     outbox.close();
+    if abort {
+        // Whatever was written stays written; the rest dies with the socket.
+        tokio::task::yield_now().await;
+        writer.abort();
+    }
     let _ = writer.await;
     tracing::debug!(conn = id, "closed");
 }
 
-async fn write_loop<W: AsyncWrite>(writer: W, outbox: Arc<Outbox>) {
+async fn write_loop<W: AsyncWrite>(writer: W, info: Arc<ConnInfo>) {
+    let outbox = &info.outbox;
     tokio::pin!(writer);
     loop {
         let data = outbox.take();
+        if info.trace.is_on() {
+            trace_out(&info, &data);
+        }
         if !data.is_empty() {
             let was_backed_up = data.len() > HIGH_WATER;
             if writer.write_all(&data).await.is_err() {
@@ -207,4 +247,15 @@ async fn write_loop<W: AsyncWrite>(writer: W, outbox: Arc<Outbox>) {
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
+}
+
+/// Records the frames in bytes about to be written (the outbox holds whole frames).
+fn trace_out(info: &ConnInfo, data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    if buf.starts_with(b"AMQP") {
+        return;
+    }
+    while let Ok(Some(frame)) = codec::decode(&mut buf, u32::MAX) {
+        info.trace.record(Direction::Out, &frame);
+    }
 }

@@ -18,6 +18,7 @@ use bytes::BytesMut;
 
 use crate::config::Config;
 use crate::connection::{Connection, Outcome};
+use crate::faults::ConnInfo;
 use crate::outbox::Outbox;
 use crate::Shared;
 
@@ -40,8 +41,9 @@ impl Core {
     pub fn connect(&self) -> CoreConnection {
         let outbox = Arc::new(Outbox::default());
         let id = self.shared.next_connection_id();
+        let info = Arc::new(ConnInfo::new(id, "core".into(), outbox.clone(), false));
         CoreConnection {
-            conn: Connection::new(id, self.shared.clone(), outbox.clone()),
+            conn: Connection::new(self.shared.clone(), info),
             outbox,
             input: BytesMut::new(),
             closed: false,

@@ -20,6 +20,7 @@ use crate::routing;
 use crate::store::{Record, Store};
 
 mod deadletter;
+mod inspect;
 mod persist;
 mod queue;
 mod reply;
@@ -702,6 +703,9 @@ impl VhostState {
         }
         let vhost = self.name.clone();
         validate_queue_args(&d.name, &vhost, &d.arguments)?;
+        // RabbitMQ 3.10 makes exclusive queues non-durable, whatever was asked.
+        let mut d = d;
+        d.durable &= !d.exclusive;
         if let Some(q) = self.queues.get(&d.name) {
             check_exclusive(q, conn, &vhost)?;
             if d.exclusive != q.exclusive_owner.is_some() {

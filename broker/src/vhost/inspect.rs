@@ -1,0 +1,199 @@
+//! Snapshots of a vhost for inspection, and seeding: messages put straight into a
+//! queue by a test.
+
+use amq_protocol::protocol::BasicProperties;
+use bytes::Bytes;
+
+use super::{ConnId, Destination, Message, VhostState};
+use crate::codec;
+use crate::error::AmqpError;
+use crate::inspect::{
+    BindingSnapshot, ConsumerSnapshot, ExchangeSnapshot, MessageSnapshot, QueueSnapshot,
+    UnackedSnapshot,
+};
+
+fn message(m: &Message, redelivered: bool) -> MessageSnapshot {
+    MessageSnapshot {
+        body: m.body.clone(),
+        properties: m.properties.clone(),
+        exchange: m.exchange.clone(),
+        routing_key: m.routing_key.clone(),
+        redelivered,
+    }
+}
+
+impl VhostState {
+    pub fn queue_snapshot(&self, name: &str) -> Option<QueueSnapshot> {
+        let q = self.queues.get(name)?;
+        let mut unacked = Vec::new();
+        for ((conn, channel), st) in &self.channels {
+            for (tag, u) in &st.unacked {
+                if u.queue == q.name && u.queue_id == q.id {
+                    unacked.push(UnackedSnapshot {
+                        message: message(&u.msg, true),
+                        connection: *conn,
+                        channel: *channel,
+                        delivery_tag: *tag,
+                        consumer_tag: u.consumer.clone(),
+                    });
+                }
+            }
+        }
+        unacked.sort_by_key(|u| (u.connection, u.channel, u.delivery_tag));
+        Some(QueueSnapshot {
+            vhost: self.name.clone(),
+            name: q.name.clone(),
+            durable: q.durable,
+            exclusive_owner: q.exclusive_owner,
+            auto_delete: q.auto_delete,
+            arguments: q.arguments.clone(),
+            messages: q
+                .ready
+                .iter()
+                .map(|i| message(&i.msg, i.redelivered))
+                .collect(),
+            unacked,
+            consumers: q
+                .consumers
+                .iter()
+                .map(|c| ConsumerSnapshot {
+                    tag: c.tag.clone(),
+                    connection: c.conn,
+                    channel: c.channel,
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                    prefetch: c.prefetch,
+                    unacked: c.unacked,
+                    priority: c.priority,
+                })
+                .collect(),
+        })
+    }
+
+    pub fn queue_snapshots(&self) -> Vec<QueueSnapshot> {
+        let mut names: Vec<&String> = self.queues.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|n| self.queue_snapshot(n))
+            .collect()
+    }
+
+    pub fn exchange_snapshots(&self) -> Vec<ExchangeSnapshot> {
+        let mut out: Vec<ExchangeSnapshot> = self
+            .exchanges
+            .values()
+            .map(|e| ExchangeSnapshot {
+                vhost: self.name.clone(),
+                name: e.name.clone(),
+                kind: e.kind.as_str().to_owned(),
+                durable: e.durable,
+                auto_delete: e.auto_delete,
+                internal: e.internal,
+                arguments: e.arguments.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn binding_snapshots(&self) -> Vec<BindingSnapshot> {
+        let mut out = Vec::new();
+        for e in self.exchanges.values() {
+            for b in &e.bindings {
+                let (to_exchange, destination) = match &b.destination {
+                    Destination::Queue(q) => (false, q.clone()),
+                    Destination::Exchange(x) => (true, x.clone()),
+                };
+                out.push(BindingSnapshot {
+                    vhost: self.name.clone(),
+                    source: e.name.clone(),
+                    destination,
+                    to_exchange,
+                    routing_key: b.routing_key.clone(),
+                    arguments: b.arguments.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
+        out
+    }
+
+    /// The channels a connection has open in this vhost.
+    pub fn channels_of(&self, conn: ConnId) -> Vec<u16> {
+        let mut out: Vec<u16> = self
+            .channels
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, ch)| *ch)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Puts a message straight into a queue, as if published to the default
+    /// exchange with the queue's name as routing key.
+    pub fn seed(
+        &mut self,
+        queue: &str,
+        body: Bytes,
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        if !self.queues.contains_key(queue) {
+            return Err(AmqpError::not_found(format!(
+                "no queue '{queue}' in vhost '{}'",
+                self.name
+            )));
+        }
+        let header = codec::encode_header(body.len() as u64, &properties);
+        let held = self.gauge.hold(body.len());
+        let msg = Message {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+            properties,
+            header,
+            body,
+            persist_id: None,
+            held,
+        };
+        self.enqueue(&[queue.to_owned()], msg);
+        Ok(())
+    }
+
+    /// Cancels a consumer from the broker's side, as RabbitMQ does when its queue
+    /// goes: the client gets `basic.cancel` if it asked for that.
+    pub fn cancel_consumer(&mut self, queue: &str, tag: &str) -> bool {
+        let Some(q) = self.queues.get(queue) else {
+            return false;
+        };
+        let Some(c) = q.consumers.iter().find(|c| c.tag == tag) else {
+            return false;
+        };
+        let (conn, channel) = (c.conn, c.channel);
+        if let Some(entry) = self.conns.get(&conn) {
+            if entry.cancel_notify {
+                let tag = tag.to_owned();
+                entry.outbox.push(|out| {
+                    codec::put_method(
+                        out,
+                        channel,
+                        amq_protocol::protocol::AMQPClass::Basic(
+                            amq_protocol::protocol::basic::AMQPMethod::Cancel(
+                                amq_protocol::protocol::basic::Cancel {
+                                    consumer_tag: tag.into(),
+                                    nowait: true,
+                                },
+                            ),
+                        ),
+                    )
+                });
+            }
+        }
+        if let Some(st) = self.channels.get_mut(&(conn, channel)) {
+            st.consumers.remove(tag);
+        }
+        self.remove_consumer(queue, conn, channel, tag);
+        self.auto_delete_if_unused(queue);
+        true
+    }
+}
