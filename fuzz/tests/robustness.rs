@@ -147,6 +147,69 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 100,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// With a smaller frame_max negotiated, a frame beyond it is refused from its
+    /// header (501), and a partial frame within it is held, never more.
+    #[test]
+    fn negotiated_frame_max_bounds_what_is_held(
+        frame_max in 4096u32..=wire::FRAME_MAX,
+        excess in 1u32..100_000,
+        held in 0u32..4096,
+    ) {
+        use amq_protocol::protocol::{connection, AMQPClass};
+        let tune_ok = |frame_max| wire::method(0, AMQPClass::Connection(
+            connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: 2047,
+                frame_max,
+                heartbeat: 0,
+            }),
+        ));
+        // The client's handshake, with its tune-ok swapped for one naming frame_max.
+        let standard = wire::handshake();
+        let at = standard
+            .windows(tune_ok(wire::FRAME_MAX).len())
+            .position(|w| w == tune_ok(wire::FRAME_MAX).as_slice())
+            .expect("tune-ok in the handshake");
+        let mut bytes = standard[..at].to_vec();
+        bytes.extend(tune_ok(frame_max));
+        bytes.extend(&standard[at + tune_ok(wire::FRAME_MAX).len()..]);
+        bytes.extend(wire::channel_open(1));
+
+        let core = Core::new(Config::default());
+        // A body frame cut short: held while it may still complete.
+        let mut conn = core.connect();
+        let mut watch = Watch::default();
+        let mut partial = bytes.clone();
+        partial.extend([3, 0, 1]);
+        partial.extend(frame_max.to_be_bytes());
+        partial.extend(vec![0u8; held as usize]);
+        targets::feed(&mut conn, &mut watch, &partial);
+        prop_assert!(!watch.close_sent, "{:?}", watch.events);
+        prop_assert!(conn.buffered_input() <= frame_max as usize + 8);
+
+        // A frame announced beyond frame_max: refused at once.
+        let mut conn = core.connect();
+        let mut watch = Watch::default();
+        bytes.extend([3, 0, 1]);
+        bytes.extend((frame_max + excess).to_be_bytes());
+        targets::feed(&mut conn, &mut watch, &bytes);
+        prop_assert!(conn.buffered_input() < 16, "{} bytes held", conn.buffered_input());
+        let closed_with_501 = watch.events.iter().any(|e| matches!(
+            e,
+            wire::Event::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))
+                if c.reply_code == 501
+        ));
+        prop_assert!(closed_with_501, "{:?}", watch.events);
+        targets::check_healthy(&core);
+    }
+}
+
 #[test]
 fn every_seed_runs_clean() {
     for (target, name, bytes) in seeds::all() {
