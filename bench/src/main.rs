@@ -664,7 +664,11 @@ impl Bench {
              the node at the URL given, measured in the same run. Rates are the broker's: a \
              publish run is timed until the queue holds every message (polled with a passive \
              queue.declare), a consume run until the last delivery is acked, a fan-out run \
-             until every queue's consumer has acked every copy.\n",
+             until every queue's consumer has acked every copy. The rows through one Go \
+             connection and through lapin are bounded by the client as much as by the broker \
+             (see the ceilings below): amqp091 flushes every frame, and lapin awaits every \
+             publish, which makes it very sensitive to scheduling on a busy machine; the \
+             4-connection Go rows and the warren-client rows (pipelined) show the brokers.\n",
         );
         out.push_str("\nClient ceilings: 16 B publishes into a local peer that completes the handshake and only reads.\n\n");
         out.push_str("| client | into the read-only sink | into Warren | into RabbitMQ |\n| --- | ---: | ---: | ---: |\n");
@@ -818,8 +822,9 @@ async fn main() -> ExitCode {
     if let Some(out) = &bench.args.out {
         let doc = format!(
             "# Benchmarks: Warren beside RabbitMQ\n\n\
-             Produced by `cargo xtask bench` (bench/src, Go load in bench/go/loadgen); \
-             rerun it to refresh this page.\n\n{report}"
+             Produced by `cargo xtask bench`; rerun it to refresh this page. How each figure \
+             is taken: [bench/README.md](../bench/README.md). Where Warren's time goes per \
+             message, with instruction counts: [bench/PROFILE.md](../bench/PROFILE.md).\n\n{report}"
         );
         if let Err(e) = std::fs::write(out, doc) {
             eprintln!("warren-bench: cannot write {}: {e}", out.display());
