@@ -397,7 +397,13 @@ impl World {
             let Some(c) = self.channels.get(&k).cloned() else {
                 continue;
             };
-            if c.conn.is_closed().await || c.conn.channel_closed(c.id).await {
+            if c.conn.is_closed().await {
+                continue;
+            }
+            if c.conn.channel_closed(c.id).await {
+                // Its close may have arrived while another channel was syncing: log it
+                // now, in channel order, as it would have been logged had it come later.
+                c.conn.drain(c.id).await;
                 continue;
             }
             if let Err(e) = c.sync().await {

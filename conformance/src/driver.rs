@@ -645,6 +645,24 @@ impl Conn {
         Ok(out)
     }
 
+    /// Takes and logs every event already received on `channel`, the server's
+    /// channel.close included, without waiting for more.
+    pub async fn drain(&self, channel: u16) -> usize {
+        let events: Vec<Event> = {
+            let mut inner = self.inner.lock().await;
+            inner
+                .inbox
+                .get_mut(&channel)
+                .map(|q| q.drain(..).collect())
+                .unwrap_or_default()
+        };
+        for event in &events {
+            // A close comes back as an error; it is logged all the same.
+            let _ = self.surface(channel, event.clone(), None, true);
+        }
+        events.len()
+    }
+
     /// True once channel `id` was closed (by either side) and not reopened.
     pub async fn channel_closed(&self, id: u16) -> bool {
         self.inner.lock().await.closed_channels.contains(&id)

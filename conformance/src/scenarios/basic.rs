@@ -1107,3 +1107,21 @@ pub async fn recover_async_redelivers(cx: Ctx) -> R {
     ensure!(d.redelivered, "not marked redelivered");
     conn.close().await
 }
+
+/// nack with multiple of a tag never delivered is an unknown tag too.
+pub async fn nack_multiple_unknown_tag(cx: Ctx) -> R {
+    let (_conn, ch, _q) = with_queue(&cx).await?;
+    ch.nack(5, true, false).await?;
+    ch.sync().await.channel_closed_at(406, (60, 120))?;
+    Ok(())
+}
+
+/// ack with multiple of a tag never delivered is an unknown tag.
+pub async fn ack_multiple_unknown_tag(cx: Ctx) -> R {
+    let (_conn, ch, q) = with_queue(&cx).await?;
+    ch.publish("", &q, "m").await?;
+    ch.get_expect(&q, false, "m").await?;
+    ch.ack(3, true).await?;
+    ch.sync().await.channel_closed_at(406, (60, 80))?;
+    Ok(())
+}

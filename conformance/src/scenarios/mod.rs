@@ -275,6 +275,8 @@ table! {
         tx_rollback_forgets_acks,
         tx_mandatory_return_at_commit,
         recover_async_redelivers,
+        nack_multiple_unknown_tag,
+        ack_multiple_unknown_tag,
     ]
     confirms: [
         single_publish_acked,
