@@ -615,6 +615,25 @@ async fn bind_with_both_ends_missing_is_not_found_for_the_exchange() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn publish_to_amq_default_is_not_found() {
+    // The default exchange has no name: RabbitMQ 3.10 does not know it as
+    // "amq.default" on the wire.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.publish(1, "amq.default", "k", b"hello").await;
+    c.expect_channel_close(
+        1,
+        404,
+        (60, 40),
+        "NOT_FOUND - no exchange 'amq.default' in vhost '/'",
+    )
+    .await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 405 RESOURCE_LOCKED
 
 /// Another connection owns exclusive queue `q`; `m` on a second connection must be

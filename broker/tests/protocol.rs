@@ -1070,3 +1070,226 @@ async fn old_0_9_protocol_header_is_accepted() {
     c.close().await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn cancel_leaves_unacked_deliveries_with_the_channel() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.put(&q, b"m").await;
+    c.consume(1, &q, "c", false).await;
+    let d = c.expect_content(1).await;
+    let cancel = basic::Cancel {
+        consumer_tag: "c".into(),
+        nowait: false,
+    };
+    assert!(matches!(
+        c.call(1, cancel).await,
+        AMQPClass::Basic(basic::AMQPMethod::CancelOk(_))
+    ));
+    // Still unacked: not ready for others ...
+    assert_eq!(c.declare_exclusive(1, &q).await.message_count, 0);
+    // ... and the channel can still ack it.
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: d.deliver().delivery_tag,
+            multiple: false,
+        },
+    )
+    .await;
+    c.close_channel(1).await;
+    c.open_channel(2).await;
+    assert_eq!(c.declare_exclusive(2, &q).await.message_count, 0);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn requeued_messages_go_back_in_their_original_order_ahead_of_newer_ones() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    for body in ["a", "b", "c"] {
+        c.put(&q, body.as_bytes()).await;
+    }
+    let mut tags = Vec::new();
+    for _ in 0..3 {
+        tags.push(
+            c.get(1, &q, false)
+                .await
+                .expect("a message")
+                .get_ok()
+                .delivery_tag,
+        );
+    }
+    c.put(&q, b"d").await;
+    // Requeue c first, then a: each goes back to its old place.
+    for tag in [tags[2], tags[0]] {
+        c.send(
+            1,
+            basic::Nack {
+                delivery_tag: tag,
+                multiple: false,
+                requeue: true,
+            },
+        )
+        .await;
+    }
+    let mut order = Vec::new();
+    while let Some(got) = c.get(1, &q, true).await {
+        order.push((
+            String::from_utf8(got.body.clone()).unwrap(),
+            got.get_ok().redelivered,
+        ));
+    }
+    assert_eq!(
+        order,
+        [("a".into(), true), ("c".into(), true), ("d".into(), false)]
+    );
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn get_takes_the_next_ready_message_beside_a_consumer() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    c.open_channel(2).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.qos(1, 1, false).await;
+    c.consume(1, &q, "c", false).await;
+    for body in ["a", "b"] {
+        c.put(&q, body.as_bytes()).await;
+    }
+    assert_eq!(c.expect_content(1).await.body, b"a");
+    let got = c.get(2, &q, true).await.expect("b is ready");
+    assert_eq!(got.body, b"b");
+    assert_eq!(got.get_ok().message_count, 0);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_an_exclusive_consumer_frees_the_queue() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    let exclusive = basic::Consume {
+        queue: q.as_str().into(),
+        consumer_tag: "only".into(),
+        exclusive: true,
+        ..Default::default()
+    };
+    c.call(1, exclusive).await;
+    let cancel = basic::Cancel {
+        consumer_tag: "only".into(),
+        nowait: false,
+    };
+    c.call(1, cancel).await;
+    c.consume(1, &q, "next", true).await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn channel_ids_can_be_reused_after_close() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    for _ in 0..3 {
+        c.open_channel(7).await;
+        c.declare_exclusive(7, "").await;
+        c.close_channel(7).await;
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn many_channels_on_one_connection() {
+    let t = Target::start().await;
+    let mut c = t.open().await;
+    for ch in 1..=200 {
+        c.open_channel(ch).await;
+    }
+    let q = unique("q");
+    c.declare_exclusive(200, &q).await;
+    for ch in 1..=200 {
+        c.publish(ch, "", &q, format!("{ch}").as_bytes()).await;
+    }
+    for ch in 1..=200 {
+        c.close_channel(ch).await;
+    }
+    c.open_channel(1).await;
+    assert_eq!(c.declare_exclusive(1, &q).await.message_count, 200);
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn auto_delete_exchange_goes_with_its_last_binding() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.declare_exchange(1, &x, "fanout").await;
+    let q = unique("q");
+    c.declare_exclusive(1, &q).await;
+    c.bind_queue(1, &q, &x, "").await;
+    let unbind = queue::Unbind {
+        queue: q.as_str().into(),
+        exchange: x.as_str().into(),
+        routing_key: "".into(),
+        ..Default::default()
+    };
+    c.call(1, unbind).await;
+    c.send(
+        1,
+        exchange::Declare {
+            passive: true,
+            ..exchange_decl(&x, "fanout")
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        404,
+        (40, 10),
+        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
+    )
+    .await;
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn declare_with_nowait_creates_without_a_reply() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.send(
+        1,
+        queue::Declare {
+            exclusive: true,
+            nowait: true,
+            ..queue_decl(&q)
+        },
+    )
+    .await;
+    // The next reply on the channel is for the passive declare, not the first one.
+    let ok = c
+        .queue_declare(
+            1,
+            queue::Declare {
+                passive: true,
+                ..queue_decl(&q)
+            },
+        )
+        .await;
+    assert_eq!(ok.queue.as_str(), q);
+    c.close().await;
+    t.stop().await;
+}

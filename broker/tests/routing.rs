@@ -212,3 +212,42 @@ async fn unbind_stops_routing() {
     c.close().await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn headers_compare_numbers_by_value_whatever_their_width() {
+    let got = route(
+        "headers",
+        &[&[("", table(&[("n", AMQPValue::LongInt(1))]))]],
+        &[
+            ("", Some(table(&[("n", AMQPValue::LongInt(1))]))),
+            ("", Some(table(&[("n", AMQPValue::LongLongInt(1))]))),
+            ("", Some(table(&[("n", AMQPValue::ShortShortUInt(1))]))),
+            ("", Some(table(&[("n", s("1"))]))),
+            ("", Some(table(&[("n", AMQPValue::LongInt(2))]))),
+        ],
+    )
+    .await;
+    assert_eq!(got[0], ["0", "1", "2"]);
+}
+
+#[tokio::test]
+async fn topic_star_matches_exactly_one_word_even_an_empty_one() {
+    // "a..b" has an empty middle word; "" has no word at all.
+    let got = route(
+        "topic",
+        &[
+            &[("a.*.b", FieldTable::default())],
+            &[("*", FieldTable::default())],
+        ],
+        &[
+            ("a.x.b", None),
+            ("a..b", None),
+            ("a.b", None),
+            ("", None),
+            ("x", None),
+        ],
+    )
+    .await;
+    assert_eq!(got[0], ["0", "1"]);
+    assert_eq!(got[1], ["4"]);
+}

@@ -434,6 +434,11 @@ impl Raw {
         if let Some(frame) = self.stash.pop_front() {
             return Some(frame);
         }
+        self.next_frame_from_wire(skip_heartbeats).await
+    }
+
+    /// The next frame read from the stream itself, past anything stashed.
+    async fn next_frame_from_wire(&mut self, skip_heartbeats: bool) -> Option<AMQPFrame> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             if let Some(frame) = self.take_frame() {
@@ -936,7 +941,12 @@ impl Raw {
         self.publish(PUT_CHANNEL, "", queue, body).await;
         self.put_seq += 1;
         loop {
-            match self.recv().await {
+            // From the stream, not the stash: stashed frames are not the confirm.
+            let frame = self
+                .next_frame_from_wire(true)
+                .await
+                .expect("the server closed the connection during a put");
+            match frame {
                 AMQPFrame::Method(PUT_CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Ack(ack))) => {
                     if ack.delivery_tag >= self.put_seq {
                         return;
