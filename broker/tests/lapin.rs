@@ -672,3 +672,125 @@ async fn restart_keeps_durable_queues_and_persistent_messages_only() {
     within(conn.close(200, "bye".into())).await.unwrap();
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_one_mib_message_round_trips() {
+    let t = Target::start().await;
+    let conn = connect(&t).await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    let q = unique("big");
+    declare(&ch, &q, QueueDeclareOptions::exclusive()).await;
+    let body: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    publish(&ch, "", &q, &body, BasicProperties::default()).await;
+    let got = within(ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }))
+        .await
+        .unwrap()
+        .expect("the message");
+    assert_eq!(got.delivery.data.len(), body.len());
+    assert!(got.delivery.data == body, "the body changed on the way");
+    within(conn.close(200, "bye".into())).await.unwrap();
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_messages_arrive_in_order() {
+    let t = Target::start().await;
+    let conn = connect(&t).await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    let q = unique("order");
+    declare(&ch, &q, QueueDeclareOptions::exclusive()).await;
+    let mut got = consume(&ch, &q, "", false).await;
+    let publisher = within(conn.create_channel()).await.unwrap();
+    for i in 0..1000u32 {
+        publish(
+            &publisher,
+            "",
+            &q,
+            &i.to_be_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    for i in 0..1000u32 {
+        let d = got.next().await;
+        assert_eq!(d.data, i.to_be_bytes(), "message {i} out of order");
+        assert_eq!(d.delivery_tag, u64::from(i) + 1);
+        if i % 100 == 99 {
+            // Acking in batches, as many consumers do.
+            within(d.ack(BasicAckOptions { multiple: true }))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(inspect(&conn, &q).await.unwrap().message_count(), 0);
+    within(conn.close(200, "bye".into())).await.unwrap();
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_error_leaves_the_connection_usable() {
+    let t = Target::start().await;
+    let conn = connect(&t).await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    let q = unique("missing");
+    let err = within(ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default().passive(),
+        FieldTable::default(),
+    ))
+    .await
+    .expect_err("a missing queue");
+    assert_eq!(code_of(&err), Some(404), "{err}");
+    assert!(!ch.status().connected(), "the channel is closed");
+    assert!(conn.status().connected(), "the connection is not");
+    let again = within(conn.create_channel()).await.unwrap();
+    declare(&again, "", QueueDeclareOptions::exclusive()).await;
+    within(conn.close(200, "bye".into())).await.unwrap();
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn many_connections_publish_at_once() {
+    let t = Target::start().await;
+    let conn = connect(&t).await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    let q = unique("many");
+    declare(&ch, &q, QueueDeclareOptions::default().auto_delete()).await;
+    let mut consumer = consume(&ch, &q, "", true).await;
+    let mut tasks = Vec::new();
+    for n in 0..20u32 {
+        let url = t.url.clone();
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = within(Connection::connect(&url, ConnectionProperties::default()))
+                .await
+                .expect("connect");
+            let ch = within(conn.create_channel()).await.unwrap();
+            within(ch.confirm_select(ConfirmSelectOptions::default()))
+                .await
+                .unwrap();
+            for i in 0..25u32 {
+                let body = format!("{n}-{i}");
+                publish(&ch, "", &q, body.as_bytes(), BasicProperties::default()).await;
+            }
+            within(conn.close(200, "bye".into())).await.unwrap();
+        }));
+    }
+    for task in tasks {
+        within(task).await.expect("publisher task");
+    }
+    let mut seen = std::collections::HashMap::<u32, u32>::new();
+    for _ in 0..500 {
+        let d = consumer.next().await;
+        let body = String::from_utf8(d.data).unwrap();
+        let (n, i) = body.split_once('-').unwrap();
+        let (n, i): (u32, u32) = (n.parse().unwrap(), i.parse().unwrap());
+        // Each publisher's messages stay in its own order.
+        let next = seen.entry(n).or_default();
+        assert_eq!(i, *next, "publisher {n} out of order");
+        *next += 1;
+    }
+    assert!(seen.values().all(|&c| c == 25), "{seen:?}");
+    within(conn.close(200, "bye".into())).await.unwrap();
+    t.stop().await;
+}
