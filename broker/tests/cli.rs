@@ -130,3 +130,18 @@ async fn sigterm_right_after_the_url_line_is_graceful() {
         assert_eq!(status.code(), Some(0), "{status}\n{log}");
     }
 }
+
+#[tokio::test]
+async fn heartbeat_option_sets_the_proposed_interval() {
+    let w = Warren::start(&["--bind", "127.0.0.1:0", "--heartbeat", "5"]).await;
+    let t = w.target();
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    assert_eq!(c.tune().await.heartbeat, 5);
+    c.open_vhost(&t.vhost).await;
+    c.close().await;
+    w.signal("TERM").await;
+    let (status, log) = w.exit().await;
+    assert!(status.success(), "{status}\n{log}");
+}

@@ -2312,6 +2312,26 @@ async fn restart_closes_every_connection_with_connection_forced() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn shutdown_does_not_wait_forever_for_a_client_that_never_answers() {
+    let t = Target::start().await;
+    if t.warren().is_none() {
+        eprintln!("note: RAW_TARGET set; shutdown is Warren's alone");
+        return;
+    }
+    // This client reads nothing and never sends close-ok.
+    let mut silent = open1(&t).await;
+    common::within(t.stop()).await;
+    // It was told, and then dropped.
+    match silent.next_frame().await {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+            assert_eq!(c.reply_code, 320)
+        }
+        other => panic!("expected connection.close 320, got {other:?}"),
+    }
+    silent.expect_closed().await;
+}
+
 // ------------------------------------------------------------------ in-process stream
 
 #[tokio::test]

@@ -1293,3 +1293,128 @@ async fn declare_with_nowait_creates_without_a_reply() {
     c.close().await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn restart_keeps_durable_exchanges_queues_bindings_and_persistent_messages() {
+    let t = Target::start().await;
+    let Some(broker) = t.warren() else {
+        eprintln!("note: RAW_TARGET set; restart is Warren's alone");
+        return;
+    };
+    let mut c = open1(&t).await;
+    let durable_x = exchange::Declare {
+        durable: true,
+        auto_delete: false,
+        ..exchange_decl("dx", "direct")
+    };
+    c.exchange_declare(1, durable_x.clone()).await;
+    c.declare_exchange(1, "tx", "direct").await;
+    let durable_q = queue::Declare {
+        durable: true,
+        ..queue_decl("dq")
+    };
+    c.queue_declare(1, durable_q.clone()).await;
+    c.declare_queue(1, "tq").await;
+    c.bind_queue(1, "dq", "dx", "k").await;
+    c.bind_queue(1, "tq", "tx", "k").await;
+    let publish = basic::Publish {
+        exchange: "dx".into(),
+        routing_key: "k".into(),
+        ..Default::default()
+    };
+    c.publish_with(
+        1,
+        publish.clone(),
+        BasicProperties::default().with_delivery_mode(2),
+        b"kept",
+    )
+    .await;
+    c.publish_with(1, publish.clone(), BasicProperties::default(), b"transient")
+        .await;
+    c.confirm_select(1).await;
+    c.publish(1, "", "dq", b"sync").await;
+    // The confirm for the last publish says every earlier one is in too.
+    confirmed_up_to(&mut c, 1, 1).await;
+    let (_, ()) = tokio::join!(broker.restart(), async {
+        c.expect_connection_close(320, (0, 0), "CONNECTION_FORCED - ")
+            .await;
+    });
+
+    let mut c = open1(&t).await;
+    c.exchange_declare(
+        1,
+        exchange::Declare {
+            passive: true,
+            ..durable_x
+        },
+    )
+    .await;
+    let ok = c
+        .queue_declare(
+            1,
+            queue::Declare {
+                passive: true,
+                ..durable_q
+            },
+        )
+        .await;
+    // "sync" was not persistent either.
+    assert_eq!(ok.message_count, 1);
+    // The binding survived: a new publish is routed.
+    c.publish_with(1, publish, BasicProperties::default(), b"after")
+        .await;
+    let mut bodies = Vec::new();
+    while let Some(got) = c.get(1, "dq", true).await {
+        bodies.push(String::from_utf8(got.body).unwrap());
+    }
+    assert_eq!(bodies, ["kept", "after"]);
+    for (class_method, passive) in [
+        (
+            (40, 10),
+            AMQPClass::Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
+                passive: true,
+                ..exchange_decl("tx", "direct")
+            })),
+        ),
+        (
+            (50, 10),
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                passive: true,
+                ..queue_decl("tq")
+            })),
+        ),
+    ] {
+        c.send(1, passive).await;
+        c.expect_channel_close(1, 404, class_method, "NOT_FOUND - ")
+            .await;
+        c.open_channel(1).await;
+    }
+    c.close().await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn client_heartbeats_keep_a_quiet_connection_open() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok(&t.user, &t.password).await;
+    c.tune_with(|p| connection::TuneOk {
+        channel_max: p.channel_max,
+        frame_max: p.frame_max,
+        heartbeat: 1,
+    })
+    .await;
+    c.open_vhost(&t.vhost).await;
+    // Beat for four intervals, twice as often as agreed: the time is the behaviour
+    // under test here, not a wait for something else.
+    for _ in 0..8 {
+        c.send_raw(&common::raw_frame(8, 0, b"", common::FRAME_END))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    c.open_channel(1).await;
+    c.declare_exclusive(1, "").await;
+    c.close().await;
+    t.stop().await;
+}
