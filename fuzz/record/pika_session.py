@@ -40,14 +40,6 @@ for method, props, body in ch.consume("task_queue", inactivity_timeout=1):
         break
 ch.cancel()
 
-# publish/subscribe: fanout exchange, exclusive server-named queue
-ch.exchange_declare(exchange="logs", exchange_type="fanout")
-result = ch.queue_declare(queue="", exclusive=True)
-ch.queue_bind(exchange="logs", queue=result.method.queue)
-ch.basic_publish(exchange="logs", routing_key="", body=b"info: hi")
-ch.basic_get(queue=result.method.queue, auto_ack=False)
-ch.basic_recover(requeue=True)
-
 # routing and topics with headers and properties
 ch.exchange_declare(exchange="topic_logs", exchange_type="topic")
 ch.queue_declare(queue="kern", arguments={"x-max-length": 10, "x-queue-type": "classic"})
@@ -93,6 +85,16 @@ try:
     bad.queue_declare(queue="missing", passive=True)
 except pika.exceptions.ChannelClosedByBroker:
     pass
+
+# publish/subscribe last: a replay gets another server-named queue, so the bind
+# by the recorded name fails there, and only what follows it is lost.
+# publish/subscribe: fanout exchange, exclusive server-named queue
+ch.exchange_declare(exchange="logs", exchange_type="fanout")
+result = ch.queue_declare(queue="", exclusive=True)
+ch.queue_bind(exchange="logs", queue=result.method.queue)
+ch.basic_publish(exchange="logs", routing_key="", body=b"info: hi")
+ch.basic_get(queue=result.method.queue, auto_ack=False)
+ch.basic_recover(requeue=True)
 
 ch.queue_delete("hello")
 ch.queue_delete("task_queue")

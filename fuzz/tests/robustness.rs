@@ -64,12 +64,22 @@ fn apply(mut data: Vec<u8>, edits: &[Mutation]) -> Vec<u8> {
     data
 }
 
+/// Client traffic recorded from pika and lapin against Warren (see fuzz/record/).
+const RECORDED: [&[u8]; 2] = [
+    include_bytes!("../seeds/connection/pika-0"),
+    include_bytes!("../seeds/connection/lapin-0"),
+];
+
 fn seeds_of(target: &str) -> Vec<Vec<u8>> {
-    seeds::all()
+    let mut out: Vec<Vec<u8>> = seeds::all()
         .into_iter()
         .filter(|(t, _, _)| *t == target)
         .map(|(_, _, bytes)| bytes)
-        .collect()
+        .collect();
+    if target == "connection" {
+        out.extend(RECORDED.iter().map(|r| r.to_vec()));
+    }
+    out
 }
 
 fn mutated(target: &'static str) -> impl Strategy<Value = Vec<u8>> {
@@ -207,6 +217,13 @@ proptest! {
         ));
         prop_assert!(closed_with_501, "{:?}", watch.events);
         targets::check_healthy(&core);
+    }
+}
+
+#[test]
+fn recorded_client_traffic_runs_clean() {
+    for bytes in RECORDED {
+        targets::connection(bytes);
     }
 }
 
