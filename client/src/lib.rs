@@ -28,11 +28,13 @@
 //! A fresh broker per test, no socket, no shared state (warren-broker as a
 //! dev-dependency):
 //!
-//! ```ignore
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let broker = warren_broker::Broker::start().await?;
 //! let conn = warren_client::Connection::open(broker.connect_in_process()).await?;
 //! // ... the code under test, given `conn` (or `broker.url()` for other clients) ...
 //! broker.shutdown().await; // connections get 320 CONNECTION_FORCED
+//! # drop(conn); Ok(()) }
 //! ```
 //!
 //! # Errors
