@@ -489,3 +489,52 @@ async fn unroutable_messages_go_to_the_alternate_exchange() {
     assert_eq!(body(&get(&ch, "dead").await.unwrap()), "lost?");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn quorum_queues_count_deliveries_and_refuse_what_rabbitmq_refuses() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    let quorum = || args(&[("x-queue-type", text("quorum"))]);
+    let err = within(ch.queue_declare(
+        "qq-transient".into(),
+        QueueDeclareOptions::default(),
+        quorum(),
+    ))
+    .await
+    .expect_err("a quorum queue must be durable");
+    assert!(
+        err.to_string()
+            .contains("invalid property 'non-durable' for queue 'qq-transient'"),
+        "{err}"
+    );
+    let (_conn, ch) = open(&broker).await;
+    within(ch.queue_declare(
+        "qq".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        quorum(),
+    ))
+    .await
+    .unwrap();
+    publish(&ch, "", "qq", "job", BasicProperties::default()).await;
+    for expected in 0..2i64 {
+        let m = within(ch.basic_get("qq".into(), BasicGetOptions::default()))
+            .await
+            .unwrap()
+            .expect("the job");
+        let headers = m.properties.headers().clone().expect("headers");
+        assert_eq!(
+            headers.inner().get("x-delivery-count"),
+            Some(&AMQPValue::LongLongInt(expected))
+        );
+        within(m.delivery.acker.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    broker.shutdown().await;
+}

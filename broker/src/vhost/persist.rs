@@ -188,6 +188,7 @@ impl VhostState {
                     redelivered: delivered,
                     persisted: true,
                     expires_at: ttl.map(|t| now.saturating_add(t)),
+                    returns: u32::from(delivered),
                 });
                 queue.next_seq = msg_id + 1;
             }

@@ -30,6 +30,9 @@ pub(crate) struct Limits {
     pub dead_letter_routing_key: Option<String>,
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
+    /// `x-queue-type: quorum`: deliveries carry `x-delivery-count`, global
+    /// prefetch is refused.
+    pub quorum: bool,
 }
 
 fn text(v: &AMQPValue) -> Option<String> {
@@ -62,6 +65,7 @@ impl Limits {
                 get("x-single-active-consumer"),
                 Some(AMQPValue::Boolean(true))
             ),
+            quorum: get("x-queue-type").and_then(text).as_deref() == Some("quorum"),
         }
     }
 
