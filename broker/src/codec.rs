@@ -119,6 +119,9 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             .on_method(60, 10));
         }
     }
+    if let Some(class) = parse_hot_method(class_id, method_id, &payload[4..]) {
+        return Ok(class);
+    }
     match parse_class(payload) {
         Ok((&[], class)) => Ok(class),
         _ if !known_method(class_id, method_id) => Err(AmqpError::socket(format!(
@@ -136,6 +139,45 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
         )
         .on_method(class_id, method_id)),
     }
+}
+
+/// `basic.publish` and `basic.ack` decoded by hand: they come once per message,
+/// and amq-protocol's general parser costs them about 1,800 instructions each.
+/// Anything unusual (bad UTF-8, trailing bytes) is left to that parser, which
+/// produces the right error.
+fn parse_hot_method(class_id: u16, method_id: u16, args: &[u8]) -> Option<AMQPClass> {
+    use amq_protocol::protocol::basic;
+    match (class_id, method_id) {
+        (60, 80) if args.len() == 9 => {
+            let delivery_tag = u64::from_be_bytes(args[..8].try_into().ok()?);
+            Some(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag,
+                multiple: args[8] & 1 != 0,
+            })))
+        }
+        (60, 40) => {
+            let rest = args.get(2..)?;
+            let (exchange, rest) = short_str(rest)?;
+            let (routing_key, rest) = short_str(rest)?;
+            let [bits] = rest else { return None };
+            Some(AMQPClass::Basic(basic::AMQPMethod::Publish(
+                basic::Publish {
+                    exchange: exchange.into(),
+                    routing_key: routing_key.into(),
+                    mandatory: bits & 1 != 0,
+                    immediate: bits & 2 != 0,
+                },
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
+    let (&len, rest) = input.split_first()?;
+    let len = len as usize;
+    let text = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((text, &rest[len..]))
 }
 
 /// RabbitMQ's FRAME_ERROR text: the frame type, the payload (or its first 16
@@ -347,6 +389,44 @@ mod tests {
                 }))
             )
         );
+    }
+
+    #[test]
+    fn hand_decoded_publish_and_ack_agree_with_amq_protocol() {
+        for method in [
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "ex".into(),
+                routing_key: "a.b".into(),
+                mandatory: true,
+                immediate: false,
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: "".into(),
+                mandatory: false,
+                immediate: true,
+            })),
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: u64::MAX - 7,
+                multiple: true,
+            })),
+        ] {
+            let payload = method_payload(1, method.clone());
+            let fast = parse_hot_method(
+                payload_ids(&payload).0,
+                payload_ids(&payload).1,
+                &payload[4..],
+            );
+            assert_eq!(fast, Some(method.clone()));
+            assert_eq!(parse_class(&payload[..]).unwrap().1, method);
+        }
+    }
+
+    fn payload_ids(p: &[u8]) -> (u16, u16) {
+        (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        )
     }
 
     #[test]

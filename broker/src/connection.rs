@@ -5,7 +5,9 @@
 //! Every protocol error passes through [`Connection::fail`], which turns it into the
 //! right `channel.close` or `connection.close`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{
@@ -185,7 +187,7 @@ impl Connection {
             frame_max,
             heartbeat: 0,
             vhost: None,
-            channels: HashMap::new(),
+            channels: HashMap::default(),
             cancel_notify: false,
             auth_failure_close: false,
             blocked_notify: false,

@@ -801,6 +801,35 @@ async fn unbind_of_another_connections_exclusive_queue_is_locked() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn exclusive_redeclare_of_a_shared_queue_is_locked() {
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let q = unique("q");
+    c.declare_queue(1, &q).await;
+    c.send(
+        1,
+        queue::Declare {
+            exclusive: true,
+            ..queue_decl(&q)
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        1,
+        405,
+        (50, 10),
+        &format!(
+            "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'"
+        ),
+    )
+    .await;
+    c.open_channel(2).await;
+    c.delete_queue(2, &q).await;
+    c.close().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 406 PRECONDITION_FAILED
 
 #[tokio::test]
@@ -1644,6 +1673,16 @@ async fn unsolicited_channel_close_ok_is_command_invalid() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn plain_response_without_separators_ends_the_connection() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.start_ok_with("PLAIN", b"guestguest").await;
+    c.expect_end().await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 504 CHANNEL_ERROR
 
 #[tokio::test]
@@ -1984,6 +2023,36 @@ async fn empty_body_frame_after_a_zero_size_header_is_unexpected_frame() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn deliver_sent_by_the_client_waits_for_content_then_is_unexpected_frame() {
+    // basic.deliver carries content, so RabbitMQ first expects its header.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+        consumer_tag: "x".into(),
+        delivery_tag: 1,
+        redelivered: false,
+        exchange: "".into(),
+        routing_key: "k".into(),
+    }));
+    c.send(1, deliver).await;
+    c.send(
+        1,
+        basic::Qos {
+            prefetch_count: 1,
+            global: false,
+        },
+    )
+    .await;
+    c.expect_connection_close(
+        505,
+        (60, 60),
+        "UNEXPECTED_FRAME - expected content header for class 60, got non content header frame instead",
+    )
+    .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 530 NOT_ALLOWED
 
 #[tokio::test]
@@ -2268,6 +2337,15 @@ async fn short_string_in_a_header_table_is_internal_error() {
     c.publish_with(1, publish, props, b"x").await;
     c.expect_connection_close(541, (0, 0), "INTERNAL_ERROR")
         .await;
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn amqp_1_0_header_gets_the_0_9_1_header_and_a_close() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.send_raw(b"AMQP\x00\x01\x00\x00").await;
+    assert_eq!(c.read_to_end().await, PROTOCOL_HEADER);
     t.stop().await;
 }
 

@@ -1418,3 +1418,16 @@ async fn client_heartbeats_keep_a_quiet_connection_open() {
     c.close().await;
     t.stop().await;
 }
+
+#[tokio::test]
+async fn any_locale_is_accepted() {
+    let t = Target::start().await;
+    let mut c = t.connect().await;
+    c.start().await;
+    c.locale = "xx_XX".into();
+    c.start_ok(&t.user, &t.password).await;
+    c.tune().await;
+    c.open_vhost(&t.vhost).await;
+    c.close().await;
+    t.stop().await;
+}

@@ -327,6 +327,8 @@ pub struct Raw {
     /// Whether `start-ok` announces the capabilities (on by default; off to act as
     /// an old client, which RabbitMQ treats differently on a refused login).
     pub announce_capabilities: bool,
+    /// The locale `start-ok` asks for.
+    pub locale: String,
 }
 
 impl Raw {
@@ -340,6 +342,7 @@ impl Raw {
             server_properties: FieldTable::default(),
             next_probe_channel: 1000,
             announce_capabilities: true,
+            locale: "en_US".into(),
         }
     }
 
@@ -699,7 +702,7 @@ impl Raw {
                 client_properties: props,
                 mechanism: mechanism.into(),
                 response: LongString::from(response.to_vec()),
-                locale: "en_US".into(),
+                locale: self.locale.as_str().into(),
             },
         )
         .await;
