@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::protocol::{basic, channel, confirm, connection, queue, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
 use proptest::prelude::*;
 use warren_broker::testing::{Core, CoreConnection};
 use warren_broker::Config;
@@ -40,6 +40,9 @@ enum Route {
     /// `amq.topic`: binds with TOPIC_PATTERNS[n % len], publishes with
     /// TOPIC_KEYS[n % len].
     Topic(usize),
+    /// `x`, a fanout exchange the steps declare and delete, and which they bind
+    /// to `amq.direct` (exchange-to-exchange).
+    X,
 }
 
 const TOPIC_PATTERNS: [&str; 10] = [
@@ -112,6 +115,12 @@ enum Op {
     Delete(usize, bool, bool),
     CloseChannel,
     CloseConnection,
+    /// `exchange.declare` of `x` (fanout).
+    XDeclare,
+    XDelete,
+    /// `exchange.bind` of `x` to `amq.direct` with KEYS[n], and its unbind.
+    XBind(usize),
+    XUnbind(usize),
 }
 
 /// An operation done by one connection on one of its channels.
@@ -128,6 +137,7 @@ fn route() -> impl Strategy<Value = Route> {
         (0..KEYS.len()).prop_map(Route::Direct),
         Just(Route::Fanout),
         (0..TOPIC_PATTERNS.len()).prop_map(Route::Topic),
+        Just(Route::X),
     ]
 }
 
@@ -160,6 +170,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (q(), any::<bool>(), any::<bool>()).prop_map(|(q, u, e)| Op::Delete(q, u, e)),
         1 => Just(Op::CloseChannel),
         1 => Just(Op::CloseConnection),
+        1 => Just(Op::XDeclare),
+        1 => Just(Op::XDelete),
+        1 => (0..KEYS.len()).prop_map(Op::XBind),
+        1 => (0..KEYS.len()).prop_map(Op::XUnbind),
     ]
 }
 
@@ -235,6 +249,10 @@ struct Model {
     direct: Vec<(usize, usize)>,
     fanout: Vec<usize>,
     topic: Vec<(usize, usize)>,
+    /// Whether `x` exists, its queues, and the keys binding it to `amq.direct`.
+    x: bool,
+    x_queues: Vec<usize>,
+    x_keys: Vec<usize>,
     chans: BTreeMap<(usize, u16), Chan>,
     incarnations: u64,
     published: u64,
@@ -291,15 +309,19 @@ impl Model {
                 QUEUES[q].to_owned(),
                 self.queues[q].as_ref().map(|_| q).into_iter().collect(),
             ),
-            Route::Direct(k) => (
-                "amq.direct",
-                KEYS[k].to_owned(),
-                self.direct
+            Route::Direct(k) => {
+                let mut targets: Vec<usize> = self
+                    .direct
                     .iter()
                     .filter(|(key, _)| *key == k)
                     .map(|(_, q)| *q)
-                    .collect(),
-            ),
+                    .collect();
+                if self.x && self.x_keys.contains(&k) {
+                    targets.extend(&self.x_queues);
+                }
+                ("amq.direct", KEYS[k].to_owned(), targets)
+            }
+            Route::X => ("x", "any".to_owned(), self.x_queues.clone()),
             Route::Fanout => ("amq.fanout", "any".to_owned(), self.fanout.clone()),
             Route::Topic(k) => (
                 "amq.topic",
@@ -507,6 +529,7 @@ impl Model {
         self.direct.retain(|(_, b)| *b != q);
         self.fanout.retain(|b| *b != q);
         self.topic.retain(|(_, b)| *b != q);
+        self.x_queues.retain(|b| *b != q);
         queue.ready.len() as u32
     }
 
@@ -633,6 +656,16 @@ impl Model {
                     self.fail(conn, ch, 403, text.to_owned(), ids);
                     return true;
                 }
+                if *r == Route::X && !self.x {
+                    // Which missing entity RabbitMQ names first, and what an
+                    // unbind from a missing exchange answers, are left alone.
+                    if !bind || self.queues[q].is_none() {
+                        return false;
+                    }
+                    let text = "NOT_FOUND - no exchange 'x' in vhost '/'".to_owned();
+                    self.fail(conn, ch, 404, text, ids);
+                    return true;
+                }
                 if bind && self.queues[q].is_none() {
                     self.not_found(conn, ch, q, ids);
                     return true;
@@ -660,6 +693,12 @@ impl Model {
                         let p = p % TOPIC_PATTERNS.len();
                         self.topic.retain(|b| *b != (p, q))
                     }
+                    (Route::X, true) => {
+                        if !self.x_queues.contains(&q) {
+                            self.x_queues.push(q);
+                        }
+                    }
+                    (Route::X, false) => self.x_queues.retain(|b| *b != q),
                     (Route::Default(_), _) => unreachable!(),
                 }
                 let ok = if bind {
@@ -669,7 +708,45 @@ impl Model {
                 };
                 self.emit(conn, reply(ok));
             }
+            Op::Publish(Route::X, _) if !self.x => {
+                self.published += 1;
+                let text = "NOT_FOUND - no exchange 'x' in vhost '/'".to_owned();
+                self.fail(conn, ch, 404, text, (60, 40));
+            }
             Op::Publish(r, mandatory) => self.publish(conn, ch, *r, *mandatory),
+            Op::XDeclare => {
+                self.x = true;
+                let ok = exchange::DeclareOk {};
+                self.emit(
+                    conn,
+                    reply(AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(ok))),
+                );
+            }
+            Op::XDelete => {
+                self.x = false;
+                self.x_queues.clear();
+                self.x_keys.clear();
+                let ok = exchange::DeleteOk {};
+                self.emit(
+                    conn,
+                    reply(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(ok))),
+                );
+            }
+            Op::XBind(k) | Op::XUnbind(k) => {
+                if !self.x {
+                    return false;
+                }
+                let ok = if matches!(s.op, Op::XBind(_)) {
+                    if !self.x_keys.contains(k) {
+                        self.x_keys.push(*k);
+                    }
+                    AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+                } else {
+                    self.x_keys.retain(|b| b != k);
+                    AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))
+                };
+                self.emit(conn, reply(ok));
+            }
             Op::Confirm => {
                 let st = self.chans.get_mut(&(conn, ch)).expect("open channel");
                 st.confirms.get_or_insert(0);
@@ -935,6 +1012,7 @@ impl System {
                 Route::Fanout => ("amq.fanout", "any".to_owned()),
                 Route::Topic(n) if bind => ("amq.topic", topic_pattern(*n).to_owned()),
                 Route::Topic(n) => ("amq.topic", topic_key(*n).to_owned()),
+                Route::X => ("x", "any".to_owned()),
             }
         };
         let st = model.chans.get(&(s.conn, ch));
@@ -1069,6 +1147,43 @@ impl System {
                     reply_text: "bye".into(),
                     class_id: 0,
                     method_id: 0,
+                },
+            ))),
+            Op::XDeclare => method(AMQPClass::Exchange(exchange::AMQPMethod::Declare(
+                exchange::Declare {
+                    exchange: "x".into(),
+                    kind: "fanout".into(),
+                    passive: false,
+                    durable: false,
+                    auto_delete: false,
+                    internal: false,
+                    nowait: false,
+                    arguments: Default::default(),
+                },
+            ))),
+            Op::XDelete => method(AMQPClass::Exchange(exchange::AMQPMethod::Delete(
+                exchange::Delete {
+                    exchange: "x".into(),
+                    if_unused: false,
+                    nowait: false,
+                },
+            ))),
+            Op::XBind(k) => method(AMQPClass::Exchange(exchange::AMQPMethod::Bind(
+                exchange::Bind {
+                    destination: "x".into(),
+                    source: "amq.direct".into(),
+                    routing_key: KEYS[*k].into(),
+                    nowait: false,
+                    arguments: Default::default(),
+                },
+            ))),
+            Op::XUnbind(k) => method(AMQPClass::Exchange(exchange::AMQPMethod::Unbind(
+                exchange::Unbind {
+                    destination: "x".into(),
+                    source: "amq.direct".into(),
+                    routing_key: KEYS[*k].into(),
+                    nowait: false,
+                    arguments: Default::default(),
                 },
             ))),
             Op::CloseConnection => wire::method(
