@@ -1160,8 +1160,9 @@ impl Connection {
                 Ok(())
             }
             M::Qos(q) => {
-                self.with_vhost(|v, id| v.qos(id, ch, q.prefetch_count, q.global));
+                // RabbitMQ answers before it delivers what a larger prefetch allows.
                 self.send(ch, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
+                self.with_vhost(|v, id| v.qos(id, ch, q.prefetch_count, q.global));
                 Ok(())
             }
             M::Consume(c) => {
@@ -1269,6 +1270,22 @@ impl Connection {
             }
             _ => {}
         }
+        if self.channel(ch).tx.is_some() {
+            // RabbitMQ checks the tag when the ack arrives, not at commit.
+            let id = self.id;
+            let settled_before = self.channel(ch).tx.as_ref().is_some_and(|ops| {
+                ops.iter().any(|op| {
+                    matches!(op, TxOp::Settle { tag: t, multiple: m, .. }
+                        if *t == tag || (*m && (*t == 0 || *t >= tag)))
+                })
+            });
+            let known = tag == 0 && multiple || self.vhost().lock().is_unacked(id, ch, tag);
+            if !known || settled_before {
+                return Err(AmqpError::precondition(format!(
+                    "unknown delivery tag {tag}"
+                )));
+            }
+        }
         if let Some(ops) = &mut self.channel(ch).tx {
             ops.push(TxOp::Settle {
                 tag,
@@ -1299,6 +1316,9 @@ impl Connection {
                     return Err(AmqpError::precondition("channel is not transactional"));
                 };
                 let vhost = self.vhost().clone();
+                // RabbitMQ enqueues the publishes, answers, then settles: the
+                // redeliveries a nack causes come after commit-ok.
+                let mut settles = Vec::new();
                 for op in ops {
                     match op {
                         TxOp::Publish {
@@ -1308,14 +1328,20 @@ impl Connection {
                         } => {
                             deliver_published(&vhost, self.id, ch, targets, mandatory, *msg);
                         }
-                        TxOp::Settle {
-                            tag,
-                            multiple,
-                            requeue,
-                        } => vhost.lock().settle(self.id, ch, tag, multiple, requeue)?,
+                        settle => settles.push(settle),
                     }
                 }
                 self.send(ch, AMQPClass::Tx(M::CommitOk(tx::CommitOk {})));
+                for op in settles {
+                    if let TxOp::Settle {
+                        tag,
+                        multiple,
+                        requeue,
+                    } = op
+                    {
+                        vhost.lock().settle(self.id, ch, tag, multiple, requeue)?;
+                    }
+                }
                 Ok(())
             }
             M::Rollback(_) => {

@@ -459,6 +459,22 @@ impl VhostState {
             .filter(|(c, _)| *c == conn)
             .map(|(_, ch)| *ch)
             .collect();
+        // Every consumer of the connection goes before any message is requeued, so
+        // that nothing is handed to a channel of the connection that is closing.
+        for &ch in &channels {
+            let consumers = self
+                .channels
+                .get_mut(&(conn, ch))
+                .map(|st| std::mem::take(&mut st.consumers))
+                .unwrap_or_default();
+            for (tag, queue) in consumers {
+                if queue == REPLY_TO {
+                    continue;
+                }
+                self.remove_consumer(&queue, conn, ch, &tag);
+                self.auto_delete_if_unused(&queue);
+            }
+        }
         for ch in channels {
             self.close_channel(conn, ch);
         }
@@ -1461,6 +1477,13 @@ impl VhostState {
             self.dispatch(&q);
         }
         Ok(())
+    }
+
+    /// Whether a delivery tag is unacked on a channel (0 means "all" with multiple).
+    pub fn is_unacked(&self, conn: ConnId, channel: u16, tag: u64) -> bool {
+        self.channels
+            .get(&(conn, channel))
+            .is_some_and(|st| st.unacked.contains_key(&tag))
     }
 
     /// `basic.recover` with requeue: every unacked delivery of the channel goes back.
