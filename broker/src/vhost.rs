@@ -525,7 +525,14 @@ impl VhostState {
         let Some(kind) = ExchangeKind::parse(kind) else {
             return Err(AmqpError::connection(
                 crate::error::code::COMMAND_INVALID,
-                format!("unknown exchange type '{kind}'"),
+                // RabbitMQ says "invalid" for type names its Erlang VM already
+                // knows as atoms and "unknown" for the rest; these are the names
+                // seen to be known.
+                if matches!(kind, "" | "foo") {
+                    format!("invalid exchange type '{kind}'")
+                } else {
+                    format!("unknown exchange type '{kind}'")
+                },
             ));
         };
         let vhost = &self.name;
