@@ -656,12 +656,9 @@ impl Model {
                     self.fail(conn, ch, 403, text.to_owned(), ids);
                     return true;
                 }
-                if *r == Route::X && !self.x {
-                    // Which missing entity RabbitMQ names first, and what an
-                    // unbind from a missing exchange answers, are left alone.
-                    if !bind || self.queues[q].is_none() {
-                        return false;
-                    }
+                // As RabbitMQ 3.10 answers: a bind names the missing exchange
+                // before the missing queue; an unbind of what is not there is ok.
+                if *r == Route::X && !self.x && bind {
                     let text = "NOT_FOUND - no exchange 'x' in vhost '/'".to_owned();
                     self.fail(conn, ch, 404, text, ids);
                     return true;
@@ -732,10 +729,11 @@ impl Model {
                     reply(AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(ok))),
                 );
             }
+            Op::XBind(_) if !self.x => {
+                let text = "NOT_FOUND - no exchange 'x' in vhost '/'".to_owned();
+                self.fail(conn, ch, 404, text, (40, 30));
+            }
             Op::XBind(k) | Op::XUnbind(k) => {
-                if !self.x {
-                    return false;
-                }
                 let ok = if matches!(s.op, Op::XBind(_)) {
                     if !self.x_keys.contains(k) {
                         self.x_keys.push(*k);
