@@ -769,22 +769,18 @@ impl Connection {
             _ => {}
         }
         let body_len = body.len();
-        let msg = Message {
-            exchange: exchange.to_owned(),
-            routing_key: publish.routing_key.as_str().to_owned(),
-            properties,
+        let held = self.shared.gauge.hold(body_len);
+        let msg = Message::new(
+            exchange,
+            publish.routing_key.as_str(),
+            &properties,
             header,
             body,
-            persist_id: None,
-            held: self.shared.gauge.hold(body_len),
-        };
+            held,
+        );
         let targets = {
             let v = self.vhost().lock();
-            v.route(
-                exchange,
-                &msg.routing_key,
-                msg.properties.headers().as_ref(),
-            )
+            v.route(exchange, &msg.routing_key, properties.headers().as_ref())
         }
         .map_err(|e| e.on_method(60, 40))?;
         let id = self.id;

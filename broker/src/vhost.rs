@@ -36,14 +36,21 @@ pub type ConnId = u64;
 type ChanKey = (ConnId, u16);
 
 /// A published message; shared by every queue it was routed to.
+///
+/// Only the properties the broker acts on are kept decoded; the rest stay in the
+/// content header bytes, decoded when asked for ([`Message::properties`]). That
+/// keeps a queued message close to its body's size.
 #[derive(Debug)]
 pub struct Message {
-    pub exchange: String,
-    pub routing_key: String,
-    pub properties: basic::AMQPProperties,
+    pub exchange: Box<str>,
+    pub routing_key: Box<str>,
     /// The content header payload as the publisher sent it.
     pub header: Bytes,
     pub body: Bytes,
+    pub delivery_mode: u8,
+    pub priority: u8,
+    /// The `expiration` property, checked at publish: a per-message TTL in ms.
+    pub expiration: Option<u64>,
     /// Its id in the store, when it was written there (persistent, routed to a
     /// durable queue, with a data directory).
     pub persist_id: Option<u64>,
@@ -53,8 +60,34 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message with these properties, header and body (the header encodes the
+    /// properties: as received, or re-encoded by the broker).
+    pub fn new(
+        exchange: &str,
+        routing_key: &str,
+        properties: &basic::AMQPProperties,
+        header: Bytes,
+        body: Bytes,
+        held: Held,
+    ) -> Message {
+        Message {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            header,
+            body,
+            delivery_mode: properties.delivery_mode().unwrap_or(1),
+            priority: properties.priority().unwrap_or(0),
+            expiration: properties
+                .expiration()
+                .as_ref()
+                .and_then(|e| e.as_str().parse().ok()),
+            persist_id: None,
+            held,
+        }
+    }
+
     pub fn persistent(&self) -> bool {
-        *self.properties.delivery_mode() == Some(2)
+        self.delivery_mode == 2
     }
 
     fn size(&self) -> usize {
@@ -63,10 +96,12 @@ impl Message {
 
     /// The per-message TTL from the `expiration` property (checked at publish).
     pub(crate) fn expiration_ms(&self) -> Option<u64> {
-        self.properties
-            .expiration()
-            .as_ref()
-            .and_then(|e| e.as_str().parse().ok())
+        self.expiration
+    }
+
+    /// All the properties, decoded from the content header.
+    pub fn properties(&self) -> basic::AMQPProperties {
+        codec::header_properties(&self.header).unwrap_or_default()
     }
 }
 
@@ -1139,7 +1174,7 @@ impl VhostState {
                     reply_code: crate::error::code::NO_ROUTE,
                     reply_text: "NO_ROUTE".into(),
                     exchange: exchange.into(),
-                    routing_key: msg.routing_key.as_str().into(),
+                    routing_key: (&*msg.routing_key).into(),
                 })),
             );
             codec::put_content(out, channel, &msg.header, &msg.body, frame_max);
@@ -1405,8 +1440,8 @@ impl VhostState {
                 AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                     delivery_tag: tag,
                     redelivered: item.redelivered,
-                    exchange: m.exchange.as_str().into(),
-                    routing_key: m.routing_key.as_str().into(),
+                    exchange: (&*m.exchange).into(),
+                    routing_key: (&*m.routing_key).into(),
                     message_count: remaining,
                 })),
             );
@@ -1557,12 +1592,13 @@ fn delivery_header(quorum: bool, item: &Queued) -> Bytes {
     if !quorum {
         return item.msg.header.clone();
     }
-    let mut headers = item.msg.properties.headers().clone().unwrap_or_default();
+    let properties = item.msg.properties();
+    let mut headers = properties.headers().clone().unwrap_or_default();
     headers.insert(
         "x-delivery-count".into(),
         AMQPValue::LongLongInt(i64::from(item.returns)),
     );
-    let props = item.msg.properties.clone().with_headers(headers);
+    let props = properties.with_headers(headers);
     codec::encode_header(item.msg.body.len() as u64, &props)
 }
 

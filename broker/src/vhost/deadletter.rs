@@ -21,9 +21,9 @@ impl VhostState {
             .limits
             .dead_letter_routing_key
             .clone()
-            .unwrap_or_else(|| msg.routing_key.clone());
-        let history = msg
-            .properties
+            .unwrap_or_else(|| msg.routing_key.to_string());
+        let original = msg.properties();
+        let history = original
             .headers()
             .as_ref()
             .and_then(|h| match h.inner().get("x-death") {
@@ -31,13 +31,14 @@ impl VhostState {
                 _ => None,
             })
             .unwrap_or_default();
-        let mut properties = msg.properties.clone();
+        let mut properties = original.clone();
         let headers = with_death(
             properties.headers().clone().unwrap_or_default(),
             history.clone(),
             queue,
             reason,
             msg,
+            original.expiration().as_ref().map(|e| e.as_str()),
             self.clock.unix_seconds(),
         );
         properties = properties.with_headers(headers.clone());
@@ -56,15 +57,15 @@ impl VhostState {
             return;
         }
         let header = codec::encode_header(msg.body.len() as u64, &properties);
-        let dead = Message {
-            exchange,
-            routing_key,
-            properties,
+        let held = self.gauge.hold(msg.body.len());
+        let dead = Message::new(
+            &exchange,
+            &routing_key,
+            &properties,
             header,
-            body: msg.body.clone(),
-            persist_id: None,
-            held: self.gauge.hold(msg.body.len()),
-        };
+            msg.body.clone(),
+            held,
+        );
         self.enqueue(&targets, dead);
     }
 }
@@ -91,6 +92,7 @@ fn with_death(
     queue: &str,
     reason: &str,
     msg: &Message,
+    expiration: Option<&str>,
     now: u64,
 ) -> FieldTable {
     let same = |t: &FieldTable| {
@@ -119,8 +121,8 @@ fn with_death(
         "routing-keys".into(),
         AMQPValue::FieldArray(vec![long(&msg.routing_key)].into()),
     );
-    if let Some(exp) = msg.properties.expiration() {
-        death.insert("original-expiration".into(), long(exp.as_str()));
+    if let Some(exp) = expiration {
+        death.insert("original-expiration".into(), long(exp));
     }
     let mut deaths = vec![AMQPValue::FieldTable(death)];
     deaths.extend(rest);
@@ -128,7 +130,7 @@ fn with_death(
     for (key, value) in [
         ("x-first-death-reason", reason),
         ("x-first-death-queue", queue),
-        ("x-first-death-exchange", msg.exchange.as_str()),
+        ("x-first-death-exchange", &*msg.exchange),
     ] {
         if !headers.contains_key(key) {
             headers.insert(key.into(), long(value));

@@ -15,9 +15,9 @@ use crate::inspect::{
 fn message(m: &Message, redelivered: bool) -> MessageSnapshot {
     MessageSnapshot {
         body: m.body.clone(),
-        properties: m.properties.clone(),
-        exchange: m.exchange.clone(),
-        routing_key: m.routing_key.clone(),
+        properties: m.properties(),
+        exchange: m.exchange.to_string(),
+        routing_key: m.routing_key.to_string(),
         redelivered,
     }
 }
@@ -147,15 +147,7 @@ impl VhostState {
         }
         let header = codec::encode_header(body.len() as u64, &properties);
         let held = self.gauge.hold(body.len());
-        let msg = Message {
-            exchange: String::new(),
-            routing_key: queue.to_owned(),
-            properties,
-            header,
-            body,
-            persist_id: None,
-            held,
-        };
+        let msg = Message::new("", queue, &properties, header, body, held);
         self.enqueue(&[queue.to_owned()], msg);
         Ok(())
     }

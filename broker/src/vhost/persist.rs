@@ -102,8 +102,8 @@ impl VhostState {
             id,
             vhost: self.name.clone(),
             queues,
-            exchange: msg.exchange.clone(),
-            routing_key: msg.routing_key.clone(),
+            exchange: msg.exchange.to_string(),
+            routing_key: msg.routing_key.to_string(),
             header: msg.header.clone(),
             body: msg.body.clone(),
         }))
@@ -164,16 +164,18 @@ impl VhostState {
                 let msg = messages
                     .entry(msg_id)
                     .or_insert_with(|| {
-                        Arc::new(Message {
-                            exchange: stored.exchange.clone(),
-                            routing_key: stored.routing_key.clone(),
-                            properties: crate::codec::header_properties(&stored.header)
-                                .unwrap_or_default(),
-                            header: stored.header.clone(),
-                            body: stored.body.clone(),
-                            persist_id: Some(msg_id),
-                            held: self.gauge.hold(stored.body.len()),
-                        })
+                        let properties =
+                            crate::codec::header_properties(&stored.header).unwrap_or_default();
+                        let mut msg = Message::new(
+                            &stored.exchange,
+                            &stored.routing_key,
+                            &properties,
+                            stored.header.clone(),
+                            stored.body.clone(),
+                            self.gauge.hold(stored.body.len()),
+                        );
+                        msg.persist_id = Some(msg_id);
+                        Arc::new(msg)
                     })
                     .clone();
                 // TTLs start again from the restart: the log keeps no deadlines.
@@ -295,8 +297,8 @@ impl VhostState {
                 id,
                 vhost: vhost(),
                 queues,
-                exchange: msg.exchange.clone(),
-                routing_key: msg.routing_key.clone(),
+                exchange: msg.exchange.to_string(),
+                routing_key: msg.routing_key.to_string(),
                 header: msg.header.clone(),
                 body: msg.body.clone(),
             });

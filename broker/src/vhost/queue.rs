@@ -107,7 +107,7 @@ impl Ready {
     }
 
     fn level(&self, item: &Queued) -> usize {
-        let p = item.msg.properties.priority().unwrap_or(0) as usize;
+        let p = item.msg.priority as usize;
         p.min(self.levels.len() - 1)
     }
 
