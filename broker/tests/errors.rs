@@ -1683,6 +1683,20 @@ async fn plain_response_without_separators_ends_the_connection() {
     t.stop().await;
 }
 
+#[tokio::test]
+async fn empty_exchange_type_is_command_invalid() {
+    // RabbitMQ says "invalid exchange type" when the type name is an atom its VM
+    // already knows ('', 'foo', ...) and "unknown exchange type" otherwise
+    // ('no-such-type'); errors.rs checks the latter.
+    let t = Target::start().await;
+    let mut c = open1(&t).await;
+    let x = unique("x");
+    c.send(1, exchange_decl(&x, "")).await;
+    c.expect_connection_close(503, (40, 10), "COMMAND_INVALID - invalid exchange type ''")
+        .await;
+    t.stop().await;
+}
+
 // ------------------------------------------------------------------ 504 CHANNEL_ERROR
 
 #[tokio::test]
