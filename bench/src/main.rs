@@ -596,7 +596,7 @@ impl Bench {
     /// Each client publishing 16 B into a peer that only reads: the most that client
     /// can send, whatever the broker.
     async fn ceilings(&mut self) -> Result<()> {
-        let url = sink::start().await?;
+        let url = sink::start()?;
         let t = self.sizes.timeout;
         for client in [Client::Go, Client::Lapin, Client::Wc] {
             let mut v = Vec::new();

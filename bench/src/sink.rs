@@ -1,11 +1,12 @@
 //! A peer that only reads: it completes the AMQP handshake, opens channels, answers
 //! closes, and discards everything else. Publishing into it measures the client's
 //! own ceiling, which is what caps a broker's figure when the client is the limit.
+//!
+//! It runs on plain threads with blocking sockets, one per connection, so that it
+//! never waits for the bench's async runtime: the figure is the client's alone.
 
-use std::net::SocketAddr;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 
 use crate::procs::Result;
 
@@ -13,13 +14,13 @@ const FRAME_METHOD: u8 = 1;
 const FRAME_END: u8 = 0xCE;
 
 /// Listens on a free port and serves every connection until the process ends.
-pub async fn start() -> Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+pub fn start() -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr: SocketAddr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = serve(stream).await;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = serve(stream);
             });
         }
     });
@@ -42,21 +43,21 @@ fn long_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-async fn serve(mut stream: TcpStream) -> Result<()> {
+fn serve(mut stream: TcpStream) -> Result<()> {
     stream.set_nodelay(true)?;
     let mut header = [0u8; 8];
-    stream.read_exact(&mut header).await?;
+    stream.read_exact(&mut header)?;
     // connection.start: 0-9, no server properties, PLAIN, en_US.
     let mut start = vec![0, 9];
     long_str(&mut start, b"");
     long_str(&mut start, b"PLAIN");
     long_str(&mut start, b"en_US");
-    stream.write_all(&method(0, 10, 10, &start)).await?;
+    stream.write_all(&method(0, 10, 10, &start))?;
 
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending: Vec<u8> = Vec::with_capacity(512 * 1024);
     loop {
-        let n = stream.read(&mut buf).await?;
+        let n = stream.read(&mut buf)?;
         if n == 0 {
             return Ok(());
         }
@@ -86,7 +87,7 @@ async fn serve(mut stream: TcpStream) -> Result<()> {
                     (10, 40) => replies.extend(method(0, 10, 41, &[0])),
                     (10, 50) => {
                         replies.extend(method(0, 10, 51, &[]));
-                        stream.write_all(&replies).await?;
+                        stream.write_all(&replies)?;
                         return Ok(());
                     }
                     (20, 10) => replies.extend(method(channel, 20, 11, &[0, 0, 0, 0])),
@@ -98,7 +99,7 @@ async fn serve(mut stream: TcpStream) -> Result<()> {
         }
         pending.drain(..at);
         if !replies.is_empty() {
-            stream.write_all(&replies).await?;
+            stream.write_all(&replies)?;
         }
     }
 }
