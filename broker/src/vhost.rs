@@ -210,7 +210,8 @@ struct Queued {
 
 #[derive(Debug)]
 struct Consumer {
-    tag: String,
+    /// Shared with every unacked delivery it got, without a copy per delivery.
+    tag: Arc<str>,
     conn: ConnId,
     channel: u16,
     no_ack: bool,
@@ -228,6 +229,8 @@ pub struct Queue {
     /// never lands in a queue that was deleted and declared again.
     id: u64,
     pub name: String,
+    /// The name again, shared with every unacked delivery from this queue.
+    key: Arc<str>,
     pub durable: bool,
     pub exclusive_owner: Option<ConnId>,
     pub auto_delete: bool,
@@ -268,6 +271,7 @@ impl Queue {
         let limits = Limits::from_args(&d.arguments);
         Queue {
             id,
+            key: d.name.as_str().into(),
             name: d.name,
             durable: d.durable,
             exclusive_owner: owner,
@@ -291,12 +295,12 @@ impl Queue {
 
 #[derive(Debug)]
 struct Unacked {
-    queue: String,
+    queue: Arc<str>,
     queue_id: u64,
     seq: u64,
     msg: Arc<Message>,
     /// `None` for a `basic.get`, which counts against no prefetch.
-    consumer: Option<String>,
+    consumer: Option<Arc<str>>,
     persisted: bool,
     expires_at: Option<u64>,
     returns: u32,
@@ -471,9 +475,9 @@ impl VhostState {
             touched.push(queue);
         }
         for (_, u) in state.unacked {
-            if let Some(q) = self.queues.get_mut(&u.queue) {
+            if let Some(q) = self.queues.get_mut(&*u.queue) {
                 if q.id == u.queue_id {
-                    touched.push(u.queue.clone());
+                    touched.push(u.queue.to_string());
                     q.requeue(u);
                 }
             }
@@ -933,7 +937,7 @@ impl VhostState {
         }
         for c in &q.consumers {
             if let Some(st) = self.channels.get_mut(&(c.conn, c.channel)) {
-                st.consumers.remove(&c.tag);
+                st.consumers.remove(&*c.tag);
             }
             if let Some(conn) = self.conns.get(&c.conn) {
                 if conn.cancel_notify {
@@ -943,7 +947,7 @@ impl VhostState {
                             out,
                             c.channel,
                             AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                                consumer_tag: tag.into(),
+                                consumer_tag: tag.to_string().into(),
                                 nowait: true,
                             })),
                         )
@@ -1234,7 +1238,7 @@ impl VhostState {
                 st.unacked.insert(
                     tag,
                     Unacked {
-                        queue: q.name.clone(),
+                        queue: q.key.clone(),
                         queue_id: q.id,
                         seq: item.seq,
                         msg: item.msg.clone(),
@@ -1316,7 +1320,7 @@ impl VhostState {
         on_ok(&tag);
         let q = self.queues.get_mut(queue).expect("checked above");
         q.consumers.push(Consumer {
-            tag,
+            tag: tag.as_str().into(),
             conn,
             channel,
             no_ack,
@@ -1355,7 +1359,7 @@ impl VhostState {
             if let Some(i) = q
                 .consumers
                 .iter()
-                .position(|c| c.conn == conn && c.channel == channel && c.tag == tag)
+                .position(|c| c.conn == conn && c.channel == channel && &*c.tag == tag)
             {
                 q.consumers.remove(i);
                 if q.next_consumer > i {
@@ -1413,7 +1417,7 @@ impl VhostState {
             st.unacked.insert(
                 tag,
                 Unacked {
-                    queue: q.name.clone(),
+                    queue: q.key.clone(),
                     queue_id: q.id,
                     seq: item.seq,
                     msg: item.msg.clone(),
@@ -1488,7 +1492,7 @@ impl VhostState {
         let mut touched = Vec::new();
         for u in settled {
             if let Some(tag) = &u.consumer {
-                if let Some(q) = self.queues.get_mut(&u.queue) {
+                if let Some(q) = self.queues.get_mut(&*u.queue) {
                     if let Some(c) = q
                         .consumers
                         .iter_mut()
@@ -1499,7 +1503,11 @@ impl VhostState {
                 }
             }
             touched.push(u.queue.clone());
-            let Some(q) = self.queues.get_mut(&u.queue).filter(|q| q.id == u.queue_id) else {
+            let Some(q) = self
+                .queues
+                .get_mut(&*u.queue)
+                .filter(|q| q.id == u.queue_id)
+            else {
                 continue;
             };
             if requeue == Some(true) {

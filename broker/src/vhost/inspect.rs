@@ -28,13 +28,13 @@ impl VhostState {
         let mut unacked = Vec::new();
         for ((conn, channel), st) in &self.channels {
             for (tag, u) in &st.unacked {
-                if u.queue == q.name && u.queue_id == q.id {
+                if *u.queue == *q.name && u.queue_id == q.id {
                     unacked.push(UnackedSnapshot {
                         message: message(&u.msg, true),
                         connection: *conn,
                         channel: *channel,
                         delivery_tag: *tag,
-                        consumer_tag: u.consumer.clone(),
+                        consumer_tag: u.consumer.as_deref().map(String::from),
                     });
                 }
             }
@@ -57,7 +57,7 @@ impl VhostState {
                 .consumers
                 .iter()
                 .map(|c| ConsumerSnapshot {
-                    tag: c.tag.clone(),
+                    tag: c.tag.to_string(),
                     connection: c.conn,
                     channel: c.channel,
                     no_ack: c.no_ack,
@@ -158,7 +158,7 @@ impl VhostState {
         let Some(q) = self.queues.get(queue) else {
             return false;
         };
-        let Some(c) = q.consumers.iter().find(|c| c.tag == tag) else {
+        let Some(c) = q.consumers.iter().find(|c| &*c.tag == tag) else {
             return false;
         };
         let (conn, channel) = (c.conn, c.channel);

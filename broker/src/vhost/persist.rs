@@ -262,15 +262,15 @@ impl VhostState {
             for u in st.unacked.values().filter(|u| u.persisted) {
                 let still_there = self
                     .queues
-                    .get(&u.queue)
+                    .get(&*u.queue)
                     .is_some_and(|q| q.id == u.queue_id);
                 if still_there {
                     let id = u.msg.persist_id.expect("persisted messages have ids");
                     held.entry(id)
                         .or_insert_with(|| (u.msg.clone(), Vec::new()))
                         .1
-                        .push(u.queue.clone());
-                    delivered.push((id, u.queue.clone()));
+                        .push(u.queue.to_string());
+                    delivered.push((id, u.queue.to_string()));
                 }
             }
         }
