@@ -4,7 +4,8 @@
 //!
 //! The promises checked: no panic; whatever the broker writes is well-formed frames;
 //! every `connection.close` and `channel.close` carries a code from the AMQP set with
-//! RabbitMQ's text prefix; nothing follows a `connection.close` but its `close-ok`;
+//! RabbitMQ's text prefix; nothing follows a `connection.close` but its `close-ok`,
+//! and nothing follows a `connection.close-ok`;
 //! input held back waiting for the rest of a frame never exceeds frame_max; and once
 //! the hostile connection is done, another connection on the same broker still works.
 
@@ -114,6 +115,8 @@ fn encode(ch: u16, m: AMQPClass) -> Vec<u8> {
 pub struct Watch {
     /// The broker sent `connection.close`: only its `close-ok` may follow.
     pub close_sent: bool,
+    /// The broker sent `connection.close-ok`: nothing may follow.
+    pub close_ok_sent: bool,
     /// The broker sent the protocol header back (a refused header).
     pub header_refused: bool,
     pub events: Vec<Event>,
@@ -141,6 +144,7 @@ impl Watch {
     }
 
     fn check(&mut self, e: &Event) {
+        assert!(!self.close_ok_sent, "{e:?} after connection.close-ok");
         if self.close_sent {
             assert!(
                 matches!(
@@ -168,6 +172,9 @@ impl Watch {
                     c.reply_code
                 );
                 self.close_sent = true;
+            }
+            Event::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {
+                self.close_ok_sent = true;
             }
             Event::Method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(c))) => {
                 assert_ne!(*ch, 0, "channel.close on channel 0");
