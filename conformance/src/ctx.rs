@@ -788,6 +788,120 @@ impl Channel {
         }
     }
 
+    /// `basic.get` as [`Channel::get`], logged only when `log`.
+    async fn get_logged(&self, q: &str, no_ack: bool, log: bool) -> R<Option<Delivery>> {
+        let m = AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+            queue: q.into(),
+            no_ack,
+        }));
+        self.conn.send(self.id, m).await?;
+        match self.conn.call_reply(self.id, Some((60, 70)), log).await? {
+            Event::Method(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(_))) => Ok(None),
+            Event::Content(AMQPClass::Basic(basic::AMQPMethod::GetOk(g)), c) => {
+                Ok(Some(Delivery {
+                    consumer_tag: String::new(),
+                    delivery_tag: g.delivery_tag,
+                    redelivered: g.redelivered,
+                    exchange: g.exchange.to_string(),
+                    routing_key: g.routing_key.to_string(),
+                    message_count: g.message_count,
+                    body: text(&c),
+                    props: c.props,
+                }))
+            }
+            other => Err(unexpected("basic.get-ok or get-empty", &other)),
+        }
+    }
+
+    /// Polls `basic.get` every 10 ms (for at most 5 s) until `q` yields a message, for
+    /// waits on a broker timer (TTL, expiry). The empty polls depend on timing and stay
+    /// out of the transcript; the message found is logged as `basic.get-ok` would be.
+    pub async fn poll_get(&self, q: &str, no_ack: bool) -> R<Delivery> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if let Some(d) = self.get_logged(q, no_ack, false).await? {
+                self.conn.shared().log(format!(
+                    "ch{} polled get-ok delivery_tag={} redelivered={} exchange={} routing_key={} body={:?} headers={:?} expiration={:?}",
+                    self.id,
+                    d.delivery_tag,
+                    d.redelivered,
+                    d.exchange,
+                    d.routing_key,
+                    d.body,
+                    d.props.headers().as_ref().map(crate::driver::fmt_table),
+                    d.props.expiration().as_ref().map(|e| e.to_string()),
+                ));
+                return Ok(d);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "no message in {q} within 5 s of polling"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls a passive declare every 10 ms (for at most 5 s) until `q` holds `messages`
+    /// ready messages, for waits on a broker timer. Logs one line when it does.
+    pub async fn poll_count(&self, q: &str, messages: u32) -> R<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let m = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: q.into(),
+                passive: true,
+                ..Default::default()
+            }));
+            self.conn.send(self.id, m).await?;
+            let got = match self.conn.call_reply(self.id, Some((50, 10)), false).await? {
+                Event::Method(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(d))) => d.message_count,
+                other => return Err(unexpected("queue.declare-ok", &other)),
+            };
+            if got == messages {
+                self.conn
+                    .shared()
+                    .log(format!("ch{} polled {q} messages={messages}", self.id));
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{q} still holds {got} messages after 5 s, expected {messages}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls `queue.bind` of `q` to the exchange `x` every 10 ms (for at most 5 s) until
+    /// `q` is gone (404), which closes this channel. Logs one line when it is. A bind,
+    /// unlike a passive declare or basic.get, does not renew an `x-expires` lease.
+    pub async fn poll_gone(&self, q: &str, x: &str) -> R<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let m = AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+                queue: q.into(),
+                exchange: x.into(),
+                routing_key: "".into(),
+                nowait: false,
+                arguments: FieldTable::default(),
+            }));
+            self.conn.send(self.id, m).await?;
+            match self.conn.call_reply(self.id, Some((50, 20)), false).await {
+                Ok(_) => {}
+                Err(Fail::Closed { close, .. }) if close.code == 404 => {
+                    self.conn
+                        .shared()
+                        .log(format!("ch{} polled {q} gone", self.id));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{q} still exists after 5 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// `basic.get` that must return a message with `body`.
     pub async fn get_expect(&self, q: &str, no_ack: bool, body: &str) -> R<Delivery> {
         match self.get(q, no_ack).await? {

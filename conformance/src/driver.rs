@@ -1039,10 +1039,7 @@ fn props(p: &BasicProperties) -> String {
         "content_encoding",
         p.content_encoding().as_ref().map(|v| v.to_string()),
     );
-    add(
-        "headers",
-        p.headers().as_ref().map(|v| format!("{:?}", v.inner())),
-    );
+    add("headers", p.headers().as_ref().map(fmt_table));
     add("delivery_mode", p.delivery_mode().map(|v| v.to_string()));
     add("priority", p.priority().map(|v| v.to_string()));
     add(
@@ -1058,4 +1055,31 @@ fn props(p: &BasicProperties) -> String {
     add("app_id", p.app_id().as_ref().map(|v| v.to_string()));
     add("cluster_id", p.cluster_id().as_ref().map(|v| v.to_string()));
     out
+}
+
+/// A field table as text, keys in sorted order, strings readable (so that names in them
+/// are normalized like the rest of a transcript line): `{k: "text", n: LongLongInt(1)}`.
+pub fn fmt_table(t: &amq_protocol::types::FieldTable) -> String {
+    let items: Vec<String> = t
+        .inner()
+        .iter()
+        .map(|(k, v)| format!("{}: {}", k.as_str(), fmt_value(v)))
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+/// A field value as text: strings quoted (long strings with an `S` before the quote),
+/// arrays and tables recursively, everything else as its Debug form.
+pub fn fmt_value(v: &amq_protocol::types::AMQPValue) -> String {
+    use amq_protocol::types::AMQPValue as V;
+    match v {
+        V::LongString(s) => format!("S{:?}", String::from_utf8_lossy(s.as_bytes())),
+        V::ShortString(s) => format!("s{:?}", s.as_str()),
+        V::FieldTable(t) => fmt_table(t),
+        V::FieldArray(a) => {
+            let items: Vec<String> = a.as_slice().iter().map(fmt_value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => format!("{other:?}"),
+    }
 }

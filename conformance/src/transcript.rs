@@ -77,18 +77,43 @@ pub fn normalize(lines: &[String], suffix: &str) -> Vec<String> {
             } else {
                 line.replace(&strip, "")
             };
-            for (prefix, kind) in [("amq.gen-", "gen"), ("amq.ctag-", "ctag")] {
-                line = replace_generated(&line, prefix, kind, &mut names, &mut counts);
+            for (prefix, kind, extra) in [
+                ("amq.gen-", "gen", "-_"),
+                ("amq.ctag-", "ctag", "-_"),
+                // Direct reply-to names are base64 with dots between parts.
+                ("amq.rabbitmq.reply-to.", "reply", "-_.=+/"),
+            ] {
+                line = replace_generated(&line, prefix, kind, extra, &mut names, &mut counts);
             }
-            line
+            mask_timestamps(&line)
         })
         .collect()
+}
+
+/// Replaces the value of every `Timestamp(N)` in a printed field table (the `time` of
+/// an `x-death` entry) with `_`: a clock reading no two runs share.
+fn mask_timestamps(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("Timestamp(") {
+        let head = at + "Timestamp(".len();
+        out.push_str(&rest[..head]);
+        let tail = &rest[head..];
+        let len = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        out.push('_');
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn replace_generated(
     line: &str,
     prefix: &str,
     kind: &'static str,
+    extra: &str,
     names: &mut HashMap<String, String>,
     counts: &mut HashMap<&'static str, usize>,
 ) -> String {
@@ -98,7 +123,7 @@ fn replace_generated(
         out.push_str(&rest[..at]);
         let tail = &rest[at + prefix.len()..];
         let len = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .find(|c: char| !(c.is_ascii_alphanumeric() || extra.contains(c)))
             .unwrap_or(tail.len());
         let name = &rest[at..at + prefix.len() + len];
         let placeholder = names.entry(name.to_string()).or_insert_with(|| {

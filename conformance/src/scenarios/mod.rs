@@ -10,6 +10,7 @@ pub mod basic;
 pub mod confirms;
 pub mod connection;
 pub mod exchange;
+pub mod extensions;
 pub mod malformed;
 pub mod queue;
 
@@ -319,5 +320,56 @@ table! {
         frames_split_into_bytes,
         body_in_many_frames,
         zero_body_without_body_frame,
+    ]
+    // Not listed, Warren diverges: extensions::{ttl_zero_with_consumer,
+    // queue_expires_renewed_by_passive_declare, get_count_excludes_expired_next}.
+    extensions: [
+        topic_star_one_word,
+        topic_hash_zero_or_more,
+        topic_mixed_patterns_once,
+        topic_empty_words,
+        topic_empty_key,
+        headers_match_all,
+        headers_default_is_all,
+        headers_match_any,
+        headers_with_x_forms,
+        e2e_routes_through,
+        e2e_loop_delivers_once,
+        internal_exchange_as_destination,
+        alternate_exchange_takes_unroutable,
+        alternate_exchange_mandatory_not_returned,
+        dead_letter_on_reject,
+        dead_letter_on_nack_multiple,
+        requeue_does_not_dead_letter,
+        dead_letter_routing_key,
+        dead_letter_via_default_exchange,
+        max_length_drop_head_dead_letters,
+        overflow_reject_publish_nacks,
+        overflow_reject_publish_dlx,
+        overflow_reject_publish_no_dlx,
+        queue_ttl_expires,
+        queue_ttl_dead_letters,
+        message_expiration_dead_letters,
+        message_expiration_only_at_head,
+        ttl_zero_without_consumer,
+        ttl_lower_of_queue_and_message,
+        invalid_expiration_text,
+        invalid_expiration_negative,
+        queue_expires_when_unused,
+        queue_expires_not_while_consumed,
+        priority_queue_order,
+        priority_ignored_without_max,
+        single_active_consumer,
+        single_active_consumer_takes_over,
+        consumer_priority,
+        consumer_priority_blocked_falls_through,
+        direct_reply_to_round_trip,
+        direct_reply_to_without_consumer,
+        direct_reply_to_needs_no_ack,
+        quorum_declare_checks,
+        quorum_delivery_count,
+        durable_unacked_redelivered_after_close,
+        durable_declare_counts,
+        exclusive_never_durable,
     ]
 }
