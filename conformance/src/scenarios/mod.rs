@@ -322,7 +322,8 @@ table! {
         zero_body_without_body_frame,
     ]
     // Not listed, Warren diverges: extensions::{ttl_zero_with_consumer,
-    // queue_expires_renewed_by_passive_declare, get_count_excludes_expired_next}.
+    // queue_expires_renewed_by_passive_declare, get_count_excludes_expired_next,
+    // invalid_overflow_text}.
     extensions: [
         topic_star_one_word,
         topic_hash_zero_or_more,
@@ -371,5 +372,19 @@ table! {
         durable_unacked_redelivered_after_close,
         durable_declare_counts,
         exclusive_never_durable,
+        topic_hash_between_words,
+        headers_integer_values,
+        alternate_exchange_missing,
+        dead_letter_twice_two_entries,
+        dead_letter_count_increments,
+        dead_letter_exchange_missing,
+        max_length_drops_oldest,
+        max_length_bytes,
+        max_length_zero_reject_publish,
+        reject_publish_one_of_two_queues,
+        priority_requeue_keeps_order,
+        single_active_consumer_equivalence,
+        invalid_queue_arguments,
+        durable_transient_message_survives_close,
     ]
 }
