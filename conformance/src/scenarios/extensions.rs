@@ -1480,3 +1480,168 @@ pub async fn invalid_overflow_text(cx: Ctx) -> R {
     );
     conn.close().await
 }
+
+/// Unbinding an exchange from another stops routing through it.
+pub async fn e2e_unbind_stops_routing(cx: Ctx) -> R {
+    let (conn, ch) = open_c(&cx).await?;
+    let a = cx.name("xa");
+    let b = cx.name("xb");
+    ch.exchange_declare(&a, "direct").await?;
+    ch.exchange_declare(&b, "fanout").await?;
+    ch.exchange_bind(&b, &a, "k").await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    ch.queue_bind(&q, &b, "").await?;
+    ch.publish(&a, "k", "before").await?;
+    ch.exchange_unbind(&b, &a, "k").await?;
+    ch.publish(&a, "k", "after").await?;
+    ch.settle().await?;
+    ch.get_expect(&q, true, "before").await?;
+    ch.get_empty(&q).await?;
+    conn.close().await
+}
+
+/// NOT IN THE TABLE (Warren diverges): an x-match value other than all, any,
+/// all-with-x and any-with-x is refused: RabbitMQ closes the channel with 406
+/// `PRECONDITION_FAILED - Invalid x-match field value <<"some">>; expected all, any,
+/// all-with-x, or any-with-x` (50.20); Warren answers queue.bind-ok.
+pub async fn headers_invalid_x_match(cx: Ctx) -> R {
+    let (conn, ch) = open(&cx).await?;
+    let x = cx.name("headers");
+    ch.exchange_declare(&x, "headers").await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    ch.queue_bind_args(&q, &x, "", table(&[("x-match", ls("some"))]))
+        .await
+        .channel_closed(406)?;
+    conn.close().await
+}
+
+/// Dead-lettering keeps the message's own headers and properties beside x-death.
+pub async fn dead_letter_keeps_headers(cx: Ctx) -> R {
+    let (conn, ch) = open_c(&cx).await?;
+    let (q, dlq) = with_dlx(&cx, &ch, &[]).await?;
+    let props = BasicProperties::default()
+        .with_headers(table(&[("app", ls("mine"))]))
+        .with_correlation_id("c-1".into())
+        .with_content_type("text/plain".into());
+    publish_props(&ch, "", &q, "m", props).await?;
+    ch.settle().await?;
+    let d = ch.get_expect(&q, false, "m").await?;
+    ch.reject(d.delivery_tag, false).await?;
+    let dl = ch.poll_get(&dlq, true).await?;
+    expect_eq(
+        "app header",
+        header_str(&headers(&dl), "app").as_deref(),
+        Some("mine"),
+    )?;
+    expect_eq(
+        "correlation_id",
+        dl.props.correlation_id().as_ref().map(|s| s.to_string()),
+        Some("c-1".to_string()),
+    )?;
+    conn.close().await
+}
+
+/// A message not yet expired is delivered with its expiration property intact.
+pub async fn expiration_property_delivered(cx: Ctx) -> R {
+    let (conn, ch) = open_c(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    publish_props(
+        &ch,
+        "",
+        &q,
+        "m",
+        BasicProperties::default().with_expiration("60000".into()),
+    )
+    .await?;
+    ch.settle().await?;
+    let d = ch.get_expect(&q, true, "m").await?;
+    expect_eq(
+        "expiration",
+        d.props.expiration().as_ref().map(|s| s.to_string()),
+        Some("60000".to_string()),
+    )?;
+    conn.close().await
+}
+
+/// Consumers of equal x-priority take turns.
+pub async fn consumer_priority_ties_round_robin(cx: Ctx) -> R {
+    let (conn, ch) = open_c(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare(&q).await?;
+    for tag in ["p5a", "p5b"] {
+        let mut o = ConsumeOpts::default().tag(tag).no_ack();
+        o.args = table(&[("x-priority", AMQPValue::LongInt(5))]);
+        ch.consume_with(&q, o).await?;
+    }
+    let mut low = ConsumeOpts::default().tag("p1").no_ack();
+    low.args = table(&[("x-priority", AMQPValue::LongInt(1))]);
+    ch.consume_with(&q, low).await?;
+    for b in ["m1", "m2", "m3", "m4"] {
+        ch.publish("", &q, b).await?;
+    }
+    let ds = ch.expect_bodies(&["m1", "m2", "m3", "m4"]).await?;
+    let tags: Vec<&str> = ds.iter().map(|d| d.consumer_tag.as_str()).collect();
+    expect_eq("consumers", tags, vec!["p5a", "p5b", "p5a", "p5b"])?;
+    conn.close().await
+}
+
+/// basic.get works on a single-active-consumer queue without a consumer.
+pub async fn single_active_consumer_get(cx: Ctx) -> R {
+    let (conn, ch) = open_c(&cx).await?;
+    let q = cx.name("q");
+    ch.queue_declare_with(
+        &q,
+        qargs(&[("x-single-active-consumer", AMQPValue::Boolean(true))]),
+    )
+    .await?;
+    ch.publish("", &q, "m").await?;
+    ch.settle().await?;
+    ch.get_expect(&q, true, "m").await?;
+    conn.close().await
+}
+
+/// A quorum queue refuses a consumer on a channel with a global prefetch: RabbitMQ
+/// closes the connection with 540 NOT_IMPLEMENTED.
+pub async fn quorum_refuses_global_qos(cx: Ctx) -> R {
+    let (_conn, ch) = open(&cx).await?;
+    let q = cx.name("qq");
+    ch.queue_declare_with(&q, qargs(&[("x-queue-type", ls("quorum"))]).durable())
+        .await?;
+    ch.qos(10, true).await?;
+    ch.consume(&q).await.connection_closed(540)?;
+    Ok(())
+}
+
+/// Direct reply-to with requester and responder on one channel.
+pub async fn direct_reply_to_same_channel(cx: Ctx) -> R {
+    let (conn, ch) = open(&cx).await?;
+    let q = cx.name("rpc");
+    ch.queue_declare(&q).await?;
+    ch.consume_with(
+        "amq.rabbitmq.reply-to",
+        ConsumeOpts::default().tag("replies").no_ack(),
+    )
+    .await?;
+    publish_props(
+        &ch,
+        "",
+        &q,
+        "request",
+        BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+    )
+    .await?;
+    let req = ch.poll_get(&q, true).await?;
+    let reply_to = req
+        .props
+        .reply_to()
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    ch.publish("", &reply_to, "response").await?;
+    let d = ch.expect_deliver("response").await?;
+    expect_eq("consumer", d.consumer_tag.as_str(), "replies")?;
+    conn.close().await
+}

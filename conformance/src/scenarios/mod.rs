@@ -323,7 +323,7 @@ table! {
     ]
     // Not listed, Warren diverges: extensions::{ttl_zero_with_consumer,
     // queue_expires_renewed_by_passive_declare, get_count_excludes_expired_next,
-    // invalid_overflow_text}.
+    // invalid_overflow_text, headers_invalid_x_match}.
     extensions: [
         topic_star_one_word,
         topic_hash_zero_or_more,
@@ -386,5 +386,12 @@ table! {
         single_active_consumer_equivalence,
         invalid_queue_arguments,
         durable_transient_message_survives_close,
+        e2e_unbind_stops_routing,
+        dead_letter_keeps_headers,
+        expiration_property_delivered,
+        consumer_priority_ties_round_robin,
+        single_active_consumer_get,
+        quorum_refuses_global_qos,
+        direct_reply_to_same_channel,
     ]
 }
