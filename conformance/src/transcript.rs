@@ -188,6 +188,21 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_masked_and_reply_to_names_numbered() {
+        let lines = v(&[
+            r#"get-ok headers={x-death: [{count: LongLongInt(1), time: Timestamp(1764270000)}]}"#,
+            "deliver reply_to=amq.rabbitmq.reply-to.g1h2AA==.xY+/z= expiration=5",
+        ]);
+        assert_eq!(
+            normalize(&lines, ""),
+            v(&[
+                r#"get-ok headers={x-death: [{count: LongLongInt(1), time: Timestamp(_)}]}"#,
+                "deliver reply_to=<reply1> expiration=5",
+            ])
+        );
+    }
+
+    #[test]
     fn first_difference_names_the_line() {
         let a = v(&["x", "channel close 406"]);
         let b = v(&["x", "channel close 404"]);
