@@ -713,6 +713,9 @@ impl VhostState {
         }
         self.exchange(source)?;
         self.exchange(destination)?;
+        if bind {
+            check_x_match(self.exchanges[source].kind, arguments)?;
+        }
         self.change_binding(
             source,
             Binding {
@@ -767,7 +770,11 @@ impl VhostState {
         d: QueueDeclare,
     ) -> Result<(String, u32, u32), AmqpError> {
         if d.passive {
-            let q = self.queue_for(conn, &d.name)?;
+            self.queue_for(conn, &d.name)?;
+            // A passive declare counts as use for `x-expires`, as in RabbitMQ.
+            let now = self.clock.now_ms();
+            let q = self.queues.get_mut(&d.name).expect("checked above");
+            q.last_used = now;
             return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
         }
         let vhost = self.name.clone();
@@ -849,6 +856,7 @@ impl VhostState {
         }
         self.exchange(exchange)?;
         self.queue_for(conn, queue)?;
+        check_x_match(self.exchanges[exchange].kind, arguments)?;
         self.change_binding(exchange, queue_binding(queue, routing_key, arguments), true);
         Ok(())
     }
@@ -1097,7 +1105,10 @@ impl VhostState {
                 }
             }
             self.discard(name, dropped, "maxlen");
-            self.dispatch(name);
+            self.deliver_ready(name);
+            if self.timed {
+                self.expire(name, now);
+            }
         }
         Published {
             lsn,
@@ -1190,6 +1201,12 @@ impl VhostState {
         if self.timed {
             self.expire(queue, self.clock.now_ms());
         }
+        self.deliver_ready(queue);
+    }
+
+    /// Delivers without expiring first: a new message with TTL 0 still goes to a
+    /// consumer that is waiting for it, as in RabbitMQ.
+    fn deliver_ready(&mut self, queue: &str) {
         let Some(q) = self.queues.get_mut(queue) else {
             return;
         };
@@ -1406,6 +1423,11 @@ impl VhostState {
         let Some(item) = q.ready.pop_front() else {
             return Ok(false);
         };
+        // The count left excludes messages already expired behind this one.
+        if self.timed {
+            self.expire(queue, now);
+        }
+        let q = self.queues.get_mut(queue).expect("checked above");
         let remaining = q.ready.len() as u32;
         let st = self
             .channels
@@ -1685,7 +1707,8 @@ fn validate_queue_args(queue: &str, vhost: &str, args: &FieldTable) -> Result<()
                 }
             }),
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" => text().map(|_| ()),
-            "x-overflow" => one_of(&["drop-head", "reject-publish", "reject-publish-dlx"]),
+            "x-overflow" => one_of(&["drop-head", "reject-publish", "reject-publish-dlx"])
+                .map_err(|_| "invalid_overflow".to_owned()),
             "x-queue-mode" => one_of(&["default", "lazy"]),
             "x-single-active-consumer" => match value {
                 AMQPValue::Boolean(_) => Ok(()),
@@ -1714,6 +1737,26 @@ fn validate_queue_args(queue: &str, vhost: &str, args: &FieldTable) -> Result<()
 
 /// The default exchange has no other name: RabbitMQ 3.10 knows no
 /// "amq.default" on the wire.
+/// A headers binding's `x-match` must be one RabbitMQ knows.
+fn check_x_match(kind: ExchangeKind, arguments: &FieldTable) -> Result<(), AmqpError> {
+    if kind != ExchangeKind::Headers {
+        return Ok(());
+    }
+    let value = match arguments.inner().get("x-match") {
+        None => return Ok(()),
+        Some(AMQPValue::LongString(s)) => s.as_bytes().to_vec(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().as_bytes().to_vec(),
+        Some(_) => return Ok(()),
+    };
+    if [&b"all"[..], b"any", b"all-with-x", b"any-with-x"].contains(&value.as_slice()) {
+        return Ok(());
+    }
+    Err(AmqpError::precondition(format!(
+        "Invalid x-match field value {}; expected all, any, all-with-x, or any-with-x",
+        codec::erlang_binary(&value)
+    )))
+}
+
 fn is_default_exchange(name: &str) -> bool {
     name.is_empty()
 }

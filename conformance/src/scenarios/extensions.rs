@@ -691,8 +691,8 @@ pub async fn message_expiration_only_at_head(cx: Ctx) -> R {
     conn.close().await
 }
 
-/// NOT IN THE TABLE (Warren diverges): basic.get-ok's message_count leaves out an
-/// expired message that the get brought to the head. RabbitMQ: 0; Warren: 1.
+/// basic.get-ok's message_count leaves out an expired message that the get brought
+/// to the head.
 pub async fn get_count_excludes_expired_next(cx: Ctx) -> R {
     let (conn, ch) = open_c(&cx).await?;
     let q = cx.name("q");
@@ -723,8 +723,7 @@ pub async fn ttl_zero_without_consumer(cx: Ctx) -> R {
     conn.close().await
 }
 
-/// NOT IN THE TABLE (Warren diverges): x-message-ttl 0 still delivers to a waiting
-/// consumer. RabbitMQ delivers; Warren drops the message (no basic.deliver).
+/// x-message-ttl 0 still delivers to a waiting consumer.
 pub async fn ttl_zero_with_consumer(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("q");
@@ -1173,9 +1172,7 @@ pub async fn exclusive_never_durable(cx: Ctx) -> R {
     conn.close().await
 }
 
-/// NOT IN THE TABLE (Warren diverges): a passive declare renews an x-expires lease
-/// (RabbitMQ's queue.declare counts as use). RabbitMQ keeps the queue; Warren deletes it
-/// about 200 ms after its declaration (a later passive declare gets 404).
+/// A passive declare renews an x-expires lease: queue.declare counts as use.
 pub async fn queue_expires_renewed_by_passive_declare(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("q");
@@ -1463,9 +1460,7 @@ pub async fn durable_transient_message_survives_close(cx: Ctx) -> R {
     conn.close().await
 }
 
-/// NOT IN THE TABLE (Warren diverges): an unknown x-overflow mode is refused with 406
-/// `... in vhost '/': invalid_overflow`; Warren's text ends
-/// `{unacceptable_value,<<"sometimes">>}`.
+/// An unknown x-overflow mode is refused with 406 `... in vhost '/': invalid_overflow`.
 pub async fn invalid_overflow_text(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("bad-overflow");
@@ -1501,10 +1496,9 @@ pub async fn e2e_unbind_stops_routing(cx: Ctx) -> R {
     conn.close().await
 }
 
-/// NOT IN THE TABLE (Warren diverges): an x-match value other than all, any,
-/// all-with-x and any-with-x is refused: RabbitMQ closes the channel with 406
-/// `PRECONDITION_FAILED - Invalid x-match field value <<"some">>; expected all, any,
-/// all-with-x, or any-with-x` (50.20); Warren answers queue.bind-ok.
+/// An x-match value other than all, any, all-with-x and any-with-x is refused: the
+/// channel closes with 406 `PRECONDITION_FAILED - Invalid x-match field value
+/// <<"some">>; expected all, any, all-with-x, or any-with-x` (50.20).
 pub async fn headers_invalid_x_match(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let x = cx.name("headers");

@@ -321,10 +321,12 @@ table! {
         body_in_many_frames,
         zero_body_without_body_frame,
     ]
-    // Not listed, Warren diverges: extensions::{ttl_zero_with_consumer,
-    // queue_expires_renewed_by_passive_declare, get_count_excludes_expired_next,
-    // invalid_overflow_text, headers_invalid_x_match}.
     extensions: [
+        ttl_zero_with_consumer,
+        queue_expires_renewed_by_passive_declare,
+        get_count_excludes_expired_next,
+        invalid_overflow_text,
+        headers_invalid_x_match,
         topic_star_one_word,
         topic_hash_zero_or_more,
         topic_mixed_patterns_once,
