@@ -523,6 +523,12 @@ impl Bench {
     /// Confirmed persistent publishes need `--data-dir`; until the binary accepts it,
     /// the row says so instead of measuring memory-only confirms.
     async fn confirmed_persistent(&mut self) {
+        if !rows_for(Scenario::Confirm, Client::Go)
+            .iter()
+            .any(|(f, _, _)| self.wanted(f))
+        {
+            return;
+        }
         let dir = std::env::temp_dir().join(format!("warren-bench-data.{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let durable =
