@@ -244,6 +244,9 @@ async fn write_loop<W: AsyncWrite>(writer: W, info: Arc<ConnInfo>) {
             break;
         }
         outbox.wait_ready().await;
+        // Let the reader finish the batch it is handling, so that the deliveries
+        // a run of acks frees go out in one write rather than one each.
+        tokio::task::yield_now().await;
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;

@@ -445,3 +445,66 @@ async fn kill_9_never_loses_a_confirmed_message() {
     drop(warren);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A full disk: the confirms of what could not be written are nacks, and every
+/// message that was acked is there after a restart. Needs root to mount a tiny
+/// tmpfs; elsewhere it says it was skipped.
+#[tokio::test]
+async fn a_full_disk_nacks_and_never_confirms_what_was_not_written() {
+    let dir = temp_dir("full");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED a_full_disk_nacks…: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let (_conn, ch) = channel(&broker.url()).await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    declare(&ch, "q", true).await;
+    let body = "x".repeat(8 * 1024);
+    let mut acked = BTreeSet::new();
+    let mut nacked = 0;
+    for i in 0..64 {
+        let confirm = within(ch.basic_publish(
+            "".into(),
+            "q".into(),
+            BasicPublishOptions::default(),
+            format!("{i:03}{body}").as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        ))
+        .await
+        .unwrap();
+        match within(confirm).await {
+            Ok(c) if c.is_ack() => {
+                acked.insert(i);
+            }
+            _ => nacked += 1,
+        }
+    }
+    broker.shutdown().await;
+    assert!(
+        nacked > 0,
+        "256 KiB cannot hold 64 × 8 KiB: some confirms must be nacks"
+    );
+    assert!(!acked.is_empty(), "the first messages fit and are acked");
+
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let present: BTreeSet<usize> = broker
+        .queue("q")
+        .messages
+        .iter()
+        .map(|m| m.text()[..3].parse().unwrap())
+        .collect();
+    broker.shutdown().await;
+    let lost: Vec<&usize> = acked.difference(&present).collect();
+    assert!(lost.is_empty(), "acked but lost: {lost:?}");
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir_all(dir);
+}
