@@ -992,37 +992,45 @@ impl Connection {
                 Ok(())
             }
             M::Bind(b) => {
-                self.with_vhost(|v, _| {
-                    v.bind_exchange(
-                        b.destination.as_str(),
-                        b.source.as_str(),
-                        b.routing_key.as_str(),
-                        &b.arguments,
-                        true,
-                    )
-                })?;
-                if !b.nowait {
-                    self.send(ch, AMQPClass::Exchange(M::BindOk(exchange::BindOk {})));
-                }
-                Ok(())
+                let reply = (!b.nowait).then_some(M::BindOk(exchange::BindOk {}));
+                let args = (b.destination, b.source, b.routing_key, b.arguments);
+                self.exchange_binding(ch, args, true, reply)
             }
             M::Unbind(b) => {
-                self.with_vhost(|v, _| {
-                    v.bind_exchange(
-                        b.destination.as_str(),
-                        b.source.as_str(),
-                        b.routing_key.as_str(),
-                        &b.arguments,
-                        false,
-                    )
-                })?;
-                if !b.nowait {
-                    self.send(ch, AMQPClass::Exchange(M::UnbindOk(exchange::UnbindOk {})));
-                }
-                Ok(())
+                let reply = (!b.nowait).then_some(M::UnbindOk(exchange::UnbindOk {}));
+                let args = (b.destination, b.source, b.routing_key, b.arguments);
+                self.exchange_binding(ch, args, false, reply)
             }
             _ => Err(server_only()),
         }
+    }
+
+    /// `exchange.bind` (`bind`) or `exchange.unbind`, answered with `reply`.
+    fn exchange_binding(
+        &mut self,
+        ch: u16,
+        (destination, source, routing_key, arguments): (
+            amq_protocol::types::ShortString,
+            amq_protocol::types::ShortString,
+            amq_protocol::types::ShortString,
+            FieldTable,
+        ),
+        bind: bool,
+        reply: Option<exchange::AMQPMethod>,
+    ) -> Result<(), AmqpError> {
+        self.with_vhost(|v, _| {
+            v.bind_exchange(
+                destination.as_str(),
+                source.as_str(),
+                routing_key.as_str(),
+                &arguments,
+                bind,
+            )
+        })?;
+        if let Some(reply) = reply {
+            self.send(ch, AMQPClass::Exchange(reply));
+        }
+        Ok(())
     }
 
     fn on_queue(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
