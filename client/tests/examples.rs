@@ -1,5 +1,8 @@
-//! Runs every example end to end (against `AMQP_URL` when set, else each starts its own
-//! Warren), checking it exits cleanly and prints what the tutorial prints.
+//! Runs every example end to end, each against the Warren it starts itself, checking it
+//! exits cleanly and prints what the tutorial prints. The examples use the tutorial's
+//! fixed names (hello, task_queue, logs, rpc_queue), so the test keeps them off a
+//! shared RabbitMQ even when `AMQP_URL` is set; run an example by hand with
+//! `AMQP_URL` to see it against RabbitMQ.
 //!
 //! `cargo test` builds the examples before the tests; when only this test target was
 //! built (`cargo test --test examples`) the binaries may be missing, and it says so.
@@ -23,6 +26,7 @@ fn run(name: &str, expected: &[&str]) {
         return;
     };
     let mut child = Command::new(&path)
+        .env_remove("AMQP_URL")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
