@@ -39,6 +39,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: CI logs and files stay readable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     // Installed before the URL line: a tool may signal as soon as it read it.
