@@ -475,11 +475,9 @@ impl VhostState {
             touched.push(queue);
         }
         for (_, u) in state.unacked {
-            if let Some(q) = self.queues.get_mut(&*u.queue) {
-                if q.id == u.queue_id {
-                    touched.push(u.queue.to_string());
-                    q.requeue(u);
-                }
+            let queue = u.queue.to_string();
+            if self.return_to_queue(u) {
+                touched.push(queue);
             }
         }
         touched.sort();
@@ -1054,21 +1052,27 @@ impl VhostState {
     /// reject-publish), which the publisher's confirm must report as a nack.
     pub fn enqueue(&mut self, targets: &[String], mut msg: Message) -> Published {
         let now = self.clock.now_ms();
-        let mut refused = Vec::new();
-        let accepted: Vec<String> = targets
+        let refused: Vec<String> = targets
             .iter()
             .filter(|name| {
-                let full = self.queues.get(*name).is_some_and(|q| {
+                self.queues.get(*name).is_some_and(|q| {
                     q.limits.overflow != Overflow::DropHead
                         && q.limits.full(&q.ready, msg.body.len())
-                });
-                if full {
-                    refused.push((*name).clone());
-                }
-                !full
+                })
             })
             .cloned()
             .collect();
+        // The common case, nothing refused, borrows the target list as it is.
+        let accepted: std::borrow::Cow<'_, [String]> = if refused.is_empty() {
+            targets.into()
+        } else {
+            targets
+                .iter()
+                .filter(|t| !refused.contains(t))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into()
+        };
         let lsn = self.persist(&accepted, &mut msg);
         let msg = Arc::new(msg);
         let expiration = msg.expiration_ms();
@@ -1078,7 +1082,7 @@ impl VhostState {
                 self.dead_letter(name, &msg, "maxlen");
             }
         }
-        for name in &accepted {
+        for name in accepted.iter() {
             let Some(q) = self.queues.get_mut(name) else {
                 continue;
             };
@@ -1525,15 +1529,15 @@ impl VhostState {
                 }
             }
             touched.push(u.queue.clone());
-            let Some(q) = self
+            let live = self
                 .queues
-                .get_mut(&*u.queue)
-                .filter(|q| q.id == u.queue_id)
-            else {
+                .get(&*u.queue)
+                .is_some_and(|q| q.id == u.queue_id);
+            if !live {
                 continue;
-            };
+            }
             if requeue == Some(true) {
-                q.requeue(u);
+                self.return_to_queue(u);
             } else {
                 if u.persisted {
                     self.log_removed(&u.queue, &u.msg);
@@ -1556,6 +1560,32 @@ impl VhostState {
         self.channels
             .get(&(conn, channel))
             .is_some_and(|st| st.unacked.contains_key(&tag))
+    }
+
+    /// Puts an unacked delivery back at its place in its queue, unless that queue
+    /// is gone (false) or it is a quorum queue's message past `x-delivery-limit`,
+    /// which is dropped or dead-lettered instead, as RabbitMQ does.
+    fn return_to_queue(&mut self, u: Unacked) -> bool {
+        let Some(q) = self
+            .queues
+            .get_mut(&*u.queue)
+            .filter(|q| q.id == u.queue_id)
+        else {
+            return false;
+        };
+        let over_limit = q.limits.quorum
+            && q.limits
+                .delivery_limit
+                .is_some_and(|limit| u64::from(u.returns) + 1 > limit);
+        if !over_limit {
+            q.requeue(u);
+            return true;
+        }
+        if u.persisted {
+            self.log_removed(&u.queue, &u.msg);
+        }
+        self.dead_letter(&u.queue, &u.msg, "delivery_limit");
+        true
     }
 
     /// `basic.recover` with requeue: every unacked delivery of the channel goes back.

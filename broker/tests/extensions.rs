@@ -538,3 +538,44 @@ async fn quorum_queues_count_deliveries_and_refuse_what_rabbitmq_refuses() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_quorum_queue_dead_letters_past_its_delivery_limit() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    dead_letters(&ch).await;
+    within(ch.queue_declare(
+        "limited".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args(&[
+            ("x-queue-type", text("quorum")),
+            ("x-delivery-limit", AMQPValue::LongInt(1)),
+            ("x-dead-letter-exchange", text("dlx")),
+        ]),
+    ))
+    .await
+    .unwrap();
+    publish(&ch, "", "limited", "job", BasicProperties::default()).await;
+    for _ in 0..2 {
+        let m = within(ch.basic_get("limited".into(), BasicGetOptions::default()))
+            .await
+            .unwrap()
+            .expect("the job, within its limit");
+        within(m.delivery.acker.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    assert!(
+        get(&ch, "limited").await.is_none(),
+        "returned twice, over a limit of 1"
+    );
+    let dead = get(&ch, "dead").await.expect("dead-lettered");
+    assert_eq!(field(&death(&dead), "reason"), &text("delivery_limit"));
+    broker.shutdown().await;
+}

@@ -33,6 +33,8 @@ pub(crate) struct Limits {
     /// `x-queue-type: quorum`: deliveries carry `x-delivery-count`, global
     /// prefetch is refused.
     pub quorum: bool,
+    /// A quorum queue's `x-delivery-limit`: returns beyond it drop the message.
+    pub delivery_limit: Option<u64>,
 }
 
 fn text(v: &AMQPValue) -> Option<String> {
@@ -66,6 +68,7 @@ impl Limits {
                 Some(AMQPValue::Boolean(true))
             ),
             quorum: get("x-queue-type").and_then(text).as_deref() == Some("quorum"),
+            delivery_limit: num("x-delivery-limit"),
         }
     }
 
