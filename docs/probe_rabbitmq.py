@@ -2045,6 +2045,95 @@ def _(ctx):
     p2.close()
 
 
+# ---------------------------------------------------------------- streams
+
+STREAM = {"x-queue-type": "stream"}
+
+
+def stream_with(ctx, p, n=3):
+    """Declares a stream and publishes n messages to it, confirmed."""
+    q = ctx.queue("s")
+    p.rpc("queue.declare", queue=q, durable=True, arguments=STREAM)
+    p.rpc("confirm.select")
+    for i in range(n):
+        p.publish(1, "", q, "m%d" % i)
+    p.collect(quiet=0.5)
+    return q
+
+
+@case("stream: consume, ack, then unknown delivery tags")
+def _(ctx):
+    p = ctx.connected()
+    q = stream_with(ctx, p)
+    p.rpc("basic.qos", prefetch_count=2)
+    p.rpc("basic.consume", queue=q, consumer_tag="c1", arguments={"x-stream-offset": "first"})
+    p.rpc("basic.ack", delivery_tag=1)
+    p.rpc("basic.ack", delivery_tag=99)
+    p.rpc("basic.qos", prefetch_count=2)
+
+
+@case("stream: nack of an unknown tag")
+def _(ctx):
+    p = ctx.connected()
+    q = stream_with(ctx, p)
+    p.rpc("basic.qos", prefetch_count=2)
+    p.rpc("basic.consume", queue=q, consumer_tag="c1", arguments={"x-stream-offset": "first"})
+    p.rpc("basic.nack", delivery_tag=99, requeue=True)
+    p.rpc("basic.qos", prefetch_count=2)
+
+
+@case("stream: exclusive consumer, then a second consumer on another channel")
+def _(ctx):
+    p = ctx.connected()
+    q = stream_with(ctx, p, 0)
+    p.rpc("basic.qos", prefetch_count=2)
+    p.rpc("basic.consume", queue=q, consumer_tag="c1", exclusive=True)
+    p.rpc("channel.open", ch=2)
+    p.rpc("basic.qos", ch=2, prefetch_count=2)
+    p.rpc("basic.consume", ch=2, queue=q, consumer_tag="c2")
+    p.rpc("basic.consume", ch=2, queue=q, consumer_tag="c3", exclusive=True)
+
+
+@case("stream: basic.recover on a stream consumer's channel")
+def _(ctx):
+    p = ctx.connected()
+    q = stream_with(ctx, p)
+    p.rpc("basic.qos", prefetch_count=2)
+    p.rpc("basic.consume", queue=q, consumer_tag="c1", arguments={"x-stream-offset": "first"})
+    p.rpc("basic.recover", requeue=True)
+
+
+@case("stream: bad x-stream-offset values")
+def _(ctx):
+    p = ctx.connected()
+    q = stream_with(ctx, p, 1)
+    p.close()
+    for value in ["foo", True, "2"]:
+        p = ctx.connected(repr(value))
+        p.rpc("basic.qos", prefetch_count=2)
+        p.rpc("basic.consume", queue=q, consumer_tag="c1", arguments={"x-stream-offset": value})
+
+
+@case("stream: bad x-max-age")
+def _(ctx):
+    p = ctx.connected()
+    p.rpc("queue.declare", queue=ctx.queue("s"), durable=True,
+          arguments={"x-queue-type": "stream", "x-max-age": "bad"})
+
+
+@case("stream: declare-ok counts, get, purge, cancel, delete")
+def _(ctx):
+    p = ctx.connected()
+    q = stream_with(ctx, p)
+    p.rpc("queue.declare", queue=q, durable=True, arguments=STREAM)
+    p.rpc("basic.qos", prefetch_count=5)
+    p.rpc("basic.consume", queue=q, consumer_tag="c1", arguments={"x-stream-offset": "first"})
+    p.rpc("basic.cancel", consumer_tag="c1")
+    p.rpc("queue.delete", queue=q, if_empty=True)
+    p.rpc("queue.declare", queue=q, durable=True, arguments=STREAM)
+    p.rpc("basic.get", queue=q)
+
+
 # ---------------------------------------------------------------- driver
 
 def cleanup(url, items, log):

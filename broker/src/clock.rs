@@ -51,8 +51,14 @@ impl Clock {
 
     /// Seconds since the Unix epoch, on this clock.
     pub fn unix_seconds(&self) -> u64 {
+        self.unix_ms() / 1000
+    }
+
+    /// Milliseconds since the Unix epoch, on this clock: a stream's timestamps,
+    /// which clients compare with wall-clock times.
+    pub fn unix_ms(&self) -> u64 {
         (self.wall_start + Duration::from_millis(self.now_ms()))
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }

@@ -1176,17 +1176,6 @@ impl Connection {
                 } else {
                     c.consumer_tag.as_str().to_owned()
                 };
-                let priority = match c.arguments.inner().get("x-priority") {
-                    None => 0,
-                    Some(v) => crate::vhost::as_integer(v).ok_or_else(|| {
-                        AmqpError::precondition(format!(
-                            "invalid arg 'x-priority' for queue '{q}' in vhost '{}': \
-                             \"expected integer, got {}\"",
-                            self.vhost().name(),
-                            crate::vhost::type_name(v)
-                        ))
-                    })? as i64,
-                };
                 let outbox = self.outbox.clone();
                 let nowait = c.nowait;
                 self.with_vhost(|v, id| {
@@ -1194,7 +1183,7 @@ impl Connection {
                         tag,
                         no_ack: c.no_ack,
                         exclusive: c.exclusive,
-                        priority,
+                        arguments: c.arguments,
                     };
                     v.consume(id, ch, &q, opts, |tag| {
                         if !nowait {
@@ -1237,6 +1226,10 @@ impl Connection {
                         code::NOT_IMPLEMENTED,
                         "requeue=false",
                     ));
+                }
+                let id = self.id;
+                if self.vhost().lock().has_stream_deliveries(id, ch) {
+                    return Err(AmqpError::internal());
                 }
                 // RabbitMQ answers before it redelivers.
                 self.send(ch, AMQPClass::Basic(M::RecoverOk(basic::RecoverOk {})));

@@ -67,6 +67,8 @@ pub struct AmqpError {
     pub text: String,
     pub class_id: u16,
     pub method_id: u16,
+    /// Keeps class and method at 0: RabbitMQ's crash reports name no method.
+    pub anonymous: bool,
 }
 
 impl AmqpError {
@@ -78,6 +80,16 @@ impl AmqpError {
             text: text.into(),
             class_id: 0,
             method_id: 0,
+            anonymous: false,
+        }
+    }
+
+    /// 541 INTERNAL_ERROR with no text and no method: what a client sees when a
+    /// RabbitMQ channel process crashes on input it did not expect.
+    pub fn internal() -> Self {
+        Self {
+            anonymous: true,
+            ..Self::connection(code::INTERNAL_ERROR, "")
         }
     }
 
@@ -115,7 +127,7 @@ impl AmqpError {
 
     /// Sets the offending method unless an inner layer already named one.
     pub fn on_method(mut self, class_id: u16, method_id: u16) -> Self {
-        if self.class_id == 0 && self.method_id == 0 {
+        if self.class_id == 0 && self.method_id == 0 && !self.anonymous {
             self.class_id = class_id;
             self.method_id = method_id;
         }

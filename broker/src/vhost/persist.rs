@@ -85,12 +85,14 @@ impl VhostState {
     /// it an id; returns the LSN its confirm waits for.
     pub(super) fn persist(&self, targets: &[String], msg: &mut Message) -> Option<u64> {
         let store = self.store.as_ref()?;
-        if !msg.persistent() {
-            return None;
-        }
+        // A stream keeps every message on disk, whatever its delivery mode.
         let queues: Vec<String> = targets
             .iter()
-            .filter(|t| self.queues.get(*t).is_some_and(Queue::is_durable))
+            .filter(|t| {
+                self.queues
+                    .get(*t)
+                    .is_some_and(|q| q.is_durable() && (msg.persistent() || q.stream.is_some()))
+            })
             .cloned()
             .collect();
         if queues.is_empty() {
@@ -178,6 +180,16 @@ impl VhostState {
                         Arc::new(msg)
                     })
                     .clone();
+                if let Some(log) = queue.stream.as_mut() {
+                    // The store keeps no append times: retention and timestamp
+                    // offsets count from the restart.
+                    let no_limits = super::stream::Retention {
+                        segment_bytes: queue.limits.retention.segment_bytes,
+                        ..Default::default()
+                    };
+                    log.append(msg, self.clock.unix_ms(), no_limits);
+                    continue;
+                }
                 // TTLs start again from the restart: the log keeps no deadlines.
                 let ttl = match (queue.limits.message_ttl, msg.expiration_ms()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -247,6 +259,14 @@ impl VhostState {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             });
+            for (_, e) in q.stream.iter().flat_map(super::stream::Log::iter) {
+                if let Some(id) = e.msg.persist_id {
+                    held.entry(id)
+                        .or_insert_with(|| (e.msg.clone(), Vec::new()))
+                        .1
+                        .push(q.name.clone());
+                }
+            }
             for item in q.ready.iter().filter(|i| i.persisted) {
                 let id = item.msg.persist_id.expect("persisted messages have ids");
                 held.entry(id)

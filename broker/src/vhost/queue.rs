@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+use super::stream::{parse_age, Retention};
 use super::{as_integer, Queued};
 
 /// What `x-overflow` does when a queue is full.
@@ -35,6 +36,10 @@ pub(crate) struct Limits {
     pub quorum: bool,
     /// A quorum queue's `x-delivery-limit`: returns beyond it drop the message.
     pub delivery_limit: Option<u64>,
+    /// `x-queue-type: stream`: an append-only log read by offset.
+    pub stream: bool,
+    /// A stream's `x-max-length-bytes`, `x-max-age`, segment size.
+    pub retention: Retention,
 }
 
 fn text(v: &AMQPValue) -> Option<String> {
@@ -69,6 +74,14 @@ impl Limits {
             ),
             quorum: get("x-queue-type").and_then(text).as_deref() == Some("quorum"),
             delivery_limit: num("x-delivery-limit"),
+            stream: get("x-queue-type").and_then(text).as_deref() == Some("stream"),
+            retention: Retention {
+                max_bytes: num("x-max-length-bytes"),
+                max_age_ms: get("x-max-age")
+                    .and_then(text)
+                    .and_then(|t| parse_age(&t).ok()),
+                segment_bytes: num("x-stream-max-segment-size-bytes"),
+            },
         }
     }
 

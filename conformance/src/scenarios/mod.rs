@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod extensions;
 pub mod malformed;
 pub mod queue;
+pub mod streams;
 
 /// A scenario's body: takes a fresh context, returns whether its expectations held.
 pub type Body = fn(Ctx) -> Pin<Box<dyn Future<Output = R> + Send>>;
@@ -395,5 +396,25 @@ table! {
         single_active_consumer_get,
         quorum_refuses_global_qos,
         direct_reply_to_same_channel,
+    ]
+    streams: [
+        stream_declare_properties,
+        stream_declare_arguments,
+        stream_max_age_garbage,
+        stream_arguments_refused_elsewhere,
+        stream_redeclare_equivalence,
+        stream_offsets,
+        stream_reads_are_not_destructive,
+        stream_prefetch_credit,
+        stream_consume_needs_prefetch,
+        stream_consume_no_ack_refused,
+        stream_consumer_arguments,
+        stream_offset_garbage,
+        stream_get_refused,
+        stream_purge_refused,
+        stream_nack_refused,
+        stream_recover,
+        stream_exclusive_consumer_not_enforced,
+        stream_delete_ignores_counts,
     ]
 }
