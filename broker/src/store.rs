@@ -92,6 +92,13 @@ pub enum Record {
     VhostReset {
         vhost: String,
     },
+    /// Retention cut a stream: its log now starts at offset `first`, so that
+    /// offsets survive a restart.
+    StreamStart {
+        vhost: String,
+        queue: String,
+        first: u64,
+    },
 }
 
 const T_EXCHANGE_DECLARE: u8 = 1;
@@ -104,6 +111,7 @@ const T_PUBLISH: u8 = 7;
 const T_REMOVE: u8 = 8;
 const T_DELIVERED: u8 = 9;
 const T_VHOST_RESET: u8 = 10;
+const T_STREAM_START: u8 = 11;
 
 impl Record {
     /// Appends `len | crc | payload` to `out`.
@@ -212,6 +220,16 @@ impl Record {
                 w.u8(T_VHOST_RESET);
                 w.str(vhost);
             }
+            Record::StreamStart {
+                vhost,
+                queue,
+                first,
+            } => {
+                w.u8(T_STREAM_START);
+                w.str(vhost);
+                w.str(queue);
+                w.u64(*first);
+            }
         }
         let len = (out.len() - start - 8) as u32;
         let crc = crc32fast::hash(&out[start + 8..]);
@@ -307,6 +325,11 @@ impl Record {
                 }
             }
             T_VHOST_RESET => Record::VhostReset { vhost: r.str()? },
+            T_STREAM_START => Record::StreamStart {
+                vhost: r.str()?,
+                queue: r.str()?,
+                first: r.u64()?,
+            },
             _ => return None,
         };
         r.0.is_empty().then_some(rec)
@@ -391,6 +414,8 @@ pub struct RecoveredQueue {
     pub arguments: FieldTable,
     /// Message id → delivered before (comes back redelivered), in publish order.
     pub messages: BTreeMap<u64, bool>,
+    /// A stream's first offset (non-zero once retention cut it).
+    pub stream_first: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -446,6 +471,7 @@ impl Recovered {
                         auto_delete,
                         arguments,
                         messages: BTreeMap::new(),
+                        stream_first: 0,
                     },
                 );
             }
@@ -523,6 +549,15 @@ impl Recovered {
             }
             Record::VhostReset { vhost } => {
                 self.vhosts.insert(vhost, RecoveredVhost::default());
+            }
+            Record::StreamStart {
+                vhost,
+                queue,
+                first,
+            } => {
+                if let Some(q) = self.vhost(&vhost).queues.get_mut(&queue) {
+                    q.stream_first = first;
+                }
             }
         }
     }
@@ -974,6 +1009,11 @@ mod tests {
                 queue: "q".into(),
             },
             Record::VhostReset { vhost: "v".into() },
+            Record::StreamStart {
+                vhost: "/".into(),
+                queue: "s".into(),
+                first: 42,
+            },
         ];
         let mut buf = Vec::new();
         for r in &records {

@@ -1116,8 +1116,16 @@ impl VhostState {
             };
             if let Some(log) = q.stream.as_mut() {
                 let removed = log.append(msg.clone(), self.clock.unix_ms(), q.limits.retention);
-                for e in removed {
-                    self.log_removed(name, &e.msg);
+                if !removed.is_empty() {
+                    let first = log.first();
+                    for e in removed {
+                        self.log_removed(name, &e.msg);
+                    }
+                    self.log(Record::StreamStart {
+                        vhost: self.name.clone(),
+                        queue: name.clone(),
+                        first,
+                    });
                 }
                 self.deliver_ready(name);
                 continue;

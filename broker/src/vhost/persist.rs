@@ -159,6 +159,9 @@ impl VhostState {
                 None,
                 now,
             );
+            if queue.stream.is_some() {
+                queue.stream = Some(super::stream::Log::starting_at(q.stream_first));
+            }
             for (&msg_id, &delivered) in &q.messages {
                 let Some(stored) = rec.messages.get(&msg_id) else {
                     continue;
@@ -259,6 +262,13 @@ impl VhostState {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             });
+            if let Some(log) = q.stream.as_ref().filter(|l| l.first() > 0) {
+                out.push(Record::StreamStart {
+                    vhost: vhost(),
+                    queue: q.name.clone(),
+                    first: log.first(),
+                });
+            }
             for (_, e) in q.stream.iter().flat_map(super::stream::Log::iter) {
                 if let Some(id) = e.msg.persist_id {
                     held.entry(id)

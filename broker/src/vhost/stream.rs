@@ -64,6 +64,15 @@ pub(crate) enum Start {
 }
 
 impl Log {
+    /// An empty log whose first offset is `first`: a recovered stream that
+    /// retention had cut.
+    pub fn starting_at(first: u64) -> Self {
+        Log {
+            first,
+            ..Default::default()
+        }
+    }
+
     pub fn first(&self) -> u64 {
         self.first
     }
