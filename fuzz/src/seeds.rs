@@ -104,6 +104,9 @@ pub fn dictionary() -> String {
         "consumer_cancel_notify",
         "#",
         "*",
+        "stream",
+        "x-stream-offset",
+        "x-max-age",
     ]
     .iter()
     .enumerate()
