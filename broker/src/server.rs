@@ -159,7 +159,9 @@ pub async fn serve<S>(
                             conn.close_connection(code, text, 0, 0);
                         }
                         Command::CloseChannel { channel, code, text } => {
-                            conn.fail(channel, crate::AmqpError::channel(code, text));
+                            if conn.channel_is_open(channel) {
+                                conn.fail(channel, crate::AmqpError::channel(code, text));
+                            }
                         }
                         Command::Drop => abort = true,
                         Command::CutMidFrame => {

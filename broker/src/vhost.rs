@@ -304,6 +304,8 @@ struct Unacked {
     persisted: bool,
     expires_at: Option<u64>,
     returns: u32,
+    /// When it was delivered, on the broker's clock, for the consumer timeout.
+    delivered_at: u64,
 }
 
 /// A channel's delivery state: what it was sent and has not acknowledged.
@@ -322,6 +324,9 @@ struct ChannelState {
     /// The channel's direct reply-to address, while it consumes from
     /// `amq.rabbitmq.reply-to`.
     reply_to: Option<String>,
+    /// Its consumer timeout fired: the close is on its way, so it is not
+    /// reported again.
+    timed_out: bool,
 }
 
 #[derive(Debug)]
@@ -1179,6 +1184,27 @@ impl VhostState {
         self.timed = still_timed;
     }
 
+    /// Channels whose oldest unacked delivery (from a consumer or a `basic.get`)
+    /// has waited longer than `timeout`, each reported once: RabbitMQ's
+    /// consumer timeout, which looks only at the oldest delivery of a channel.
+    pub fn timed_out_channels(&mut self, timeout: std::time::Duration) -> Vec<(ConnId, u16)> {
+        let now = self.clock.now_ms();
+        let limit = timeout.as_millis() as u64;
+        let mut out = Vec::new();
+        for (&(conn, channel), st) in &mut self.channels {
+            let overdue = st
+                .unacked
+                .first_key_value()
+                .is_some_and(|(_, u)| now.saturating_sub(u.delivered_at) > limit);
+            if overdue && !st.timed_out {
+                st.timed_out = true;
+                out.push((conn, channel));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     /// Sends `basic.return` with the message to the publisher.
     pub fn write_return(&self, conn: ConnId, channel: u16, exchange: &str, msg: &Message) {
         let Some(conn) = self.conns.get(&conn) else {
@@ -1214,6 +1240,7 @@ impl VhostState {
         let Some(q) = self.queues.get_mut(queue) else {
             return;
         };
+        let now = self.clock.now_ms();
         while !q.ready.is_empty() && !q.consumers.is_empty() {
             // With a single active consumer only the first one is served.
             let n = if q.limits.single_active_consumer {
@@ -1267,6 +1294,7 @@ impl VhostState {
                         persisted: item.persisted,
                         expires_at: item.expires_at,
                         returns: item.returns,
+                        delivered_at: now,
                     },
                 );
             }
@@ -1451,6 +1479,7 @@ impl VhostState {
                     persisted: item.persisted,
                     expires_at: item.expires_at,
                     returns: item.returns,
+                    delivered_at: now,
                 },
             );
         }
