@@ -78,6 +78,10 @@ pub(crate) struct Shared {
     pub(crate) rules: faults::Rules,
     /// New connections trace their frames.
     tracing: std::sync::atomic::AtomicBool,
+    /// Read-held by every connection task for its life; a restart or crash
+    /// holds it for writing, so that no connection is served while the state is
+    /// rebuilt. The one lock held across awaits, and never with another lock.
+    gate: tokio::sync::RwLock<()>,
     /// Held while compaction or a restart reads or rewrites the log, so that the
     /// two never overlap.
     maintenance: std::sync::Mutex<()>,
@@ -130,6 +134,7 @@ impl Shared {
             rules: Default::default(),
             tracing: std::sync::atomic::AtomicBool::new(false),
             maintenance: std::sync::Mutex::new(()),
+            gate: tokio::sync::RwLock::new(()),
             next_connection: AtomicU64::new(1),
         })
     }
@@ -540,12 +545,50 @@ impl Broker {
 
     /// [`Broker::restart`], reporting a data directory that cannot be read back.
     pub async fn try_restart(&self) -> std::io::Result<()> {
+        let mut ended: std::collections::HashSet<u64> = self
+            .shared
+            .connection_infos()
+            .iter()
+            .map(|c| c.id)
+            .collect();
         self.close_tx.send_modify(|n| *n += 1);
-        self.tracker.wait_idle().await;
+        // One that opened after the signal went out is closed on its own.
+        let _down = self
+            .take_down(&mut ended, |info| {
+                info.command(faults::Command::CloseConnection {
+                    code: error::code::CONNECTION_FORCED,
+                    text: "broker forced connection closure with reason 'shutdown'".into(),
+                })
+            })
+            .await;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || shared.restart_state())
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    /// Ends every connection task with `end` (once each, including those that
+    /// open meanwhile) and returns once all are gone; connections arriving
+    /// after that wait until the returned guard is dropped.
+    async fn take_down(
+        &self,
+        ended: &mut std::collections::HashSet<u64>,
+        end: impl Fn(&faults::ConnInfo),
+    ) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        let down = self.shared.gate.write();
+        tokio::pin!(down);
+        loop {
+            for info in self.shared.connection_infos() {
+                if ended.insert(info.id) {
+                    end(&info);
+                }
+            }
+            let round = tokio::time::sleep(std::time::Duration::from_millis(10));
+            tokio::select! {
+                guard = &mut down => return guard,
+                _ = round => {}
+            }
+        }
     }
 
     /// Crashes the broker as a power cut would, and starts it again: every
@@ -584,21 +627,12 @@ impl Broker {
         tokio::task::spawn_blocking(move || shared.power_cut())
             .await
             .map_err(std::io::Error::other)?;
-        // Every connection dies; one accepted meanwhile is caught on a later round.
-        let mut dropped = std::collections::HashSet::new();
-        loop {
-            for info in self.shared.connection_infos() {
-                if dropped.insert(info.id) {
-                    info.command(faults::Command::Drop);
-                }
-            }
-            let idle = self.tracker.wait_idle();
-            let round = tokio::time::sleep(std::time::Duration::from_millis(10));
-            tokio::select! {
-                _ = idle => break,
-                _ = round => {}
-            }
-        }
+        // Every connection dies, with no close: the socket just goes.
+        let _down = self
+            .take_down(&mut Default::default(), |info| {
+                info.command(faults::Command::Drop)
+            })
+            .await;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || shared.crash_state())
             .await

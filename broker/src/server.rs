@@ -104,6 +104,9 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    // Held for the connection's life: a restart or crash waits for every holder
+    // to end, and a connection arriving meanwhile waits here until it is over.
+    let _up = shared.gate.read().await;
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
     let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));

@@ -690,3 +690,4 @@ async fn message_ttl_follows_paused_tokio_time() {
     raw.close().await;
     broker.shutdown().await;
 }
+
