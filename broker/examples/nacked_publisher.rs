@@ -102,7 +102,11 @@ async fn scenario(broker: &Broker) -> Result<(), Error> {
 
     // Every confirm of the publisher's channel is nacked: it must give up and
     // say so, while another channel is unaffected.
-    broker.inject(Fault::on_any_publish().on_channel(payments.ch.id()).nack_confirm());
+    broker.inject(
+        Fault::on_any_publish()
+            .on_channel(payments.ch.id())
+            .nack_confirm(),
+    );
     if payments.send("eu", "p-3").await.is_ok() {
         return Err("a payment nacked three times was reported as sent".into());
     }
@@ -113,9 +117,7 @@ async fn scenario(broker: &Broker) -> Result<(), Error> {
     // Nacked messages may still have been enqueued (RabbitMQ gives no
     // guarantee either way; Warren's fault enqueues them): consumers must be
     // idempotent.
-    broker
-        .queue("us")
-        .assert_bodies(&["p-2", "p-2", "p-2"]);
+    broker.queue("us").assert_bodies(&["p-2", "p-2", "p-2"]);
     broker
         .queue("eu")
         .assert_bodies(&["p-1", "p-3", "p-3", "p-3", "p-4"]);

@@ -275,7 +275,10 @@ async fn a_confirm_fault_scoped_to_a_queue_nacks_only_what_reaches_it() {
             within(confirm).await.unwrap().is_ack()
         }
     };
-    assert!(confirmed("orders").await, "orders is out of the fault's scope");
+    assert!(
+        confirmed("orders").await,
+        "orders is out of the fault's scope"
+    );
     assert!(!confirmed("audit").await, "audit is in it");
     assert!(confirmed("orders").await);
     broker.shutdown().await;
@@ -536,7 +539,9 @@ async fn a_publisher_that_republishes_what_was_not_confirmed_survives_a_crash() 
         .await
         .unwrap();
     assert!(within(publisher.flush(&ch)).await);
-    broker.queue("orders").assert_bodies(&["order-1", "order-2"]);
+    broker
+        .queue("orders")
+        .assert_bodies(&["order-1", "order-2"]);
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -654,7 +659,10 @@ async fn a_silent_client_is_dropped_after_two_heartbeats_of_paused_time() {
         }
     }
     let silent = silent_since.elapsed();
-    assert!(silent >= Duration::from_secs(120), "closed after {silent:?}");
+    assert!(
+        silent >= Duration::from_secs(120),
+        "closed after {silent:?}"
+    );
     broker.shutdown().await;
 }
 
@@ -690,4 +698,3 @@ async fn message_ttl_follows_paused_tokio_time() {
     raw.close().await;
     broker.shutdown().await;
 }
-
