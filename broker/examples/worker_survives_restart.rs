@@ -194,27 +194,6 @@ async fn scenario(dir: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Lets the worker go one task at a time until it has done `n` distinct ones
-/// and holds the next delivery (or the queue is drained).
-async fn let_work_until(
-    broker: &Broker,
-    work: &Semaphore,
-    done: &Mutex<BTreeSet<String>>,
-    n: usize,
-) -> Result<(), Error> {
-    while done.lock().unwrap().len() < n {
-        work.add_permits(1);
-        broker
-            .wait_for(Duration::from_secs(10), |s| {
-                work.available_permits() == 0
-                    && s.queue("tasks")
-                        .is_some_and(|q| q.unacked.len() == 1 || q.messages.is_empty())
-            })
-            .await?;
-    }
-    Ok(())
-}
-
 /// The test's hand on the worker: one task run at a time.
 struct Pace {
     work: Arc<Semaphore>,

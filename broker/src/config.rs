@@ -27,8 +27,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long the broker waits for `close-ok` after it sent `connection.close`.
     pub close_timeout: Duration,
-    /// TTLs and queue expiry follow a virtual clock that only `Broker::advance`
-    /// moves, instead of real time.
+    /// TTLs, queue expiry and consumer timeouts follow a virtual clock that only
+    /// `Broker::advance` moves, instead of real time.
     pub virtual_clock: bool,
     /// Bytes of messages held above which publishers are blocked; 0 never blocks.
     pub memory_high_watermark: usize,

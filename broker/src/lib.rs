@@ -374,8 +374,9 @@ impl BrokerBuilder {
         self
     }
 
-    /// TTLs and queue expiry follow a virtual clock moved only by
-    /// [`Broker::advance`], so a test of a 30-minute TTL takes microseconds.
+    /// TTLs, queue expiry and consumer timeouts follow a virtual clock moved
+    /// only by [`Broker::advance`], so a test of a 30-minute TTL takes
+    /// microseconds. Heartbeats stay on tokio's clock (see [`Broker::advance`]).
     pub fn virtual_clock(mut self) -> Self {
         self.config.virtual_clock = true;
         self
