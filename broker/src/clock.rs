@@ -1,9 +1,15 @@
 //! The broker's time: the real monotonic clock, or a virtual one that only moves
-//! when a test advances it, so that TTLs and queue expiry can be tested in
-//! microseconds and deterministically.
+//! when a test advances it, so that TTLs, queue expiry and consumer timeouts can
+//! be tested in microseconds and deterministically.
+//!
+//! The real clock is tokio's: under `tokio::time::pause()` it stands still and
+//! `tokio::time::advance` moves it, together with the heartbeat timers, which
+//! are tokio timers too. Outside a paused runtime it is the monotonic clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct Clock {
@@ -38,7 +44,11 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         match &self.virtual_ms {
             Some(ms) => ms.load(Ordering::Acquire),
-            None => self.start.elapsed().as_millis() as u64,
+            // Saturating: a thread outside a paused runtime reads real time,
+            // which may be behind a paused clock that was advanced.
+            None => Instant::now()
+                .saturating_duration_since(self.start)
+                .as_millis() as u64,
         }
     }
 

@@ -27,11 +27,15 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long the broker waits for `close-ok` after it sent `connection.close`.
     pub close_timeout: Duration,
-    /// TTLs and queue expiry follow a virtual clock that only `Broker::advance`
-    /// moves, instead of real time.
+    /// TTLs, queue expiry and consumer timeouts follow a virtual clock that only
+    /// `Broker::advance` moves, instead of real time.
     pub virtual_clock: bool,
     /// Bytes of messages held above which publishers are blocked; 0 never blocks.
     pub memory_high_watermark: usize,
+    /// A delivery left unacknowledged longer than this closes its channel with
+    /// 406 PRECONDITION_FAILED (RabbitMQ's `consumer_timeout`, 30 minutes in
+    /// 3.10); `None` never does.
+    pub consumer_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(3),
             virtual_clock: false,
             memory_high_watermark: 0,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
         }
     }
 }

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
-use crate::faults::{Action, ConnInfo, Direction};
+use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
 use crate::outbox::Outbox;
 use crate::vhost::{ConnId, ConsumeOptions, Message, Published, QueueDeclare, Vhost, REPLY_TO};
 use crate::Shared;
@@ -215,6 +215,12 @@ impl Connection {
 
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// Whether `ch` is open and not already closing: a close decided outside the
+    /// protocol (a fault, a consumer timeout) may arrive after the client closed it.
+    pub fn channel_is_open(&self, ch: u16) -> bool {
+        self.channels.get(&ch).is_some_and(|c| !c.closing)
     }
 
     /// Consumes as many whole frames from `buf` as it holds.
@@ -758,16 +764,6 @@ impl Connection {
             (properties, header)
         };
         let exchange = publish.exchange.as_str();
-        let fault = self.shared.rules.on_publish(exchange);
-        match &fault {
-            Some(Action::CloseChannel { code, text }) => {
-                return Err(AmqpError::channel(*code, text.clone()).on_method(60, 40));
-            }
-            Some(Action::CloseConnection { code, text }) => {
-                return Err(AmqpError::connection(*code, text.clone()).on_method(60, 40));
-            }
-            _ => {}
-        }
         let body_len = body.len();
         let held = self.shared.gauge.hold(body_len);
         let msg = Message::new(
@@ -783,6 +779,22 @@ impl Connection {
             v.route(exchange, &msg.routing_key, properties.headers().as_ref())
         }
         .map_err(|e| e.on_method(60, 40))?;
+        // After routing, so that a rule can name a queue the message reaches.
+        let fault = self.shared.rules.on_publish(&PublishEvent {
+            connection: self.id,
+            channel: ch,
+            exchange,
+            queues: &targets,
+        });
+        match &fault {
+            Some(Action::CloseChannel { code, text }) => {
+                return Err(AmqpError::channel(*code, text.clone()).on_method(60, 40));
+            }
+            Some(Action::CloseConnection { code, text }) => {
+                return Err(AmqpError::connection(*code, text.clone()).on_method(60, 40));
+            }
+            _ => {}
+        }
         let id = self.id;
         let vhost = self.vhost().clone();
         let chan = self.channel(ch);
@@ -1258,7 +1270,7 @@ impl Connection {
         multiple: bool,
         requeue: Option<bool>,
     ) -> Result<(), AmqpError> {
-        match self.shared.rules.on_settle() {
+        match self.shared.rules.on_settle(self.id, ch) {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(code, text));
             }

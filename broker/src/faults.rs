@@ -184,26 +184,59 @@ pub enum Action {
     WithholdConfirm,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Trigger {
-    /// A publish to this exchange ("" is the default exchange), or to any.
-    Publish(Option<String>),
+    /// A message published (`basic.publish` with its content).
+    Publish,
     /// A `basic.ack`, `nack` or `reject`.
     Settle,
+}
+
+/// A publish as the rules see it, once it was routed.
+#[derive(Debug)]
+pub struct PublishEvent<'a> {
+    pub connection: u64,
+    pub channel: u16,
+    pub exchange: &'a str,
+    /// The queues it was routed to.
+    pub queues: &'a [String],
 }
 
 /// A scripted fault: "on the 3rd publish to exchange X, close the channel with
 /// 406", "nack the next 2 confirms", "close the channel on the next ack".
 ///
+/// A rule fires on the events its constructor names, narrowed by the scopes
+/// added to it ([`Fault::on_channel`], [`Fault::on_connection`]); `nth` and
+/// `times` count only the events in scope. The action decides what happens.
+///
 /// ```
 /// use warren_broker::Fault;
+/// // "On the 3rd publish to exchange X, close the channel with 406."
 /// let fault = Fault::on_publish_to("orders").nth(3).close_channel(406, "no more orders");
+/// // Nack the next 2 confirms, whatever was published.
 /// let flaky = Fault::on_any_publish().times(2).nack_confirm();
-/// # let _ = (fault, flaky);
+/// // Nack the confirm of every message that lands in queue "audit", whichever
+/// // exchange it came through.
+/// let audit = Fault::on_publish_routed_to("audit").nack_confirm();
+/// // Withhold the confirms of channel 2 only (of any connection), or of one
+/// // connection (ids from `Broker::connections`).
+/// let stuck = Fault::on_any_publish().on_channel(2).withhold_confirm();
+/// let one = Fault::on_any_publish().on_connection(7).on_channel(1).nack_confirm();
+/// // Close the channel on its next ack.
+/// let picky = Fault::on_ack().on_channel(1).times(1).close_channel(406, "no");
+/// # let _ = (fault, flaky, audit, stuck, one, picky);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Fault {
     trigger: Trigger,
+    /// Only publishes to this exchange ("" is the default exchange).
+    exchange: Option<String>,
+    /// Only publishes routed to this queue (among others, perhaps).
+    queue: Option<String>,
+    /// Only events on this channel number.
+    channel: Option<u16>,
+    /// Only events on this connection (the broker's connection id).
+    connection: Option<u64>,
     /// Fire from this matching event on (1-based).
     from: u64,
     /// How many times it fires; `None`: every time from then on.
@@ -215,6 +248,10 @@ impl Fault {
     fn new(trigger: Trigger) -> Self {
         Fault {
             trigger,
+            exchange: None,
+            queue: None,
+            channel: None,
+            connection: None,
             from: 1,
             times: None,
             action: None,
@@ -223,17 +260,44 @@ impl Fault {
 
     /// Fires on publishes to `exchange` ("" for the default exchange).
     pub fn on_publish_to(exchange: &str) -> Self {
-        Self::new(Trigger::Publish(Some(exchange.to_owned())))
+        Fault {
+            exchange: Some(exchange.to_owned()),
+            ..Self::new(Trigger::Publish)
+        }
     }
 
     /// Fires on every publish.
     pub fn on_any_publish() -> Self {
-        Self::new(Trigger::Publish(None))
+        Self::new(Trigger::Publish)
+    }
+
+    /// Fires on publishes that are routed to `queue` (through any exchange, and
+    /// whatever other queues they reach too). A publish that reaches no queue
+    /// never matches.
+    pub fn on_publish_routed_to(queue: &str) -> Self {
+        Fault {
+            queue: Some(queue.to_owned()),
+            ..Self::new(Trigger::Publish)
+        }
     }
 
     /// Fires on `basic.ack`, `basic.nack` and `basic.reject`.
     pub fn on_ack() -> Self {
         Self::new(Trigger::Settle)
+    }
+
+    /// Only events on channel number `channel` (of any connection, unless
+    /// [`Fault::on_connection`] narrows it too).
+    pub fn on_channel(mut self, channel: u16) -> Self {
+        self.channel = Some(channel);
+        self
+    }
+
+    /// Only events on one connection: its id as in [`crate::Broker::connections`]
+    /// and [`crate::ConnectionSnapshot::id`].
+    pub fn on_connection(mut self, connection: u64) -> Self {
+        self.connection = Some(connection);
+        self
     }
 
     /// Only the `n`th matching event (1-based) fires, once.
@@ -265,14 +329,32 @@ impl Fault {
         self
     }
 
+    /// The message is enqueued, but its confirm is a `basic.nack`.
     pub fn nack_confirm(mut self) -> Self {
         self.action = Some(Action::NackConfirm);
         self
     }
 
+    /// The message is enqueued, but its confirm never comes (and neither do
+    /// those after it on the channel, which RabbitMQ confirms in order).
     pub fn withhold_confirm(mut self) -> Self {
         self.action = Some(Action::WithholdConfirm);
         self
+    }
+
+    fn in_scope(&self, trigger: Trigger, connection: u64, channel: u16) -> bool {
+        self.trigger == trigger
+            && self.connection.is_none_or(|c| c == connection)
+            && self.channel.is_none_or(|c| c == channel)
+    }
+
+    fn matches_publish(&self, e: &PublishEvent<'_>) -> bool {
+        self.in_scope(Trigger::Publish, e.connection, e.channel)
+            && self.exchange.as_deref().is_none_or(|x| x == e.exchange)
+            && self
+                .queue
+                .as_deref()
+                .is_none_or(|q| e.queues.iter().any(|t| t == q))
     }
 }
 
@@ -307,13 +389,13 @@ impl Rules {
         self.any.store(false, Ordering::Release);
     }
 
-    fn check(&self, matches: impl Fn(&Trigger) -> bool) -> Option<Action> {
+    fn check(&self, matches: impl Fn(&Fault) -> bool) -> Option<Action> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
         let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
         let mut action = None;
-        for a in armed.iter_mut().filter(|a| matches(&a.fault.trigger)) {
+        for a in armed.iter_mut().filter(|a| matches(&a.fault)) {
             a.seen += 1;
             let due = a.seen >= a.fault.from && a.fault.times.is_none_or(|t| a.fired < t);
             if due && action.is_none() {
@@ -324,17 +406,13 @@ impl Rules {
         action
     }
 
-    /// The action for a publish to `exchange`, if a rule fires.
-    pub fn on_publish(&self, exchange: &str) -> Option<Action> {
-        self.check(|t| match t {
-            Trigger::Publish(None) => true,
-            Trigger::Publish(Some(x)) => x == exchange,
-            Trigger::Settle => false,
-        })
+    /// The action for a routed publish, if a rule fires.
+    pub fn on_publish(&self, event: &PublishEvent<'_>) -> Option<Action> {
+        self.check(|f| f.matches_publish(event))
     }
 
     /// The action for an ack, nack or reject, if a rule fires.
-    pub fn on_settle(&self) -> Option<Action> {
-        self.check(|t| *t == Trigger::Settle)
+    pub fn on_settle(&self, connection: u64, channel: u16) -> Option<Action> {
+        self.check(|f| f.in_scope(Trigger::Settle, connection, channel))
     }
 }

@@ -78,6 +78,10 @@ pub(crate) struct Shared {
     pub(crate) rules: faults::Rules,
     /// New connections trace their frames.
     tracing: std::sync::atomic::AtomicBool,
+    /// Read-held by every connection task for its life; a restart or crash
+    /// holds it for writing, so that no connection is served while the state is
+    /// rebuilt. The one lock held across awaits, and never with another lock.
+    gate: tokio::sync::RwLock<()>,
     /// Held while compaction or a restart reads or rewrites the log, so that the
     /// two never overlap.
     maintenance: std::sync::Mutex<()>,
@@ -130,6 +134,7 @@ impl Shared {
             rules: Default::default(),
             tracing: std::sync::atomic::AtomicBool::new(false),
             maintenance: std::sync::Mutex::new(()),
+            gate: tokio::sync::RwLock::new(()),
             next_connection: AtomicU64::new(1),
         })
     }
@@ -139,6 +144,10 @@ impl Shared {
     pub(crate) fn compact(&self) {
         let Some(store) = &self.store else { return };
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        if store.is_frozen() {
+            // A crash is under way: the files are what recovery will read.
+            return;
+        }
         store.begin_snapshot();
         for vhost in self.vhosts.values() {
             let state = vhost.lock();
@@ -149,10 +158,52 @@ impl Shared {
         store.end_snapshot();
     }
 
-    /// Lets every vhost expire what is due.
+    /// Lets every vhost expire what is due, and closes the channels whose
+    /// oldest delivery outlived the consumer timeout.
     pub(crate) fn tick(&self) {
         for vhost in self.vhosts.values() {
-            vhost.lock().tick();
+            let overdue = {
+                let mut v = vhost.lock();
+                v.tick();
+                match self.config.consumer_timeout {
+                    Some(timeout) => v.timed_out_channels(timeout),
+                    None => Vec::new(),
+                }
+            };
+            for (conn, channel) in overdue {
+                self.consumer_timed_out(conn, channel);
+            }
+        }
+    }
+
+    /// RabbitMQ 3.10's channel exception for an overdue ack; the close requeues
+    /// the channel's unacked deliveries, as any channel close does.
+    fn consumer_timed_out(&self, conn: u64, channel: u16) {
+        let ms = self
+            .config
+            .consumer_timeout
+            .map_or(0, |t| t.as_millis() as u64);
+        tracing::warn!(
+            conn,
+            channel,
+            "consumer timed out waiting for delivery acknowledgement; timeout {ms} ms"
+        );
+        let info = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&conn)
+            .cloned();
+        if let Some(info) = info {
+            info.command(faults::Command::CloseChannel {
+                channel,
+                code: error::code::PRECONDITION_FAILED,
+                text: format!(
+                    "delivery acknowledgement on channel {channel} timed out. \
+                     Timeout value used: {ms} ms. This timeout value can be \
+                     configured, see consumers doc guide to learn more"
+                ),
+            });
         }
     }
 
@@ -176,6 +227,43 @@ impl Shared {
                 .restore(recovered.vhosts.get(name).unwrap_or(&empty));
         }
         Ok(())
+    }
+
+    /// The power goes out: nothing more reaches the disk. A snapshot being
+    /// written is let finish first, so that the files never hold half of one.
+    fn power_cut(&self) {
+        let Some(store) = &self.store else { return };
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        while store.is_compacting() && !store.has_failed() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        store.freeze();
+    }
+
+    /// After every connection died with the power: the state is what the files
+    /// hold, as after `kill -9`. Without a data directory the in-memory state is
+    /// taken as a disk that synced everything, which is what `restart` keeps.
+    fn crash_state(&self) -> std::io::Result<()> {
+        let Some(store) = &self.store else {
+            for vhost in self.vhosts.values() {
+                vhost.lock().restart();
+            }
+            return Ok(());
+        };
+        let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        let recovered = store::recover(store.dir());
+        // Power is back even when the files cannot be read, so that the store
+        // does not stay frozen; the error is still the caller's.
+        if let Ok(recovered) = &recovered {
+            let empty = store::RecoveredVhost::default();
+            for (name, vhost) in &self.vhosts {
+                vhost
+                    .lock()
+                    .restore(recovered.vhosts.get(name).unwrap_or(&empty));
+            }
+        }
+        store.thaw();
+        recovered.map(drop)
     }
 
     pub(crate) fn register(&self, info: Arc<faults::ConnInfo>) {
@@ -286,10 +374,28 @@ impl BrokerBuilder {
         self
     }
 
-    /// TTLs and queue expiry follow a virtual clock moved only by
-    /// [`Broker::advance`], so a test of a 30-minute TTL takes microseconds.
+    /// TTLs, queue expiry and consumer timeouts follow a virtual clock moved
+    /// only by [`Broker::advance`], so a test of a 30-minute TTL takes
+    /// microseconds. Heartbeats stay on tokio's clock (see [`Broker::advance`]).
     pub fn virtual_clock(mut self) -> Self {
         self.config.virtual_clock = true;
+        self
+    }
+
+    /// How long a delivery may stay unacknowledged before its channel is closed
+    /// with 406 PRECONDITION_FAILED and its unacked messages requeued, as
+    /// RabbitMQ's `consumer_timeout` does (30 minutes by default, as in 3.10).
+    /// Measured on the broker's clock, so on a virtual clock
+    /// [`Broker::advance`] past it closes the channel at once; RabbitMQ checks
+    /// once a minute, so there it can take up to a minute longer.
+    pub fn consumer_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.consumer_timeout = Some(timeout);
+        self
+    }
+
+    /// Deliveries may stay unacknowledged forever.
+    pub fn no_consumer_timeout(mut self) -> Self {
+        self.config.consumer_timeout = None;
         self
     }
 
@@ -440,12 +546,110 @@ impl Broker {
 
     /// [`Broker::restart`], reporting a data directory that cannot be read back.
     pub async fn try_restart(&self) -> std::io::Result<()> {
+        let mut ended: std::collections::HashSet<u64> = self
+            .shared
+            .connection_infos()
+            .iter()
+            .map(|c| c.id)
+            .collect();
         self.close_tx.send_modify(|n| *n += 1);
-        self.tracker.wait_idle().await;
+        // One that opened after the signal went out is closed on its own.
+        let _down = self
+            .take_down(&mut ended, |info| {
+                info.command(faults::Command::CloseConnection {
+                    code: error::code::CONNECTION_FORCED,
+                    text: "broker forced connection closure with reason 'shutdown'".into(),
+                })
+            })
+            .await;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || shared.restart_state())
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    /// Ends every connection task with `end` (once each, including those that
+    /// open meanwhile) and returns once all are gone; connections arriving
+    /// after that wait until the returned guard is dropped.
+    async fn take_down(
+        &self,
+        ended: &mut std::collections::HashSet<u64>,
+        end: impl Fn(&faults::ConnInfo),
+    ) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        let down = self.shared.gate.write();
+        tokio::pin!(down);
+        loop {
+            for info in self.shared.connection_infos() {
+                if ended.insert(info.id) {
+                    end(&info);
+                }
+            }
+            let round = tokio::time::sleep(std::time::Duration::from_millis(10));
+            tokio::select! {
+                guard = &mut down => return guard,
+                _ = round => {}
+            }
+        }
+    }
+
+    /// Crashes the broker as a power cut would, and starts it again: every
+    /// connection dies without `connection.close` (its socket just closes), and
+    /// the state is then recovered as after `kill -9`. The listening addresses
+    /// stay.
+    ///
+    /// With a data directory, what had not been fsynced is lost: records still
+    /// waiting for the writer thread never reach the disk, and the confirms that
+    /// waited for them are never sent. A message whose confirm the publisher
+    /// received is never lost; one whose confirm it did not receive may be lost
+    /// or may survive (it was written but not yet reported when the power went),
+    /// which is why a publisher republishes what was not confirmed. Messages in
+    /// transient queues and transient messages go, as on any restart.
+    ///
+    /// Without a data directory there is no disk to lose: the in-memory broker
+    /// keeps exactly what [`Broker::restart`] keeps (durable exchanges, queues,
+    /// bindings and persistent messages), as if its disk synced every write at
+    /// once. What differs from `restart` is how the clients see it: the socket
+    /// dies instead of a 320 CONNECTION_FORCED close.
+    ///
+    /// [`Broker::stall_storage`] holds records back from the disk beforehand, to
+    /// make sure that some are in flight when the power goes.
+    ///
+    /// # Panics
+    /// When the data directory cannot be read back; see [`Broker::try_crash`].
+    pub async fn crash(&self) {
+        if let Err(e) = self.try_crash().await {
+            panic!("warren crash: cannot recover the data directory: {e}");
+        }
+    }
+
+    /// [`Broker::crash`], reporting a data directory that cannot be read back.
+    pub async fn try_crash(&self) -> std::io::Result<()> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.power_cut())
+            .await
+            .map_err(std::io::Error::other)?;
+        // Every connection dies, with no close: the socket just goes.
+        let _down = self
+            .take_down(&mut Default::default(), |info| {
+                info.command(faults::Command::Drop)
+            })
+            .await;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.crash_state())
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Stalls the disk (true) or lets it go again (false), as a disk whose
+    /// fsync hangs: persistent messages to durable queues are still routed and
+    /// delivered, but nothing reaches the disk and their confirms do not come.
+    /// Released, everything held back is written and confirmed; a
+    /// [`Broker::crash`] meanwhile loses it. Does nothing without a data
+    /// directory, where confirms never wait for a disk.
+    pub fn stall_storage(&self, on: bool) {
+        if let Some(store) = &self.shared.store {
+            store.stall(on);
+        }
     }
 
     /// Graceful shutdown: stops accepting, closes every connection with 320
@@ -482,7 +686,14 @@ impl Broker {
 
     /// Moves the virtual clock (`BrokerBuilder::virtual_clock`) forward and
     /// applies what became due: expired messages are dropped or dead-lettered,
-    /// unused queues with `x-expires` deleted. Does nothing on a real clock.
+    /// unused queues with `x-expires` deleted, channels holding a delivery
+    /// longer than the consumer timeout closed. Does nothing on a real clock.
+    ///
+    /// Heartbeats do not follow it: the client's own heartbeat timer runs on real
+    /// time, so moving only the broker's clock would make every client look
+    /// silent. Heartbeats follow tokio's clock instead, as does the broker's
+    /// real clock: a test under `tokio::time::pause()` moves TTLs, expiry,
+    /// consumer timeouts and heartbeats together with `tokio::time::advance`.
     pub fn advance(&self, by: std::time::Duration) {
         if self.shared.clock.is_virtual() {
             self.shared.clock.advance(by);

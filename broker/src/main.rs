@@ -30,6 +30,10 @@ struct Args {
     /// Bytes of messages held above which publishers are blocked (0: never).
     #[arg(long, default_value_t = 0)]
     memory_high_watermark: usize,
+    /// Milliseconds a delivery may stay unacknowledged before its channel is
+    /// closed with 406, as RabbitMQ's `consumer_timeout` (0: never).
+    #[arg(long, default_value_t = 1_800_000)]
+    consumer_timeout: u64,
 }
 
 #[tokio::main]
@@ -49,6 +53,10 @@ async fn main() -> ExitCode {
         .credentials(&args.user, &args.password)
         .heartbeat(args.heartbeat)
         .memory_high_watermark(args.memory_high_watermark);
+    builder = match args.consumer_timeout {
+        0 => builder.no_consumer_timeout(),
+        ms => builder.consumer_timeout(std::time::Duration::from_millis(ms)),
+    };
     for addr in &args.bind {
         builder = builder.bind(*addr);
     }

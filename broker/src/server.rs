@@ -104,6 +104,9 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    // Held for the connection's life: a restart or crash waits for every holder
+    // to end, and a connection arriving meanwhile waits here until it is over.
+    let _up = shared.gate.read().await;
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
     let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
@@ -159,7 +162,9 @@ pub async fn serve<S>(
                             conn.close_connection(code, text, 0, 0);
                         }
                         Command::CloseChannel { channel, code, text } => {
-                            conn.fail(channel, crate::AmqpError::channel(code, text));
+                            if conn.channel_is_open(channel) {
+                                conn.fail(channel, crate::AmqpError::channel(code, text));
+                            }
                         }
                         Command::Drop => abort = true,
                         Command::CutMidFrame => {

@@ -693,6 +693,13 @@ struct Pending {
     /// Log sequence number of the last record appended.
     lsn: u64,
     closed: bool,
+    /// A simulated power cut (`Broker::crash`): nothing appended from now on
+    /// reaches the disk or advances `durable`, until `thaw`.
+    frozen: bool,
+    /// A simulated stalled disk: the writer takes nothing until released.
+    stalled: bool,
+    /// The writer holds a batch it has not finished writing.
+    writing: bool,
 }
 
 /// The log: appended to under the vhost locks, written and fsynced by its own thread.
@@ -814,8 +821,10 @@ impl Store {
         self.durable_tx.subscribe()
     }
 
-    /// Waits (blocking) until everything appended so far is on disk.
+    /// Waits (blocking) until everything appended so far is on disk. A stalled
+    /// disk is released first: only a crash loses what it held back.
     pub fn flush(&self) {
+        self.stall(false);
         let target = self.appended_lsn();
         // Only shutdown and restart wait here, so a short poll is simpler than a
         // second wake-up channel from the writer thread.
@@ -823,6 +832,58 @@ impl Store {
             self.wake.notify_one();
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    /// Stalls the disk (true): records are still appended, but none is written
+    /// or synced, so no confirm that waits for one is sent, until released.
+    pub fn stall(&self, on: bool) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stalled = on;
+        self.wake.notify_one();
+    }
+
+    /// The power goes out: what was appended and not yet written is dropped,
+    /// and from now on nothing is written or made durable until [`Store::thaw`].
+    /// Returns once the writer has finished the batch it was writing, so that
+    /// the files no longer change.
+    pub fn freeze(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.frozen = true;
+        p.stalled = false;
+        p.items.clear();
+        while p.writing {
+            drop(p);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .frozen
+    }
+
+    /// Power is back and the state was recovered from the files: appends are
+    /// written again. The dropped records' LSNs count as settled, so that
+    /// `flush` does not wait for them; nobody is waiting for their confirms,
+    /// since every connection died with the power.
+    pub fn thaw(&self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.frozen = false;
+        let lsn = p.lsn;
+        drop(p);
+        let durable = self.durable.fetch_max(lsn, Ordering::AcqRel).max(lsn);
+        self.durable_tx.send_replace(durable);
+        self.wake.notify_one();
+    }
+
+    /// Whether a snapshot is being written and not yet durable.
+    pub fn is_compacting(&self) -> bool {
+        self.compacting.load(Ordering::Acquire)
     }
 
     /// Whether the log has grown enough past its live content to be rewritten.
@@ -870,9 +931,18 @@ impl Store {
         loop {
             let (items, lsn, closed) = {
                 let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                while p.items.is_empty() && !p.closed {
+                while (p.items.is_empty() || p.stalled) && !p.closed {
                     p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
                 }
+                if p.frozen {
+                    // Appended after the power cut: it never reaches the disk.
+                    p.items.clear();
+                    if p.closed {
+                        return;
+                    }
+                    continue;
+                }
+                p.writing = !p.items.is_empty() && !self.has_failed();
                 (std::mem::take(&mut p.items), p.lsn, p.closed)
             };
             if items.is_empty() && closed {
@@ -922,10 +992,19 @@ impl Store {
                 }
                 Ok(())
             })();
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.writing = false;
+            // Written, but the power went out before it could be reported: no
+            // confirm goes out for it (it may still be found on recovery).
+            let report = !p.frozen;
+            drop(p);
             match result {
+                Ok(()) if !report => {}
                 Ok(()) => {
-                    self.durable.store(lsn, Ordering::Release);
-                    self.durable_tx.send_replace(lsn);
+                    // A max: after a power cut `thaw` may have moved past a batch
+                    // that was still being written.
+                    let durable = self.durable.fetch_max(lsn, Ordering::AcqRel).max(lsn);
+                    self.durable_tx.send_replace(durable);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, dir = %self.dir.display(), "storage write failed; no more publishes will be confirmed");

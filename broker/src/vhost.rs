@@ -319,6 +319,8 @@ struct Unacked {
     persisted: bool,
     expires_at: Option<u64>,
     returns: u32,
+    /// When it was delivered, on the broker's clock, for the consumer timeout.
+    delivered_at: u64,
 }
 
 /// A channel's delivery state: what it was sent and has not acknowledged.
@@ -337,6 +339,9 @@ struct ChannelState {
     /// The channel's direct reply-to address, while it consumes from
     /// `amq.rabbitmq.reply-to`.
     reply_to: Option<String>,
+    /// Its consumer timeout fired: the close is on its way, so it is not
+    /// reported again.
+    timed_out: bool,
 }
 
 #[derive(Debug)]
@@ -1224,6 +1229,27 @@ impl VhostState {
         self.timed = still_timed;
     }
 
+    /// Channels whose oldest unacked delivery (from a consumer or a `basic.get`)
+    /// has waited longer than `timeout`, each reported once: RabbitMQ's
+    /// consumer timeout, which looks only at the oldest delivery of a channel.
+    pub fn timed_out_channels(&mut self, timeout: std::time::Duration) -> Vec<(ConnId, u16)> {
+        let now = self.clock.now_ms();
+        let limit = timeout.as_millis() as u64;
+        let mut out = Vec::new();
+        for (&(conn, channel), st) in &mut self.channels {
+            let overdue = st
+                .unacked
+                .first_key_value()
+                .is_some_and(|(_, u)| now.saturating_sub(u.delivered_at) > limit);
+            if overdue && !st.timed_out {
+                st.timed_out = true;
+                out.push((conn, channel));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     /// Sends `basic.return` with the message to the publisher.
     pub fn write_return(&self, conn: ConnId, channel: u16, exchange: &str, msg: &Message) {
         let Some(conn) = self.conns.get(&conn) else {
@@ -1262,6 +1288,7 @@ impl VhostState {
         if q.stream.is_some() {
             return self.deliver_stream(queue);
         }
+        let now = self.clock.now_ms();
         while !q.ready.is_empty() && !q.consumers.is_empty() {
             // With a single active consumer only the first one is served.
             let n = if q.limits.single_active_consumer {
@@ -1315,6 +1342,7 @@ impl VhostState {
                         persisted: item.persisted,
                         expires_at: item.expires_at,
                         returns: item.returns,
+                        delivered_at: now,
                     },
                 );
             }
@@ -1342,6 +1370,7 @@ impl VhostState {
     /// Gives each consumer of a stream the entries after its position, up to its
     /// prefetch: every consumer reads the whole log, none takes from another.
     fn deliver_stream(&mut self, queue: &str) {
+        let now = self.clock.now_ms();
         let Some(q) = self.queues.get_mut(queue) else {
             return;
         };
@@ -1379,6 +1408,7 @@ impl VhostState {
                         persisted: false,
                         expires_at: None,
                         returns: 0,
+                        delivered_at: now,
                     },
                 );
                 let header = stream::delivery_header(&entry.msg, offset);
@@ -1634,6 +1664,7 @@ impl VhostState {
                     persisted: item.persisted,
                     expires_at: item.expires_at,
                     returns: item.returns,
+                    delivered_at: now,
                 },
             );
         }

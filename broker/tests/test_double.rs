@@ -1,8 +1,13 @@
 //! What only a test double can do, each shown in a test of the kind an application
 //! needs: looking inside queues, waiting for a condition instead of sleeping,
 //! seeding a queue, and injecting faults (a nacked confirm, a channel closed on
-//! the 3rd publish, a dropped connection, a broker-side cancel, a forced close),
-//! with a frame trace to print when something goes wrong.
+//! the 3rd publish, a dropped connection, a broker-side cancel, a forced close,
+//! confirm faults scoped to a queue or a channel, a crash that loses what was not
+//! fsynced), with a frame trace to print when something goes wrong; and time:
+//! consumer timeouts on the virtual clock, heartbeats and TTLs under
+//! `tokio::time::pause()`.
+
+mod common;
 
 use std::time::Duration;
 
@@ -239,5 +244,457 @@ async fn the_frame_trace_shows_what_a_client_sent_and_got() {
         .iter()
         .any(|e| e.direction == Direction::Out && e.frame.contains("DeclareOk"));
     assert!(sent && got, "{}", broker.trace_dump());
+    broker.shutdown().await;
+}
+
+// ---- scoped confirm faults --------------------------------------------------------
+
+#[tokio::test]
+async fn a_confirm_fault_scoped_to_a_queue_nacks_only_what_reaches_it() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    declare(&ch, "orders").await;
+    declare(&ch, "audit").await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    broker.inject(Fault::on_publish_routed_to("audit").nack_confirm());
+    let confirmed = |queue: &'static str| {
+        let ch = ch.clone();
+        async move {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    b"m",
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            within(confirm).await.unwrap().is_ack()
+        }
+    };
+    assert!(
+        confirmed("orders").await,
+        "orders is out of the fault's scope"
+    );
+    assert!(!confirmed("audit").await, "audit is in it");
+    assert!(confirmed("orders").await);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_confirm_fault_scoped_to_a_channel_spares_the_others() {
+    let broker = Broker::start().await.unwrap();
+    let (conn, first) = open(&broker).await;
+    let second = within(conn.create_channel()).await.unwrap();
+    declare(&first, "orders").await;
+    for ch in [&first, &second] {
+        within(ch.confirm_select(ConfirmSelectOptions::default()))
+            .await
+            .unwrap();
+    }
+    let id = broker.connections()[0].id;
+    broker.inject(
+        Fault::on_any_publish()
+            .on_connection(id)
+            .on_channel(second.id())
+            .nack_confirm(),
+    );
+    assert_eq!(within(publish_order(&first, "a")).await, Ok(1));
+    assert_eq!(
+        within(publish_order(&second, "b")).await,
+        Err("nacked 3 times".to_owned())
+    );
+    // A channel of the same number on another connection is out of scope.
+    let (_other_conn, other) = open(&broker).await;
+    let other2 = within(_other_conn.create_channel()).await.unwrap();
+    assert_eq!(other2.id(), second.id());
+    within(other2.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    assert_eq!(within(publish_order(&other2, "c")).await, Ok(1));
+    drop(other);
+    broker.shutdown().await;
+}
+
+// ---- consumer timeouts ------------------------------------------------------------
+
+/// RabbitMQ 3.10's text, for a channel `ch` and a timeout of `ms`.
+fn ack_timeout_text(ch: u16, ms: u64) -> String {
+    format!(
+        "PRECONDITION_FAILED - delivery acknowledgement on channel {ch} timed out. \
+         Timeout value used: {ms} ms. This timeout value can be configured, see \
+         consumers doc guide to learn more"
+    )
+}
+
+async fn raw_in_process(broker: &Broker) -> common::Raw {
+    let mut raw = common::Raw::new(Box::new(broker.connect_in_process()));
+    within(raw.handshake("guest", "guest", "/")).await;
+    raw
+}
+
+#[tokio::test]
+async fn a_delivery_unacked_past_the_consumer_timeout_closes_its_channel() {
+    let broker = Broker::builder()
+        .no_listener()
+        .virtual_clock()
+        .start()
+        .await
+        .unwrap();
+    let mut raw = raw_in_process(&broker).await;
+    raw.open_channel(1).await;
+    raw.declare_queue(1, "tasks").await;
+    broker
+        .seed("tasks", "job", BasicProperties::default())
+        .unwrap();
+    raw.consume(1, "tasks", "worker", false).await;
+    let got = raw.expect_content(1).await;
+    assert!(!got.deliver().redelivered);
+    // Thirty minutes is RabbitMQ 3.10's default, and not yet too long.
+    broker.advance(Duration::from_secs(30 * 60));
+    raw.assert_alive().await;
+    broker.advance(Duration::from_secs(60));
+    raw.expect_channel_close(1, 406, (0, 0), &ack_timeout_text(1, 1_800_000))
+        .await;
+    // The close requeued the job, marked redelivered, for the next worker.
+    raw.open_channel(2).await;
+    let again = raw.get(2, "tasks", true).await.expect("the job again");
+    assert!(again.get_ok().redelivered);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ack_in_time_keeps_the_channel_and_the_timeout_is_configurable() {
+    let broker = Broker::builder()
+        .no_listener()
+        .virtual_clock()
+        .consumer_timeout(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    let mut raw = raw_in_process(&broker).await;
+    raw.open_channel(1).await;
+    raw.declare_queue(1, "tasks").await;
+    raw.put("tasks", b"one").await;
+    raw.put("tasks", b"two").await;
+    // basic.get deliveries count too, as in RabbitMQ.
+    let one = raw.get(1, "tasks", false).await.expect("one");
+    broker.advance(Duration::from_secs(4));
+    raw.send(
+        1,
+        amq_protocol::protocol::basic::Ack {
+            delivery_tag: one.get_ok().delivery_tag,
+            multiple: false,
+        },
+    )
+    .await;
+    // A round trip on the same connection: the ack was handled before it.
+    let _two = raw.get(1, "tasks", false).await.expect("two");
+    broker.advance(Duration::from_secs(4));
+    raw.assert_alive().await;
+    broker.advance(Duration::from_secs(1));
+    raw.assert_alive().await;
+    broker.advance(Duration::from_millis(1));
+    raw.expect_channel_close(1, 406, (0, 0), &ack_timeout_text(1, 5_000))
+        .await;
+    broker.queue("tasks").assert_bodies(&["two"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_consumer_timeout_lets_a_delivery_wait_forever() {
+    let broker = Broker::builder()
+        .no_listener()
+        .virtual_clock()
+        .no_consumer_timeout()
+        .start()
+        .await
+        .unwrap();
+    let mut raw = raw_in_process(&broker).await;
+    raw.open_channel(1).await;
+    raw.declare_queue(1, "tasks").await;
+    raw.put("tasks", b"slow").await;
+    raw.get(1, "tasks", false).await.expect("slow");
+    broker.advance(Duration::from_secs(24 * 3600));
+    raw.assert_alive().await;
+    // Channel 1 still works and still holds the delivery.
+    assert!(raw.get(1, "tasks", false).await.is_none());
+    assert_eq!(broker.queue("tasks").unacked.len(), 1);
+    broker.shutdown().await;
+}
+
+// ---- crash ------------------------------------------------------------------------
+
+fn data_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "warren-test-double-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn declare_durable(ch: &Channel, name: &str) {
+    within(ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The application code under test: a publisher that treats a message as sent
+/// only once its confirm came, and publishes again whatever was not confirmed
+/// when its connection died.
+struct ReliablePublisher {
+    unconfirmed: Vec<String>,
+}
+
+impl ReliablePublisher {
+    /// Publishes every unconfirmed message on `ch`; false when the connection
+    /// died before all were confirmed (what was confirmed is forgotten).
+    async fn flush(&mut self, ch: &Channel) -> bool {
+        let mut pending = Vec::new();
+        for body in &self.unconfirmed {
+            let sent = ch
+                .basic_publish(
+                    "".into(),
+                    "orders".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await;
+            match sent {
+                Ok(confirm) => pending.push((body.clone(), confirm)),
+                Err(_) => break,
+            }
+        }
+        let mut confirmed = Vec::new();
+        for (body, confirm) in pending {
+            if matches!(confirm.await, Ok(c) if c.is_ack()) {
+                confirmed.push(body);
+            }
+        }
+        self.unconfirmed.retain(|b| !confirmed.contains(b));
+        self.unconfirmed.is_empty()
+    }
+}
+
+#[tokio::test]
+async fn a_publisher_that_republishes_what_was_not_confirmed_survives_a_crash() {
+    let dir = data_dir("republish");
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let (conn, ch) = open(&broker).await;
+    declare_durable(&ch, "orders").await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    let mut publisher = ReliablePublisher {
+        unconfirmed: vec!["order-1".into()],
+    };
+    assert!(within(publisher.flush(&ch)).await, "order-1 is confirmed");
+    // The disk stops syncing: order-2 is routed, but its confirm must wait...
+    broker.stall_storage(true);
+    publisher.unconfirmed.push("order-2".into());
+    let flushing = tokio::spawn({
+        let ch = ch.clone();
+        let mut publisher = ReliablePublisher {
+            unconfirmed: publisher.unconfirmed.clone(),
+        };
+        async move {
+            let done = publisher.flush(&ch).await;
+            (done, publisher)
+        }
+    });
+    broker
+        .wait_for(TIMEOUT, |s| {
+            s.queue("orders").is_some_and(|q| q.messages.len() == 2)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // ...and the power goes out before it came.
+    broker.crash().await;
+    let (done, publisher) = within(flushing).await.unwrap();
+    assert!(!done, "the connection died before order-2 was confirmed");
+    assert_eq!(publisher.unconfirmed, ["order-2"]);
+    assert!(!conn.status().connected());
+    // What was confirmed is there; what was not never reached the disk.
+    broker.queue("orders").assert_bodies(&["order-1"]);
+    // The publisher reconnects and sends again what was not confirmed.
+    let mut publisher = publisher;
+    let (_conn, ch) = open(&broker).await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    assert!(within(publisher.flush(&ch)).await);
+    broker
+        .queue("orders")
+        .assert_bodies(&["order-1", "order-2"]);
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn every_confirmed_message_survives_a_crash_in_mid_stream() {
+    let dir = data_dir("midstream");
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    declare_durable(&ch, "orders").await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for i in 0..300 {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "orders".into(),
+                BasicPublishOptions::default(),
+                format!("m{i}").as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        confirms.push(confirm);
+    }
+    // Crash as soon as the first confirm is in: the rest are in every state
+    // from "not yet read" to "on disk, confirm on its way".
+    let mut confirms = confirms.into_iter();
+    let first = within(confirms.next().unwrap()).await.unwrap();
+    assert!(first.is_ack());
+    broker.crash().await;
+    let mut confirmed = vec!["m0".to_owned()];
+    for (i, confirm) in confirms.enumerate() {
+        if matches!(within(confirm).await, Ok(c) if c.is_ack()) {
+            confirmed.push(format!("m{}", i + 1));
+        }
+    }
+    let q = broker.queue("orders");
+    let kept: Vec<String> = q
+        .messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    for body in &confirmed {
+        assert!(kept.contains(body), "confirmed {body} was lost:\n{q}");
+    }
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_crash_drops_connections_without_a_close_and_keeps_durable_state_in_memory() {
+    let broker = Broker::builder().no_listener().start().await.unwrap();
+    let mut raw = raw_in_process(&broker).await;
+    raw.open_channel(1).await;
+    raw.queue_declare(
+        1,
+        amq_protocol::protocol::queue::Declare {
+            queue: "durable".into(),
+            durable: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    raw.declare_queue(1, "transient").await;
+    broker
+        .seed(
+            "durable",
+            "persistent",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .unwrap();
+    broker
+        .seed("durable", "transient message", BasicProperties::default())
+        .unwrap();
+    broker.crash().await;
+    // The socket just dies: no connection.close, as from a dying broker.
+    within(raw.expect_closed()).await;
+    assert!(broker.try_queue("transient").is_none());
+    broker.queue("durable").assert_bodies(&["persistent"]);
+    let mut raw = raw_in_process(&broker).await;
+    raw.assert_alive().await;
+    raw.close().await;
+    broker.shutdown().await;
+}
+
+// ---- time under tokio::time::pause() ----------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_is_dropped_after_two_heartbeats_of_paused_time() {
+    let broker = Broker::builder().no_listener().start().await.unwrap();
+    let mut raw = common::Raw::new(Box::new(broker.connect_in_process()));
+    raw.start().await;
+    raw.start_ok("guest", "guest").await;
+    let tune = raw.tune().await;
+    assert_eq!(tune.heartbeat, 60, "RabbitMQ's default, taken as is");
+    raw.open_vhost("/").await;
+    let silent_since = tokio::time::Instant::now();
+    // 119 s of silence: the broker still sends its heartbeats and waits.
+    tokio::time::advance(Duration::from_secs(119)).await;
+    match raw.next_frame_or_heartbeat().await {
+        Some(amq_protocol::frame::AMQPFrame::Heartbeat) => {}
+        other => panic!("expected a heartbeat, got {other:?}"),
+    }
+    assert_eq!(broker.connection_count(), 1);
+    // Past two intervals it closes the socket, without a connection.close.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    loop {
+        match raw.next_frame_or_heartbeat().await {
+            Some(amq_protocol::frame::AMQPFrame::Heartbeat) => continue,
+            None => break,
+            Some(other) => panic!("expected the socket to close, got {other:?}"),
+        }
+    }
+    let silent = silent_since.elapsed();
+    assert!(
+        silent >= Duration::from_secs(120),
+        "closed after {silent:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn message_ttl_follows_paused_tokio_time() {
+    let broker = Broker::builder().no_listener().start().await.unwrap();
+    let mut raw = raw_in_process(&broker).await;
+    raw.open_channel(1).await;
+    let mut args = amq_protocol::types::FieldTable::default();
+    args.insert(
+        "x-message-ttl".into(),
+        amq_protocol::types::AMQPValue::LongInt(60_000),
+    );
+    raw.queue_declare(
+        1,
+        amq_protocol::protocol::queue::Declare {
+            queue: "ttl".into(),
+            arguments: args,
+            ..Default::default()
+        },
+    )
+    .await;
+    raw.put("ttl", b"short-lived").await;
+    tokio::time::advance(Duration::from_secs(59)).await;
+    broker.queue("ttl").assert_bodies(&["short-lived"]);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    broker
+        .wait_for(TIMEOUT, |s| {
+            s.queue("ttl").is_some_and(|q| q.messages.is_empty())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    raw.close().await;
     broker.shutdown().await;
 }
