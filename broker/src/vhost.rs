@@ -12,98 +12,29 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use bytes::Bytes;
 
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::AmqpError;
-use crate::memory::{Gauge, Held};
+use crate::memory::Gauge;
 use crate::outbox::Outbox;
 use crate::routing;
 use crate::store::{Record, Store};
 
 mod deadletter;
 mod inspect;
+mod message;
 mod persist;
 mod queue;
 mod reply;
 
+pub use message::{Message, Route, RouteCache};
 pub use reply::REPLY_TO;
 
 use queue::{Limits, Overflow, Ready};
 
 pub type ConnId = u64;
 type ChanKey = (ConnId, u16);
-
-/// A published message; shared by every queue it was routed to.
-///
-/// Only the properties the broker acts on are kept decoded; the rest stay in the
-/// content header bytes, decoded when asked for ([`Message::properties`]). That
-/// keeps a queued message close to its body's size.
-#[derive(Debug)]
-pub struct Message {
-    pub exchange: Box<str>,
-    pub routing_key: Box<str>,
-    /// The content header payload as the publisher sent it.
-    pub header: Bytes,
-    pub body: Bytes,
-    pub delivery_mode: u8,
-    pub priority: u8,
-    /// The `expiration` property, checked at publish: a per-message TTL in ms.
-    pub expiration: Option<u64>,
-    /// Its id in the store, when it was written there (persistent, routed to a
-    /// durable queue, with a data directory).
-    pub persist_id: Option<u64>,
-    /// Its bytes, counted against the memory high watermark while it lives.
-    #[allow(dead_code, reason = "never read: it counts until it is dropped")]
-    pub held: Held,
-}
-
-impl Message {
-    /// A message with these properties, header and body (the header encodes the
-    /// properties: as received, or re-encoded by the broker).
-    pub fn new(
-        exchange: &str,
-        routing_key: &str,
-        properties: &basic::AMQPProperties,
-        header: Bytes,
-        body: Bytes,
-        held: Held,
-    ) -> Message {
-        Message {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            header,
-            body,
-            delivery_mode: properties.delivery_mode().unwrap_or(1),
-            priority: properties.priority().unwrap_or(0),
-            expiration: properties
-                .expiration()
-                .as_ref()
-                .and_then(|e| e.as_str().parse().ok()),
-            persist_id: None,
-            held,
-        }
-    }
-
-    pub fn persistent(&self) -> bool {
-        self.delivery_mode == 2
-    }
-
-    fn size(&self) -> usize {
-        self.header.len() + self.body.len()
-    }
-
-    /// The per-message TTL from the `expiration` property (checked at publish).
-    pub(crate) fn expiration_ms(&self) -> Option<u64> {
-        self.expiration
-    }
-
-    /// All the properties, decoded from the content header.
-    pub fn properties(&self) -> basic::AMQPProperties {
-        codec::header_properties(&self.header).unwrap_or_default()
-    }
-}
 
 /// What `basic.consume` asks for.
 #[derive(Debug, Clone)]
@@ -1057,7 +988,7 @@ impl VhostState {
             .filter(|name| {
                 self.queues.get(*name).is_some_and(|q| {
                     q.limits.overflow != Overflow::DropHead
-                        && q.limits.full(&q.ready, msg.body.len())
+                        && q.limits.full(&q.ready, msg.body().len())
                 })
             })
             .cloned()
@@ -1097,7 +1028,7 @@ impl VhostState {
                 seq,
                 msg: msg.clone(),
                 redelivered: false,
-                persisted: msg.persist_id.is_some() && q.is_durable(),
+                persisted: msg.persist_id().is_some() && q.is_durable(),
                 expires_at: ttl.map(|t| now.saturating_add(t)),
                 returns: 0,
             });
@@ -1193,10 +1124,10 @@ impl VhostState {
                     reply_code: crate::error::code::NO_ROUTE,
                     reply_text: "NO_ROUTE".into(),
                     exchange: exchange.into(),
-                    routing_key: (&*msg.routing_key).into(),
+                    routing_key: msg.routing_key().into(),
                 })),
             );
-            codec::put_content(out, channel, &msg.header, &msg.body, frame_max);
+            codec::put_message(out, channel, msg.props(), msg.body(), frame_max);
         });
     }
 
@@ -1245,7 +1176,7 @@ impl VhostState {
             let Some(idx) = chosen else { break };
             q.next_consumer = (idx + 1) % n;
             let item = q.ready.pop_front().expect("not empty");
-            let header = delivery_header(q.limits.quorum, &item);
+            let props = delivery_props(q.limits.quorum, &item);
             let c = &mut q.consumers[idx];
             let st = self
                 .channels
@@ -1283,10 +1214,10 @@ impl VhostState {
                     &c.tag,
                     tag,
                     item.redelivered,
-                    &item.msg.exchange,
-                    &item.msg.routing_key,
+                    item.msg.exchange(),
+                    item.msg.routing_key(),
                 );
-                codec::put_content(out, c.channel, &header, &item.msg.body, conn.frame_max);
+                codec::put_message(out, c.channel, &props, item.msg.body(), conn.frame_max);
             });
         }
     }
@@ -1462,7 +1393,7 @@ impl VhostState {
         let entry = &self.conns[&conn];
         let m = &item.msg;
         let quorum = self.queues.get(queue).is_some_and(|q| q.limits.quorum);
-        let header = delivery_header(quorum, &item);
+        let props = delivery_props(quorum, &item);
         entry.outbox.push(|out| {
             codec::put_method(
                 out,
@@ -1470,12 +1401,12 @@ impl VhostState {
                 AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                     delivery_tag: tag,
                     redelivered: item.redelivered,
-                    exchange: (&*m.exchange).into(),
-                    routing_key: (&*m.routing_key).into(),
+                    exchange: m.exchange().into(),
+                    routing_key: m.routing_key().into(),
                     message_count: remaining,
                 })),
             );
-            codec::put_content(out, channel, &header, &m.body, entry.frame_max);
+            codec::put_message(out, channel, &props, m.body(), entry.frame_max);
         });
         Ok(true)
     }
@@ -1646,11 +1577,11 @@ fn check_exclusive(q: &Queue, conn: ConnId, vhost: &str) -> Result<(), AmqpError
     }
 }
 
-/// The content header a delivery carries: the publisher's, or for a quorum
-/// queue the same with `x-delivery-count` (how often it came back) added.
-fn delivery_header(quorum: bool, item: &Queued) -> Bytes {
+/// The properties a delivery carries: the publisher's, or for a quorum queue
+/// the same with `x-delivery-count` (how often it came back) added.
+fn delivery_props(quorum: bool, item: &Queued) -> std::borrow::Cow<'_, [u8]> {
     if !quorum {
-        return item.msg.header.clone();
+        return item.msg.props().into();
     }
     let properties = item.msg.properties();
     let mut headers = properties.headers().clone().unwrap_or_default();
@@ -1659,7 +1590,8 @@ fn delivery_header(quorum: bool, item: &Queued) -> Bytes {
         AMQPValue::LongLongInt(i64::from(item.returns)),
     );
     let props = properties.with_headers(headers);
-    codec::encode_header(item.msg.body.len() as u64, &props)
+    let header = codec::encode_header(item.msg.body().len() as u64, &props);
+    header[12..].to_vec().into()
 }
 
 /// What RabbitMQ 3.10 refuses in a quorum queue's declaration.

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{
-    Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, VhostState,
+    Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, Route,
+    VhostState,
 };
 use crate::store::{Record, RecoveredVhost, Store};
 
@@ -71,7 +72,7 @@ impl VhostState {
 
     /// A persisted message left `queue` for good.
     pub(super) fn log_removed(&self, queue: &str, msg: &Message) {
-        if let (Some(store), Some(id)) = (&self.store, msg.persist_id) {
+        if let (Some(store), Some(id)) = (&self.store, msg.persist_id()) {
             store.append(&Record::Remove {
                 id,
                 vhost: self.name.clone(),
@@ -97,15 +98,15 @@ impl VhostState {
             return None;
         }
         let id = store.next_message_id();
-        msg.persist_id = Some(id);
+        msg.set_persist_id(id);
         Some(store.append(&Record::Publish {
             id,
             vhost: self.name.clone(),
             queues,
-            exchange: msg.exchange.to_string(),
-            routing_key: msg.routing_key.to_string(),
-            header: msg.header.clone(),
-            body: msg.body.clone(),
+            exchange: msg.exchange().to_string(),
+            routing_key: msg.routing_key().to_string(),
+            header: msg.header(),
+            body: msg.body_bytes(),
         }))
     }
 
@@ -167,14 +168,12 @@ impl VhostState {
                         let properties =
                             crate::codec::header_properties(&stored.header).unwrap_or_default();
                         let mut msg = Message::new(
-                            &stored.exchange,
-                            &stored.routing_key,
+                            Route::new(&stored.exchange, &stored.routing_key, &self.gauge),
                             &properties,
                             stored.header.clone(),
                             stored.body.clone(),
-                            self.gauge.hold(stored.body.len()),
                         );
-                        msg.persist_id = Some(msg_id);
+                        msg.set_persist_id(msg_id);
                         Arc::new(msg)
                     })
                     .clone();
@@ -248,7 +247,7 @@ impl VhostState {
                 arguments: q.arguments.clone(),
             });
             for item in q.ready.iter().filter(|i| i.persisted) {
-                let id = item.msg.persist_id.expect("persisted messages have ids");
+                let id = item.msg.persist_id().expect("persisted messages have ids");
                 held.entry(id)
                     .or_insert_with(|| (item.msg.clone(), Vec::new()))
                     .1
@@ -265,7 +264,7 @@ impl VhostState {
                     .get(&*u.queue)
                     .is_some_and(|q| q.id == u.queue_id);
                 if still_there {
-                    let id = u.msg.persist_id.expect("persisted messages have ids");
+                    let id = u.msg.persist_id().expect("persisted messages have ids");
                     held.entry(id)
                         .or_insert_with(|| (u.msg.clone(), Vec::new()))
                         .1
@@ -297,10 +296,10 @@ impl VhostState {
                 id,
                 vhost: vhost(),
                 queues,
-                exchange: msg.exchange.to_string(),
-                routing_key: msg.routing_key.to_string(),
-                header: msg.header.clone(),
-                body: msg.body.clone(),
+                exchange: msg.exchange().to_string(),
+                routing_key: msg.routing_key().to_string(),
+                header: msg.header(),
+                body: msg.body_bytes(),
             });
         }
         for (id, queue) in delivered {
@@ -317,7 +316,7 @@ impl VhostState {
 /// Records a delivery of a persisted message: gone for good with no-ack,
 /// otherwise remembered as delivered so a restart marks it redelivered.
 pub(super) fn log_delivery(store: &Store, vhost: &str, queue: &str, item: &Queued, no_ack: bool) {
-    let Some(id) = item.msg.persist_id else {
+    let Some(id) = item.msg.persist_id() else {
         return;
     };
     if no_ack {
