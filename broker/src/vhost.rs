@@ -28,6 +28,7 @@ mod persist;
 mod queue;
 mod reply;
 
+use message::Deadline;
 pub use message::{Message, Route, RouteCache};
 pub use reply::REPLY_TO;
 
@@ -134,7 +135,7 @@ struct Queued {
     /// The store holds this message for this queue.
     persisted: bool,
     /// When it expires, in the broker clock's milliseconds (TTL).
-    expires_at: Option<u64>,
+    expires_at: Deadline,
     /// How often it came back to the queue (a quorum queue's `x-delivery-count`).
     returns: u32,
 }
@@ -233,7 +234,7 @@ struct Unacked {
     /// `None` for a `basic.get`, which counts against no prefetch.
     consumer: Option<Arc<str>>,
     persisted: bool,
-    expires_at: Option<u64>,
+    expires_at: Deadline,
     returns: u32,
 }
 
@@ -1029,7 +1030,7 @@ impl VhostState {
                 msg: msg.clone(),
                 redelivered: false,
                 persisted: msg.persist_id().is_some() && q.is_durable(),
-                expires_at: ttl.map(|t| now.saturating_add(t)),
+                expires_at: Deadline::after(now, ttl),
                 returns: 0,
             });
             let mut dropped = Vec::new();
@@ -1069,11 +1070,7 @@ impl VhostState {
             return;
         };
         let mut expired = Vec::new();
-        while q
-            .ready
-            .front()
-            .is_some_and(|m| m.expires_at.is_some_and(|t| t <= now))
-        {
+        while q.ready.front().is_some_and(|m| m.expires_at.passed(now)) {
             expired.extend(q.ready.pop_front());
         }
         if !expired.is_empty() {
@@ -1104,7 +1101,7 @@ impl VhostState {
             }
             still_timed |= q.limits.expires.is_some()
                 || q.limits.message_ttl.is_some()
-                || q.ready.iter().any(|m| m.expires_at.is_some());
+                || q.ready.iter().any(|m| m.expires_at.is_set());
             self.dispatch(&name);
         }
         self.timed = still_timed;

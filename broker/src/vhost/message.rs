@@ -224,14 +224,40 @@ impl Drop for Message {
     }
 }
 
+/// When a queued message expires, in the broker clock's milliseconds: a `u64`
+/// with a sentinel for "never" is half the size of an `Option<u64>`, and a queue
+/// holds one per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline(u64);
+
+impl Deadline {
+    pub const NEVER: Deadline = Deadline(u64::MAX);
+
+    /// `ttl` ms after `now`; a deadline beyond the clock's range is never.
+    pub fn after(now: u64, ttl: Option<u64>) -> Deadline {
+        ttl.map_or(Self::NEVER, |t| Deadline(now.saturating_add(t)))
+    }
+
+    pub fn is_set(self) -> bool {
+        self != Self::NEVER
+    }
+
+    pub fn passed(self, now: u64) -> bool {
+        self.is_set() && self.0 <= now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn small_messages_stay_small() {
-        // One allocation of 64 bytes (glibc chunk) for the Arc: see PROFILE.md.
+        // 40 bytes + the Arc's counts: one 64-byte glibc chunk. See PROFILE.md.
         assert!(std::mem::size_of::<Message>() <= 40);
+        assert_eq!(std::mem::size_of::<Deadline>(), 8);
+        // A queue's entry per message.
+        assert_eq!(std::mem::size_of::<crate::vhost::Queued>(), 32);
     }
 
     #[test]

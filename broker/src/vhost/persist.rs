@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::message::Deadline;
 use super::{
     Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, Route,
     VhostState,
@@ -188,7 +189,7 @@ impl VhostState {
                     msg,
                     redelivered: delivered,
                     persisted: true,
-                    expires_at: ttl.map(|t| now.saturating_add(t)),
+                    expires_at: Deadline::after(now, ttl),
                     returns: u32::from(delivered),
                 });
                 queue.next_seq = msg_id + 1;
