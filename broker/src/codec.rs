@@ -366,12 +366,14 @@ pub fn put_content(out: &mut BytesMut, channel: u16, header: &[u8], body: &[u8],
 /// as stored with a queued message) and body: class 60, weight 0.
 pub fn put_message(out: &mut BytesMut, channel: u16, props: &[u8], body: &[u8], frame_max: u32) {
     out.reserve(12 + props.len() + body.len() + FRAME_OVERHEAD * 2);
-    out.put_u8(FRAME_HEADER);
-    out.put_u16(channel);
-    out.put_u32(12 + props.len() as u32);
-    out.put_u16(60);
-    out.put_u16(0);
-    out.put_u64(body.len() as u64);
+    // Frame header, class 60, weight 0 and body size in one copy.
+    let mut start = [0u8; 19];
+    start[0] = FRAME_HEADER;
+    start[1..3].copy_from_slice(&channel.to_be_bytes());
+    start[3..7].copy_from_slice(&(12 + props.len() as u32).to_be_bytes());
+    start[7..9].copy_from_slice(&60u16.to_be_bytes());
+    start[11..19].copy_from_slice(&(body.len() as u64).to_be_bytes());
+    out.put_slice(&start);
     out.put_slice(props);
     out.put_u8(FRAME_END);
     put_body(out, channel, body, frame_max);

@@ -42,19 +42,14 @@ impl Route {
 }
 
 /// The last route a connection published with, reused while it stays the same.
+/// One per connection, so always for the same broker's gauge.
 #[derive(Debug, Default)]
 pub struct RouteCache(Option<Arc<Route>>);
 
 impl RouteCache {
     pub fn get(&mut self, exchange: &str, routing_key: &str, gauge: &Arc<Gauge>) -> Arc<Route> {
         match &self.0 {
-            Some(r)
-                if *r.routing_key == *routing_key
-                    && *r.exchange == *exchange
-                    && Arc::ptr_eq(&r.gauge, gauge) =>
-            {
-                r.clone()
-            }
+            Some(r) if *r.routing_key == *routing_key && *r.exchange == *exchange => r.clone(),
             _ => {
                 let r = Route::new(exchange, routing_key, gauge);
                 self.0 = Some(r.clone());
@@ -111,13 +106,15 @@ impl Message {
         header: Bytes,
         body: Bytes,
     ) -> Message {
-        let props = header.slice(HEADER_PREFIX.min(header.len())..);
+        let start = HEADER_PREFIX.min(header.len());
+        let props = &header[start..];
         let (content, props_len) = if props.len() + body.len() <= INLINE_MAX {
             let mut both = Vec::with_capacity(props.len() + body.len());
-            both.extend_from_slice(&props);
+            both.extend_from_slice(props);
             both.extend_from_slice(&body);
             (Content::Inline(both.into_boxed_slice()), props.len() as u32)
         } else {
+            let props = header.slice(start..);
             (Content::Split(Box::new(Split { props, body })), 0)
         };
         let expiration = properties
