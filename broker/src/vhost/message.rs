@@ -169,15 +169,18 @@ impl Message {
         }
     }
 
+    /// What a content header payload has before the properties: class id,
+    /// weight, body size.
+    pub fn header_prefix(&self) -> [u8; HEADER_PREFIX] {
+        let mut h = [0; HEADER_PREFIX];
+        h[..2].copy_from_slice(&60u16.to_be_bytes());
+        h[4..].copy_from_slice(&(self.body().len() as u64).to_be_bytes());
+        h
+    }
+
     /// The whole content header payload, as a content header frame carries it.
     pub fn header(&self) -> Bytes {
-        let props = self.props();
-        let mut h = Vec::with_capacity(HEADER_PREFIX + props.len());
-        h.extend_from_slice(&60u16.to_be_bytes());
-        h.extend_from_slice(&0u16.to_be_bytes());
-        h.extend_from_slice(&(self.body().len() as u64).to_be_bytes());
-        h.extend_from_slice(props);
-        h.into()
+        [&self.header_prefix()[..], self.props()].concat().into()
     }
 
     pub fn priority(&self) -> u8 {

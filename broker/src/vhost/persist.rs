@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use super::message::Deadline;
 use super::{
-    Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, Route,
+    Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, RouteCache,
     VhostState,
 };
-use crate::store::{Record, RecoveredVhost, Store};
+use crate::store::{PublishRef, Record, RecoveredVhost, Store};
 
 impl VhostState {
     pub fn set_store(&mut self, store: Arc<Store>) {
@@ -100,14 +100,14 @@ impl VhostState {
         }
         let id = store.next_message_id();
         msg.set_persist_id(id);
-        Some(store.append(&Record::Publish {
+        Some(store.append_publish(&PublishRef {
             id,
-            vhost: self.name.clone(),
-            queues,
-            exchange: msg.exchange().to_string(),
-            routing_key: msg.routing_key().to_string(),
-            header: msg.header(),
-            body: msg.body_bytes(),
+            vhost: &self.name,
+            queues: &queues,
+            exchange: msg.exchange(),
+            routing_key: msg.routing_key(),
+            header: [&msg.header_prefix(), msg.props()],
+            body: msg.body(),
         }))
     }
 
@@ -143,6 +143,9 @@ impl VhostState {
             );
         }
         let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
+        // Recovered messages of one publisher come back in order: neighbours
+        // usually share their route.
+        let mut routes = RouteCache::default();
         for (name, q) in &rec.queues {
             let id = self.next_queue_id;
             self.next_queue_id += 1;
@@ -169,7 +172,7 @@ impl VhostState {
                         let properties =
                             crate::codec::header_properties(&stored.header).unwrap_or_default();
                         let mut msg = Message::new(
-                            Route::new(&stored.exchange, &stored.routing_key, &self.gauge),
+                            routes.get(&stored.exchange, &stored.routing_key, &self.gauge),
                             &properties,
                             stored.header.clone(),
                             stored.body.clone(),
