@@ -273,10 +273,15 @@ fn method_like_payload(frame: AMQPFrame) -> Vec<u8> {
     vec[7..vec.len() - 1].to_vec()
 }
 
-/// The properties in a content header payload (as stored with a message).
+/// The properties in a content header payload.
 pub fn header_properties(raw: &[u8]) -> Option<AMQPProperties> {
-    let (rest, _) = parse_long_long_uint(raw.get(4..)?).ok()?;
-    let (_, properties) = amq_protocol::protocol::basic::parse_properties(rest).ok()?;
+    parse_properties(raw.get(12..)?)
+}
+
+/// The properties from their flags and list (a header payload past its first
+/// 12 bytes, as stored with a message).
+pub fn parse_properties(props: &[u8]) -> Option<AMQPProperties> {
+    let (_, properties) = amq_protocol::protocol::basic::parse_properties(props).ok()?;
     Some(properties)
 }
 
@@ -354,6 +359,27 @@ pub fn put_content(out: &mut BytesMut, channel: u16, header: &[u8], body: &[u8],
     out.put_u32(header.len() as u32);
     out.put_slice(header);
     out.put_u8(FRAME_END);
+    put_body(out, channel, body, frame_max);
+}
+
+/// Appends a message's content frames from its property bytes (flags and list,
+/// as stored with a queued message) and body: class 60, weight 0.
+pub fn put_message(out: &mut BytesMut, channel: u16, props: &[u8], body: &[u8], frame_max: u32) {
+    out.reserve(12 + props.len() + body.len() + FRAME_OVERHEAD * 2);
+    // Frame header, class 60, weight 0 and body size in one copy.
+    let mut start = [0u8; 19];
+    start[0] = FRAME_HEADER;
+    start[1..3].copy_from_slice(&channel.to_be_bytes());
+    start[3..7].copy_from_slice(&(12 + props.len() as u32).to_be_bytes());
+    start[7..9].copy_from_slice(&60u16.to_be_bytes());
+    start[11..19].copy_from_slice(&(body.len() as u64).to_be_bytes());
+    out.put_slice(&start);
+    out.put_slice(props);
+    out.put_u8(FRAME_END);
+    put_body(out, channel, body, frame_max);
+}
+
+fn put_body(out: &mut BytesMut, channel: u16, body: &[u8], frame_max: u32) {
     let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1);
     for piece in body.chunks(chunk) {
         out.put_u8(FRAME_BODY);

@@ -20,7 +20,9 @@ use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
 use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
 use crate::outbox::Outbox;
-use crate::vhost::{ConnId, ConsumeOptions, Message, Published, QueueDeclare, Vhost, REPLY_TO};
+use crate::vhost::{
+    ConnId, ConsumeOptions, Message, Published, QueueDeclare, RouteCache, Vhost, REPLY_TO,
+};
 use crate::Shared;
 
 /// What the I/O driver should do after feeding input.
@@ -168,6 +170,9 @@ pub struct Connection {
     published: bool,
     /// What the client was last told: `connection.blocked` (true) or `unblocked`.
     told_blocked: bool,
+    /// Exchange and routing key of the last publish, shared by the messages that
+    /// repeat them.
+    routes: RouteCache,
 }
 
 fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
@@ -193,6 +198,7 @@ impl Connection {
             blocked_notify: false,
             published: false,
             told_blocked: false,
+            routes: RouteCache::default(),
         }
     }
 
@@ -764,19 +770,13 @@ impl Connection {
             (properties, header)
         };
         let exchange = publish.exchange.as_str();
-        let body_len = body.len();
-        let held = self.shared.gauge.hold(body_len);
-        let msg = Message::new(
-            exchange,
-            publish.routing_key.as_str(),
-            &properties,
-            header,
-            body,
-            held,
-        );
+        let route = self
+            .routes
+            .get(exchange, publish.routing_key.as_str(), &self.shared.gauge);
+        let msg = Message::new(route, &properties, header, body);
         let targets = {
             let v = self.vhost().lock();
-            v.route(exchange, &msg.routing_key, properties.headers().as_ref())
+            v.route(exchange, msg.routing_key(), properties.headers().as_ref())
         }
         .map_err(|e| e.on_method(60, 40))?;
         // After routing, so that a rule can name a queue the message reaches.
@@ -1475,12 +1475,11 @@ fn deliver_published(
 ) -> Published {
     let mut v = vhost.lock();
     if targets.is_empty() {
-        let reply = msg.exchange.is_empty()
-            && msg.routing_key.starts_with(REPLY_TO)
+        let reply = msg.exchange().is_empty()
+            && msg.routing_key().starts_with(REPLY_TO)
             && v.deliver_reply(&msg);
         if mandatory && !reply {
-            let exchange = msg.exchange.clone();
-            v.write_return(conn, ch, &exchange, &msg);
+            v.write_return(conn, ch, msg.exchange(), &msg);
         }
         return Published::default();
     }

@@ -25,16 +25,21 @@ impl Gauge {
         })
     }
 
-    /// Counts `n` bytes for as long as the returned token lives.
-    pub fn hold(self: &Arc<Self>, n: usize) -> Held {
+    /// Counts `n` more bytes; each message adds its body when made and takes it
+    /// back when dropped (a counter per message would cost 16 bytes each).
+    pub fn add(&self, n: usize) {
         let before = self.bytes.fetch_add(n, Ordering::AcqRel);
         let high = self.high_watermark;
         if high > 0 && before <= high && before + n > high {
             self.blocked.send_replace(true);
         }
-        Held {
-            gauge: self.clone(),
-            n,
+    }
+
+    pub fn sub(&self, n: usize) {
+        let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
+        let high = self.high_watermark;
+        if high > 0 && before > high && before - n <= high {
+            self.blocked.send_replace(false);
         }
     }
 
@@ -49,22 +54,5 @@ impl Gauge {
 
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.blocked.subscribe()
-    }
-}
-
-/// Bytes counted in a gauge until dropped: each message holds one.
-#[derive(Debug)]
-pub struct Held {
-    gauge: Arc<Gauge>,
-    n: usize,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let before = self.gauge.bytes.fetch_sub(self.n, Ordering::AcqRel);
-        let high = self.gauge.high_watermark;
-        if high > 0 && before > high && before - self.n <= high {
-            self.gauge.blocked.send_replace(false);
-        }
     }
 }

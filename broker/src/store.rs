@@ -116,9 +116,10 @@ const T_STREAM_START: u8 = 11;
 impl Record {
     /// Appends `len | crc | payload` to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; 8]);
-        let mut w = Writer(out);
+        framed(out, |w| self.write(w));
+    }
+
+    fn write(&self, w: &mut Writer) {
         match self {
             Record::ExchangeDeclare {
                 vhost,
@@ -193,19 +194,16 @@ impl Record {
                 routing_key,
                 header,
                 body,
-            } => {
-                w.u8(T_PUBLISH);
-                w.u64(*id);
-                w.str(vhost);
-                w.u32(queues.len() as u32);
-                for q in queues {
-                    w.str(q);
-                }
-                w.str(exchange);
-                w.str(routing_key);
-                w.bytes(header);
-                w.bytes(body);
+            } => PublishRef {
+                id: *id,
+                vhost,
+                queues,
+                exchange,
+                routing_key,
+                header: [header, &[]],
+                body,
             }
+            .write(w),
             Record::Remove { id, vhost, queue } | Record::Delivered { id, vhost, queue } => {
                 w.u8(if matches!(self, Record::Remove { .. }) {
                     T_REMOVE
@@ -231,10 +229,6 @@ impl Record {
                 w.u64(*first);
             }
         }
-        let len = (out.len() - start - 8) as u32;
-        let crc = crc32fast::hash(&out[start + 8..]);
-        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
     }
 
     /// Decodes one payload (without its length and checksum).
@@ -333,6 +327,54 @@ impl Record {
             _ => return None,
         };
         r.0.is_empty().then_some(rec)
+    }
+}
+
+/// Appends `len | crc | payload` to `out`, the payload written by `write`.
+fn framed(out: &mut Vec<u8>, write: impl FnOnce(&mut Writer)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    write(&mut Writer(out));
+    let len = (out.len() - start - 8) as u32;
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A `Record::Publish` borrowed from the message it records: appending one
+/// copies the message into the log's buffer and allocates nothing for it.
+pub struct PublishRef<'a> {
+    pub id: u64,
+    pub vhost: &'a str,
+    pub queues: &'a [String],
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// The content header payload, in two pieces: a queued message keeps its
+    /// properties apart from the class, weight and size before them.
+    pub header: [&'a [u8]; 2],
+    pub body: &'a [u8],
+}
+
+impl PublishRef<'_> {
+    fn write(&self, w: &mut Writer) {
+        w.u8(T_PUBLISH);
+        w.u64(self.id);
+        w.str(self.vhost);
+        w.u32(self.queues.len() as u32);
+        for q in self.queues {
+            w.str(q);
+        }
+        w.str(self.exchange);
+        w.str(self.routing_key);
+        let [a, b] = self.header;
+        w.u32((a.len() + b.len()) as u32);
+        w.0.extend_from_slice(a);
+        w.0.extend_from_slice(b);
+        w.bytes(self.body);
+    }
+
+    fn size(&self) -> usize {
+        self.header[0].len() + self.header[1].len() + self.body.len()
     }
 }
 
@@ -782,12 +824,26 @@ impl Store {
             self.live
                 .fetch_add(size * queues.len() as i64, Ordering::Relaxed);
         }
+        self.push(|buf| rec.encode(buf))
+    }
+
+    /// Appends a publish record without building a `Record` (see `PublishRef`).
+    pub fn append_publish(&self, rec: &PublishRef) -> u64 {
+        let size = rec.size() as i64;
+        self.live
+            .fetch_add(size * rec.queues.len() as i64, Ordering::Relaxed);
+        self.push(|buf| {
+            framed(buf, |w| rec.write(w));
+        })
+    }
+
+    fn push(&self, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match p.items.last_mut() {
-            Some(Item::Records(buf)) => rec.encode(buf),
+            Some(Item::Records(buf)) => encode(buf),
             _ => {
                 let mut buf = Vec::with_capacity(256);
-                rec.encode(&mut buf);
+                encode(&mut buf);
                 p.items.push(Item::Records(buf));
             }
         }
@@ -1047,6 +1103,29 @@ mod tests {
             header: Bytes::from_static(&[0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x10, 0, 2]),
             body: Bytes::from(format!("m{id}")),
         }
+    }
+
+    #[test]
+    fn borrowed_publish_is_the_same_record() {
+        let rec = publish(7, "q");
+        let Record::Publish { header, body, .. } = &rec else {
+            unreachable!()
+        };
+        let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
+        rec.encode(&mut owned);
+        framed(&mut borrowed, |w| {
+            PublishRef {
+                id: 7,
+                vhost: "/",
+                queues: &["q".to_owned()],
+                exchange: "",
+                routing_key: "q",
+                header: [&header[..12], &header[12..]],
+                body,
+            }
+            .write(w)
+        });
+        assert_eq!(owned, borrowed);
     }
 
     #[test]

@@ -12,99 +12,31 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use bytes::Bytes;
 
 use crate::clock::Clock;
 use crate::codec;
 use crate::error::AmqpError;
-use crate::memory::{Gauge, Held};
+use crate::memory::Gauge;
 use crate::outbox::Outbox;
 use crate::routing;
 use crate::store::{Record, Store};
 
 mod deadletter;
 mod inspect;
+mod message;
 mod persist;
 mod queue;
 mod reply;
 mod stream;
 
+use message::Deadline;
+pub use message::{Message, Route, RouteCache};
 pub use reply::REPLY_TO;
 
 use queue::{Limits, Overflow, Ready};
 
 pub type ConnId = u64;
 type ChanKey = (ConnId, u16);
-
-/// A published message; shared by every queue it was routed to.
-///
-/// Only the properties the broker acts on are kept decoded; the rest stay in the
-/// content header bytes, decoded when asked for ([`Message::properties`]). That
-/// keeps a queued message close to its body's size.
-#[derive(Debug)]
-pub struct Message {
-    pub exchange: Box<str>,
-    pub routing_key: Box<str>,
-    /// The content header payload as the publisher sent it.
-    pub header: Bytes,
-    pub body: Bytes,
-    pub delivery_mode: u8,
-    pub priority: u8,
-    /// The `expiration` property, checked at publish: a per-message TTL in ms.
-    pub expiration: Option<u64>,
-    /// Its id in the store, when it was written there (persistent, routed to a
-    /// durable queue, with a data directory).
-    pub persist_id: Option<u64>,
-    /// Its bytes, counted against the memory high watermark while it lives.
-    #[allow(dead_code, reason = "never read: it counts until it is dropped")]
-    pub held: Held,
-}
-
-impl Message {
-    /// A message with these properties, header and body (the header encodes the
-    /// properties: as received, or re-encoded by the broker).
-    pub fn new(
-        exchange: &str,
-        routing_key: &str,
-        properties: &basic::AMQPProperties,
-        header: Bytes,
-        body: Bytes,
-        held: Held,
-    ) -> Message {
-        Message {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            header,
-            body,
-            delivery_mode: properties.delivery_mode().unwrap_or(1),
-            priority: properties.priority().unwrap_or(0),
-            expiration: properties
-                .expiration()
-                .as_ref()
-                .and_then(|e| e.as_str().parse().ok()),
-            persist_id: None,
-            held,
-        }
-    }
-
-    pub fn persistent(&self) -> bool {
-        self.delivery_mode == 2
-    }
-
-    fn size(&self) -> usize {
-        self.header.len() + self.body.len()
-    }
-
-    /// The per-message TTL from the `expiration` property (checked at publish).
-    pub(crate) fn expiration_ms(&self) -> Option<u64> {
-        self.expiration
-    }
-
-    /// All the properties, decoded from the content header.
-    pub fn properties(&self) -> basic::AMQPProperties {
-        codec::header_properties(&self.header).unwrap_or_default()
-    }
-}
 
 /// What `basic.consume` asks for.
 #[derive(Debug, Clone)]
@@ -204,7 +136,7 @@ struct Queued {
     /// The store holds this message for this queue.
     persisted: bool,
     /// When it expires, in the broker clock's milliseconds (TTL).
-    expires_at: Option<u64>,
+    expires_at: Deadline,
     /// How often it came back to the queue (a quorum queue's `x-delivery-count`).
     returns: u32,
 }
@@ -317,7 +249,7 @@ struct Unacked {
     /// `None` for a `basic.get`, which counts against no prefetch.
     consumer: Option<Arc<str>>,
     persisted: bool,
-    expires_at: Option<u64>,
+    expires_at: Deadline,
     returns: u32,
     /// When it was delivered, on the broker's clock, for the consumer timeout.
     delivered_at: u64,
@@ -967,7 +899,7 @@ impl VhostState {
                     store.released(item.msg.size());
                 }
                 for (_, e) in q.stream.iter().flat_map(stream::Log::iter) {
-                    if e.msg.persist_id.is_some() {
+                    if e.msg.persist_id().is_some() {
                         store.released(e.msg.size());
                     }
                 }
@@ -1090,7 +1022,7 @@ impl VhostState {
                 self.queues.get(*name).is_some_and(|q| {
                     !q.limits.stream
                         && q.limits.overflow != Overflow::DropHead
-                        && q.limits.full(&q.ready, msg.body.len())
+                        && q.limits.full(&q.ready, msg.body().len())
                 })
             })
             .cloned()
@@ -1147,8 +1079,8 @@ impl VhostState {
                 msg: msg.clone(),
                 redelivered: false,
                 // A transient message is in the store only for the streams it went to.
-                persisted: msg.persist_id.is_some() && q.is_durable() && msg.persistent(),
-                expires_at: ttl.map(|t| now.saturating_add(t)),
+                persisted: msg.persist_id().is_some() && q.is_durable() && msg.persistent(),
+                expires_at: Deadline::after(now, ttl),
                 returns: 0,
             });
             let mut dropped = Vec::new();
@@ -1188,11 +1120,7 @@ impl VhostState {
             return;
         };
         let mut expired = Vec::new();
-        while q
-            .ready
-            .front()
-            .is_some_and(|m| m.expires_at.is_some_and(|t| t <= now))
-        {
+        while q.ready.front().is_some_and(|m| m.expires_at.passed(now)) {
             expired.extend(q.ready.pop_front());
         }
         if !expired.is_empty() {
@@ -1223,7 +1151,7 @@ impl VhostState {
             }
             still_timed |= q.limits.expires.is_some()
                 || q.limits.message_ttl.is_some()
-                || q.ready.iter().any(|m| m.expires_at.is_some());
+                || q.ready.iter().any(|m| m.expires_at.is_set());
             self.dispatch(&name);
         }
         self.timed = still_timed;
@@ -1264,10 +1192,10 @@ impl VhostState {
                     reply_code: crate::error::code::NO_ROUTE,
                     reply_text: "NO_ROUTE".into(),
                     exchange: exchange.into(),
-                    routing_key: (&*msg.routing_key).into(),
+                    routing_key: msg.routing_key().into(),
                 })),
             );
-            codec::put_content(out, channel, &msg.header, &msg.body, frame_max);
+            codec::put_message(out, channel, msg.props(), msg.body(), frame_max);
         });
     }
 
@@ -1320,7 +1248,7 @@ impl VhostState {
             let Some(idx) = chosen else { break };
             q.next_consumer = (idx + 1) % n;
             let item = q.ready.pop_front().expect("not empty");
-            let header = delivery_header(q.limits.quorum, &item);
+            let props = delivery_props(q.limits.quorum, &item);
             let c = &mut q.consumers[idx];
             let st = self
                 .channels
@@ -1359,10 +1287,10 @@ impl VhostState {
                     &c.tag,
                     tag,
                     item.redelivered,
-                    &item.msg.exchange,
-                    &item.msg.routing_key,
+                    item.msg.exchange(),
+                    item.msg.routing_key(),
                 );
-                codec::put_content(out, c.channel, &header, &item.msg.body, conn.frame_max);
+                codec::put_message(out, c.channel, &props, item.msg.body(), conn.frame_max);
             });
         }
     }
@@ -1406,7 +1334,7 @@ impl VhostState {
                         consumer: Some(c.tag.clone()),
                         // Acks never take anything out of a stream's store.
                         persisted: false,
-                        expires_at: None,
+                        expires_at: Deadline::NEVER,
                         returns: 0,
                         delivered_at: now,
                     },
@@ -1419,10 +1347,10 @@ impl VhostState {
                         &c.tag,
                         tag,
                         false,
-                        &entry.msg.exchange,
-                        &entry.msg.routing_key,
+                        entry.msg.exchange(),
+                        entry.msg.routing_key(),
                     );
-                    codec::put_content(out, c.channel, &header, &entry.msg.body, conn.frame_max);
+                    codec::put_content(out, c.channel, &header, entry.msg.body(), conn.frame_max);
                 });
             }
         }
@@ -1676,7 +1604,7 @@ impl VhostState {
         let entry = &self.conns[&conn];
         let m = &item.msg;
         let quorum = self.queues.get(queue).is_some_and(|q| q.limits.quorum);
-        let header = delivery_header(quorum, &item);
+        let props = delivery_props(quorum, &item);
         entry.outbox.push(|out| {
             codec::put_method(
                 out,
@@ -1684,12 +1612,12 @@ impl VhostState {
                 AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                     delivery_tag: tag,
                     redelivered: item.redelivered,
-                    exchange: (&*m.exchange).into(),
-                    routing_key: (&*m.routing_key).into(),
+                    exchange: m.exchange().into(),
+                    routing_key: m.routing_key().into(),
                     message_count: remaining,
                 })),
             );
-            codec::put_content(out, channel, &header, &m.body, entry.frame_max);
+            codec::put_message(out, channel, &props, m.body(), entry.frame_max);
         });
         Ok(true)
     }
@@ -1893,11 +1821,11 @@ fn check_exclusive(q: &Queue, conn: ConnId, vhost: &str) -> Result<(), AmqpError
     }
 }
 
-/// The content header a delivery carries: the publisher's, or for a quorum
-/// queue the same with `x-delivery-count` (how often it came back) added.
-fn delivery_header(quorum: bool, item: &Queued) -> Bytes {
+/// The properties a delivery carries: the publisher's, or for a quorum queue
+/// the same with `x-delivery-count` (how often it came back) added.
+fn delivery_props(quorum: bool, item: &Queued) -> std::borrow::Cow<'_, [u8]> {
     if !quorum {
-        return item.msg.header.clone();
+        return item.msg.props().into();
     }
     let properties = item.msg.properties();
     let mut headers = properties.headers().clone().unwrap_or_default();
@@ -1906,7 +1834,8 @@ fn delivery_header(quorum: bool, item: &Queued) -> Bytes {
         AMQPValue::LongLongInt(i64::from(item.returns)),
     );
     let props = properties.with_headers(headers);
-    codec::encode_header(item.msg.body.len() as u64, &props)
+    let header = codec::encode_header(item.msg.body().len() as u64, &props);
+    header[12..].to_vec().into()
 }
 
 /// `invalid arg 'x-…' for queue 'q' in vhost '/' of queue type rabbit_…_queue`:

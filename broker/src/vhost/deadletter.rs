@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use super::{Message, VhostState};
+use super::{Message, Route, VhostState};
 use crate::codec;
 
 impl VhostState {
@@ -21,7 +21,7 @@ impl VhostState {
             .limits
             .dead_letter_routing_key
             .clone()
-            .unwrap_or_else(|| msg.routing_key.to_string());
+            .unwrap_or_else(|| msg.routing_key().to_string());
         let original = msg.properties();
         let history = original
             .headers()
@@ -56,15 +56,12 @@ impl VhostState {
         if targets.is_empty() {
             return;
         }
-        let header = codec::encode_header(msg.body.len() as u64, &properties);
-        let held = self.gauge.hold(msg.body.len());
+        let header = codec::encode_header(msg.body().len() as u64, &properties);
         let dead = Message::new(
-            &exchange,
-            &routing_key,
+            Route::new(&exchange, &routing_key, &self.gauge),
             &properties,
             header,
-            msg.body.clone(),
-            held,
+            msg.body_bytes(),
         );
         self.enqueue(&targets, dead);
     }
@@ -116,10 +113,10 @@ fn with_death(
     death.insert("reason".into(), long(reason));
     death.insert("queue".into(), long(queue));
     death.insert("time".into(), AMQPValue::Timestamp(now));
-    death.insert("exchange".into(), long(&msg.exchange));
+    death.insert("exchange".into(), long(msg.exchange()));
     death.insert(
         "routing-keys".into(),
-        AMQPValue::FieldArray(vec![long(&msg.routing_key)].into()),
+        AMQPValue::FieldArray(vec![long(msg.routing_key())].into()),
     );
     if let Some(exp) = expiration {
         death.insert("original-expiration".into(), long(exp));
@@ -130,7 +127,7 @@ fn with_death(
     for (key, value) in [
         ("x-first-death-reason", reason),
         ("x-first-death-queue", queue),
-        ("x-first-death-exchange", &*msg.exchange),
+        ("x-first-death-exchange", msg.exchange()),
     ] {
         if !headers.contains_key(key) {
             headers.insert(key.into(), long(value));

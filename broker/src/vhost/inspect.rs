@@ -4,7 +4,7 @@
 use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
 
-use super::{ConnId, Destination, Message, VhostState};
+use super::{ConnId, Destination, Message, Route, VhostState};
 use crate::codec;
 use crate::error::AmqpError;
 use crate::inspect::{
@@ -14,10 +14,10 @@ use crate::inspect::{
 
 fn message(m: &Message, redelivered: bool) -> MessageSnapshot {
     MessageSnapshot {
-        body: m.body.clone(),
+        body: m.body_bytes(),
         properties: m.properties(),
-        exchange: m.exchange.to_string(),
-        routing_key: m.routing_key.to_string(),
+        exchange: m.exchange().to_string(),
+        routing_key: m.routing_key().to_string(),
         redelivered,
     }
 }
@@ -146,8 +146,12 @@ impl VhostState {
             )));
         }
         let header = codec::encode_header(body.len() as u64, &properties);
-        let held = self.gauge.hold(body.len());
-        let msg = Message::new("", queue, &properties, header, body, held);
+        let msg = Message::new(
+            Route::new("", queue, &self.gauge),
+            &properties,
+            header,
+            body,
+        );
         self.enqueue(&[queue.to_owned()], msg);
         Ok(())
     }

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::message::Deadline;
 use super::{
-    Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, VhostState,
+    Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, RouteCache,
+    VhostState,
 };
-use crate::store::{Record, RecoveredVhost, Store};
+use crate::store::{PublishRef, Record, RecoveredVhost, Store};
 
 impl VhostState {
     pub fn set_store(&mut self, store: Arc<Store>) {
@@ -71,7 +73,7 @@ impl VhostState {
 
     /// A persisted message left `queue` for good.
     pub(super) fn log_removed(&self, queue: &str, msg: &Message) {
-        if let (Some(store), Some(id)) = (&self.store, msg.persist_id) {
+        if let (Some(store), Some(id)) = (&self.store, msg.persist_id()) {
             store.append(&Record::Remove {
                 id,
                 vhost: self.name.clone(),
@@ -99,15 +101,15 @@ impl VhostState {
             return None;
         }
         let id = store.next_message_id();
-        msg.persist_id = Some(id);
-        Some(store.append(&Record::Publish {
+        msg.set_persist_id(id);
+        Some(store.append_publish(&PublishRef {
             id,
-            vhost: self.name.clone(),
-            queues,
-            exchange: msg.exchange.to_string(),
-            routing_key: msg.routing_key.to_string(),
-            header: msg.header.clone(),
-            body: msg.body.clone(),
+            vhost: &self.name,
+            queues: &queues,
+            exchange: msg.exchange(),
+            routing_key: msg.routing_key(),
+            header: [&msg.header_prefix(), msg.props()],
+            body: msg.body(),
         }))
     }
 
@@ -143,6 +145,9 @@ impl VhostState {
             );
         }
         let mut messages: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
+        // Recovered messages of one publisher come back in order: neighbours
+        // usually share their route.
+        let mut routes = RouteCache::default();
         for (name, q) in &rec.queues {
             let id = self.next_queue_id;
             self.next_queue_id += 1;
@@ -172,14 +177,12 @@ impl VhostState {
                         let properties =
                             crate::codec::header_properties(&stored.header).unwrap_or_default();
                         let mut msg = Message::new(
-                            &stored.exchange,
-                            &stored.routing_key,
+                            routes.get(&stored.exchange, &stored.routing_key, &self.gauge),
                             &properties,
                             stored.header.clone(),
                             stored.body.clone(),
-                            self.gauge.hold(stored.body.len()),
                         );
-                        msg.persist_id = Some(msg_id);
+                        msg.set_persist_id(msg_id);
                         Arc::new(msg)
                     })
                     .clone();
@@ -204,7 +207,7 @@ impl VhostState {
                     msg,
                     redelivered: delivered,
                     persisted: true,
-                    expires_at: ttl.map(|t| now.saturating_add(t)),
+                    expires_at: Deadline::after(now, ttl),
                     returns: u32::from(delivered),
                 });
                 queue.next_seq = msg_id + 1;
@@ -270,7 +273,7 @@ impl VhostState {
                 });
             }
             for (_, e) in q.stream.iter().flat_map(super::stream::Log::iter) {
-                if let Some(id) = e.msg.persist_id {
+                if let Some(id) = e.msg.persist_id() {
                     held.entry(id)
                         .or_insert_with(|| (e.msg.clone(), Vec::new()))
                         .1
@@ -278,7 +281,7 @@ impl VhostState {
                 }
             }
             for item in q.ready.iter().filter(|i| i.persisted) {
-                let id = item.msg.persist_id.expect("persisted messages have ids");
+                let id = item.msg.persist_id().expect("persisted messages have ids");
                 held.entry(id)
                     .or_insert_with(|| (item.msg.clone(), Vec::new()))
                     .1
@@ -295,7 +298,7 @@ impl VhostState {
                     .get(&*u.queue)
                     .is_some_and(|q| q.id == u.queue_id);
                 if still_there {
-                    let id = u.msg.persist_id.expect("persisted messages have ids");
+                    let id = u.msg.persist_id().expect("persisted messages have ids");
                     held.entry(id)
                         .or_insert_with(|| (u.msg.clone(), Vec::new()))
                         .1
@@ -327,10 +330,10 @@ impl VhostState {
                 id,
                 vhost: vhost(),
                 queues,
-                exchange: msg.exchange.to_string(),
-                routing_key: msg.routing_key.to_string(),
-                header: msg.header.clone(),
-                body: msg.body.clone(),
+                exchange: msg.exchange().to_string(),
+                routing_key: msg.routing_key().to_string(),
+                header: msg.header(),
+                body: msg.body_bytes(),
             });
         }
         for (id, queue) in delivered {
@@ -347,7 +350,7 @@ impl VhostState {
 /// Records a delivery of a persisted message: gone for good with no-ack,
 /// otherwise remembered as delivered so a restart marks it redelivered.
 pub(super) fn log_delivery(store: &Store, vhost: &str, queue: &str, item: &Queued, no_ack: bool) {
-    let Some(id) = item.msg.persist_id else {
+    let Some(id) = item.msg.persist_id() else {
         return;
     };
     if no_ack {

@@ -123,7 +123,7 @@ impl Ready {
     }
 
     fn level(&self, item: &Queued) -> usize {
-        let p = item.msg.priority as usize;
+        let p = item.msg.priority() as usize;
         p.min(self.levels.len() - 1)
     }
 
@@ -142,7 +142,7 @@ impl Ready {
     pub fn push_back(&mut self, item: Queued) {
         let level = self.level(&item);
         self.len += 1;
-        self.bytes += item.msg.body.len();
+        self.bytes += item.msg.body().len();
         self.levels[level].push_back(item);
     }
 
@@ -150,7 +150,7 @@ impl Ready {
     pub fn requeue(&mut self, item: Queued) {
         let level = self.level(&item);
         self.len += 1;
-        self.bytes += item.msg.body.len();
+        self.bytes += item.msg.body().len();
         let fifo = &mut self.levels[level];
         let at = fifo.partition_point(|q| q.seq < item.seq);
         fifo.insert(at, item);
@@ -163,7 +163,7 @@ impl Ready {
     pub fn pop_front(&mut self) -> Option<Queued> {
         let item = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
         self.len -= 1;
-        self.bytes -= item.msg.body.len();
+        self.bytes -= item.msg.body().len();
         Some(item)
     }
 
@@ -187,6 +187,6 @@ impl Ready {
             level.retain(&keep);
         }
         self.len = self.levels.iter().map(VecDeque::len).sum();
-        self.bytes = self.iter().map(|q| q.msg.body.len()).sum();
+        self.bytes = self.iter().map(|q| q.msg.body().len()).sum();
     }
 }

@@ -55,7 +55,7 @@ impl VhostState {
     /// Delivers a reply published to the default exchange with a reply address as
     /// its routing key; false when no consumer has that address (unroutable).
     pub fn deliver_reply(&mut self, msg: &Message) -> bool {
-        let Some((conn, channel, tag)) = self.replies.get(&*msg.routing_key).cloned() else {
+        let Some((conn, channel, tag)) = self.replies.get(msg.routing_key()).cloned() else {
             return false;
         };
         let (Some(st), Some(entry)) = (
@@ -73,10 +73,10 @@ impl VhostState {
                 &tag,
                 delivery_tag,
                 false,
-                &msg.exchange,
-                &msg.routing_key,
+                msg.exchange(),
+                msg.routing_key(),
             );
-            codec::put_content(out, channel, &msg.header, &msg.body, entry.frame_max);
+            codec::put_message(out, channel, msg.props(), msg.body(), entry.frame_max);
         });
         true
     }

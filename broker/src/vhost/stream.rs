@@ -170,7 +170,7 @@ pub(crate) fn delivery_header(msg: &Message, offset: u64) -> Bytes {
         AMQPValue::LongLongInt(offset as i64),
     );
     let props = properties.with_headers(headers);
-    codec::encode_header(msg.body.len() as u64, &props)
+    codec::encode_header(msg.body().len() as u64, &props)
 }
 
 /// How `x-max-age` (and an interval `x-stream-offset`) reads: digits then one of
