@@ -187,7 +187,10 @@ pub(crate) fn parse_age(s: &str) -> Result<u64, AgeError> {
     if digits == 0 {
         return Err(AgeError::Crash);
     }
-    let n: u64 = s[..digits].parse().map_err(|_| AgeError::Invalid)?;
+    // RabbitMQ's integers have no upper bound: a huge age is a valid one.
+    let n = s.bytes().take(digits).fold(0u64, |n, d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    });
     let unit_s: u64 = match &s[digits..] {
         "Y" => 365 * 86_400,
         "M" => 30 * 86_400,
@@ -262,4 +265,22 @@ pub(crate) fn not_supported(what: &str, queue: &str, vhost: &str) -> AmqpError {
         code::NOT_IMPLEMENTED,
         format!("{what} not supported by stream queues queue '{queue}' in vhost '{vhost}'"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_beyond_u64_are_valid_and_saturate() {
+        // RabbitMQ 3.10 accepts x-max-age "99999999999999999999s".
+        assert!(matches!(parse_age("99999999999999999999s"), Ok(u64::MAX)));
+        assert!(matches!(parse_age("0000000000000000000001s"), Ok(1000)));
+        assert!(matches!(
+            parse_age("00000000000000000000000s"),
+            Err(AgeError::Invalid)
+        ));
+        assert!(matches!(parse_age("1hh"), Err(AgeError::Invalid)));
+        assert!(matches!(parse_age("h"), Err(AgeError::Crash)));
+    }
 }

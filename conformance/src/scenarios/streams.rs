@@ -97,6 +97,10 @@ pub async fn stream_declare_arguments(cx: Ctx) -> R {
             .arg("x-queue-leader-locator", ls("balanced")),
     )
     .await?;
+    // RabbitMQ's integers are unbounded: an age past 2^64 ms is still an age.
+    let q = cx.name("stream-age-huge");
+    ch.queue_declare_with(&q, stream().arg("x-max-age", ls("99999999999999999999s")))
+        .await?;
     let refused = [
         ("ttl", "x-message-ttl", AMQPValue::LongInt(1000)),
         ("dlx", "x-dead-letter-exchange", ls("dlx")),
