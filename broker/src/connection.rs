@@ -229,6 +229,21 @@ impl Connection {
         self.channels.get(&ch).is_some_and(|c| !c.closing)
     }
 
+    /// The vhost found a delivery on `ch` unacked past the consumer timeout.
+    /// The command may arrive after the client closed that channel and opened
+    /// another of the same number: only the channel the timeout fired for (the
+    /// vhost still marks it) is closed.
+    pub fn consumer_timed_out(&mut self, ch: u16, text: String) {
+        let fired = self.channel_is_open(ch)
+            && self
+                .vhost
+                .as_ref()
+                .is_some_and(|v| v.lock().consumer_timed_out(self.id, ch));
+        if fired {
+            self.fail(ch, AmqpError::channel(code::PRECONDITION_FAILED, text));
+        }
+    }
+
     /// Consumes as many whole frames from `buf` as it holds.
     pub fn handle_input(&mut self, buf: &mut BytesMut) -> Outcome {
         if self.phase == Phase::Header && !self.handle_header(buf) {

@@ -25,6 +25,10 @@ pub enum Command {
         code: u16,
         text: String,
     },
+    /// The consumer timeout fired for `channel`: closed with this 406 text,
+    /// unless the channel it fired for is gone (see
+    /// `Connection::consumer_timed_out`).
+    ConsumerTimeout { channel: u16, text: String },
     /// The socket just dies: no close, as when a network cable is pulled.
     Drop,
     /// Half a frame is written, then the socket dies.

@@ -195,9 +195,8 @@ impl Shared {
             .get(&conn)
             .cloned();
         if let Some(info) = info {
-            info.command(faults::Command::CloseChannel {
+            info.command(faults::Command::ConsumerTimeout {
                 channel,
-                code: error::code::PRECONDITION_FAILED,
                 text: format!(
                     "delivery acknowledgement on channel {channel} timed out. \
                      Timeout value used: {ms} ms. This timeout value can be \

@@ -166,6 +166,9 @@ pub async fn serve<S>(
                                 conn.fail(channel, crate::AmqpError::channel(code, text));
                             }
                         }
+                        Command::ConsumerTimeout { channel, text } => {
+                            conn.consumer_timed_out(channel, text);
+                        }
                         Command::Drop => abort = true,
                         Command::CutMidFrame => {
                             // The start of a heartbeat frame, never finished.

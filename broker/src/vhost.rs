@@ -1178,6 +1178,14 @@ impl VhostState {
         out
     }
 
+    /// Whether the channel open as `channel` is the one whose consumer timeout
+    /// fired: a channel opened again under that number starts afresh.
+    pub fn consumer_timed_out(&self, conn: ConnId, channel: u16) -> bool {
+        self.channels
+            .get(&(conn, channel))
+            .is_some_and(|st| st.timed_out)
+    }
+
     /// Sends `basic.return` with the message to the publisher.
     pub fn write_return(&self, conn: ConnId, channel: u16, exchange: &str, msg: &Message) {
         let Some(conn) = self.conns.get(&conn) else {
@@ -2199,5 +2207,52 @@ pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
         AMQPValue::FieldTable(_) => "table",
         AMQPValue::ByteArray(_) => "binary",
         AMQPValue::Void => "void",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A vhost on a virtual clock with connection 1, its channel 1 and a
+    /// queue "q" holding one message.
+    fn vhost_with_a_message() -> (VhostState, Arc<Clock>) {
+        let clock = Arc::new(Clock::virtual_clock());
+        let mut v = VhostState::new("/");
+        v.set_clock(clock.clone());
+        v.register_connection(1, Arc::new(Outbox::default()), 131_072, false);
+        v.open_channel(1, 1);
+        v.declare_queue(
+            1,
+            QueueDeclare {
+                name: "q".into(),
+                passive: false,
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            },
+        )
+        .unwrap();
+        v.seed("q", "m".into(), Default::default()).unwrap();
+        (v, clock)
+    }
+
+    #[test]
+    fn a_consumer_timeout_is_for_the_channel_it_fired_on_only() {
+        let (mut v, clock) = vhost_with_a_message();
+        assert!(v.get(1, 1, "q", false).unwrap());
+        clock.advance(Duration::from_secs(6));
+        assert_eq!(v.timed_out_channels(Duration::from_secs(5)), [(1, 1)]);
+        assert!(v.consumer_timed_out(1, 1));
+        // Reported once.
+        assert!(v.timed_out_channels(Duration::from_secs(5)).is_empty());
+        // The client closed the channel and opened it again before the close
+        // reached its connection: the new channel has done nothing wrong.
+        v.close_channel(1, 1);
+        v.open_channel(1, 1);
+        assert!(!v.consumer_timed_out(1, 1));
     }
 }
