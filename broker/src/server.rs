@@ -107,6 +107,10 @@ pub async fn serve<S>(
     // Held for the connection's life: a restart or crash waits for every holder
     // to end, and a connection arriving meanwhile waits here until it is over.
     let _up = shared.gate.read().await;
+    // Before it is registered: a restart that sees it registered counts on this
+    // receiver to tell it (and tells the unregistered ones by a command), so a
+    // signal sent in between must not be marked as seen.
+    close.mark_unchanged();
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
     let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
@@ -123,7 +127,6 @@ pub async fn serve<S>(
     let mut closing_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    close.mark_unchanged();
     let mut durable = conn.durability_updates();
     let mut alarm = shared.gauge.subscribe();
     loop {
