@@ -60,14 +60,16 @@ pub struct QueueSnapshot {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    /// Ready messages in delivery order.
+    /// Ready messages in delivery order; for a stream, every message its log
+    /// holds, oldest first (reading removes none).
     pub messages: Vec<MessageSnapshot>,
     pub unacked: Vec<UnackedSnapshot>,
     pub consumers: Vec<ConsumerSnapshot>,
 }
 
 impl QueueSnapshot {
-    /// Ready messages, as `queue.declare-ok` counts them.
+    /// Ready messages, as `queue.declare-ok` counts them (except for a stream,
+    /// whose declare-ok says 0 as RabbitMQ 3.10's does: this counts its log).
     pub fn message_count(&self) -> usize {
         self.messages.len()
     }

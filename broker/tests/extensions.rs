@@ -657,6 +657,30 @@ async fn a_stream_is_read_by_offset_and_acks_remove_nothing() {
     broker.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_stream_snapshot_shows_its_whole_log_read_or_not() {
+    let broker = Broker::start().await.unwrap();
+    let (_conn, ch) = open(&broker).await;
+    within(ch.queue_declare(
+        "audit".into(),
+        stream_options(),
+        args(&[("x-queue-type", text("stream"))]),
+    ))
+    .await
+    .unwrap();
+    for b in ["a0", "a1"] {
+        publish(&ch, "", "audit", b, BasicProperties::default()).await;
+    }
+    let read = read_stream(&ch, "audit", text("first"), 2).await;
+    assert_eq!(read, expected(&["a0", "a1"], 0));
+    // Read and acked, both are still in the stream, and a test can see them.
+    broker
+        .queue("audit")
+        .assert_bodies(&["a0", "a1"])
+        .assert_no_unacked();
+    broker.shutdown().await;
+}
+
 /// Fills a small-segment stream past its byte limit, restarts the broker, and
 /// checks that readers see the same messages at the same offsets.
 async fn stream_survives(broker: &Broker) {

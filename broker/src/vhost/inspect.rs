@@ -47,11 +47,15 @@ impl VhostState {
             exclusive_owner: q.exclusive_owner,
             auto_delete: q.auto_delete,
             arguments: q.arguments.clone(),
-            messages: q
-                .ready
-                .iter()
-                .map(|i| message(&i.msg, i.redelivered))
-                .collect(),
+            // A stream holds every message of its log, delivered or not.
+            messages: match &q.stream {
+                Some(log) => log.iter().map(|(_, e)| message(&e.msg, false)).collect(),
+                None => q
+                    .ready
+                    .iter()
+                    .map(|i| message(&i.msg, i.redelivered))
+                    .collect(),
+            },
             unacked,
             consumers: q
                 .consumers
