@@ -113,8 +113,8 @@ impl Consumer {
         Delivery {
             delivery_tag: deliver.delivery_tag,
             redelivered: deliver.redelivered,
-            exchange: deliver.exchange.to_string(),
-            routing_key: deliver.routing_key.to_string(),
+            exchange: deliver.exchange.into(),
+            routing_key: deliver.routing_key.into(),
             properties: content.properties,
             body: content.body,
             channel: self.channel.clone(),
