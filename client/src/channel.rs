@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     codec,
     confirm::PublisherConfirm,
-    connection::{short, Handle},
+    connection::{check_short, short, Handle},
     consumer::{Consumer, Returns},
     content::{Content, ContentMethod},
     error::{Error, Result},
@@ -752,17 +752,17 @@ impl Channel {
         properties: BasicProperties,
     ) -> Result<PublisherConfirm> {
         let id = self.id();
-        let mut buf = BytesMut::with_capacity(body.len() + 128);
-        codec::encode_method(
+        check_short(exchange)?;
+        check_short(routing_key)?;
+        let mut buf = BytesMut::with_capacity(body.len() + exchange.len() + routing_key.len() + 64);
+        codec::encode_publish(
             &mut buf,
             id,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: short(exchange)?,
-                routing_key: short(routing_key)?,
-                mandatory: options.mandatory,
-                immediate: options.immediate,
-            })),
-        )?;
+            exchange,
+            routing_key,
+            options.mandatory,
+            options.immediate,
+        );
         codec::encode_content(
             &mut buf,
             id,
@@ -920,7 +920,7 @@ impl Channel {
                         redelivered: ok.redelivered,
                         exchange: ok.exchange.to_string(),
                         routing_key: ok.routing_key.to_string(),
-                        properties,
+                        properties: Content::take_properties(properties),
                         body,
                         channel: self.clone(),
                         no_ack,

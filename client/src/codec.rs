@@ -29,9 +29,30 @@ const FRAME_END: u8 = 0xCE;
 #[derive(Debug, PartialEq)]
 pub(crate) enum Frame {
     Method(u16, AMQPClass),
-    Header(u16, AMQPContentHeader),
+    Header(u16, Header),
     Body(u16, Bytes),
     Heartbeat,
+}
+
+/// A content header as received.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Header {
+    pub(crate) class_id: u16,
+    pub(crate) body_size: u64,
+    /// `None` when the header carries no properties, as most do. Boxed otherwise:
+    /// the properties are large (about 300 bytes) and every frame and message that
+    /// held them inline would copy them at each move on the way to the consumer.
+    pub(crate) properties: Option<Box<AMQPProperties>>,
+}
+
+impl From<AMQPContentHeader> for Header {
+    fn from(h: AMQPContentHeader) -> Self {
+        Header {
+            class_id: h.class_id,
+            body_size: h.body_size,
+            properties: (h.properties.bitmask() != 0).then(|| Box::new(h.properties)),
+        }
+    }
 }
 
 fn frame_error(message: impl Into<String>) -> Error {
@@ -75,18 +96,36 @@ pub(crate) fn encode_method(
             Ok(())
         }
         AMQPClass::Basic(basic::AMQPMethod::Publish(publish)) => {
-            let (exchange, key) = (publish.exchange.as_str(), publish.routing_key.as_str());
-            let size = 4 + 2 + 1 + exchange.len() + 1 + key.len() + 1;
-            put_method_start(buf, channel, size, 60, 40);
-            buf.put_u16(0);
-            put_short_str(buf, exchange);
-            put_short_str(buf, key);
-            buf.put_u8(publish.mandatory as u8 | (publish.immediate as u8) << 1);
-            buf.put_u8(FRAME_END);
+            encode_publish(
+                buf,
+                channel,
+                publish.exchange.as_str(),
+                publish.routing_key.as_str(),
+                publish.mandatory,
+                publish.immediate,
+            );
             Ok(())
         }
         _ => gen_into(buf, &AMQPFrame::Method(channel, method)),
     }
+}
+
+/// `basic.publish`, from names already checked to fit a short string (255 bytes).
+pub(crate) fn encode_publish(
+    buf: &mut BytesMut,
+    channel: u16,
+    exchange: &str,
+    routing_key: &str,
+    mandatory: bool,
+    immediate: bool,
+) {
+    let size = 4 + 2 + 1 + exchange.len() + 1 + routing_key.len() + 1;
+    put_method_start(buf, channel, size, 60, 40);
+    buf.put_u16(0);
+    put_short_str(buf, exchange);
+    put_short_str(buf, routing_key);
+    buf.put_u8(mandatory as u8 | (immediate as u8) << 1);
+    buf.put_u8(FRAME_END);
 }
 
 /// A method frame's header and class/method ids, for a payload of `size` bytes.
@@ -100,7 +139,7 @@ fn put_method_start(buf: &mut BytesMut, channel: u16, size: usize, class: u16, m
 }
 
 fn put_short_str(buf: &mut BytesMut, s: &str) {
-    // `ShortString` holds at most 255 bytes (checked where it is made).
+    // Callers check the 255-byte limit (`ShortString` does, or `check_short`).
     buf.put_u8(s.len() as u8);
     buf.put_slice(s.as_bytes());
 }
@@ -200,7 +239,7 @@ pub(crate) fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>
             }
             match parse_frame(&raw[..]) {
                 Ok((_, AMQPFrame::Method(ch, m))) => Ok(Some(Frame::Method(ch, m))),
-                Ok((_, AMQPFrame::Header(ch, h))) => Ok(Some(Frame::Header(ch, h))),
+                Ok((_, AMQPFrame::Header(ch, h))) => Ok(Some(Frame::Header(ch, h.into()))),
                 Ok((_, other)) => Err(frame_error(format!("unexpected frame {other}"))),
                 Err(e) => Err(Error::Protocol {
                     code: 502,
@@ -240,10 +279,10 @@ fn decode_hot(frame_type: u8, channel: u16, payload: &[u8]) -> Option<Frame> {
         constants::FRAME_HEADER if payload.len() == 14 && payload[12..] == [0, 0] => {
             Some(Frame::Header(
                 channel,
-                AMQPContentHeader {
+                Header {
                     class_id: u16::from_be_bytes([payload[0], payload[1]]),
                     body_size: u64::from_be_bytes(payload[4..12].try_into().ok()?),
-                    properties: AMQPProperties::default(),
+                    properties: None,
                 },
             ))
         }
@@ -294,7 +333,7 @@ mod tests {
         match &frames[1] {
             Frame::Header(3, h) => {
                 assert_eq!(h.body_size, 10_000);
-                assert_eq!(h.properties, props);
+                assert_eq!(h.properties.as_deref(), Some(&props));
             }
             f => panic!("{f:?}"),
         }
@@ -349,7 +388,7 @@ mod tests {
             assert_eq!(fast, general);
             assert_eq!(
                 decode(&mut fast, 4096).unwrap(),
-                Some(Frame::Header(4, header))
+                Some(Frame::Header(4, header.into()))
             );
         }
         let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {

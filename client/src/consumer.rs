@@ -115,7 +115,7 @@ impl Consumer {
             redelivered: deliver.redelivered,
             exchange: deliver.exchange.into(),
             routing_key: deliver.routing_key.into(),
-            properties: content.properties,
+            properties: Content::take_properties(content.properties),
             body: content.body,
             channel: self.channel.clone(),
             no_ack: self.no_ack,
