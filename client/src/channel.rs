@@ -86,6 +86,20 @@ pub(crate) struct ConsumerSlot {
     pub(crate) end: Arc<Mutex<Option<Error>>>,
 }
 
+/// What became of a delivery offered to a consumer.
+#[derive(Debug)]
+pub(crate) enum Offer {
+    Delivered,
+    /// No such consumer on the channel (any more).
+    Unknown,
+    /// The consumer was dropped.
+    Closed {
+        no_ack: bool,
+    },
+    /// Its queue is full: wait on this slot (with no lock held).
+    Full(ConsumerSlot, Content),
+}
+
 #[derive(Debug)]
 enum Status {
     Open,
@@ -237,8 +251,20 @@ impl ChannelState {
         Ok(())
     }
 
-    pub(crate) fn consumer(&self, tag: &str) -> Option<ConsumerSlot> {
-        self.lock().consumers.get(tag).cloned()
+    /// Hands a delivery to consumer `tag` if its queue has room, without cloning
+    /// its slot (the common case, once per message); else says what to do.
+    pub(crate) fn offer(&self, tag: &str, content: Content) -> Offer {
+        let inner = self.lock();
+        let Some(slot) = inner.consumers.get(tag) else {
+            return Offer::Unknown;
+        };
+        match slot.tx.try_send(content) {
+            Ok(()) => Offer::Delivered,
+            Err(mpsc::error::TrySendError::Full(content)) => Offer::Full(slot.clone(), content),
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed {
+                no_ack: slot.no_ack,
+            },
+        }
     }
 
     pub(crate) fn cancelled_by_broker(&self, tag: &str) {

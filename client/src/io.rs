@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    channel::{ChannelState, Reply},
+    channel::{ChannelState, Offer, Reply},
     codec::{self, Frame},
     connection::{close_reason, ConnState},
     content::{Assembly, Content, ContentMethod},
@@ -392,21 +392,29 @@ impl Reader {
     /// Hands on the message finished at `at` in `assemblies`.
     async fn complete(&mut self, at: usize) -> Result<(), Error> {
         let (id, assembly) = self.assemblies.swap_remove(at);
-        let content = assembly.finish();
+        let mut content = assembly.finish();
         let Some(state) = self.channel(id) else {
             return Ok(());
         };
-        match &content.method {
+        match &mut content.method {
             ContentMethod::GetOk(_) => state.reply(Reply::Get(Some(Box::new(content)))),
             ContentMethod::Deliver(deliver) => {
                 let tag = deliver.delivery_tag;
-                let Some(slot) = state.consumer(deliver.consumer_tag.as_str()) else {
-                    tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
-                    return Ok(());
+                // Taken out rather than cloned: it only serves to find the consumer.
+                let consumer_tag = std::mem::take(&mut deliver.consumer_tag);
+                let delivered = match state.offer(consumer_tag.as_str(), content) {
+                    Offer::Delivered => true,
+                    Offer::Unknown => {
+                        tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
+                        return Ok(());
+                    }
+                    Offer::Closed { no_ack } => no_ack,
+                    // Waits while the consumer's queue is full: see the module docs.
+                    Offer::Full(slot, content) => {
+                        slot.tx.send(content).await.is_ok() || slot.no_ack
+                    }
                 };
-                let no_ack = slot.no_ack;
-                // Waits while the consumer's queue is full: see the module docs.
-                if slot.tx.send(content).await.is_err() && !no_ack {
+                if !delivered {
                     // The consumer was dropped: give the message back to the queue now
                     // rather than leave it unacked until the channel closes.
                     self.send(
