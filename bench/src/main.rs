@@ -553,6 +553,10 @@ impl Bench {
         let cycle = "in-process cycle: Broker::start → declare → publish → consume → shutdown (warren-client)";
         let noack = "in-process publish → consume, no_ack, no socket (warren-client)";
         let ack = "in-process publish → consume, manual ack, prefetch 1000 (warren-client)";
+        // `--only` may name any one of these rows (or a substring of several).
+        if ![cycle, noack, ack].iter().any(|f| self.wanted(f)) {
+            return;
+        }
         self.table
             .row(cycle, "µs", Some(Target::WarrenBelow(1000.0)))
             .rabbitmq_missing = "n/a (a node takes seconds to start)".into();
@@ -562,7 +566,12 @@ impl Bench {
         self.table.row(ack, "msg/s", None).rabbitmq_missing = "n/a (no in-process mode)".into();
         let t = self.sizes.timeout;
         let mut cycles = Vec::new();
-        for _ in 0..self.sizes.cycles {
+        let cycle_count = if self.wanted(cycle) {
+            self.sizes.cycles
+        } else {
+            0
+        };
+        for _ in 0..cycle_count {
             match tokio::time::timeout(t, inprocess::cycle()).await {
                 Ok(Ok(d)) => cycles.push(micros(d)),
                 Ok(Err(e)) => {
@@ -585,6 +594,9 @@ impl Bench {
                 (noack, self.sizes.inproc, false),
                 (ack, self.sizes.inproc_ack, true),
             ] {
+                if !self.wanted(figure) {
+                    continue;
+                }
                 match tokio::time::timeout(t, inprocess::publish_consume(n, &body, with_ack)).await
                 {
                     Ok(Ok(d)) => {
@@ -809,9 +821,7 @@ async fn main() -> ExitCode {
             bench.errors.push(format!("memory: {e}"));
         }
     }
-    if bench.wanted("in-process") {
-        bench.in_process().await;
-    }
+    bench.in_process().await;
     if bench.wanted("sink") {
         if let Err(e) = bench.ceilings().await {
             bench.errors.push(format!("client ceilings: {e}"));

@@ -621,7 +621,7 @@ impl Connection {
                     raw,
                     ..
                 },
-            ) => self.on_content_header(ch, pending, class_id, body_size, properties, raw),
+            ) => self.on_content_header(ch, pending, class_id, body_size, *properties, raw),
             (
                 Content::Body {
                     publish,

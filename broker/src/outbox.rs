@@ -1,11 +1,11 @@
 //! The bytes waiting to be written to one connection's socket.
 //!
 //! Everything a connection is sent — replies, deliveries from other connections'
-//! publishes, heartbeats — is appended here in order, and the connection's writer
-//! task drains it. Appending never blocks on I/O, so the broker can deliver while
+//! publishes, heartbeats — is appended here in order, and the connection's task
+//! drains it. Appending never blocks on I/O, so the broker can deliver while
 //! holding its state lock.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::BytesMut;
@@ -22,11 +22,8 @@ pub struct Outbox {
     buf: Mutex<BytesMut>,
     /// Mirrors `buf.len()` so dispatch can check back-pressure without the lock.
     pending: AtomicUsize,
-    /// Wakes the writer when bytes arrive or the outbox closes.
+    /// Wakes the connection task when bytes arrive.
     ready: Notify,
-    /// Wakes the reader side when a backed-up outbox has drained below the mark.
-    drained: Notify,
-    closed: AtomicBool,
 }
 
 impl Outbox {
@@ -55,27 +52,7 @@ impl Outbox {
         self.pending() > HIGH_WATER
     }
 
-    /// Called by the writer after a write that brought a backed-up outbox down.
-    pub fn notify_drained(&self) {
-        self.drained.notify_one();
-    }
-
-    pub async fn wait_drained(&self) {
-        self.drained.notified().await
-    }
-
     pub async fn wait_ready(&self) {
         self.ready.notified().await
-    }
-
-    /// No more bytes will be appended that matter: the writer flushes what is
-    /// pending and shuts the socket down.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.ready.notify_one();
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
     }
 }

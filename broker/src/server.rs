@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -95,6 +95,11 @@ pub async fn accept_loop(
 }
 
 /// Runs one connection to its end over any byte stream.
+///
+/// One task both reads and writes: the deliveries a batch of input frees go out
+/// from the task that handled the input, with no wake-up of a second task (and
+/// no hop between runtime threads) per batch. Writes are polled beside reads, so
+/// a peer that stops reading never stops the broker hearing it.
 pub async fn serve<S>(
     stream: S,
     peer: String,
@@ -116,11 +121,17 @@ pub async fn serve<S>(
     let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
     shared.register(info.clone());
     let (mut reader, writer) = tokio::io::split(stream);
-    let writer = tokio::spawn(write_loop(writer, info.clone()));
+    tokio::pin!(writer);
     let mut conn = Connection::new(shared.clone(), info.clone());
     // Set by a `Drop` or `CutMidFrame` command: the socket dies without a word.
     let mut abort = false;
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // Taken from the outbox, not yet accepted by the socket; always written before
+    // anything taken later, which keeps the order of appends.
+    let mut out = Bytes::new();
+    // The bytes in `out` had pushed the outbox over its mark: consumers resume
+    // once they are written.
+    let mut backed_up = false;
     let started = Instant::now();
     let mut last_read = started;
     let mut last_heartbeat = started;
@@ -130,11 +141,25 @@ pub async fn serve<S>(
     let mut durable = conn.durability_updates();
     let mut alarm = shared.gauge.subscribe();
     loop {
+        if out.is_empty() {
+            out = take_outbox(&info, &mut backed_up);
+        }
         // A memory alarm stops reading from publishers until it clears, and
         // tells them so when they asked.
         let paused = *alarm.borrow() && conn.is_publisher() && conn.is_open();
         conn.set_blocked(paused);
         tokio::select! {
+            // `write` is cancel-safe: a write that did not complete wrote nothing.
+            written = writer.write(&out), if !out.is_empty() => match written {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.advance(n);
+                    if out.is_empty() && std::mem::take(&mut backed_up) {
+                        conn.resume();
+                    }
+                }
+            },
+            _ = outbox.wait_ready(), if out.is_empty() => {}
             _ = alarm.changed() => {}
             changed = async {
                 match durable.as_mut() {
@@ -156,7 +181,6 @@ pub async fn serve<S>(
                     }
                 }
             },
-            _ = outbox.wait_drained() => conn.resume(),
             _ = info.wake.notified() => {
                 for command in info.take_commands() {
                     match command {
@@ -223,44 +247,59 @@ pub async fn serve<S>(
     }
     conn.release();
     shared.unregister(id);
-    outbox.close();
     if abort {
-        // Whatever was written stays written; the rest dies with the socket.
-        tokio::task::yield_now().await;
-        writer.abort();
+        // Whatever the socket takes at once is written; the rest dies with it.
+        let rest = take_outbox(&info, &mut backed_up);
+        for data in [out, rest] {
+            match tokio::time::timeout(Duration::ZERO, writer.write(&data)).await {
+                Ok(Ok(n)) if n == data.len() => {}
+                _ => break,
+            }
+        }
+    } else {
+        let _ = finish_writing(writer, &info, out).await;
     }
-    let _ = writer.await;
+    drop(reader);
     tracing::debug!(conn = id, "closed");
 }
 
-async fn write_loop<W: AsyncWrite>(writer: W, info: Arc<ConnInfo>) {
-    let outbox = &info.outbox;
-    tokio::pin!(writer);
-    loop {
-        let data = outbox.take();
-        if info.trace.is_on() {
-            trace_out(&info, &data);
-        }
-        if !data.is_empty() {
-            let was_backed_up = data.len() > HIGH_WATER;
-            if writer.write_all(&data).await.is_err() {
-                return;
-            }
-            if was_backed_up {
-                outbox.notify_drained();
-            }
-            continue;
-        }
-        if outbox.is_closed() {
-            break;
-        }
-        outbox.wait_ready().await;
-        // Let the reader finish the batch it is handling, so that the deliveries
-        // a run of acks frees go out in one write rather than one each.
-        tokio::task::yield_now().await;
+/// Everything pending in the outbox, recorded in the frame trace when it is on.
+fn take_outbox(info: &ConnInfo, backed_up: &mut bool) -> Bytes {
+    // A publisher's task rarely has anything to write: skip the lock then. An
+    // append racing with this check also wakes `wait_ready`, so nothing waits.
+    if info.outbox.pending() == 0 {
+        return Bytes::new();
     }
-    let _ = writer.flush().await;
-    let _ = writer.shutdown().await;
+    let data = info.outbox.take();
+    if data.is_empty() {
+        return Bytes::new();
+    }
+    if info.trace.is_on() {
+        trace_out(info, &data);
+    }
+    *backed_up = data.len() > HIGH_WATER;
+    data.freeze()
+}
+
+/// Writes what is left (the close-ok, the last deliveries) and shuts the socket down.
+async fn finish_writing<W: AsyncWrite>(
+    mut writer: std::pin::Pin<&mut W>,
+    info: &ConnInfo,
+    mut out: Bytes,
+) -> std::io::Result<()> {
+    let mut backed_up = false;
+    loop {
+        if out.is_empty() {
+            out = take_outbox(info, &mut backed_up);
+            if out.is_empty() {
+                break;
+            }
+        }
+        writer.write_all(&out).await?;
+        out.clear();
+    }
+    writer.flush().await?;
+    writer.shutdown().await
 }
 
 /// Records the frames in bytes about to be written (the outbox holds whole frames).

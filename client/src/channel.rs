@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     codec,
     confirm::PublisherConfirm,
-    connection::{short, Handle},
+    connection::{check_short, short, Handle},
     consumer::{Consumer, Returns},
     content::{Content, ContentMethod},
     error::{Error, Result},
@@ -84,6 +84,20 @@ pub(crate) struct ConsumerSlot {
     pub(crate) no_ack: bool,
     /// Why the consumer ended, when it was not a cancel by this client.
     pub(crate) end: Arc<Mutex<Option<Error>>>,
+}
+
+/// What became of a delivery offered to a consumer.
+#[derive(Debug)]
+pub(crate) enum Offer {
+    Delivered,
+    /// No such consumer on the channel (any more).
+    Unknown,
+    /// The consumer was dropped.
+    Closed {
+        no_ack: bool,
+    },
+    /// Its queue is full: wait on this slot (with no lock held).
+    Full(ConsumerSlot, Content),
 }
 
 #[derive(Debug)]
@@ -237,8 +251,20 @@ impl ChannelState {
         Ok(())
     }
 
-    pub(crate) fn consumer(&self, tag: &str) -> Option<ConsumerSlot> {
-        self.lock().consumers.get(tag).cloned()
+    /// Hands a delivery to consumer `tag` if its queue has room, without cloning
+    /// its slot (the common case, once per message); else says what to do.
+    pub(crate) fn offer(&self, tag: &str, content: Content) -> Offer {
+        let inner = self.lock();
+        let Some(slot) = inner.consumers.get(tag) else {
+            return Offer::Unknown;
+        };
+        match slot.tx.try_send(content) {
+            Ok(()) => Offer::Delivered,
+            Err(mpsc::error::TrySendError::Full(content)) => Offer::Full(slot.clone(), content),
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed {
+                no_ack: slot.no_ack,
+            },
+        }
     }
 
     pub(crate) fn cancelled_by_broker(&self, tag: &str) {
@@ -752,17 +778,17 @@ impl Channel {
         properties: BasicProperties,
     ) -> Result<PublisherConfirm> {
         let id = self.id();
-        let mut buf = BytesMut::with_capacity(body.len() + 128);
-        codec::encode_method(
+        check_short(exchange)?;
+        check_short(routing_key)?;
+        let mut buf = BytesMut::with_capacity(body.len() + exchange.len() + routing_key.len() + 64);
+        codec::encode_publish(
             &mut buf,
             id,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: short(exchange)?,
-                routing_key: short(routing_key)?,
-                mandatory: options.mandatory,
-                immediate: options.immediate,
-            })),
-        )?;
+            exchange,
+            routing_key,
+            options.mandatory,
+            options.immediate,
+        );
         codec::encode_content(
             &mut buf,
             id,
@@ -920,7 +946,7 @@ impl Channel {
                         redelivered: ok.redelivered,
                         exchange: ok.exchange.to_string(),
                         routing_key: ok.routing_key.to_string(),
-                        properties,
+                        properties: Content::take_properties(properties),
                         body,
                         channel: self.clone(),
                         no_ack,

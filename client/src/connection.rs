@@ -423,12 +423,19 @@ fn client_properties(config: &ConnectionConfig) -> FieldTable {
 
 /// A `ShortString`, or an error instead of amq-protocol's panic on > 255 bytes.
 pub(crate) fn short(s: &str) -> Result<ShortString> {
-    ShortString::try_new(s).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "{:?}… is longer than 255 bytes",
-            s.chars().take(32).collect::<String>()
-        ))
-    })
+    check_short(s)?;
+    Ok(ShortString::from(s))
+}
+
+/// The error `short` gives, without building the string (for names written by hand).
+pub(crate) fn check_short(s: &str) -> Result<()> {
+    if s.len() <= 255 {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "{:?}… is longer than 255 bytes",
+        s.chars().take(32).collect::<String>()
+    )))
 }
 
 fn unexpected(wanted: &str, got: &connection::AMQPMethod) -> Error {

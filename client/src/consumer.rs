@@ -113,9 +113,9 @@ impl Consumer {
         Delivery {
             delivery_tag: deliver.delivery_tag,
             redelivered: deliver.redelivered,
-            exchange: deliver.exchange.to_string(),
-            routing_key: deliver.routing_key.to_string(),
-            properties: content.properties,
+            exchange: deliver.exchange.into(),
+            routing_key: deliver.routing_key.into(),
+            properties: Content::take_properties(content.properties),
             body: content.body,
             channel: self.channel.clone(),
             no_ack: self.no_ack,

@@ -5,10 +5,10 @@
 //! checks that sequence and yields the finished message; the connection task only
 //! routes the result.
 
-use amq_protocol::{frame::AMQPContentHeader, protocol::basic};
+use amq_protocol::protocol::basic;
 use bytes::{Bytes, BytesMut};
 
-use crate::error::Error;
+use crate::{codec::Header, error::Error};
 
 /// The method that announced the content.
 #[derive(Debug)]
@@ -22,27 +22,30 @@ pub(crate) enum ContentMethod {
 #[derive(Debug)]
 pub(crate) struct Content {
     pub(crate) method: ContentMethod,
-    pub(crate) properties: basic::AMQPProperties,
+    /// `None`: no properties (see [`Header`]).
+    pub(crate) properties: Option<Box<basic::AMQPProperties>>,
     pub(crate) body: Bytes,
+}
+
+impl Content {
+    /// The properties, unboxed for the message handed to the application.
+    pub(crate) fn take_properties(
+        properties: Option<Box<basic::AMQPProperties>>,
+    ) -> basic::AMQPProperties {
+        properties.map(|p| *p).unwrap_or_default()
+    }
 }
 
 /// One message being received on one channel.
 #[derive(Debug)]
 pub(crate) struct Assembly {
     method: ContentMethod,
-    header: Option<(u64, basic::AMQPProperties)>,
+    header: Option<(u64, Option<Box<basic::AMQPProperties>>)>,
     // A body that arrives in one frame is kept as that frame's bytes (no copy);
     // only multi-frame bodies are concatenated.
     first: Option<Bytes>,
     rest: BytesMut,
     received: u64,
-}
-
-/// What feeding a frame into an assembly produced.
-#[derive(Debug)]
-pub(crate) enum Progress {
-    NeedMore(Assembly),
-    Done(Content),
 }
 
 fn unexpected(msg: &str) -> Error {
@@ -63,7 +66,11 @@ impl Assembly {
         }
     }
 
-    pub(crate) fn header(mut self, header: AMQPContentHeader) -> Result<Progress, Error> {
+    // Header and body frames update the assembly in place (it is large: the
+    // method and the properties), and say whether the message is complete.
+
+    /// Feeds the content header; true when the message is complete (empty body).
+    pub(crate) fn header(&mut self, header: Header) -> Result<bool, Error> {
         if self.header.is_some() {
             return Err(unexpected("second content header for one message"));
         }
@@ -71,10 +78,11 @@ impl Assembly {
             return Err(unexpected("content header for a class other than basic"));
         }
         self.header = Some((header.body_size, header.properties));
-        self.check()
+        Ok(self.is_complete())
     }
 
-    pub(crate) fn body(mut self, chunk: Bytes) -> Result<Progress, Error> {
+    /// Feeds a body frame; true when the message is complete.
+    pub(crate) fn body(&mut self, chunk: Bytes) -> Result<bool, Error> {
         let Some((size, _)) = &self.header else {
             return Err(unexpected("body frame before content header"));
         };
@@ -92,24 +100,24 @@ impl Assembly {
                 self.rest.extend_from_slice(&chunk);
             }
         }
-        self.check()
+        Ok(self.is_complete())
     }
 
-    fn check(self) -> Result<Progress, Error> {
-        match &self.header {
-            Some((size, _)) if self.received == *size => {
-                let (_, properties) = self.header.unwrap_or_default();
-                let body = match self.first {
-                    Some(first) => first,
-                    None => self.rest.freeze(),
-                };
-                Ok(Progress::Done(Content {
-                    method: self.method,
-                    properties,
-                    body,
-                }))
-            }
-            _ => Ok(Progress::NeedMore(self)),
+    fn is_complete(&self) -> bool {
+        matches!(&self.header, Some((size, _)) if self.received == *size)
+    }
+
+    /// The finished message (call once `header` or `body` said it is complete).
+    pub(crate) fn finish(self) -> Content {
+        let (_, properties) = self.header.unwrap_or_default();
+        let body = match self.first {
+            Some(first) => first,
+            None => self.rest.freeze(),
+        };
+        Content {
+            method: self.method,
+            properties,
+            body,
         }
     }
 }
@@ -118,11 +126,11 @@ impl Assembly {
 mod tests {
     use super::*;
 
-    fn header(size: u64) -> AMQPContentHeader {
-        AMQPContentHeader {
+    fn header(size: u64) -> Header {
+        Header {
             class_id: 60,
             body_size: size,
-            properties: Default::default(),
+            properties: None,
         }
     }
 
@@ -132,31 +140,25 @@ mod tests {
 
     #[test]
     fn empty_body_completes_on_header() {
-        assert!(
-            matches!(deliver().header(header(0)).unwrap(), Progress::Done(c) if c.body.is_empty())
-        );
+        let mut a = deliver();
+        assert!(a.header(header(0)).unwrap());
+        assert!(a.finish().body.is_empty());
     }
 
     #[test]
     fn multi_frame_body() {
-        let Progress::NeedMore(a) = deliver().header(header(5)).unwrap() else {
-            panic!()
-        };
-        let Progress::NeedMore(a) = a.body(Bytes::from_static(b"ab")).unwrap() else {
-            panic!()
-        };
-        let Progress::Done(c) = a.body(Bytes::from_static(b"cde")).unwrap() else {
-            panic!()
-        };
-        assert_eq!(&c.body[..], b"abcde");
+        let mut a = deliver();
+        assert!(!a.header(header(5)).unwrap());
+        assert!(!a.body(Bytes::from_static(b"ab")).unwrap());
+        assert!(a.body(Bytes::from_static(b"cde")).unwrap());
+        assert_eq!(&a.finish().body[..], b"abcde");
     }
 
     #[test]
     fn violations() {
         assert!(deliver().body(Bytes::from_static(b"x")).is_err());
-        let Progress::NeedMore(a) = deliver().header(header(1)).unwrap() else {
-            panic!()
-        };
+        let mut a = deliver();
+        assert!(!a.header(header(1)).unwrap());
         assert!(a.body(Bytes::from_static(b"xy")).is_err());
     }
 }

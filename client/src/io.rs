@@ -10,7 +10,7 @@
 //! stops sending (TCP flow control) instead of this client buffering without bound.
 //! With a prefetch set, the queue is sized to it and the wait never happens.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use bytes::{Bytes, BytesMut};
@@ -21,10 +21,10 @@ use tokio::{
 };
 
 use crate::{
-    channel::{ChannelState, Reply},
+    channel::{ChannelState, Offer, Reply},
     codec::{self, Frame},
     connection::{close_reason, ConnState},
-    content::{Assembly, Content, ContentMethod, Progress},
+    content::{Assembly, Content, ContentMethod},
     error::{CloseReason, Error},
     message::{Confirmation, ReturnedMessage},
 };
@@ -53,7 +53,7 @@ pub(crate) async fn run<S>(
     let reader = Reader {
         conn: conn.clone(),
         internal: internal_tx.clone(),
-        assemblies: HashMap::new(),
+        assemblies: Vec::new(),
     }
     .run(rd, input);
     // The queues are borrowed, not moved, so they outlive the writer future: handles
@@ -163,8 +163,10 @@ fn unexpected_frame(message: String) -> Error {
 struct Reader {
     conn: Arc<ConnState>,
     internal: mpsc::UnboundedSender<Internal>,
-    /// Content being received, per channel. Owned by the reader alone: no lock.
-    assemblies: HashMap<u16, Assembly>,
+    /// Content being received, per channel. Owned by the reader alone: no lock. A
+    /// short list rather than a map: rarely more than one channel is mid-message,
+    /// and a message is looked up two or three times.
+    assemblies: Vec<(u16, Assembly)>,
 }
 
 impl Reader {
@@ -248,18 +250,22 @@ impl Reader {
             }),
             Frame::Method(id, method) => self.channel_method(id, method).await,
             Frame::Header(id, header) => {
-                let assembly = self.assemblies.remove(&id).ok_or_else(|| {
+                let at = self.assembly(id).ok_or_else(|| {
                     unexpected_frame(format!("content header without a method on channel {id}"))
                 })?;
-                let progress = assembly.header(header)?;
-                self.progress(id, progress).await
+                if self.assemblies[at].1.header(header)? {
+                    self.complete(at).await?;
+                }
+                Ok(())
             }
             Frame::Body(id, body) => {
-                let assembly = self.assemblies.remove(&id).ok_or_else(|| {
+                let at = self.assembly(id).ok_or_else(|| {
                     unexpected_frame(format!("body frame without a method on channel {id}"))
                 })?;
-                let progress = assembly.body(body)?;
-                self.progress(id, progress).await
+                if self.assemblies[at].1.body(body)? {
+                    self.complete(at).await?;
+                }
+                Ok(())
             }
         }
     }
@@ -292,7 +298,7 @@ impl Reader {
     }
 
     async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), Error> {
-        if self.assemblies.contains_key(&id) {
+        if self.assembly(id).is_some() {
             return Err(unexpected_frame(format!(
                 "method frame on channel {id} while content was expected"
             )));
@@ -302,17 +308,17 @@ impl Reader {
         let method = match method {
             AMQPClass::Basic(basic::AMQPMethod::Deliver(m)) => {
                 self.assemblies
-                    .insert(id, Assembly::new(ContentMethod::Deliver(m)));
+                    .push((id, Assembly::new(ContentMethod::Deliver(m))));
                 return Ok(());
             }
             AMQPClass::Basic(basic::AMQPMethod::GetOk(m)) => {
                 self.assemblies
-                    .insert(id, Assembly::new(ContentMethod::GetOk(m)));
+                    .push((id, Assembly::new(ContentMethod::GetOk(m))));
                 return Ok(());
             }
             AMQPClass::Basic(basic::AMQPMethod::Return(m)) => {
                 self.assemblies
-                    .insert(id, Assembly::new(ContentMethod::Return(m)));
+                    .push((id, Assembly::new(ContentMethod::Return(m))));
                 return Ok(());
             }
             other => other,
@@ -378,28 +384,37 @@ impl Reader {
         }
     }
 
-    async fn progress(&mut self, id: u16, progress: Progress) -> Result<(), Error> {
-        let content = match progress {
-            Progress::NeedMore(assembly) => {
-                self.assemblies.insert(id, assembly);
-                return Ok(());
-            }
-            Progress::Done(content) => content,
-        };
+    /// Where the content being received on channel `id` is, if any.
+    fn assembly(&self, id: u16) -> Option<usize> {
+        self.assemblies.iter().position(|(ch, _)| *ch == id)
+    }
+
+    /// Hands on the message finished at `at` in `assemblies`.
+    async fn complete(&mut self, at: usize) -> Result<(), Error> {
+        let (id, assembly) = self.assemblies.swap_remove(at);
+        let mut content = assembly.finish();
         let Some(state) = self.channel(id) else {
             return Ok(());
         };
-        match &content.method {
+        match &mut content.method {
             ContentMethod::GetOk(_) => state.reply(Reply::Get(Some(Box::new(content)))),
             ContentMethod::Deliver(deliver) => {
                 let tag = deliver.delivery_tag;
-                let Some(slot) = state.consumer(deliver.consumer_tag.as_str()) else {
-                    tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
-                    return Ok(());
+                // Taken out rather than cloned: it only serves to find the consumer.
+                let consumer_tag = std::mem::take(&mut deliver.consumer_tag);
+                let delivered = match state.offer(consumer_tag.as_str(), content) {
+                    Offer::Delivered => true,
+                    Offer::Unknown => {
+                        tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
+                        return Ok(());
+                    }
+                    Offer::Closed { no_ack } => no_ack,
+                    // Waits while the consumer's queue is full: see the module docs.
+                    Offer::Full(slot, content) => {
+                        slot.tx.send(content).await.is_ok() || slot.no_ack
+                    }
                 };
-                let no_ack = slot.no_ack;
-                // Waits while the consumer's queue is full: see the module docs.
-                if slot.tx.send(content).await.is_err() && !no_ack {
+                if !delivered {
                     // The consumer was dropped: give the message back to the queue now
                     // rather than leave it unacked until the channel closes.
                     self.send(
@@ -426,7 +441,7 @@ impl Reader {
                     reply_text: ret.reply_text.to_string(),
                     exchange: ret.exchange.to_string(),
                     routing_key: ret.routing_key.to_string(),
-                    properties,
+                    properties: Content::take_properties(properties),
                     body,
                 };
                 match state.returns_sender() {

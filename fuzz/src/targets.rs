@@ -90,7 +90,7 @@ fn check_decoded(bytes: &[u8], frame: Frame, frame_max: u32) {
                             amq_protocol::frame::AMQPContentHeader {
                                 class_id: h.class_id,
                                 body_size: h.body_size,
-                                properties,
+                                properties: *properties,
                             }
                         )),
                         wire::frame(&amq_protocol::frame::AMQPFrame::Header(0, h))

@@ -331,7 +331,7 @@ proptest! {
             return Err(TestCaseError::fail("not a header"));
         };
         prop_assert_eq!((channel, class_id, body_size), (ch, 60, body.len() as u64));
-        prop_assert_eq!(&properties, &props);
+        prop_assert_eq!(&*properties, &props);
         prop_assert_eq!(&raw[..], &header[7..header.len() - 1]);
 
         let mut out = BytesMut::new();
