@@ -220,6 +220,9 @@ impl Shared {
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         store.flush();
         let recovered = store::recover(store.dir())?;
+        // Only a failed disk leaves a snapshot cut off here, but its vhosts'
+        // next records must not be read as the rest of it.
+        store.abandon_snapshots(&recovered.abandoned);
         let empty = store::RecoveredVhost::default();
         for (name, vhost) in &self.vhosts {
             vhost
@@ -230,13 +233,10 @@ impl Shared {
     }
 
     /// The power goes out: nothing more reaches the disk. A snapshot being
-    /// written is let finish first, so that the files never hold half of one.
+    /// written may be cut off, as by `kill -9`; recovery ignores it.
     fn power_cut(&self) {
         let Some(store) = &self.store else { return };
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
-        while store.is_compacting() && !store.has_failed() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
         store.freeze();
     }
 
@@ -262,7 +262,7 @@ impl Shared {
                     .restore(recovered.vhosts.get(name).unwrap_or(&empty));
             }
         }
-        store.thaw();
+        store.thaw(recovered.as_ref().map_or(&[][..], |r| &r.abandoned));
         recovered.map(drop)
     }
 
