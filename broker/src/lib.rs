@@ -642,7 +642,8 @@ impl Broker {
 
     /// Stalls the disk (true) or lets it go again (false), as a disk whose
     /// fsync hangs: persistent messages to durable queues are still routed and
-    /// delivered, but nothing reaches the disk and their confirms do not come.
+    /// delivered, but nothing reaches the disk and their confirms (or their
+    /// transaction's `tx.commit-ok`) do not come.
     /// Released, everything held back is written and confirmed; a
     /// [`Broker::crash`] meanwhile loses it. Does nothing without a data
     /// directory, where confirms never wait for a disk.

@@ -474,7 +474,7 @@ async fn a_full_disk_nacks_and_never_confirms_what_was_not_written() {
         return;
     }
     let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
-    let (_conn, ch) = channel(&broker.url()).await;
+    let (conn, ch) = channel(&broker.url()).await;
     within(ch.confirm_select(ConfirmSelectOptions::default()))
         .await
         .unwrap();
@@ -499,6 +499,23 @@ async fn a_full_disk_nacks_and_never_confirms_what_was_not_written() {
             _ => nacked += 1,
         }
     }
+    // A transaction the disk cannot take is not committed: RabbitMQ's
+    // "partial tx completion" closes the channel.
+    let tx = within(conn.create_channel()).await.unwrap();
+    within(tx.tx_select()).await.unwrap();
+    within(tx.basic_publish(
+        "".into(),
+        "q".into(),
+        BasicPublishOptions::default(),
+        format!("999{body}").as_bytes(),
+        BasicProperties::default().with_delivery_mode(2),
+    ))
+    .await
+    .unwrap();
+    let err = within(tx.tx_commit())
+        .await
+        .expect_err("commit-ok means on disk");
+    assert!(err.to_string().contains("partial tx completion"), "{err}");
     broker.shutdown().await;
     assert!(
         nacked > 0,

@@ -664,6 +664,64 @@ async fn a_crash_during_compaction_loses_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With a data directory, commit-ok means the transaction's persistent messages
+/// are on disk, as in RabbitMQ: a stalled disk holds it back, and with it what
+/// the client sent on that channel after the commit, but not the connection's
+/// other channels. Released, commit-ok comes, then the answers that queued
+/// behind it.
+#[tokio::test]
+async fn tx_commit_ok_waits_until_the_transaction_is_on_disk() {
+    use amq_protocol::protocol::{basic, queue, tx, AMQPClass, BasicProperties};
+    let dir = data_dir("tx");
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let mut c = raw_in_process(&broker).await;
+    within(c.open_channel(1)).await;
+    within(c.open_channel(2)).await;
+    let declare = |passive| queue::Declare {
+        queue: "orders".into(),
+        durable: true,
+        passive,
+        ..Default::default()
+    };
+    within(c.call(1, declare(false))).await;
+    within(c.call(1, tx::Select {})).await;
+    broker.stall_storage(true);
+    let publish = basic::Publish {
+        routing_key: "orders".into(),
+        ..Default::default()
+    };
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    within(c.publish_with(1, publish, persistent, b"order-1")).await;
+    within(c.send(1, tx::Commit {})).await;
+    within(c.send(1, declare(true))).await;
+    // Channel 2 is answered, and its answer is the next frame: nothing was
+    // sent on channel 1 before it, though the commit was handled (its message
+    // is in the queue).
+    match within(c.call(2, declare(true))).await {
+        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)) => assert_eq!(ok.message_count, 1),
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+    broker.stall_storage(false);
+    let commit_ok = within(c.expect_method(1)).await;
+    assert!(
+        matches!(commit_ok, AMQPClass::Tx(tx::AMQPMethod::CommitOk(_))),
+        "{commit_ok:?}"
+    );
+    let declare_ok = within(c.expect_method(1)).await;
+    assert!(
+        matches!(
+            declare_ok,
+            AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))
+        ),
+        "{declare_ok:?}"
+    );
+    // What commit-ok promised survives the power going out.
+    broker.crash().await;
+    broker.queue("orders").assert_bodies(&["order-1"]);
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_crash_drops_connections_without_a_close_and_keeps_durable_state_in_memory() {
     let broker = Broker::builder().no_listener().start().await.unwrap();
