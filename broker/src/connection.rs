@@ -605,8 +605,17 @@ impl Connection {
             return;
         }
         if let Some(commit) = &mut chan.committing {
-            commit.held.push_back(frame);
-            return;
+            // A client may give up waiting: the channel closes at once, the
+            // commit unanswered, as when the channel fails. What the channel
+            // held came from a client that did not wait for commit-ok either.
+            if !matches!(
+                frame,
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_)))
+            ) {
+                commit.held.push_back(frame);
+                return;
+            }
+            chan.committing = None;
         }
         let content = std::mem::replace(&mut chan.content, Content::Idle);
         let result = match (content, frame) {

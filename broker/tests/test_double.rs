@@ -722,6 +722,47 @@ async fn tx_commit_ok_waits_until_the_transaction_is_on_disk() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A client that gives up waiting for commit-ok can still close the channel.
+#[tokio::test]
+async fn a_channel_waiting_for_commit_ok_can_be_closed() {
+    use amq_protocol::protocol::{basic, channel, queue, tx, AMQPClass, BasicProperties};
+    let dir = data_dir("tx-close");
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let mut c = raw_in_process(&broker).await;
+    within(c.open_channel(1)).await;
+    let declare = queue::Declare {
+        queue: "orders".into(),
+        durable: true,
+        ..Default::default()
+    };
+    within(c.call(1, declare)).await;
+    within(c.call(1, tx::Select {})).await;
+    broker.stall_storage(true);
+    let publish = basic::Publish {
+        routing_key: "orders".into(),
+        ..Default::default()
+    };
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    within(c.publish_with(1, publish, persistent, b"order-1")).await;
+    within(c.send(1, tx::Commit {})).await;
+    let close = channel::Close {
+        reply_code: 200,
+        reply_text: "".into(),
+        class_id: 0,
+        method_id: 0,
+    };
+    let reply = within(c.call(1, close)).await;
+    assert!(
+        matches!(reply, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))),
+        "{reply:?}"
+    );
+    broker.stall_storage(false);
+    within(c.open_channel(1)).await;
+    drop(c);
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_crash_drops_connections_without_a_close_and_keeps_durable_state_in_memory() {
     let broker = Broker::builder().no_listener().start().await.unwrap();
