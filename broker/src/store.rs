@@ -532,9 +532,20 @@ pub struct Recovered {
     /// Vhosts whose last snapshot was cut off by a crash, and so ignored: a
     /// `SnapshotAbandoned` must be logged for each before anything else of it.
     pub abandoned: Vec<String>,
-    /// Snapshots begun and not yet whole: the state read so far, and how many
-    /// of the vhost's records are still to come.
-    snapshots: BTreeMap<String, (RecoveredVhost, u64)>,
+    /// Snapshots begun and not yet whole, by vhost.
+    snapshots: BTreeMap<String, OpenSnapshot>,
+}
+
+/// A snapshot being read.
+#[derive(Debug, Default)]
+struct OpenSnapshot {
+    /// The state read so far.
+    state: RecoveredVhost,
+    /// How many of the vhost's records are still to come.
+    left: u64,
+    /// A corrupt record was skipped meanwhile, perhaps one of this snapshot's:
+    /// then it may never be whole, though it was written whole.
+    damaged: bool,
 }
 
 impl RecoveredVhost {
@@ -673,8 +684,11 @@ impl Recovered {
             Record::SnapshotBegin { vhost, records } => {
                 // A snapshot begun while another was open: the older one was cut
                 // off and its abandonment lost; the newer one supersedes it.
-                self.snapshots
-                    .insert(vhost, (RecoveredVhost::default(), records));
+                let open = OpenSnapshot {
+                    left: records,
+                    ..Default::default()
+                };
+                self.snapshots.insert(vhost, open);
             }
             Record::SnapshotAbandoned { vhost } => {
                 self.snapshots.remove(&vhost);
@@ -686,12 +700,12 @@ impl Recovered {
             rec => {
                 let name = rec.vhost().to_owned();
                 match self.snapshots.get_mut(&name) {
-                    Some((snapshot, left)) => {
-                        snapshot.apply(rec, &mut self.next_id);
-                        *left -= 1;
-                        if *left == 0 {
-                            let (snapshot, _) = self.snapshots.remove(&name).expect("open");
-                            self.vhosts.insert(name, snapshot);
+                    Some(open) => {
+                        open.state.apply(rec, &mut self.next_id);
+                        open.left -= 1;
+                        if open.left == 0 {
+                            let open = self.snapshots.remove(&name).expect("open");
+                            self.vhosts.insert(name, open.state);
                         }
                     }
                     None => self
@@ -764,6 +778,9 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                                 path.display(),
                                 resume - pos
                             ));
+                            for open in recovered.snapshots.values_mut() {
+                                open.damaged = true;
+                            }
                             pos = resume;
                         }
                         None => {
@@ -785,13 +802,24 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
             }
         }
     }
-    // The segments before a cut-off snapshot are still there (they go only once
-    // it is whole), so the state it was to replace is complete without it.
-    for (vhost, (_, left)) in std::mem::take(&mut recovered.snapshots) {
-        recovered.repairs.push(format!(
-            "snapshot of vhost '{vhost}' cut off {left} records short by a crash; ignored"
-        ));
-        recovered.abandoned.push(vhost);
+    for (vhost, open) in std::mem::take(&mut recovered.snapshots) {
+        let left = open.left;
+        if open.damaged {
+            // Short because a record of it was skipped, not because a crash cut
+            // it off: the segments before it may be gone, so it is all there is.
+            recovered.repairs.push(format!(
+                "snapshot of vhost '{vhost}' {left} records short after a corrupt record; kept"
+            ));
+            recovered.vhosts.insert(vhost, open.state);
+        } else {
+            // Cut off by a crash: the segments before it are still there (they go
+            // only once it is whole), so the state it was to replace is complete
+            // without it.
+            recovered.repairs.push(format!(
+                "snapshot of vhost '{vhost}' cut off {left} records short by a crash; ignored"
+            ));
+            recovered.abandoned.push(vhost);
+        }
     }
     recovered.prune();
     Ok(recovered)
@@ -1577,6 +1605,32 @@ mod tests {
         let recovered = recover(&dir).unwrap();
         assert!(recovered.abandoned.is_empty());
         assert_eq!(ids(&recovered, "q"), [2, 3, 5, 9, 10]);
+    }
+
+    /// A corrupt record inside a snapshot whose old segments are gone costs
+    /// that record, not the whole snapshot.
+    #[test]
+    fn a_corrupt_record_in_a_whole_snapshot_costs_only_that_record() {
+        let dir = tempdir("corrupt-snapshot");
+        let mut data = write_log(
+            &dir,
+            &[
+                begin("/", 4),
+                queue("q"),
+                publish(1, "q"),
+                publish(2, "q"),
+                publish(3, "q"),
+            ],
+        );
+        let at = data
+            .windows(2)
+            .position(|w| w == b"m2")
+            .expect("m2 is in the log");
+        data[at] ^= 0xff;
+        fs::write(segment_path(&dir, 1), &data).unwrap();
+        let r = recover(&dir).unwrap();
+        assert_eq!(ids(&r, "q"), [1, 3]);
+        assert!(r.abandoned.is_empty());
     }
 
     /// Logs written before snapshots were counted reset the vhost outright.
