@@ -123,6 +123,20 @@ struct PendingConfirm {
     nack: bool,
 }
 
+/// A `tx.commit` whose persistent messages are not on disk yet: commit-ok
+/// waits for them, as in RabbitMQ, where it means the transaction is durable.
+#[derive(Debug)]
+struct Committing {
+    /// The store LSN that must be durable before commit-ok.
+    lsn: u64,
+    /// The transaction's acks, nacks and rejects, applied after commit-ok so
+    /// that the redeliveries they cause follow it.
+    settles: Vec<TxOp>,
+    /// Frames the client sent on the channel meanwhile, handled once commit-ok
+    /// is out, so that nothing the channel answers overtakes it.
+    held: VecDeque<Frame>,
+}
+
 #[derive(Debug)]
 struct ChannelProto {
     /// The broker sent `channel.close`: everything but close/close-ok is dropped.
@@ -132,6 +146,8 @@ struct ChannelProto {
     confirm: Option<Confirms>,
     /// `tx.select` was seen; publishes and acks wait for `tx.commit`.
     tx: Option<Vec<TxOp>>,
+    /// A commit waiting for the disk.
+    committing: Option<Committing>,
     /// The last queue declared on the channel, for methods that name queue "".
     last_queue: Option<String>,
 }
@@ -143,6 +159,7 @@ impl ChannelProto {
             content: Content::Idle,
             confirm: None,
             tx: None,
+            committing: None,
             last_queue: None,
         }
     }
@@ -602,6 +619,19 @@ impl Connection {
             }
             return;
         }
+        if let Some(commit) = &mut chan.committing {
+            // A client may give up waiting: the channel closes at once, the
+            // commit unanswered, as when the channel fails. What the channel
+            // held came from a client that did not wait for commit-ok either.
+            if !matches!(
+                frame,
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_)))
+            ) {
+                commit.held.push_back(frame);
+                return;
+            }
+            chan.committing = None;
+        }
         let content = std::mem::replace(&mut chan.content, Content::Idle);
         let result = match (content, frame) {
             (Content::Idle, Frame::Method(_, m)) => {
@@ -842,10 +872,17 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends what waited for the disk and is now due: publisher confirms, and
+    /// the commit-ok of transactions now durable.
+    pub fn flush_confirms(&mut self) {
+        self.send_due_confirms();
+        self.complete_commits();
+    }
+
     /// Acknowledges every publish that is safe — enqueued, and on disk when it
     /// had to be — with one `basic.ack` per channel (multiple when it covers
     /// several). Once the store has failed, what it did not write is nacked.
-    pub fn flush_confirms(&mut self) {
+    fn send_due_confirms(&mut self) {
         let (durable, failed) = match &self.shared.store {
             Some(store) => (store.durable_lsn(), store.has_failed()),
             None => (u64::MAX, false),
@@ -902,8 +939,71 @@ impl Connection {
             .and_then(|c| c.confirm.as_ref())
             .is_some_and(|c| !c.pending.is_empty())
         {
-            self.flush_confirms();
+            self.send_due_confirms();
         }
+    }
+
+    /// Sends the commit-ok of every commit whose messages are now on disk, then
+    /// applies its settles and handles the frames its channel held meanwhile.
+    /// Once the store has failed, a commit it did not write closes its channel
+    /// as RabbitMQ does when a queue cannot take a transaction's message.
+    fn complete_commits(&mut self) {
+        let Some(store) = &self.shared.store else {
+            return;
+        };
+        let (durable, failed) = (store.durable_lsn(), store.has_failed());
+        let due: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| {
+                c.committing
+                    .as_ref()
+                    .is_some_and(|c| c.lsn <= durable || failed)
+            })
+            .map(|(&ch, _)| ch)
+            .collect();
+        for ch in due {
+            let Some(commit) = self.channels.get_mut(&ch).and_then(|c| c.committing.take()) else {
+                continue;
+            };
+            if commit.lsn > durable {
+                self.fail(
+                    ch,
+                    AmqpError::precondition("partial tx completion").on_method(90, 20),
+                );
+                continue;
+            }
+            if let Err(e) = self.commit_ok(ch, commit.settles) {
+                self.fail(ch, e.on_method(90, 20));
+                continue;
+            }
+            for frame in commit.held {
+                if self.phase != Phase::Opened {
+                    break;
+                }
+                // A later commit on the channel holds the rest again, in order.
+                self.on_channel_frame(ch, frame);
+            }
+        }
+    }
+
+    /// Answers a commit and applies its settles: RabbitMQ enqueues the
+    /// publishes, answers, then settles, so the redeliveries a nack causes
+    /// come after commit-ok.
+    fn commit_ok(&mut self, ch: u16, settles: Vec<TxOp>) -> Result<(), AmqpError> {
+        self.send(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+        let vhost = self.vhost().clone();
+        for op in settles {
+            if let TxOp::Settle {
+                tag,
+                multiple,
+                requeue,
+            } = op
+            {
+                vhost.lock().settle(self.id, ch, tag, multiple, requeue)?;
+            }
+        }
+        Ok(())
     }
 
     /// Where the driver learns that the store made more publishes durable.
@@ -1340,9 +1440,8 @@ impl Connection {
                     return Err(AmqpError::precondition("channel is not transactional"));
                 };
                 let vhost = self.vhost().clone();
-                // RabbitMQ enqueues the publishes, answers, then settles: the
-                // redeliveries a nack causes come after commit-ok.
                 let mut settles = Vec::new();
+                let mut lsn = 0;
                 for op in ops {
                     match op {
                         TxOp::Publish {
@@ -1350,23 +1449,23 @@ impl Connection {
                             mandatory,
                             msg,
                         } => {
-                            deliver_published(&vhost, self.id, ch, targets, mandatory, *msg);
+                            let published =
+                                deliver_published(&vhost, self.id, ch, targets, mandatory, *msg);
+                            lsn = lsn.max(published.lsn.unwrap_or(0));
                         }
                         settle => settles.push(settle),
                     }
                 }
-                self.send(ch, AMQPClass::Tx(M::CommitOk(tx::CommitOk {})));
-                for op in settles {
-                    if let TxOp::Settle {
-                        tag,
-                        multiple,
-                        requeue,
-                    } = op
-                    {
-                        vhost.lock().settle(self.id, ch, tag, multiple, requeue)?;
-                    }
+                let durable = self.shared.store.as_ref().map_or(0, |s| s.durable_lsn());
+                if lsn > durable {
+                    self.channel(ch).committing = Some(Committing {
+                        lsn,
+                        settles,
+                        held: VecDeque::new(),
+                    });
+                    return Ok(());
                 }
-                Ok(())
+                self.commit_ok(ch, settles)
             }
             M::Rollback(_) => {
                 let Some(ops) = chan.tx.as_mut() else {
@@ -1397,6 +1496,9 @@ impl Connection {
             chan.closing = true;
             chan.content = Content::Idle;
             chan.tx = None;
+            // Never answered: its publishes are enqueued, its settles dropped
+            // (the channel's unacked deliveries go back to their queues).
+            chan.committing = None;
             self.send(
                 ch,
                 AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
@@ -1418,7 +1520,7 @@ impl Connection {
             self.phase = Phase::Closed;
             return;
         }
-        self.flush_confirms();
+        self.send_due_confirms();
         self.send_connection(connection::AMQPMethod::Close(connection::Close {
             reply_code: code,
             reply_text: text.into(),

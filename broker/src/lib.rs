@@ -219,6 +219,9 @@ impl Shared {
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         store.flush();
         let recovered = store::recover(store.dir())?;
+        // Only a failed disk leaves a snapshot cut off here, but its vhosts'
+        // next records must not be read as the rest of it.
+        store.abandon_snapshots(&recovered.abandoned);
         let empty = store::RecoveredVhost::default();
         for (name, vhost) in &self.vhosts {
             vhost
@@ -229,13 +232,10 @@ impl Shared {
     }
 
     /// The power goes out: nothing more reaches the disk. A snapshot being
-    /// written is let finish first, so that the files never hold half of one.
+    /// written may be cut off, as by `kill -9`; recovery ignores it.
     fn power_cut(&self) {
         let Some(store) = &self.store else { return };
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
-        while store.is_compacting() && !store.has_failed() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
         store.freeze();
     }
 
@@ -261,7 +261,7 @@ impl Shared {
                     .restore(recovered.vhosts.get(name).unwrap_or(&empty));
             }
         }
-        store.thaw();
+        store.thaw(recovered.as_ref().map_or(&[][..], |r| &r.abandoned));
         recovered.map(drop)
     }
 
@@ -641,7 +641,8 @@ impl Broker {
 
     /// Stalls the disk (true) or lets it go again (false), as a disk whose
     /// fsync hangs: persistent messages to durable queues are still routed and
-    /// delivered, but nothing reaches the disk and their confirms do not come.
+    /// delivered, but nothing reaches the disk and their confirms (or their
+    /// transaction's `tx.commit-ok`) do not come.
     /// Released, everything held back is written and confirmed; a
     /// [`Broker::crash`] meanwhile loses it. Does nothing without a data
     /// directory, where confirms never wait for a disk.

@@ -88,8 +88,24 @@ pub enum Record {
         vhost: String,
         queue: String,
     },
-    /// Forget everything about a vhost: a snapshot of it follows.
+    /// Forget everything about a vhost. Written before each snapshot by
+    /// versions that had no `SnapshotBegin`; still read from their logs.
     VhostReset {
+        vhost: String,
+    },
+    /// The next `records` records of this vhost are a snapshot of it, which
+    /// replaces its state once the last of them was read. Counting them, rather
+    /// than closing with a marker, keeps a corrupt record inside a snapshot from
+    /// costing more than that record. A snapshot cut off by a crash is ignored:
+    /// the segments before it are deleted only once it is whole on disk.
+    SnapshotBegin {
+        vhost: String,
+        records: u64,
+    },
+    /// Recovery found this vhost's last snapshot cut off: what follows is no
+    /// longer part of it. Written before anything else of the vhost, so that
+    /// its later records are not taken for the rest of the snapshot.
+    SnapshotAbandoned {
         vhost: String,
     },
     /// Retention cut a stream: its log now starts at offset `first`, so that
@@ -112,6 +128,8 @@ const T_REMOVE: u8 = 8;
 const T_DELIVERED: u8 = 9;
 const T_VHOST_RESET: u8 = 10;
 const T_STREAM_START: u8 = 11;
+const T_SNAPSHOT_BEGIN: u8 = 12;
+const T_SNAPSHOT_ABANDONED: u8 = 13;
 
 impl Record {
     /// Appends `len | crc | payload` to `out`.
@@ -218,6 +236,15 @@ impl Record {
                 w.u8(T_VHOST_RESET);
                 w.str(vhost);
             }
+            Record::SnapshotBegin { vhost, records } => {
+                w.u8(T_SNAPSHOT_BEGIN);
+                w.str(vhost);
+                w.u64(*records);
+            }
+            Record::SnapshotAbandoned { vhost } => {
+                w.u8(T_SNAPSHOT_ABANDONED);
+                w.str(vhost);
+            }
             Record::StreamStart {
                 vhost,
                 queue,
@@ -319,6 +346,11 @@ impl Record {
                 }
             }
             T_VHOST_RESET => Record::VhostReset { vhost: r.str()? },
+            T_SNAPSHOT_BEGIN => Record::SnapshotBegin {
+                vhost: r.str()?,
+                records: r.u64()?,
+            },
+            T_SNAPSHOT_ABANDONED => Record::SnapshotAbandoned { vhost: r.str()? },
             T_STREAM_START => Record::StreamStart {
                 vhost: r.str()?,
                 queue: r.str()?,
@@ -327,6 +359,25 @@ impl Record {
             _ => return None,
         };
         r.0.is_empty().then_some(rec)
+    }
+
+    /// The vhost the record belongs to.
+    pub fn vhost(&self) -> &str {
+        match self {
+            Record::ExchangeDeclare { vhost, .. }
+            | Record::ExchangeDelete { vhost, .. }
+            | Record::QueueDeclare { vhost, .. }
+            | Record::QueueDelete { vhost, .. }
+            | Record::Bind { vhost, .. }
+            | Record::Unbind { vhost, .. }
+            | Record::Publish { vhost, .. }
+            | Record::Remove { vhost, .. }
+            | Record::Delivered { vhost, .. }
+            | Record::VhostReset { vhost }
+            | Record::SnapshotBegin { vhost, .. }
+            | Record::SnapshotAbandoned { vhost }
+            | Record::StreamStart { vhost, .. } => vhost,
+        }
     }
 }
 
@@ -478,36 +529,52 @@ pub struct Recovered {
     pub next_id: u64,
     /// Problems found and repaired (torn tails cut off, corrupt records skipped).
     pub repairs: Vec<String>,
+    /// Vhosts whose last snapshot was cut off by a crash, and so ignored: a
+    /// `SnapshotAbandoned` must be logged for each before anything else of it.
+    pub abandoned: Vec<String>,
+    /// Snapshots begun and not yet whole, by vhost.
+    snapshots: BTreeMap<String, OpenSnapshot>,
 }
 
-impl Recovered {
-    fn apply(&mut self, rec: Record) {
+/// A snapshot being read.
+#[derive(Debug, Default)]
+struct OpenSnapshot {
+    /// The state read so far.
+    state: RecoveredVhost,
+    /// How many of the vhost's records are still to come.
+    left: u64,
+    /// A corrupt record was skipped meanwhile, perhaps one of this snapshot's:
+    /// then it may never be whole, though it was written whole.
+    damaged: bool,
+}
+
+impl RecoveredVhost {
+    /// Applies one change of this vhost (not a reset or a snapshot boundary).
+    fn apply(&mut self, rec: Record, next_id: &mut u64) {
         match rec {
             Record::ExchangeDeclare {
-                vhost,
+                vhost: _,
                 name,
                 kind,
                 auto_delete,
                 internal,
                 arguments,
             } => {
-                self.vhost(&vhost)
-                    .exchanges
+                self.exchanges
                     .insert(name, (kind, auto_delete, internal, arguments));
             }
-            Record::ExchangeDelete { vhost, name } => {
-                let v = self.vhost(&vhost);
-                v.exchanges.remove(&name);
-                v.bindings
+            Record::ExchangeDelete { vhost: _, name } => {
+                self.exchanges.remove(&name);
+                self.bindings
                     .retain(|(s, to_x, d, _, _)| *s != name && !(*to_x && *d == name));
             }
             Record::QueueDeclare {
-                vhost,
+                vhost: _,
                 name,
                 auto_delete,
                 arguments,
             } => {
-                self.vhost(&vhost).queues.insert(
+                self.queues.insert(
                     name,
                     RecoveredQueue {
                         auto_delete,
@@ -517,13 +584,13 @@ impl Recovered {
                     },
                 );
             }
-            Record::QueueDelete { vhost, name } => {
-                let v = self.vhost(&vhost);
-                v.queues.remove(&name);
-                v.bindings.retain(|(_, to_x, d, _, _)| *to_x || *d != name);
+            Record::QueueDelete { vhost: _, name } => {
+                self.queues.remove(&name);
+                self.bindings
+                    .retain(|(_, to_x, d, _, _)| *to_x || *d != name);
             }
             Record::Bind {
-                vhost,
+                vhost: _,
                 source,
                 to_exchange,
                 destination,
@@ -531,13 +598,12 @@ impl Recovered {
                 arguments,
             } => {
                 let b = (source, to_exchange, destination, routing_key, arguments);
-                let v = self.vhost(&vhost);
-                if !v.bindings.contains(&b) {
-                    v.bindings.push(b);
+                if !self.bindings.contains(&b) {
+                    self.bindings.push(b);
                 }
             }
             Record::Unbind {
-                vhost,
+                vhost: _,
                 source,
                 to_exchange,
                 destination,
@@ -545,28 +611,27 @@ impl Recovered {
                 arguments,
             } => {
                 let b = (source, to_exchange, destination, routing_key, arguments);
-                self.vhost(&vhost).bindings.retain(|x| *x != b);
+                self.bindings.retain(|x| *x != b);
             }
             Record::Publish {
                 id,
-                vhost,
+                vhost: _,
                 queues,
                 exchange,
                 routing_key,
                 header,
                 body,
             } => {
-                self.next_id = self.next_id.max(id + 1);
-                let v = self.vhost(&vhost);
+                *next_id = (*next_id).max(id + 1);
                 let mut held = false;
                 for q in queues {
-                    if let Some(q) = v.queues.get_mut(&q) {
+                    if let Some(q) = self.queues.get_mut(&q) {
                         q.messages.insert(id, false);
                         held = true;
                     }
                 }
                 if held {
-                    v.messages.insert(
+                    self.messages.insert(
                         id,
                         Arc::new(RecoveredMessage {
                             exchange,
@@ -577,35 +642,80 @@ impl Recovered {
                     );
                 }
             }
-            Record::Remove { id, vhost, queue } => {
-                if let Some(q) = self.vhost(&vhost).queues.get_mut(&queue) {
+            Record::Remove { id, queue, .. } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
                     q.messages.remove(&id);
                 }
             }
-            Record::Delivered { id, vhost, queue } => {
-                if let Some(q) = self.vhost(&vhost).queues.get_mut(&queue) {
+            Record::Delivered { id, queue, .. } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
                     if let Some(delivered) = q.messages.get_mut(&id) {
                         *delivered = true;
                     }
                 }
             }
-            Record::VhostReset { vhost } => {
-                self.vhosts.insert(vhost, RecoveredVhost::default());
-            }
+            Record::VhostReset { .. }
+            | Record::SnapshotBegin { .. }
+            | Record::SnapshotAbandoned { .. } => {}
             Record::StreamStart {
-                vhost,
+                vhost: _,
                 queue,
                 first,
             } => {
-                if let Some(q) = self.vhost(&vhost).queues.get_mut(&queue) {
+                if let Some(q) = self.queues.get_mut(&queue) {
                     q.stream_first = first;
                 }
             }
         }
     }
+}
 
-    fn vhost(&mut self, name: &str) -> &mut RecoveredVhost {
-        self.vhosts.entry(name.to_owned()).or_default()
+impl Recovered {
+    fn apply(&mut self, rec: Record) {
+        match rec {
+            Record::VhostReset { vhost } => {
+                self.snapshots.remove(&vhost);
+                self.vhosts.insert(vhost, RecoveredVhost::default());
+            }
+            Record::SnapshotBegin { vhost, records: 0 } => {
+                self.snapshots.remove(&vhost);
+                self.vhosts.insert(vhost, RecoveredVhost::default());
+            }
+            Record::SnapshotBegin { vhost, records } => {
+                // A snapshot begun while another was open: the older one was cut
+                // off and its abandonment lost; the newer one supersedes it.
+                let open = OpenSnapshot {
+                    left: records,
+                    ..Default::default()
+                };
+                self.snapshots.insert(vhost, open);
+            }
+            Record::SnapshotAbandoned { vhost } => {
+                self.snapshots.remove(&vhost);
+            }
+            rec if self.snapshots.is_empty() => {
+                let v = self.vhosts.entry(rec.vhost().to_owned()).or_default();
+                v.apply(rec, &mut self.next_id);
+            }
+            rec => {
+                let name = rec.vhost().to_owned();
+                match self.snapshots.get_mut(&name) {
+                    Some(open) => {
+                        open.state.apply(rec, &mut self.next_id);
+                        open.left -= 1;
+                        if open.left == 0 {
+                            let open = self.snapshots.remove(&name).expect("open");
+                            self.vhosts.insert(name, open.state);
+                        }
+                    }
+                    None => self
+                        .vhosts
+                        .entry(name)
+                        .or_default()
+                        .apply(rec, &mut self.next_id),
+                }
+            }
+        }
     }
 
     /// Drops messages no queue holds any more.
@@ -668,6 +778,9 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                                 path.display(),
                                 resume - pos
                             ));
+                            for open in recovered.snapshots.values_mut() {
+                                open.damaged = true;
+                            }
                             pos = resume;
                         }
                         None => {
@@ -687,6 +800,25 @@ pub fn recover(dir: &Path) -> io::Result<Recovered> {
                     }
                 }
             }
+        }
+    }
+    for (vhost, open) in std::mem::take(&mut recovered.snapshots) {
+        let left = open.left;
+        if open.damaged {
+            // Short because a record of it was skipped, not because a crash cut
+            // it off: the segments before it may be gone, so it is all there is.
+            recovered.repairs.push(format!(
+                "snapshot of vhost '{vhost}' {left} records short after a corrupt record; kept"
+            ));
+            recovered.vhosts.insert(vhost, open.state);
+        } else {
+            // Cut off by a crash: the segments before it are still there (they go
+            // only once it is whole), so the state it was to replace is complete
+            // without it.
+            recovered.repairs.push(format!(
+                "snapshot of vhost '{vhost}' cut off {left} records short by a crash; ignored"
+            ));
+            recovered.abandoned.push(vhost);
         }
     }
     recovered.prune();
@@ -793,6 +925,7 @@ impl Store {
             compacting: AtomicBool::new(false),
             thread: Mutex::new(None),
         });
+        store.abandon_snapshots(&recovered.abandoned);
         let file = open_segment(dir, current)?;
         let writer = store.clone();
         let handle = std::thread::Builder::new()
@@ -926,20 +1059,32 @@ impl Store {
     /// Power is back and the state was recovered from the files: appends are
     /// written again. The dropped records' LSNs count as settled, so that
     /// `flush` does not wait for them; nobody is waiting for their confirms,
-    /// since every connection died with the power.
-    pub fn thaw(&self) {
+    /// since every connection died with the power. `abandoned` are the vhosts
+    /// whose snapshot the power cut off (`Recovered::abandoned`).
+    pub fn thaw(&self, abandoned: &[String]) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.frozen = false;
+        // Appended while the power was out, against the state recovery has
+        // just replaced: never written.
+        p.items.clear();
         let lsn = p.lsn;
         drop(p);
         let durable = self.durable.fetch_max(lsn, Ordering::AcqRel).max(lsn);
         self.durable_tx.send_replace(durable);
-        self.wake.notify_one();
+        // A snapshot under way lost its end with the power; the next one starts
+        // afresh and deletes what this one would have.
+        self.compacting.store(false, Ordering::Release);
+        self.abandon_snapshots(abandoned);
     }
 
-    /// Whether a snapshot is being written and not yet durable.
-    pub fn is_compacting(&self) -> bool {
-        self.compacting.load(Ordering::Acquire)
+    /// Logs that these vhosts' cut-off snapshots are over, before any other
+    /// record of theirs can follow.
+    pub fn abandon_snapshots(&self, vhosts: &[String]) {
+        for vhost in vhosts {
+            self.append(&Record::SnapshotAbandoned {
+                vhost: vhost.clone(),
+            });
+        }
     }
 
     /// Whether the log has grown enough past its live content to be rewritten.
@@ -1037,6 +1182,8 @@ impl Store {
                 file.sync_data()?;
                 if drop_old {
                     if let Some(start) = snapshot_start.take() {
+                        // Oldest first: a crash part-way leaves a tail of the old
+                        // log, which the whole snapshots after it supersede.
                         for n in old.iter().filter(|&&n| n < start) {
                             let _ = fs::remove_file(segment_path(&self.dir, *n));
                         }
@@ -1167,6 +1314,8 @@ mod tests {
                 queue: "q".into(),
             },
             Record::VhostReset { vhost: "v".into() },
+            begin("v", 3),
+            Record::SnapshotAbandoned { vhost: "v".into() },
             Record::StreamStart {
                 vhost: "/".into(),
                 queue: "s".into(),
@@ -1267,6 +1416,239 @@ mod tests {
         assert!(!r.vhosts["/"].queues.contains_key("r"));
         assert_eq!(r.vhosts["/"].messages.len(), 1);
         assert_eq!(r.next_id, 4);
+    }
+
+    fn in_vhost(vhost: &str, mut rec: Record) -> Record {
+        match &mut rec {
+            Record::QueueDeclare { vhost: v, .. }
+            | Record::Publish { vhost: v, .. }
+            | Record::Remove { vhost: v, .. } => *v = vhost.into(),
+            _ => unreachable!("not used in these tests"),
+        }
+        rec
+    }
+
+    fn remove(id: u64, queue: &str) -> Record {
+        Record::Remove {
+            id,
+            vhost: "/".into(),
+            queue: queue.into(),
+        }
+    }
+
+    fn begin(vhost: &str, records: u64) -> Record {
+        Record::SnapshotBegin {
+            vhost: vhost.into(),
+            records,
+        }
+    }
+
+    /// What a test compares of recovered state: every vhost's exchanges,
+    /// queues with their (message, delivered) lists, bindings as a set, and
+    /// the bodies of held messages.
+    fn summary(r: &Recovered) -> String {
+        let mut out = String::new();
+        for (name, v) in &r.vhosts {
+            let mut bindings: Vec<String> = v.bindings.iter().map(|b| format!("{b:?}")).collect();
+            bindings.sort();
+            let queues: Vec<(&String, Vec<(&u64, &bool)>)> = v
+                .queues
+                .iter()
+                .map(|(n, q)| (n, q.messages.iter().collect()))
+                .collect();
+            let bodies: BTreeMap<&u64, &Bytes> =
+                v.messages.iter().map(|(id, m)| (id, &m.body)).collect();
+            out += &format!(
+                "{name}: {:?} {queues:?} {bindings:?} {bodies:?}\n",
+                v.exchanges
+            );
+        }
+        out
+    }
+
+    /// The old log of a compaction: two vhosts' history, with an acked and a
+    /// delivered message.
+    fn history() -> Vec<Record> {
+        vec![
+            Record::ExchangeDeclare {
+                vhost: "/".into(),
+                name: "x".into(),
+                kind: "direct".into(),
+                auto_delete: false,
+                internal: false,
+                arguments: FieldTable::default(),
+            },
+            queue("q"),
+            Record::Bind {
+                vhost: "/".into(),
+                source: "x".into(),
+                to_exchange: false,
+                destination: "q".into(),
+                routing_key: "k".into(),
+                arguments: FieldTable::default(),
+            },
+            publish(1, "q"),
+            publish(2, "q"),
+            publish(3, "q"),
+            remove(1, "q"),
+            Record::Delivered {
+                id: 2,
+                vhost: "/".into(),
+                queue: "q".into(),
+            },
+            in_vhost("v", queue("vq")),
+            in_vhost("v", publish(4, "vq")),
+        ]
+    }
+
+    /// The new segment of that compaction as the writer lays it out: each
+    /// vhost's snapshot (true) is written under its lock, so other vhosts'
+    /// changes interleave with it, and its own come before and after.
+    fn compaction() -> Vec<(Record, bool)> {
+        let h = history();
+        vec![
+            (publish(5, "q"), false),
+            (begin("/", 7), true),
+            (h[0].clone(), true),
+            (queue("q"), true),
+            (in_vhost("v", publish(6, "vq")), false),
+            (h[2].clone(), true),
+            (publish(2, "q"), true),
+            (in_vhost("v", remove(4, "vq")), false),
+            (publish(3, "q"), true),
+            (publish(5, "q"), true),
+            (h[7].clone(), true),
+            (publish(7, "q"), false),
+            (begin("v", 2), true),
+            (in_vhost("v", queue("vq")), true),
+            (in_vhost("v", publish(6, "vq")), true),
+            (in_vhost("v", publish(8, "vq")), false),
+            (remove(3, "q"), false),
+        ]
+    }
+
+    /// A crash at every byte of a compaction's new segment: recovery always
+    /// yields the state of the changes made up to that point, never less (a
+    /// snapshot cut off is ignored, the old segments still hold its state) and
+    /// never more.
+    #[test]
+    fn a_compaction_cut_off_anywhere_loses_nothing() {
+        let dir = tempdir("cut");
+        let expected_dir = tempdir("cut-expected");
+        write_log(&dir, &history());
+        let mut full = Vec::new();
+        let mut ends = Vec::new();
+        for (rec, _) in compaction() {
+            rec.encode(&mut full);
+            ends.push(full.len());
+        }
+        for cut in 0..=full.len() {
+            fs::write(segment_path(&dir, 2), &full[..cut]).unwrap();
+            let got = recover(&dir).unwrap();
+            // The same changes, without any snapshot.
+            let mut logical = history();
+            logical.extend(
+                compaction()
+                    .into_iter()
+                    .zip(&ends)
+                    .filter(|((_, snap), &end)| !snap && end <= cut)
+                    .map(|((rec, _), _)| rec),
+            );
+            write_log(&expected_dir, &logical);
+            let want = recover(&expected_dir).unwrap();
+            assert_eq!(
+                summary(&got),
+                summary(&want),
+                "cut at byte {cut} of {}",
+                full.len()
+            );
+            // "/"'s snapshot is records 1..=10 of the segment, "v"'s 12..=14.
+            let cut_off = |first: usize, last: usize| ends[first] <= cut && cut < ends[last];
+            let abandoned: Vec<&str> = [("/", cut_off(1, 10)), ("v", cut_off(12, 14))]
+                .into_iter()
+                .filter_map(|(v, cut)| cut.then_some(v))
+                .collect();
+            assert_eq!(got.abandoned, abandoned, "cut at byte {cut}");
+        }
+    }
+
+    /// After a cut-off snapshot the vhost's next records are its own again,
+    /// whether the log is reopened (after `kill -9`) or thawed (after
+    /// `Broker::crash`), rather than read as the rest of the snapshot.
+    #[test]
+    fn records_after_a_cut_off_snapshot_are_not_taken_for_its_rest() {
+        let dir = tempdir("abandoned");
+        write_log(&dir, &history());
+        let mut cut = Vec::new();
+        for (rec, _) in &compaction()[..7] {
+            rec.encode(&mut cut);
+        }
+        fs::write(segment_path(&dir, 2), &cut).unwrap();
+        let (store, recovered) = Store::open(&dir).unwrap();
+        assert_eq!(recovered.abandoned, ["/"]);
+        assert_eq!(ids(&recovered, "q"), [2, 3, 5]);
+        store.append(&publish(9, "q"));
+        // Another compaction, cut off by a power cut: its start reached the
+        // disk, the rest did not.
+        store.append(&begin("/", 3));
+        store.append(&queue("q"));
+        store.flush();
+        store.freeze();
+        store.append(&publish(2, "q"));
+        let recovered = recover(&dir).unwrap();
+        assert_eq!(recovered.abandoned, ["/"]);
+        assert_eq!(ids(&recovered, "q"), [2, 3, 5, 9]);
+        store.thaw(&recovered.abandoned);
+        store.append(&publish(10, "q"));
+        store.flush();
+        store.close();
+        let recovered = recover(&dir).unwrap();
+        assert!(recovered.abandoned.is_empty());
+        assert_eq!(ids(&recovered, "q"), [2, 3, 5, 9, 10]);
+    }
+
+    /// A corrupt record inside a snapshot whose old segments are gone costs
+    /// that record, not the whole snapshot.
+    #[test]
+    fn a_corrupt_record_in_a_whole_snapshot_costs_only_that_record() {
+        let dir = tempdir("corrupt-snapshot");
+        let mut data = write_log(
+            &dir,
+            &[
+                begin("/", 4),
+                queue("q"),
+                publish(1, "q"),
+                publish(2, "q"),
+                publish(3, "q"),
+            ],
+        );
+        let at = data
+            .windows(2)
+            .position(|w| w == b"m2")
+            .expect("m2 is in the log");
+        data[at] ^= 0xff;
+        fs::write(segment_path(&dir, 1), &data).unwrap();
+        let r = recover(&dir).unwrap();
+        assert_eq!(ids(&r, "q"), [1, 3]);
+        assert!(r.abandoned.is_empty());
+    }
+
+    /// Logs written before snapshots were counted reset the vhost outright.
+    #[test]
+    fn a_legacy_reset_still_replaces_the_vhost() {
+        let dir = tempdir("legacy");
+        write_log(
+            &dir,
+            &[
+                queue("q"),
+                publish(1, "q"),
+                publish(2, "q"),
+                Record::VhostReset { vhost: "/".into() },
+                queue("q"),
+                publish(2, "q"),
+            ],
+        );
+        assert_eq!(ids(&recover(&dir).unwrap(), "q"), [2]);
     }
 
     fn tempdir(name: &str) -> PathBuf {

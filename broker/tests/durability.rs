@@ -354,9 +354,14 @@ impl Drop for Warren {
     }
 }
 
-/// Publishes persistent messages with confirms until the broker dies; returns
-/// the bodies the broker confirmed.
-async fn publish_until_killed(url: &str, start: usize) -> BTreeSet<String> {
+/// Publishes persistent messages with confirms, 50 in flight, until the broker
+/// dies; returns the bodies the broker confirmed. `progress` counts them as
+/// they come.
+async fn publish_until_killed(
+    url: &str,
+    start: usize,
+    progress: tokio::sync::watch::Sender<usize>,
+) -> BTreeSet<String> {
     let mut confirmed = BTreeSet::new();
     let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await else {
         return confirmed;
@@ -371,7 +376,7 @@ async fn publish_until_killed(url: &str, start: usize) -> BTreeSet<String> {
     {
         return confirmed;
     }
-    let mut in_flight = Vec::new();
+    let mut in_flight = std::collections::VecDeque::new();
     for i in start.. {
         let body = format!("m{i}");
         let props = BasicProperties::default().with_delivery_mode(2);
@@ -387,15 +392,15 @@ async fn publish_until_killed(url: &str, start: usize) -> BTreeSet<String> {
         else {
             break;
         };
-        in_flight.push((body, confirm));
+        in_flight.push_back((body, confirm));
         if in_flight.len() == 50 {
-            for (body, confirm) in in_flight.drain(..) {
-                match tokio::time::timeout(TIMEOUT, confirm).await {
-                    Ok(Ok(c)) if c.is_ack() => {
-                        confirmed.insert(body);
-                    }
-                    _ => return confirmed,
+            let (body, confirm) = in_flight.pop_front().expect("50 in flight");
+            match tokio::time::timeout(TIMEOUT, confirm).await {
+                Ok(Ok(c)) if c.is_ack() => {
+                    confirmed.insert(body);
+                    progress.send_replace(confirmed.len());
                 }
+                _ => break,
             }
         }
     }
@@ -404,29 +409,35 @@ async fn publish_until_killed(url: &str, start: usize) -> BTreeSet<String> {
 
 /// kill -9 at varying moments while a publisher awaits confirms: every confirmed
 /// message is there after the restart (duplicates of unconfirmed ones would be
-/// allowed, losses are not).
+/// allowed, losses are not). The moments are counted in confirms, not in time:
+/// a loaded machine may take any time to confirm the first message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_never_loses_a_confirmed_message() {
     let dir = temp_dir("crash");
     let mut confirmed = BTreeSet::new();
-    for cycle in 0..6u64 {
+    for cycle in 0..6usize {
         let warren = Warren::start(&dir);
         {
             let (_conn, ch) = channel(&warren.url).await;
             declare(&ch, "crash-q", true).await;
         }
         let url = warren.url.clone();
+        let (progress, mut confirms) = tokio::sync::watch::channel(0);
         let publisher =
             tokio::spawn(
-                async move { publish_until_killed(&url, cycle as usize * 1_000_000).await },
+                async move { publish_until_killed(&url, cycle * 1_000_000, progress).await },
             );
-        // Different moments in the publishing, without timing any assertion.
-        tokio::time::sleep(Duration::from_millis(40 + cycle * 37)).await;
+        // The kill comes with 50 publishes in flight, after 1, 21, 41, …
+        // confirms: some of them written and not yet confirmed, some not written.
+        let kill_after = 1 + cycle * 20;
+        within(confirms.wait_for(|&n| n >= kill_after))
+            .await
+            .expect("the publisher stopped before the kill");
         drop(warren); // SIGKILL
         let got = within(publisher).await.unwrap();
+        assert!(got.len() >= kill_after);
         confirmed.extend(got);
     }
-    assert!(!confirmed.is_empty(), "the publisher got confirms at all");
     let warren = Warren::start(&dir);
     let (_conn, ch) = channel(&warren.url).await;
     let present: BTreeSet<String> = bodies(drain(&ch, "crash-q").await).into_iter().collect();
@@ -463,7 +474,7 @@ async fn a_full_disk_nacks_and_never_confirms_what_was_not_written() {
         return;
     }
     let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
-    let (_conn, ch) = channel(&broker.url()).await;
+    let (conn, ch) = channel(&broker.url()).await;
     within(ch.confirm_select(ConfirmSelectOptions::default()))
         .await
         .unwrap();
@@ -488,6 +499,23 @@ async fn a_full_disk_nacks_and_never_confirms_what_was_not_written() {
             _ => nacked += 1,
         }
     }
+    // A transaction the disk cannot take is not committed: RabbitMQ's
+    // "partial tx completion" closes the channel.
+    let tx = within(conn.create_channel()).await.unwrap();
+    within(tx.tx_select()).await.unwrap();
+    within(tx.basic_publish(
+        "".into(),
+        "q".into(),
+        BasicPublishOptions::default(),
+        format!("999{body}").as_bytes(),
+        BasicProperties::default().with_delivery_mode(2),
+    ))
+    .await
+    .unwrap();
+    let err = within(tx.tx_commit())
+        .await
+        .expect_err("commit-ok means on disk");
+    assert!(err.to_string().contains("partial tx completion"), "{err}");
     broker.shutdown().await;
     assert!(
         nacked > 0,

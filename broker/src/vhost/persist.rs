@@ -236,11 +236,15 @@ impl VhostState {
         }
     }
 
-    /// Every durable fact of this vhost as records, preceded by a reset: what
-    /// compaction writes in place of the log so far.
+    /// Every durable fact of this vhost as records, preceded by a
+    /// `SnapshotBegin` that counts them: what compaction writes in place of the
+    /// log so far.
     pub fn snapshot(&self) -> Vec<Record> {
         let vhost = || self.name.clone();
-        let mut out = vec![Record::VhostReset { vhost: vhost() }];
+        let mut out = vec![Record::SnapshotBegin {
+            vhost: vhost(),
+            records: 0,
+        }];
         let builtin: Vec<&str> = super::predeclared().map(|(n, _, _)| n).collect();
         for ex in self.exchanges.values() {
             if ex.durable && !builtin.contains(&ex.name.as_str()) {
@@ -342,6 +346,10 @@ impl VhostState {
                 vhost: vhost(),
                 queue,
             });
+        }
+        let count = out.len() as u64 - 1;
+        if let Some(Record::SnapshotBegin { records, .. }) = out.first_mut() {
+            *records = count;
         }
         out
     }
