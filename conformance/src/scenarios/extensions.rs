@@ -1176,11 +1176,13 @@ pub async fn exclusive_never_durable(cx: Ctx) -> R {
 pub async fn queue_expires_renewed_by_passive_declare(cx: Ctx) -> R {
     let (conn, ch) = open(&cx).await?;
     let q = cx.name("q");
-    ch.queue_declare_with(&q, qargs(&[("x-expires", AMQPValue::LongInt(200))]))
+    ch.queue_declare_with(&q, qargs(&[("x-expires", AMQPValue::LongInt(1000))]))
         .await?;
-    // Six passive declares 100 ms apart: 600 ms in all, three leases, each renewed.
+    // Six passive declares 250 ms apart: 1.5 s in all, longer than a lease, each
+    // renewing it with 750 ms to spare, so that a loaded machine's late wake-ups
+    // do not let it lapse.
     for _ in 0..6 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         ch.queue_passive(&q).await?;
     }
     conn.close().await
