@@ -265,12 +265,27 @@ func main() {
 		conn.Close()
 
 	case "sink":
-		conn := dial()
-		ch := channel(conn)
+		// As in publish mode, one publisher per connection.
+		var peers []*amqp.Connection
+		for i := 0; i < *conns; i++ {
+			peers = append(peers, dial())
+		}
 		start := time.Now()
-		publishN(ch, "", *queue, *n, msg)
-		// Close flushes what is still buffered, so the time covers every publish.
-		conn.Close()
+		var wg sync.WaitGroup
+		for i, conn := range peers {
+			count := *n / len(peers)
+			if i == 0 {
+				count += *n % len(peers)
+			}
+			wg.Add(1)
+			go func(conn *amqp.Connection, count int) {
+				defer wg.Done()
+				publishN(channel(conn), "", *queue, count, msg)
+				// Close flushes what is still buffered, so the time covers every publish.
+				conn.Close()
+			}(conn, count)
+		}
+		wg.Wait()
 		fmt.Printf("RESULT secs=%s\n", secs(time.Since(start)))
 
 	default:
