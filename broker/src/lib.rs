@@ -398,6 +398,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// How long the broker waits for `close-ok` after it sent `connection.close`
+    /// (on shutdown, restart or a connection error) before it drops the socket,
+    /// with whatever the client has not read; 3 seconds by default.
+    pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
         self
@@ -545,22 +553,25 @@ impl Broker {
 
     /// [`Broker::restart`], reporting a data directory that cannot be read back.
     pub async fn try_restart(&self) -> std::io::Result<()> {
-        let mut ended: std::collections::HashSet<u64> = self
-            .shared
-            .connection_infos()
-            .iter()
-            .map(|c| c.id)
-            .collect();
-        self.close_tx.send_modify(|n| *n += 1);
-        // One that opened after the signal went out is closed on its own.
-        let _down = self
-            .take_down(&mut ended, |info| {
-                info.command(faults::Command::CloseConnection {
-                    code: error::code::CONNECTION_FORCED,
-                    text: "broker forced connection closure with reason 'shutdown'".into(),
-                })
+        let down = self.shared.gate.write();
+        tokio::pin!(down);
+        // Queued at the gate before the signal goes out, so that a connection
+        // accepted after the signal waits there until the restart is over
+        // (and is then served) instead of being served unwarned meanwhile and
+        // holding the restart up. Every connection accepted before the signal
+        // sees it whenever its task runs (`server::serve`), so the gate opens.
+        let early = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::future::Future::poll(down.as_mut(), cx) {
+                std::task::Poll::Ready(guard) => Some(guard),
+                std::task::Poll::Pending => None,
             })
-            .await;
+        })
+        .await;
+        self.close_tx.send_modify(|n| *n += 1);
+        let _down = match early {
+            Some(guard) => guard,
+            None => down.await,
+        };
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || shared.restart_state())
             .await
@@ -569,12 +580,14 @@ impl Broker {
 
     /// Ends every connection task with `end` (once each, including those that
     /// open meanwhile) and returns once all are gone; connections arriving
-    /// after that wait until the returned guard is dropped.
+    /// after that wait until the returned guard is dropped. For `crash`, which
+    /// sends no signal: a connection registered after a look is found by the
+    /// next, since it holds the gate the loop waits for.
     async fn take_down(
         &self,
-        ended: &mut std::collections::HashSet<u64>,
         end: impl Fn(&faults::ConnInfo),
     ) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        let mut ended = std::collections::HashSet::new();
         let down = self.shared.gate.write();
         tokio::pin!(down);
         loop {
@@ -629,9 +642,7 @@ impl Broker {
             .map_err(std::io::Error::other)?;
         // Every connection dies, with no close: the socket just goes.
         let _down = self
-            .take_down(&mut Default::default(), |info| {
-                info.command(faults::Command::Drop)
-            })
+            .take_down(|info| info.command(faults::Command::Drop))
             .await;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || shared.crash_state())

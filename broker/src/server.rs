@@ -67,7 +67,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     tracker: Arc<Tracker>,
-    close: watch::Receiver<u64>,
+    mut close: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -81,6 +81,11 @@ pub async fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "accepted");
                     let guard = tracker.enter();
+                    // The connection's receiver counts every signal sent after
+                    // this accept as unseen, even one sent before its task first
+                    // runs: shutdown and restart close every connection accepted
+                    // before their signal, and none accepted after it.
+                    close.mark_unchanged();
                     tokio::spawn(serve(stream, peer.to_string(), shared.clone(), close.clone(), guard));
                 }
                 Err(e) => {
@@ -100,6 +105,10 @@ pub async fn accept_loop(
 /// from the task that handled the input, with no wake-up of a second task (and
 /// no hop between runtime threads) per batch. Writes are polled beside reads, so
 /// a peer that stops reading never stops the broker hearing it.
+///
+/// `close` must have seen every signal sent before the connection was accepted
+/// (and none after): a signal it has not seen closes the connection, however
+/// late its task starts.
 pub async fn serve<S>(
     stream: S,
     peer: String,
@@ -112,10 +121,6 @@ pub async fn serve<S>(
     // Held for the connection's life: a restart or crash waits for every holder
     // to end, and a connection arriving meanwhile waits here until it is over.
     let _up = shared.gate.read().await;
-    // Before it is registered: a restart that sees it registered counts on this
-    // receiver to tell it (and tells the unregistered ones by a command), so a
-    // signal sent in between must not be marked as seen.
-    close.mark_unchanged();
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
     let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
@@ -247,6 +252,10 @@ pub async fn serve<S>(
     }
     conn.release();
     shared.unregister(id);
+    // A client that does not read must not keep the task (and its gate guard,
+    // and so a restart or shutdown) forever: what is left goes out within the
+    // close timeout, counted from the close when there was one, or is dropped.
+    let deadline = closing_since.unwrap_or_else(Instant::now) + shared.config.close_timeout;
     if abort {
         // Whatever the socket takes at once is written; the rest dies with it.
         let rest = take_outbox(&info, &mut backed_up);
@@ -257,7 +266,7 @@ pub async fn serve<S>(
             }
         }
     } else {
-        let _ = finish_writing(writer, &info, out).await;
+        let _ = tokio::time::timeout_at(deadline, finish_writing(writer, &info, out)).await;
     }
     drop(reader);
     tracing::debug!(conn = id, "closed");

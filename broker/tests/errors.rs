@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
 use common::{
@@ -2424,6 +2426,174 @@ async fn shutdown_does_not_wait_forever_for_a_client_that_never_answers() {
     silent.expect_closed().await;
 }
 
+/// Generous: a shutdown or restart that has not ended by then never will.
+const HANG: Duration = Duration::from_secs(30);
+
+/// A TCP client through the handshake that consumes (no-ack) from a queue
+/// holding far more than the socket buffers and the outbox can take, and then
+/// never reads: the broker's writes to it block for good.
+async fn stalled_consumer(t: &Target) -> common::Raw {
+    let broker = t.warren().expect("Warren");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small window fills sooner; the volume below fills any window anyway.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(t.addr.parse().unwrap()).await.unwrap();
+    let mut c = common::Raw::new(Box::new(stream));
+    c.handshake(&t.user, &t.password, &t.vhost).await;
+    c.open_channel(1).await;
+    let q = unique("stalled");
+    c.declare_exclusive(1, &q).await;
+    // 64 MiB of deliveries, one shared buffer on the broker's side.
+    let body = bytes::Bytes::from(vec![b'x'; 256 * 1024]);
+    let n = 256;
+    for _ in 0..n {
+        broker
+            .seed(&q, body.clone(), Default::default())
+            .expect("seed");
+    }
+    c.send(
+        1,
+        basic::Consume {
+            queue: q.as_str().into(),
+            no_ack: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    broker
+        .wait_for(common::REPLY_TIMEOUT, |s| {
+            s.queue(&q).is_some_and(|q| q.message_count() < n)
+        })
+        .await
+        .expect("deliveries started");
+    c
+}
+
+#[tokio::test]
+async fn shutdown_abandons_a_client_that_stops_reading() {
+    let builder = warren_broker::Broker::builder().close_timeout(Duration::from_millis(50));
+    let Some(t) = Target::start_with(builder).await else {
+        return;
+    };
+    let _stalled = stalled_consumer(&t).await;
+    // Its unread deliveries, and the close behind them, go with the socket.
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn restart_abandons_a_client_that_stops_reading() {
+    let builder = warren_broker::Broker::builder().close_timeout(Duration::from_millis(50));
+    let Some(t) = Target::start_with(builder).await else {
+        return;
+    };
+    let _stalled = stalled_consumer(&t).await;
+    let broker = t.warren().expect("Warren");
+    tokio::time::timeout(HANG, broker.restart())
+        .await
+        .expect("restart waited for a client that does not read");
+    let mut c = open1(&t).await;
+    c.assert_alive().await;
+    c.close().await;
+    t.stop().await;
+}
+
+/// Writes a whole handshake (PLAIN guest/guest, no heartbeats, vhost `/`)
+/// without waiting for the server, so that it is in the stream before the
+/// connection's task has run at all.
+async fn blind_handshake(c: &mut common::Raw) {
+    c.send_raw(PROTOCOL_HEADER).await;
+    c.send(
+        0,
+        connection::StartOk {
+            client_properties: Default::default(),
+            mechanism: "PLAIN".into(),
+            response: b"\0guest\0guest".to_vec().into(),
+            locale: "en_US".into(),
+        },
+    )
+    .await;
+    c.send(
+        0,
+        connection::TuneOk {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 0,
+        },
+    )
+    .await;
+    c.send(
+        0,
+        connection::Open {
+            virtual_host: "/".into(),
+        },
+    )
+    .await;
+}
+
+/// Past the handshake's replies, the broker closes the connection: with 320
+/// CONNECTION_FORCED, or silently when the signal was handled before the
+/// handshake was (the task reads and hears the signal in either order).
+async fn expect_closed_by_broker(c: &mut common::Raw) {
+    loop {
+        match c.next_frame().await {
+            Some(AMQPFrame::Method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Close(close)),
+            )) => {
+                assert_eq!(close.reply_code, 320, "{close:?}");
+                return;
+            }
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(_))) => {}
+            None => return,
+            Some(other) => panic!("expected the handshake and a close, got {other:?}"),
+        }
+    }
+}
+
+// On a current-thread runtime a spawned task first runs when the test's task
+// yields; with no listener and a virtual clock the broker has no background
+// task either, so `shutdown()` sends its signal before the connection's task
+// has started: the case of a connection accepted just before the signal.
+#[tokio::test]
+async fn shutdown_closes_a_connection_whose_task_had_not_started() {
+    let broker = warren_broker::Broker::builder()
+        .no_listener()
+        .virtual_clock()
+        .close_timeout(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let mut c = common::Raw::new(Box::new(broker.connect_in_process()));
+    blind_handshake(&mut c).await;
+    tokio::time::timeout(HANG, broker.shutdown())
+        .await
+        .expect("shutdown missed a connection that started after its signal");
+    expect_closed_by_broker(&mut c).await;
+}
+
+// As above: the connection exists when `restart()` is called, so the restart
+// closes it, even though its task only runs once the restart is over.
+#[tokio::test]
+async fn restart_closes_a_connection_whose_task_had_not_started() {
+    let broker = warren_broker::Broker::builder()
+        .no_listener()
+        .virtual_clock()
+        .close_timeout(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let mut c = common::Raw::new(Box::new(broker.connect_in_process()));
+    blind_handshake(&mut c).await;
+    tokio::time::timeout(HANG, broker.restart())
+        .await
+        .expect("restart hung");
+    expect_closed_by_broker(&mut c).await;
+    tokio::time::timeout(HANG, broker.shutdown())
+        .await
+        .expect("shutdown hung");
+}
+
+// ------------------------------------------------------------------ in-process stream
 // ------------------------------------------------------------------ in-process stream
 
 #[tokio::test]
