@@ -521,6 +521,7 @@ impl Broker {
             self.shared.clone(),
             self.close_tx.subscribe(),
             guard,
+            std::time::Duration::ZERO,
         ));
         client
     }

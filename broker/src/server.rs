@@ -86,7 +86,14 @@ pub async fn accept_loop(
                     // runs: shutdown and restart close every connection accepted
                     // before their signal, and none accepted after it.
                     close.mark_unchanged();
-                    tokio::spawn(serve(stream, peer.to_string(), shared.clone(), close.clone(), guard));
+                    tokio::spawn(serve(
+                        stream,
+                        peer.to_string(),
+                        shared.clone(),
+                        close.clone(),
+                        guard,
+                        SPIN,
+                    ));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
@@ -109,7 +116,9 @@ pub async fn accept_loop(
 /// `close` must have seen every signal sent before the connection was accepted
 /// (and none after): a signal it has not seen closes the connection, however
 /// late its task starts.
-/// How long after a read a connection keeps polling for the next one (see `serve`).
+/// How long after a read a TCP connection keeps polling for the next one (see
+/// `serve`). In-process connections do not: their peer is woken inside the
+/// runtime, with no system call to spare.
 const SPIN: Duration = Duration::from_micros(50);
 
 pub async fn serve<S>(
@@ -118,6 +127,7 @@ pub async fn serve<S>(
     shared: Arc<Shared>,
     mut close: watch::Receiver<u64>,
     _guard: TaskGuard,
+    spin_after_read: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -162,7 +172,7 @@ pub async fn serve<S>(
         // worker in epoll, spares the sender a cross-CPU wake-up per frame, which
         // on a small VM costs more than the frame itself.
         // Real time, not tokio's: a paused test clock must not make it spin forever.
-        let spin = !paused && out.is_empty() && read_at.elapsed() < SPIN;
+        let spin = !paused && out.is_empty() && read_at.elapsed() < spin_after_read;
         tokio::select! {
             // `write` is cancel-safe: a write that did not complete wrote nothing.
             written = writer.write(&out), if !out.is_empty() => match written {
