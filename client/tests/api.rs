@@ -18,6 +18,18 @@ async fn declare(ch: &Channel, name: &str) -> Queue {
         .expect("queue.declare")
 }
 
+/// A server-named queue that goes away with the connection, so that a run
+/// against a shared RabbitMQ leaves nothing behind.
+async fn declare_temporary(ch: &Channel) -> Queue {
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare("", options, no_args())
+        .await
+        .expect("queue.declare")
+}
+
 async fn ready_count(conn: &Connection, queue: &str) -> u32 {
     let ch = conn.create_channel().await.unwrap();
     let q = ch
@@ -547,7 +559,7 @@ async fn exchange_to_exchange_bindings_and_unbind() {
                     .await
                     .unwrap();
             }
-            let q = declare(&ch, "").await.name;
+            let q = declare_temporary(&ch).await.name;
             ch.exchange_bind(&dst, &src, "a.*", no_args())
                 .await
                 .unwrap();
@@ -602,7 +614,7 @@ async fn tune_and_heartbeats() {
             Err(Error::ChannelsExhausted)
         ));
         // A body bigger than frame_max is split and reassembled.
-        let q = declare(&channels[0], "").await.name;
+        let q = declare_temporary(&channels[0]).await.name;
         let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         channels[0].confirm_select().await.unwrap();
         publish(&channels[0], "", &q, &body).await;
