@@ -211,9 +211,7 @@ impl Shared {
     /// crash; without one, the durable part of memory stays.
     fn restart_state(&self) -> std::io::Result<()> {
         let Some(store) = &self.store else {
-            for vhost in self.vhosts.values() {
-                vhost.lock().restart();
-            }
+            self.keep_durable_in_memory();
             return Ok(());
         };
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,13 +220,25 @@ impl Shared {
         // Only a failed disk leaves a snapshot cut off here, but its vhosts'
         // next records must not be read as the rest of it.
         store.abandon_snapshots(&recovered.abandoned);
+        self.restore(&recovered);
+        Ok(())
+    }
+
+    /// Without a data directory: what a restart keeps, from memory.
+    fn keep_durable_in_memory(&self) {
+        for vhost in self.vhosts.values() {
+            vhost.lock().restart();
+        }
+    }
+
+    /// Every vhost as the files hold it (one the files never saw ends up empty).
+    fn restore(&self, recovered: &store::Recovered) {
         let empty = store::RecoveredVhost::default();
         for (name, vhost) in &self.vhosts {
             vhost
                 .lock()
                 .restore(recovered.vhosts.get(name).unwrap_or(&empty));
         }
-        Ok(())
     }
 
     /// The power goes out: nothing more reaches the disk. A snapshot being
@@ -244,9 +254,7 @@ impl Shared {
     /// taken as a disk that synced everything, which is what `restart` keeps.
     fn crash_state(&self) -> std::io::Result<()> {
         let Some(store) = &self.store else {
-            for vhost in self.vhosts.values() {
-                vhost.lock().restart();
-            }
+            self.keep_durable_in_memory();
             return Ok(());
         };
         let _maintenance = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
@@ -254,12 +262,7 @@ impl Shared {
         // Power is back even when the files cannot be read, so that the store
         // does not stay frozen; the error is still the caller's.
         if let Ok(recovered) = &recovered {
-            let empty = store::RecoveredVhost::default();
-            for (name, vhost) in &self.vhosts {
-                vhost
-                    .lock()
-                    .restore(recovered.vhosts.get(name).unwrap_or(&empty));
-            }
+            self.restore(recovered);
         }
         store.thaw(recovered.as_ref().map_or(&[][..], |r| &r.abandoned));
         recovered.map(drop)

@@ -255,6 +255,45 @@ struct Unacked {
     delivered_at: u64,
 }
 
+impl Unacked {
+    /// `item`, taken from queue `key` (incarnation `queue_id`) at `now`.
+    fn of(
+        key: &Arc<str>,
+        queue_id: u64,
+        item: &Queued,
+        consumer: Option<Arc<str>>,
+        now: u64,
+    ) -> Self {
+        Unacked {
+            queue: key.clone(),
+            queue_id,
+            seq: item.seq,
+            msg: item.msg.clone(),
+            consumer,
+            persisted: item.persisted,
+            expires_at: item.expires_at,
+            returns: item.returns,
+            delivered_at: now,
+        }
+    }
+}
+
+impl ChannelState {
+    fn take_tag(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        tag
+    }
+
+    /// Keeps a delivery to consumer `c` until it is settled; meanwhile it
+    /// counts against the consumer's prefetch and the channel's.
+    fn hold_for(&mut self, c: &mut Consumer, tag: u64, delivery: Unacked) {
+        c.unacked += 1;
+        self.consumer_unacked += 1;
+        self.unacked.insert(tag, delivery);
+    }
+}
+
 /// A channel's delivery state: what it was sent and has not acknowledged.
 #[derive(Debug, Default)]
 struct ChannelState {
@@ -1262,25 +1301,10 @@ impl VhostState {
                 .channels
                 .get_mut(&(c.conn, c.channel))
                 .expect("checked above");
-            let tag = st.next_tag;
-            st.next_tag += 1;
+            let tag = st.take_tag();
             if !c.no_ack {
-                c.unacked += 1;
-                st.consumer_unacked += 1;
-                st.unacked.insert(
-                    tag,
-                    Unacked {
-                        queue: q.key.clone(),
-                        queue_id: q.id,
-                        seq: item.seq,
-                        msg: item.msg.clone(),
-                        consumer: Some(c.tag.clone()),
-                        persisted: item.persisted,
-                        expires_at: item.expires_at,
-                        returns: item.returns,
-                        delivered_at: now,
-                    },
-                );
+                let delivery = Unacked::of(&q.key, q.id, &item, Some(c.tag.clone()), now);
+                st.hold_for(c, tag, delivery);
             }
             if item.persisted {
                 if let Some(store) = &self.store {
@@ -1328,11 +1352,9 @@ impl VhostState {
                 };
                 let offset = c.cursor;
                 c.cursor += 1;
-                let tag = st.next_tag;
-                st.next_tag += 1;
-                c.unacked += 1;
-                st.consumer_unacked += 1;
-                st.unacked.insert(
+                let tag = st.take_tag();
+                st.hold_for(
+                    c,
                     tag,
                     Unacked {
                         queue: q.key.clone(),
@@ -1347,7 +1369,10 @@ impl VhostState {
                         delivered_at: now,
                     },
                 );
-                let header = stream::delivery_header(&entry.msg, offset);
+                // RabbitMQ tells each delivery's offset in its headers.
+                let props = entry
+                    .msg
+                    .props_with_header("x-stream-offset", AMQPValue::LongLongInt(offset as i64));
                 conn.outbox.push(|out| {
                     codec::put_deliver(
                         out,
@@ -1358,7 +1383,7 @@ impl VhostState {
                         entry.msg.exchange(),
                         entry.msg.routing_key(),
                     );
-                    codec::put_content(out, c.channel, &header, entry.msg.body(), conn.frame_max);
+                    codec::put_message(out, c.channel, &props, entry.msg.body(), conn.frame_max);
                 });
             }
         }
@@ -1586,23 +1611,10 @@ impl VhostState {
             .channels
             .get_mut(&(conn, channel))
             .expect("channel is open");
-        let tag = st.next_tag;
-        st.next_tag += 1;
+        let tag = st.take_tag();
         if !no_ack {
-            st.unacked.insert(
-                tag,
-                Unacked {
-                    queue: q.key.clone(),
-                    queue_id: q.id,
-                    seq: item.seq,
-                    msg: item.msg.clone(),
-                    consumer: None,
-                    persisted: item.persisted,
-                    expires_at: item.expires_at,
-                    returns: item.returns,
-                    delivered_at: now,
-                },
-            );
+            st.unacked
+                .insert(tag, Unacked::of(&q.key, q.id, &item, None, now));
         }
         if item.persisted {
             if let Some(store) = &self.store {
@@ -1835,15 +1847,12 @@ fn delivery_props(quorum: bool, item: &Queued) -> std::borrow::Cow<'_, [u8]> {
     if !quorum {
         return item.msg.props().into();
     }
-    let properties = item.msg.properties();
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        "x-delivery-count".into(),
-        AMQPValue::LongLongInt(i64::from(item.returns)),
-    );
-    let props = properties.with_headers(headers);
-    let header = codec::encode_header(item.msg.body().len() as u64, &props);
-    header[12..].to_vec().into()
+    item.msg
+        .props_with_header(
+            "x-delivery-count",
+            AMQPValue::LongLongInt(i64::from(item.returns)),
+        )
+        .into()
 }
 
 /// `invalid arg 'x-…' for queue 'q' in vhost '/' of queue type rabbit_…_queue`:

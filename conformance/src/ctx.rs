@@ -766,26 +766,7 @@ impl Channel {
 
     /// `basic.get`: `None` for get-empty.
     pub async fn get(&self, q: &str, no_ack: bool) -> R<Option<Delivery>> {
-        let m = AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
-            queue: q.into(),
-            no_ack,
-        }));
-        match self.call(m).await? {
-            Event::Method(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(_))) => Ok(None),
-            Event::Content(AMQPClass::Basic(basic::AMQPMethod::GetOk(g)), c) => {
-                Ok(Some(Delivery {
-                    consumer_tag: String::new(),
-                    delivery_tag: g.delivery_tag,
-                    redelivered: g.redelivered,
-                    exchange: g.exchange.to_string(),
-                    routing_key: g.routing_key.to_string(),
-                    message_count: g.message_count,
-                    body: text(&c),
-                    props: c.props,
-                }))
-            }
-            other => Err(unexpected("basic.get-ok or get-empty", &other)),
-        }
+        self.get_logged(q, no_ack, true).await
     }
 
     /// `basic.get` as [`Channel::get`], logged only when `log`.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::basic;
+use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
 
 use crate::codec;
@@ -176,6 +177,16 @@ impl Message {
         h[..2].copy_from_slice(&60u16.to_be_bytes());
         h[4..].copy_from_slice(&(self.body().len() as u64).to_be_bytes());
         h
+    }
+
+    /// The property bytes of a delivery that adds `key` to the publisher's
+    /// headers, as RabbitMQ does for `x-delivery-count` and `x-stream-offset`.
+    pub fn props_with_header(&self, key: &str, value: AMQPValue) -> Vec<u8> {
+        let properties = self.properties();
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(key.into(), value);
+        let properties = properties.with_headers(headers);
+        codec::encode_header(self.body().len() as u64, &properties)[HEADER_PREFIX..].to_vec()
     }
 
     /// The whole content header payload, as a content header frame carries it.

@@ -64,8 +64,7 @@ impl VhostState {
         ) else {
             return false;
         };
-        let delivery_tag = st.next_tag;
-        st.next_tag += 1;
+        let delivery_tag = st.take_tag();
         entry.outbox.push(|out| {
             codec::put_deliver(
                 out,

@@ -9,10 +9,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use amq_protocol::types::AMQPValue;
-use bytes::Bytes;
 
 use super::{as_integer, Message};
-use crate::codec;
 use crate::error::{code, AmqpError};
 
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
@@ -158,19 +156,6 @@ impl Log {
                 .map_or(self.next_offset(), |(o, _)| o),
         }
     }
-}
-
-/// The content header of a delivery from a stream: the publisher's headers with
-/// `x-stream-offset` added, as RabbitMQ does.
-pub(crate) fn delivery_header(msg: &Message, offset: u64) -> Bytes {
-    let properties = msg.properties();
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongLongInt(offset as i64),
-    );
-    let props = properties.with_headers(headers);
-    codec::encode_header(msg.body().len() as u64, &props)
 }
 
 /// How `x-max-age` (and an interval `x-stream-offset`) reads: digits then one of
