@@ -1059,8 +1059,7 @@ impl VhostState {
             .iter()
             .filter(|name| {
                 self.queues.get(*name).is_some_and(|q| {
-                    !q.limits.stream
-                        && q.limits.overflow != Overflow::DropHead
+                    q.limits.overflow != Overflow::DropHead
                         && q.limits.full(&q.ready, msg.body().len())
                 })
             })

@@ -55,11 +55,13 @@ impl Limits {
     pub fn from_args(args: &FieldTable) -> Self {
         let get = |k: &str| args.inner().get(k);
         let num = |k: &str| get(k).and_then(as_integer).map(|n| n.max(0) as u64);
+        let stream = get("x-queue-type").and_then(text).as_deref() == Some("stream");
         Limits {
             message_ttl: num("x-message-ttl"),
             expires: num("x-expires"),
             max_length: num("x-max-length"),
-            max_length_bytes: num("x-max-length-bytes"),
+            // A stream's is retention: it drops old segments, never refuses.
+            max_length_bytes: num("x-max-length-bytes").filter(|_| !stream),
             overflow: match get("x-overflow").and_then(text).as_deref() {
                 Some("reject-publish") => Overflow::RejectPublish,
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
@@ -74,7 +76,7 @@ impl Limits {
             ),
             quorum: get("x-queue-type").and_then(text).as_deref() == Some("quorum"),
             delivery_limit: num("x-delivery-limit"),
-            stream: get("x-queue-type").and_then(text).as_deref() == Some("stream"),
+            stream,
             retention: Retention {
                 max_bytes: num("x-max-length-bytes"),
                 max_age_ms: get("x-max-age")
