@@ -4,6 +4,10 @@
 //!
 //! It runs on plain threads with blocking sockets, one per connection, so that it
 //! never waits for the bench's async runtime: the figure is the client's alone.
+//! After each read it sleeps a millisecond before the next: a reader parked on the
+//! socket makes every write of the client pay for waking it, which is a cost of
+//! the reader, not of the client (Warren batches its reads while a client streams
+//! for the same reason; see the broker's `pacing` module).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -101,5 +105,6 @@ fn serve(mut stream: TcpStream) -> Result<()> {
         if !replies.is_empty() {
             stream.write_all(&replies)?;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }

@@ -190,6 +190,9 @@ pub struct Connection {
     /// Exchange and routing key of the last publish, shared by the messages that
     /// repeat them.
     routes: RouteCache,
+    /// Frames decoded so far: how the I/O task tells a streaming peer from a
+    /// request/response one (see `pacing`).
+    frames_in: u64,
 }
 
 fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
@@ -210,6 +213,7 @@ impl Connection {
             heartbeat: 0,
             vhost: None,
             channels: HashMap::default(),
+            frames_in: 0,
             cancel_notify: false,
             auth_failure_close: false,
             blocked_notify: false,
@@ -269,7 +273,10 @@ impl Connection {
         while !matches!(self.phase, Phase::Closed | Phase::Header) {
             match codec::decode(buf, self.frame_max) {
                 Ok(None) => break,
-                Ok(Some(frame)) => self.handle_frame(frame),
+                Ok(Some(frame)) => {
+                    self.frames_in += 1;
+                    self.handle_frame(frame)
+                }
                 Err(e) => {
                     if self.phase == Phase::Closing {
                         self.phase = Phase::Closed;
@@ -282,6 +289,11 @@ impl Connection {
         }
         self.flush_confirms();
         self.outcome()
+    }
+
+    /// Frames decoded since the connection began.
+    pub fn frames_received(&self) -> u64 {
+        self.frames_in
     }
 
     fn outcome(&self) -> Outcome {

@@ -32,6 +32,7 @@ mod faults;
 pub mod inspect;
 mod memory;
 mod outbox;
+mod pacing;
 mod routing;
 mod server;
 mod store;
@@ -524,7 +525,7 @@ impl Broker {
             self.shared.clone(),
             self.close_tx.subscribe(),
             guard,
-            std::time::Duration::ZERO,
+            None,
         ));
         client
     }

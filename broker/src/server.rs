@@ -1,6 +1,6 @@
-//! The I/O around the protocol core: accept loops, one task pair per connection
-//! (a reader that feeds the state machine and keeps the timers, a writer that
-//! drains the outbox), and the tracking that lets shutdown wait for all of them.
+//! The I/O around the protocol core: accept loops, one task per connection (it
+//! feeds the state machine, writes what the outbox gathers and keeps the timers),
+//! and the tracking that lets shutdown wait for all of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::codec;
 use crate::connection::{Connection, Outcome};
 use crate::faults::{Command, ConnInfo, Direction};
 use crate::outbox::{Outbox, HIGH_WATER};
+use crate::pacing::{self, PacedSocket};
 use crate::Shared;
 
 /// Counts live connection tasks so that shutdown and restart can wait for them.
@@ -86,13 +87,14 @@ pub async fn accept_loop(
                     // runs: shutdown and restart close every connection accepted
                     // before their signal, and none accepted after it.
                     close.mark_unchanged();
+                    let paced = PacedSocket::new(&stream);
                     tokio::spawn(serve(
                         stream,
                         peer.to_string(),
                         shared.clone(),
                         close.clone(),
                         guard,
-                        SPIN,
+                        paced,
                     ));
                 }
                 Err(e) => {
@@ -116,18 +118,17 @@ pub async fn accept_loop(
 /// `close` must have seen every signal sent before the connection was accepted
 /// (and none after): a signal it has not seen closes the connection, however
 /// late its task starts.
-/// How long after a read a TCP connection keeps polling for the next one (see
-/// `serve`). In-process connections do not: their peer is woken inside the
-/// runtime, with no system call to spare.
-const SPIN: Duration = Duration::from_micros(50);
-
+///
+/// `paced` is a TCP connection's socket, for pacing its reads (see `pacing`); an
+/// in-process connection has none and reads at once, as its peer is woken inside
+/// the runtime with no system call to spare.
 pub async fn serve<S>(
     stream: S,
     peer: String,
     shared: Arc<Shared>,
     mut close: watch::Receiver<u64>,
     _guard: TaskGuard,
-    spin_after_read: Duration,
+    mut paced: Option<PacedSocket>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -159,6 +160,8 @@ pub async fn serve<S>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut durable = conn.durability_updates();
     let mut alarm = shared.gauge.subscribe();
+    let hold = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(hold);
     loop {
         if out.is_empty() {
             out = take_outbox(&info, &mut backed_up);
@@ -170,9 +173,19 @@ pub async fn serve<S>(
         // Right after a read, a client that streams frames usually has the next
         // one on its way: polling for it by yielding, instead of parking the
         // worker in epoll, spares the sender a cross-CPU wake-up per frame, which
-        // on a small VM costs more than the frame itself.
+        // on a small VM costs more than the frame itself. Once reads are batched
+        // the task parks instead: arrivals no longer wake it.
         // Real time, not tokio's: a paused test clock must not make it spin forever.
-        let spin = !paused && out.is_empty() && read_at.elapsed() < spin_after_read;
+        let spin = !paused
+            && out.is_empty()
+            && paced.as_ref().is_some_and(|p| !p.batching())
+            && read_at.elapsed() < pacing::SPIN;
+        let hold_until = paced.as_ref().and_then(PacedSocket::hold_until);
+        if let Some(at) = hold_until {
+            if hold.deadline() != at {
+                hold.as_mut().reset(at);
+            }
+        }
         tokio::select! {
             // `write` is cancel-safe: a write that did not complete wrote nothing.
             written = writer.write(&out), if !out.is_empty() => match written {
@@ -202,11 +215,27 @@ pub async fn serve<S>(
                 Ok(_) => {
                     last_read = Instant::now();
                     read_at = std::time::Instant::now();
-                    if conn.handle_input(&mut buf) == Outcome::Close {
+                    if take_input(&mut conn, &mut buf, &mut paced) == Outcome::Close {
                         break;
                     }
                 }
             },
+            // A batching connection's socket wakes nobody until much has gathered:
+            // read what there is when the hold ends.
+            _ = &mut hold, if hold_until.is_some() && !paused => {
+                let Some(p) = paced.as_mut() else { continue };
+                match p.read_now(&mut buf) {
+                    Ok(Some(0)) | Err(_) => break,
+                    Ok(None) => p.after_read(0),
+                    Ok(Some(_)) => {
+                        last_read = Instant::now();
+                        read_at = std::time::Instant::now();
+                        if take_input(&mut conn, &mut buf, &mut paced) == Outcome::Close {
+                            break;
+                        }
+                    }
+                }
+            }
             _ = info.wake.notified() => {
                 for command in info.take_commands() {
                     match command {
@@ -292,6 +321,21 @@ pub async fn serve<S>(
     }
     drop(reader);
     tracing::debug!(conn = id, "closed");
+}
+
+/// Feeds what was read to the state machine, and tells the pacer how many frames
+/// it held.
+fn take_input(
+    conn: &mut Connection,
+    buf: &mut BytesMut,
+    paced: &mut Option<PacedSocket>,
+) -> Outcome {
+    let before = conn.frames_received();
+    let outcome = conn.handle_input(buf);
+    if let Some(p) = paced {
+        p.after_read(conn.frames_received() - before);
+    }
+    outcome
 }
 
 /// Everything pending in the outbox, recorded in the frame trace when it is on.

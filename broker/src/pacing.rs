@@ -1,0 +1,356 @@
+//! When a TCP connection's task reads: as each frame lands, or in batches while the
+//! peer streams.
+//!
+//! On loopback the sender pays, inside its own `write`, for waking a reader that is
+//! parked in epoll. A client that writes every frame on its own (Go's amqp091 flushes
+//! each of a publish's three frames) then spends more time waking Warren than making
+//! frames, and a broker that reads eagerly caps the client: Go's amqp091 publishing
+//! into a peer that reads as soon as data lands sends a third less than into one that
+//! reads every 200 µs (see `bench/PROFILE.md`).
+//!
+//! So once a connection has had many reads in a row, each soon after the one before,
+//! its socket's `SO_RCVLOWAT` is raised: arriving frames stop waking anyone, and the
+//! task reads whatever gathered once per [`HOLD`] (or as soon as [`LOWAT`] bytes
+//! wait). A batch that brings few frames ends this: the peer was not streaming (a
+//! request/response client, or a publisher that paused), and the next try needs
+//! twice as many quick reads, so a client that only looks like a stream rarely pays
+//! a hold.
+
+use std::time::{Duration, Instant};
+
+/// A read this soon after the previous one counts towards batching.
+pub const QUICK: Duration = Duration::from_micros(50);
+/// How long after a read a connection that is not batching keeps polling for the
+/// next one before it parks (longer measured worse: the spinning worker takes
+/// the CPU a client on the same two cores needs).
+pub const SPIN: Duration = Duration::from_micros(50);
+/// Quick reads in a row before batching starts (and again after a batch that
+/// paid off).
+const START_AFTER: u32 = 16;
+/// The most quick reads in a row that batching can come to need.
+const MAX_START_AFTER: u32 = 1 << 14;
+/// While batching, how long after a read the next one waits at most.
+pub const HOLD: Duration = Duration::from_millis(1);
+/// While batching, this many waiting bytes wake the reader before the hold ends.
+pub const LOWAT: usize = 64 * 1024;
+/// A batch with fewer frames than this shows the peer is not streaming.
+const MIN_BATCH: u64 = 8;
+
+/// What the socket must be told after a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// Raise `SO_RCVLOWAT`: reads are batched from now on.
+    Start,
+    /// Back to 1: read each frame as it lands.
+    Stop,
+}
+
+/// The decision alone, free of sockets and clocks, so that it can be tested.
+#[derive(Debug)]
+pub struct ReadPacer {
+    last: Option<Instant>,
+    quick: u32,
+    needed: u32,
+    batching: bool,
+}
+
+impl Default for ReadPacer {
+    fn default() -> Self {
+        Self {
+            last: None,
+            quick: 0,
+            needed: START_AFTER,
+            batching: false,
+        }
+    }
+}
+
+impl ReadPacer {
+    /// Records a read at `now` that brought `frames` whole frames.
+    pub fn read(&mut self, now: Instant, frames: u64) -> Change {
+        let quick = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < QUICK);
+        self.last = Some(now);
+        if self.batching {
+            if frames >= MIN_BATCH {
+                self.needed = START_AFTER;
+                return Change::None;
+            }
+            self.batching = false;
+            self.quick = 0;
+            self.needed = (self.needed * 2).min(MAX_START_AFTER);
+            return Change::Stop;
+        }
+        self.quick = if quick { self.quick + 1 } else { 0 };
+        if self.quick >= self.needed {
+            self.batching = true;
+            self.quick = 0;
+            return Change::Start;
+        }
+        Change::None
+    }
+
+    pub fn batching(&self) -> bool {
+        self.batching
+    }
+}
+
+/// A TCP connection's socket as the pacer drives it: its own handle on the socket
+/// (a duplicate descriptor, so the async stream keeps the original), to set
+/// `SO_RCVLOWAT` and to read when a hold ends.
+#[derive(Debug)]
+pub struct PacedSocket {
+    sock: socket2::Socket,
+    pacer: ReadPacer,
+    /// When the last read was, on the runtime's clock: a hold ends `HOLD` later.
+    last_read: tokio::time::Instant,
+}
+
+impl PacedSocket {
+    /// None where the platform or the descriptor table says no: the connection
+    /// then reads each frame as it lands, which is only slower.
+    pub fn new(stream: &tokio::net::TcpStream) -> Option<Self> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        use std::os::fd::AsFd;
+        let fd = stream.as_fd().try_clone_to_owned().ok()?;
+        Some(Self {
+            sock: socket2::Socket::from(fd),
+            pacer: ReadPacer::default(),
+            last_read: tokio::time::Instant::now(),
+        })
+    }
+
+    /// Records a read that brought `frames` frames, and retunes the socket.
+    pub fn after_read(&mut self, frames: u64) {
+        self.last_read = tokio::time::Instant::now();
+        match self.pacer.read(Instant::now(), frames) {
+            Change::None => {}
+            Change::Start => {
+                if set_rcvlowat(&self.sock, LOWAT).is_err() {
+                    // Never batch without the wake-ups held back: stop at once.
+                    self.pacer.read(Instant::now(), 0);
+                }
+            }
+            Change::Stop => {
+                // Setting it also wakes the reader if bytes already wait (Linux
+                // checks at once), so nothing that arrived meanwhile is stranded.
+                let _ = set_rcvlowat(&self.sock, 1);
+            }
+        }
+    }
+
+    /// When the task should read whatever has gathered, while batching.
+    pub fn hold_until(&self) -> Option<tokio::time::Instant> {
+        self.pacer.batching().then(|| self.last_read + HOLD)
+    }
+
+    /// Whether reads are batched now (the task then parks instead of spinning).
+    pub fn batching(&self) -> bool {
+        self.pacer.batching()
+    }
+
+    /// Reads what waits now, without the runtime's readiness (which the raised
+    /// `SO_RCVLOWAT` holds back): `Ok(None)` when nothing does, `Ok(Some(0))` at
+    /// end of stream.
+    pub fn read_now(&self, buf: &mut bytes::BytesMut) -> std::io::Result<Option<usize>> {
+        use std::io::Read;
+        let at = buf.len();
+        buf.resize(at + LOWAT, 0);
+        let read = (&self.sock).read(&mut buf[at..]);
+        buf.truncate(at + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The broker's only `unsafe`: neither std nor socket2 sets `SO_RCVLOWAT`.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn set_rcvlowat(sock: &socket2::Socket, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open for as long as `sock` lives, and the option
+    // value is a c_int on the stack whose size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_rcvlowat(_: &socket2::Socket, _: usize) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `n` times, `gap` apart, each bringing `frames`; the changes seen.
+    fn reads(
+        p: &mut ReadPacer,
+        t: &mut Instant,
+        n: u32,
+        gap: Duration,
+        frames: u64,
+    ) -> Vec<Change> {
+        (0..n)
+            .map(|_| {
+                *t += gap;
+                p.read(*t, frames)
+            })
+            .filter(|c| *c != Change::None)
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_of_quick_reads_starts_batching() {
+        let mut p = ReadPacer::default();
+        let mut t = Instant::now();
+        let changes = reads(&mut p, &mut t, START_AFTER, Duration::from_micros(10), 3);
+        assert_eq!(changes, []);
+        assert!(!p.batching());
+        assert_eq!(p.read(t + Duration::from_micros(10), 3), Change::Start);
+        assert!(p.batching());
+        // Full batches keep it going, however long each hold was.
+        t += Duration::from_micros(10);
+        assert_eq!(reads(&mut p, &mut t, 50, HOLD, 60), []);
+        assert!(p.batching());
+    }
+
+    #[test]
+    fn reads_spaced_wider_than_quick_never_batch() {
+        // A client waiting for each delivery before its next publish.
+        let mut p = ReadPacer::default();
+        let mut t = Instant::now();
+        assert_eq!(reads(&mut p, &mut t, 10_000, QUICK * 2, 3), []);
+        assert!(!p.batching());
+    }
+
+    #[test]
+    fn a_slow_read_resets_the_count() {
+        let mut p = ReadPacer::default();
+        let mut t = Instant::now();
+        for _ in 0..100 {
+            reads(
+                &mut p,
+                &mut t,
+                START_AFTER - 1,
+                Duration::from_micros(10),
+                3,
+            );
+            reads(&mut p, &mut t, 1, QUICK * 2, 3);
+        }
+        assert!(!p.batching());
+    }
+
+    #[test]
+    fn a_thin_batch_stops_and_the_next_start_needs_twice_as_many() {
+        let mut p = ReadPacer::default();
+        let mut t = Instant::now();
+        let quick = Duration::from_micros(10);
+        assert_eq!(
+            reads(&mut p, &mut t, START_AFTER + 1, quick, 3),
+            [Change::Start]
+        );
+        // A request/response client: one message gathered in the hold.
+        assert_eq!(reads(&mut p, &mut t, 1, HOLD, 3), [Change::Stop]);
+        assert_eq!(reads(&mut p, &mut t, 2 * START_AFTER - 1, quick, 3), []);
+        assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
+        assert_eq!(reads(&mut p, &mut t, 1, HOLD, 0), [Change::Stop]);
+        // A client that keeps looking like a stream and is not one pays a hold
+        // ever more rarely, down to one in MAX_START_AFTER reads.
+        let mut holds = 0;
+        for _ in 0..200_000 {
+            t += quick;
+            if p.read(t, 3) == Change::Start {
+                holds += 1;
+                t += HOLD;
+                assert_eq!(p.read(t, 1), Change::Stop);
+            }
+        }
+        assert!(
+            holds <= 200_000 / MAX_START_AFTER as usize + 10,
+            "{holds} holds"
+        );
+        // A real stream later still batches, and a full batch resets the count.
+        assert_eq!(reads(&mut p, &mut t, 1, QUICK * 2, 3), []);
+        assert_eq!(
+            reads(&mut p, &mut t, MAX_START_AFTER, quick, 3),
+            [Change::Start]
+        );
+        assert_eq!(reads(&mut p, &mut t, 1, HOLD, 40), []);
+        assert_eq!(reads(&mut p, &mut t, 1, HOLD, 1), [Change::Stop]);
+        assert_eq!(reads(&mut p, &mut t, 2 * START_AFTER - 1, quick, 3), []);
+        assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
+    }
+
+    /// The socket side, on a real loopback connection: while batching, a few bytes
+    /// do not wake the runtime but are there to read when the hold ends; when a
+    /// thin batch stops batching, bytes that arrived meanwhile wake it at once.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_batching_socket_holds_arrivals_back_and_strands_none() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut paced = PacedSocket::new(&server).expect("a duplicate descriptor");
+        assert_eq!(paced.hold_until(), None);
+        while !paced.batching() {
+            paced.after_read(3);
+        }
+        assert!(paced.hold_until().is_some());
+        // A new socket starts out readable to the runtime, until a read finds nothing.
+        let mut rest = [0u8; 64];
+        let empty = server.try_read(&mut rest).unwrap_err();
+        assert_eq!(empty.kind(), std::io::ErrorKind::WouldBlock);
+
+        client.write_all(&[7; 100]).await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(200), server.readable()).await;
+        assert!(quiet.is_err(), "100 bytes woke a batching reader");
+        let mut buf = bytes::BytesMut::new();
+        assert_eq!(paced.read_now(&mut buf).unwrap(), Some(100));
+        assert_eq!(paced.read_now(&mut buf).unwrap(), None);
+        assert_eq!(&buf[..], &[7; 100][..]);
+        // A full batch keeps it batching.
+        paced.after_read(MIN_BATCH);
+        assert!(paced.batching());
+
+        client.write_all(&[8; 10]).await.unwrap();
+        // Nothing is announced yet; a thin batch then ends batching, and the bytes
+        // that wait are announced to the runtime at once.
+        paced.after_read(1);
+        assert!(!paced.batching());
+        assert_eq!(paced.hold_until(), None);
+        tokio::time::timeout(Duration::from_secs(10), server.readable())
+            .await
+            .expect("bytes waiting when batching stopped were never announced")
+            .unwrap();
+        assert_eq!(server.try_read(&mut rest).unwrap(), 10);
+
+        // At end of stream a read finds it.
+        drop(client);
+        assert_eq!(paced.read_now(&mut buf).unwrap(), Some(0));
+    }
+}
