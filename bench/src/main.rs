@@ -444,6 +444,7 @@ impl Bench {
                     Side::RabbitMq => self.args.rabbitmq.clone(),
                 };
                 let name = self.fresh_name();
+                procs::settle().await;
                 let started = Instant::now();
                 let result = self.run(s, c, &url, &name).await;
                 self.cleanup(&url, &name).await;
@@ -706,13 +707,15 @@ impl Bench {
              the node at the URL given, measured in the same run. Rates are the broker's: a \
              publish run is timed until the queue holds every message (polled with a passive \
              queue.declare), a consume run until the last delivery is acked, a fan-out run \
-             until every queue's consumer has acked every copy. The rows through one Go \
-             connection and through lapin are bounded by the client as much as by the broker \
-             (see the ceilings below): amqp091 flushes every frame, and lapin awaits every \
-             publish, which makes it very sensitive to scheduling on a busy machine; the \
-             4-connection Go rows and the warren-client rows (pipelined) show the brokers.\n",
+             until every queue's consumer has acked every copy. Every run starts once the \
+             machine is at least 80 % idle (at most 5 s of waiting), so that what a broker does \
+             after a run does not land on the next one. The Go and lapin rows are bounded by \
+             the client as much as by the broker (see the ceilings below): amqp091 writes \
+             every frame with its own system call, and lapin awaits every publish, which makes \
+             it very sensitive to scheduling on a busy machine; the warren-client rows \
+             (pipelined) show the brokers.\n",
         );
-        out.push_str("\nClient ceilings: 16 B publishes into a local peer that completes the handshake and only reads.\n\n");
+        out.push_str("\nClient ceilings: 16 B publishes into a local peer that completes the handshake and only reads, once a millisecond (a peer parked on the socket would make every write pay for waking it).\n\n");
         out.push_str("| client | into the read-only sink | into Warren | into RabbitMQ |\n| --- | ---: | ---: | ---: |\n");
         for (client, figure, v) in &self.ceilings {
             let row = self.table.rows.iter().find(|r| &r.figure == figure);

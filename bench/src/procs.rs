@@ -180,6 +180,42 @@ pub fn machine() -> String {
     format!("{cpus} × {model}, {date}")
 }
 
+/// Waits until the machine is quiet: at least 80 % of its CPU time idle over a
+/// 100 ms window, for at most 5 s. A broker keeps working after a run (RabbitMQ
+/// deletes the queue and collects garbage for some 400 ms after a 200 000-message
+/// run here), and on 2 cores that work would land on the next run, whichever
+/// broker it measures.
+pub async fn settle() {
+    fn idle_and_total() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        (fields.len() == 8).then(|| (fields[3] + fields[4], fields.iter().sum()))
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let Some(mut last) = idle_and_total() else {
+        return;
+    };
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Some(now) = idle_and_total() else {
+            return;
+        };
+        let (idle, total) = (now.0 - last.0, now.1 - last.1);
+        if total > 0 && idle * 10 >= total * 8 {
+            return;
+        }
+        last = now;
+    }
+}
+
 /// The 1-minute load average, to tell a quiet machine from a busy one.
 pub fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
