@@ -76,7 +76,9 @@ enum Content {
     Body {
         publish: Pending,
         header: Bytes,
-        properties: basic::AMQPProperties,
+        /// Boxed, as the frame brought it: the channel's content state is moved
+        /// out and back for every frame.
+        properties: Box<basic::AMQPProperties>,
         size: u64,
         body: BytesMut,
     },
@@ -663,7 +665,7 @@ impl Connection {
                     raw,
                     ..
                 },
-            ) => self.on_content_header(ch, pending, class_id, body_size, *properties, raw),
+            ) => self.on_content_header(ch, pending, class_id, body_size, properties, raw),
             (
                 Content::Body {
                     publish,
@@ -727,7 +729,7 @@ impl Connection {
         publish: Pending,
         class_id: u16,
         size: u64,
-        properties: basic::AMQPProperties,
+        properties: Box<basic::AMQPProperties>,
         raw: Bytes,
     ) -> Result<(), AmqpError> {
         if class_id != 60 {
@@ -787,7 +789,7 @@ impl Connection {
         ch: u16,
         publish: Pending,
         header: Bytes,
-        properties: basic::AMQPProperties,
+        properties: Box<basic::AMQPProperties>,
         body: Bytes,
     ) -> Result<(), AmqpError> {
         let publish = match publish {
@@ -820,7 +822,7 @@ impl Connection {
                 .lock()
                 .reply_address(self.id, ch)
                 .map_err(|e| e.on_method(60, 40))?;
-            let properties = properties.with_reply_to(address.into());
+            let properties = Box::new(properties.with_reply_to(address.into()));
             let header = codec::encode_header(body.len() as u64, &properties);
             (properties, header)
         } else {
