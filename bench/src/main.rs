@@ -223,7 +223,7 @@ fn rows_for(s: Scenario, c: Client) -> Vec<(String, &'static str, Option<Target>
         Scenario::Confirm => vec![(
             format!("confirmed persistent publish, durable queue, pipelined ({l})"),
             "msg/s",
-            Some(Target::RatioAtLeast(3.0)),
+            go_target(Target::RatioAtLeast(3.0)),
         )],
     }
 }
@@ -329,6 +329,13 @@ impl Bench {
                         .map_err(bounded("warren-client consume"))??;
                 vec![rate(n, took.as_secs_f64())]
             }
+            (Scenario::Confirm, Client::Wc) => {
+                let n = z.confirm;
+                let took = tokio::time::timeout(t, wc_load::confirm(url, name, n, &body16))
+                    .await
+                    .map_err(bounded("warren-client confirm"))??;
+                vec![rate(n, took.as_secs_f64())]
+            }
             (s, Client::Wc) => return Err(format!("{s:?} is not run through warren-client").into()),
             (Scenario::Publish { size, .. }, Client::Lapin) => {
                 let n = if size > 16 {
@@ -400,10 +407,13 @@ impl Bench {
                     .map_err(bounded("lapin connect"))??;
                 vec![micros(lapin_load::percentile(&samples, 0.50))]
             }
-            (Scenario::Confirm, _) => {
+            (Scenario::Confirm, Client::Go) => {
                 let n = z.confirm;
                 let r = self.go.run("confirm", url, &go_args(n, 16), t).await?;
                 vec![rate(n, get(&r, "secs")?)]
+            }
+            (Scenario::Confirm, Client::Lapin) => {
+                return Err("confirms are not run through lapin".into());
             }
         })
     }
@@ -524,9 +534,11 @@ impl Bench {
     /// Confirmed persistent publishes need `--data-dir`; until the binary accepts it,
     /// the row says so instead of measuring memory-only confirms.
     async fn confirmed_persistent(&mut self) {
-        if !rows_for(Scenario::Confirm, Client::Go)
+        let clients = [Client::Go, Client::Wc];
+        if !clients
             .iter()
-            .any(|(f, _, _)| self.wanted(f))
+            .flat_map(|c| rows_for(Scenario::Confirm, *c))
+            .any(|(f, _, _)| self.wanted(&f))
         {
             return;
         }
@@ -537,11 +549,15 @@ impl Bench {
         match durable {
             Ok(w) => {
                 let url = w.url.clone();
-                self.measure(Scenario::Confirm, Client::Go, &url).await;
+                for c in clients {
+                    self.measure(Scenario::Confirm, c, &url).await;
+                }
                 w.stop().await;
             }
             Err(_) => {
-                for (figure, unit, target) in rows_for(Scenario::Confirm, Client::Go) {
+                for (figure, unit, target) in
+                    clients.iter().flat_map(|c| rows_for(Scenario::Confirm, *c))
+                {
                     self.table.row(&figure, unit, target).warren_missing =
                         "n/a (no durable storage yet)".into();
                 }

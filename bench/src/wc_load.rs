@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use warren_client::{
     BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
-    Connection, FieldTable, QueueDeclareOptions,
+    Confirmation, Connection, FieldTable, QueueDeclareOptions,
 };
 
 use crate::procs::Result;
@@ -103,4 +103,42 @@ pub async fn sink(url: &str, n: usize, body: &[u8]) -> Result<Duration> {
     // close() flushes what is queued before it, so the time covers every publish.
     conn.close().await?;
     Ok(start.elapsed())
+}
+
+/// Persistent publishes to a durable queue on a confirming channel, every confirm
+/// awaited at the end: the publishes are pipelined, as many in flight as the
+/// client's queue holds.
+pub async fn confirm(url: &str, queue: &str, n: usize, body: &[u8]) -> Result<Duration> {
+    let conn = Connection::connect(url).await?;
+    let ch = conn.create_channel().await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue, durable, FieldTable::default())
+        .await?;
+    ch.confirm_select().await?;
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    let start = Instant::now();
+    let mut confirms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = ch
+            .basic_publish(
+                "",
+                queue,
+                BasicPublishOptions::default(),
+                body,
+                persistent.clone(),
+            )
+            .await?;
+        confirms.push(c);
+    }
+    for (i, c) in confirms.into_iter().enumerate() {
+        if c.await? != Confirmation::Ack {
+            return Err(format!("publish {} was not acked", i + 1).into());
+        }
+    }
+    let took = start.elapsed();
+    conn.close().await?;
+    Ok(took)
 }
