@@ -704,11 +704,14 @@ impl Bench {
 
     fn render(&self, load_before: f64, load_after: f64, took: Duration, machine: &str) -> String {
         let mut out = String::new();
-        let mode = if self.args.quick {
+        let mut mode = String::from(if self.args.quick {
             "cargo xtask bench --quick"
         } else {
             "cargo xtask bench"
-        };
+        });
+        if let Some(rounds) = self.args.rounds {
+            mode.push_str(&format!(" --rounds {rounds}"));
+        }
         out.push_str(&format!(
             "Machine: {machine}. Command: `{mode}` ({} round{} per figure, brokers alternating; \
              medians). Took {:.0} s. Load average before: {load_before:.2}, after: {load_after:.2}.\n\n",
