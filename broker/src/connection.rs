@@ -76,9 +76,9 @@ enum Content {
     Body {
         publish: Pending,
         header: Bytes,
-        /// Boxed, as the frame brought it: the channel's content state is moved
-        /// out and back for every frame.
-        properties: Box<basic::AMQPProperties>,
+        /// Boxed, as the frame brought it (none when the header had none): the
+        /// channel's content state is moved out and back for every frame.
+        properties: Option<Box<basic::AMQPProperties>>,
         size: u64,
         body: BytesMut,
     },
@@ -683,6 +683,11 @@ impl Connection {
                     // The common case: the whole body in one frame, kept without a copy.
                     self.publish(ch, publish, header, properties, chunk)
                 } else {
+                    if body.is_empty() {
+                        // Grown as frames arrive: a header's claim alone does not get
+                        // memory.
+                        body.reserve(size.min(1 << 20) as usize);
+                    }
                     body.extend_from_slice(&chunk);
                     if body.len() as u64 == size {
                         self.publish(ch, publish, header, properties, body.freeze())
@@ -729,7 +734,7 @@ impl Connection {
         publish: Pending,
         class_id: u16,
         size: u64,
-        properties: Box<basic::AMQPProperties>,
+        properties: Option<Box<basic::AMQPProperties>>,
         raw: Bytes,
     ) -> Result<(), AmqpError> {
         if class_id != 60 {
@@ -756,8 +761,8 @@ impl Connection {
             header: raw,
             properties,
             size,
-            // Grown as frames arrive: a header's claim alone does not get memory.
-            body: BytesMut::with_capacity(size.min(1 << 20) as usize),
+            // Nothing yet: the common body, one frame, is kept as it came.
+            body: BytesMut::new(),
         };
         Ok(())
     }
@@ -789,13 +794,14 @@ impl Connection {
         ch: u16,
         publish: Pending,
         header: Bytes,
-        properties: Box<basic::AMQPProperties>,
+        properties: Option<Box<basic::AMQPProperties>>,
         body: Bytes,
     ) -> Result<(), AmqpError> {
         let publish = match publish {
             Pending::Publish(p) => p,
             Pending::Refused(id) => return Err(server_only().on_method(60, id)),
         };
+        let properties = properties.as_deref().unwrap_or(codec::no_properties());
         if let Some(exp) = properties.expiration() {
             check_expiration(exp.as_str()).map_err(|why| {
                 AmqpError::precondition(format!("invalid expiration '{exp}': {why}"))
@@ -812,6 +818,7 @@ impl Connection {
             }
         }
         // Direct reply-to: the request carries this channel's reply address.
+        let reply_props;
         let (properties, header) = if properties
             .reply_to()
             .as_ref()
@@ -822,9 +829,9 @@ impl Connection {
                 .lock()
                 .reply_address(self.id, ch)
                 .map_err(|e| e.on_method(60, 40))?;
-            let properties = Box::new(properties.with_reply_to(address.into()));
-            let header = codec::encode_header(body.len() as u64, &properties);
-            (properties, header)
+            reply_props = properties.clone().with_reply_to(address.into());
+            let header = codec::encode_header(body.len() as u64, &reply_props);
+            (&reply_props, header)
         } else {
             (properties, header)
         };
@@ -832,7 +839,7 @@ impl Connection {
         let route = self
             .routes
             .get(exchange, publish.routing_key.as_str(), &self.shared.gauge);
-        let msg = Message::new(route, &properties, header, body);
+        let msg = Message::new(route, properties, header, body);
         let targets = {
             let v = self.vhost().lock();
             v.route(exchange, msg.routing_key(), properties.headers().as_ref())

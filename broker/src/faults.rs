@@ -147,7 +147,12 @@ impl Trace {
                 ..
             } => (
                 *channel,
-                format!("content header: body {body_size} bytes, {properties:?}"),
+                format!(
+                    "content header: body {body_size} bytes, {:?}",
+                    properties
+                        .as_deref()
+                        .unwrap_or(crate::codec::no_properties())
+                ),
             ),
             Frame::Body(ch, body) => (*ch, format!("content body: {} bytes", body.len())),
             Frame::Heartbeat(ch) => (*ch, "heartbeat".to_owned()),

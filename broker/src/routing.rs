@@ -2,7 +2,7 @@
 //! matching over an exchange's bindings, with an index (a hash for direct keys, a
 //! trie of words for topic patterns) so that thousands of bindings stay fast.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 

@@ -7,7 +7,7 @@
 //! channel.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     fmt,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -16,7 +16,8 @@ use amq_protocol::{
     protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass},
     types::FieldTable,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
@@ -123,7 +124,8 @@ struct Confirms {
 struct Inner {
     status: Status,
     pending: VecDeque<Pending>,
-    consumers: HashMap<String, ConsumerSlot>,
+    /// Looked up for every delivery: Fx, not SipHash (the keys are consumer tags).
+    consumers: FxHashMap<String, ConsumerSlot>,
     confirms: Option<Confirms>,
     returns: Option<mpsc::Sender<ReturnedMessage>>,
     /// Last prefetch count set with basic.qos: sizes new consumers' buffers.
@@ -147,7 +149,7 @@ impl ChannelState {
             inner: Mutex::new(Inner {
                 status: Status::Open,
                 pending: VecDeque::new(),
-                consumers: HashMap::new(),
+                consumers: FxHashMap::default(),
                 confirms: None,
                 returns: None,
                 prefetch: 0,
@@ -343,7 +345,7 @@ impl Drop for ChannelHandle {
 
 /// Queue bytes from a `Drop`, which cannot await: right away if there is room, else
 /// from a spawned task (if a runtime is around to run it).
-fn send_detached(out: &mpsc::Sender<Bytes>, bytes: Bytes) {
+fn send_detached(out: &mpsc::Sender<BytesMut>, bytes: BytesMut) {
     if let Err(mpsc::error::TrySendError::Full(bytes)) = out.try_send(bytes) {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let out = out.clone();
@@ -363,10 +365,10 @@ impl fmt::Debug for Channel {
     }
 }
 
-fn encode(id: u16, method: AMQPClass) -> Result<Bytes> {
+fn encode(id: u16, method: AMQPClass) -> Result<BytesMut> {
     let mut buf = BytesMut::new();
     codec::encode_method(&mut buf, id, method)?;
-    Ok(buf.freeze())
+    Ok(buf)
 }
 
 fn close_method(reply_code: u16, reply_text: &str) -> AMQPClass {
@@ -813,7 +815,7 @@ impl Channel {
             }
             None => PublisherConfirm::not_requested(),
         };
-        permit.send(buf.freeze());
+        permit.send(buf);
         Ok(confirm)
     }
 

@@ -5,7 +5,6 @@
 //! one background task (see [`crate::io`]) that owns it for the rest of the connection.
 
 use std::{
-    collections::HashMap,
     fmt,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -18,7 +17,8 @@ use amq_protocol::{
     protocol::{connection, AMQPClass},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use rustc_hash::FxHashMap;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -56,7 +56,8 @@ pub(crate) struct Tuned {
 pub(crate) struct ConnState {
     pub(crate) tuned: Tuned,
     /// Open channels by id. A std mutex: it is only held to look up, insert or remove.
-    pub(crate) channels: Mutex<HashMap<u16, Arc<ChannelState>>>,
+    /// Looked up for every frame the broker sends: Fx, not SipHash.
+    pub(crate) channels: Mutex<FxHashMap<u16, Arc<ChannelState>>>,
     /// `None` while open; the reason once closed. A watch so that any number of tasks
     /// can await the close.
     pub(crate) closed: watch::Sender<Option<Error>>,
@@ -71,7 +72,7 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
-    pub(crate) fn channels(&self) -> MutexGuard<'_, HashMap<u16, Arc<ChannelState>>> {
+    pub(crate) fn channels(&self) -> MutexGuard<'_, FxHashMap<u16, Arc<ChannelState>>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -98,7 +99,10 @@ impl ConnState {
 /// dropped, because the outgoing queue then has no sender left.
 #[derive(Clone, Debug)]
 pub(crate) struct Handle {
-    pub(crate) out: mpsc::Sender<Bytes>,
+    /// Encoded frames to write, as the handles built them: a `BytesMut` goes
+    /// through as it is, where freezing it would allocate (its capacity is rarely
+    /// its length).
+    pub(crate) out: mpsc::Sender<BytesMut>,
     pub(crate) conn: Arc<ConnState>,
 }
 
@@ -114,7 +118,7 @@ impl Handle {
 
     /// A slot in the outgoing queue. Taking the slot before touching channel state lets
     /// callers assign sequence numbers and queue frames under one lock, in one order.
-    pub(crate) async fn reserve(&self) -> Result<mpsc::Permit<'_, Bytes>> {
+    pub(crate) async fn reserve(&self) -> Result<mpsc::Permit<'_, BytesMut>> {
         self.out.reserve().await.map_err(|_| self.error())
     }
 
@@ -257,7 +261,7 @@ impl Connection {
         let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
         let conn = Arc::new(ConnState {
             tuned,
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(FxHashMap::default()),
             closed: watch::channel(None).0,
             blocked: watch::channel(false).0,
             closing: AtomicBool::new(false),
@@ -308,7 +312,7 @@ impl Connection {
         let first = !self.handle.conn.closing.swap(true, Ordering::AcqRel);
         if first && self.handle.conn.closed.borrow().is_none() {
             // A failed send means the task already ended; `closed()` says why.
-            let _ = self.handle.out.send(buf.freeze()).await;
+            let _ = self.handle.out.send(buf).await;
         }
         let conn = &self.handle.conn;
         match tokio::time::timeout(conn.close_timeout, self.closed()).await {

@@ -13,7 +13,7 @@
 use std::{sync::Arc, time::Duration};
 
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter},
     sync::mpsc,
@@ -32,7 +32,7 @@ use crate::{
 /// What the reader asks the writer to do: answer the broker, or stop.
 #[derive(Debug)]
 enum Internal {
-    Frame(Bytes),
+    Frame(BytesMut),
     Shutdown,
 }
 
@@ -41,7 +41,7 @@ pub(crate) async fn run<S>(
     stream: S,
     input: BytesMut,
     conn: Arc<ConnState>,
-    mut out_rx: mpsc::Receiver<Bytes>,
+    mut out_rx: mpsc::Receiver<BytesMut>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -79,7 +79,7 @@ pub(crate) async fn run<S>(
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     wr: W,
-    out_rx: &mut mpsc::Receiver<Bytes>,
+    out_rx: &mut mpsc::Receiver<BytesMut>,
     internal_rx: &mut mpsc::UnboundedReceiver<Internal>,
     heartbeat: u16,
 ) -> Error {
@@ -110,7 +110,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = tokio::time::sleep_until(next_heartbeat), if idle.is_some() => {
                 let mut buf = BytesMut::new();
                 codec::encode_heartbeat(&mut buf);
-                buf.freeze()
+                buf
             }
         };
         if let Err(e) = wr.write_all(&first).await {
@@ -141,7 +141,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-fn goodbye() -> Bytes {
+fn goodbye() -> BytesMut {
     let mut buf = BytesMut::new();
     let _ = codec::encode_method(
         &mut buf,
@@ -153,7 +153,7 @@ fn goodbye() -> Bytes {
             method_id: 0,
         })),
     );
-    buf.freeze()
+    buf
 }
 
 fn unexpected_frame(message: String) -> Error {
@@ -173,7 +173,7 @@ impl Reader {
     fn send(&self, channel: u16, method: AMQPClass) {
         let mut buf = BytesMut::new();
         if codec::encode_method(&mut buf, channel, method).is_ok() {
-            let _ = self.internal.send(Internal::Frame(buf.freeze()));
+            let _ = self.internal.send(Internal::Frame(buf));
         }
     }
 

@@ -90,7 +90,10 @@ fn check_decoded(bytes: &[u8], frame: Frame, frame_max: u32) {
                             amq_protocol::frame::AMQPContentHeader {
                                 class_id: h.class_id,
                                 body_size: h.body_size,
-                                properties: *properties,
+                                properties: properties.map_or_else(
+                                    || warren_broker::codec::no_properties().clone(),
+                                    |p| *p,
+                                ),
                             }
                         )),
                         wire::frame(&amq_protocol::frame::AMQPFrame::Header(0, h))
