@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 /// A read this soon after the previous one counts towards batching.
-pub const QUICK: Duration = Duration::from_micros(50);
+const QUICK: Duration = Duration::from_micros(50);
 /// How long after a read a connection that is not batching keeps polling for the
 /// next one before it parks (longer measured worse: the spinning worker takes
 /// the CPU a client on the same two cores needs).
@@ -30,9 +30,9 @@ const START_AFTER: u32 = 16;
 /// The most quick reads in a row that batching can come to need.
 const MAX_START_AFTER: u32 = 1 << 14;
 /// While batching, how long after a read the next one waits at most.
-pub const HOLD: Duration = Duration::from_millis(1);
+const HOLD: Duration = Duration::from_millis(1);
 /// While batching, this many waiting bytes wake the reader before the hold ends.
-pub const LOWAT: usize = 64 * 1024;
+const LOWAT: usize = 64 * 1024;
 /// A batch with fewer frames than this shows the peer is not streaming.
 const MIN_BATCH: u64 = 8;
 
