@@ -20,10 +20,6 @@ use std::time::{Duration, Instant};
 
 /// A read this soon after the previous one counts towards batching.
 const QUICK: Duration = Duration::from_micros(50);
-/// How long after a read a connection that is not batching keeps polling for the
-/// next one before it parks (longer measured worse: the spinning worker takes
-/// the CPU a client on the same two cores needs).
-pub const SPIN: Duration = Duration::from_micros(50);
 /// Quick reads in a row before batching starts (and again after a batch that
 /// paid off).
 const START_AFTER: u32 = 16;
@@ -149,11 +145,6 @@ impl PacedSocket {
     /// When the task should read whatever has gathered, while batching.
     pub fn hold_until(&self) -> Option<tokio::time::Instant> {
         self.pacer.batching().then(|| self.last_read + HOLD)
-    }
-
-    /// Whether reads are batched now (the task then parks instead of spinning).
-    pub fn batching(&self) -> bool {
-        self.pacer.batching()
     }
 
     /// Reads what waits now, without the runtime's readiness (which the raised
@@ -320,10 +311,9 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let mut paced = PacedSocket::new(&server).expect("a duplicate descriptor");
         assert_eq!(paced.hold_until(), None);
-        while !paced.batching() {
+        while paced.hold_until().is_none() {
             paced.after_read(3);
         }
-        assert!(paced.hold_until().is_some());
         // A new socket starts out readable to the runtime, until a read finds nothing.
         let mut rest = [0u8; 64];
         let empty = server.try_read(&mut rest).unwrap_err();
@@ -338,13 +328,12 @@ mod tests {
         assert_eq!(&buf[..], &[7; 100][..]);
         // A full batch keeps it batching.
         paced.after_read(MIN_BATCH);
-        assert!(paced.batching());
+        assert!(paced.hold_until().is_some());
 
         client.write_all(&[8; 10]).await.unwrap();
         // Nothing is announced yet; a thin batch then ends batching, and the bytes
         // that wait are announced to the runtime at once.
         paced.after_read(1);
-        assert!(!paced.batching());
         assert_eq!(paced.hold_until(), None);
         tokio::time::timeout(Duration::from_secs(10), server.readable())
             .await

@@ -17,7 +17,7 @@ use crate::codec;
 use crate::connection::{Connection, Outcome};
 use crate::faults::{Command, ConnInfo, Direction};
 use crate::outbox::{Outbox, HIGH_WATER};
-use crate::pacing::{self, PacedSocket};
+use crate::pacing::PacedSocket;
 use crate::Shared;
 
 /// Counts live connection tasks so that shutdown and restart can wait for them.
@@ -153,7 +153,6 @@ pub async fn serve<S>(
     let mut backed_up = false;
     let started = Instant::now();
     let mut last_read = started;
-    let mut read_at = std::time::Instant::now();
     let mut last_heartbeat = started;
     let mut closing_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -170,16 +169,6 @@ pub async fn serve<S>(
         // tells them so when they asked.
         let paused = *alarm.borrow() && conn.is_publisher() && conn.is_open();
         conn.set_blocked(paused);
-        // Right after a read, a client that streams frames usually has the next
-        // one on its way: polling for it by yielding, instead of parking the
-        // worker in epoll, spares the sender a cross-CPU wake-up per frame, which
-        // on a small VM costs more than the frame itself. Once reads are batched
-        // the task parks instead: arrivals no longer wake it.
-        // Real time, not tokio's: a paused test clock must not make it spin forever.
-        let spin = !paused
-            && out.is_empty()
-            && paced.as_ref().is_some_and(|p| !p.batching())
-            && read_at.elapsed() < pacing::SPIN;
         let hold_until = paced.as_ref().and_then(PacedSocket::hold_until);
         if let Some(at) = hold_until {
             if hold.deadline() != at {
@@ -214,7 +203,6 @@ pub async fn serve<S>(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     last_read = Instant::now();
-                    read_at = std::time::Instant::now();
                     if take_input(&mut conn, &mut buf, &mut paced) == Outcome::Close {
                         break;
                     }
@@ -229,7 +217,6 @@ pub async fn serve<S>(
                     Ok(None) => p.after_read(0),
                     Ok(Some(_)) => {
                         last_read = Instant::now();
-                        read_at = std::time::Instant::now();
                         if take_input(&mut conn, &mut buf, &mut paced) == Outcome::Close {
                             break;
                         }
@@ -272,7 +259,6 @@ pub async fn serve<S>(
                     break;
                 }
             }
-            _ = tokio::task::yield_now(), if spin => {}
             _ = tick.tick() => {
                 let now = Instant::now();
                 if conn.is_closing() {
