@@ -91,6 +91,12 @@ impl ReadPacer {
     pub fn batching(&self) -> bool {
         self.batching
     }
+
+    /// Stops batching, never to start again: the socket cannot hold arrivals back.
+    pub fn give_up(&mut self) {
+        self.batching = false;
+        self.needed = u32::MAX;
+    }
 }
 
 /// A TCP connection's socket as the pacer drives it: its own handle on the socket
@@ -100,8 +106,6 @@ impl ReadPacer {
 pub struct PacedSocket {
     sock: socket2::Socket,
     pacer: ReadPacer,
-    /// When the last read was, on the runtime's clock: a hold ends `HOLD` later.
-    last_read: tokio::time::Instant,
 }
 
 impl PacedSocket {
@@ -114,7 +118,6 @@ impl PacedSocket {
         Some(Self {
             sock: socket2::Socket::from(fd),
             pacer: ReadPacer::default(),
-            last_read: tokio::time::Instant::now(),
         })
     }
 
@@ -125,13 +128,11 @@ impl PacedSocket {
 
     /// Records a read that brought `frames` frames, and retunes the socket.
     pub fn after_read(&mut self, frames: u64) {
-        self.last_read = tokio::time::Instant::now();
         match self.pacer.read(Instant::now(), frames) {
             Change::None => {}
             Change::Start => {
                 if set_rcvlowat(&self.sock, LOWAT).is_err() {
-                    // Never batch without the wake-ups held back: stop at once.
-                    self.pacer.read(Instant::now(), 0);
+                    self.pacer.give_up();
                 }
             }
             Change::Stop => {
@@ -142,9 +143,10 @@ impl PacedSocket {
         }
     }
 
-    /// When the task should read whatever has gathered, while batching.
-    pub fn hold_until(&self) -> Option<tokio::time::Instant> {
-        self.pacer.batching().then(|| self.last_read + HOLD)
+    /// While batching, when the task should read whatever has gathered since
+    /// its last read.
+    pub fn hold_until(&self, last_read: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.pacer.batching().then(|| last_read + HOLD)
     }
 
     /// Reads what waits now, without the runtime's readiness (which the raised
@@ -155,7 +157,7 @@ impl PacedSocket {
         let at = buf.len();
         buf.resize(at + LOWAT, 0);
         let read = (&self.sock).read(&mut buf[at..]);
-        buf.truncate(at + *read.as_ref().unwrap_or(&0));
+        buf.truncate(at + read.as_ref().map_or(0, |n| *n));
         match read {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
@@ -297,6 +299,18 @@ mod tests {
         assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
     }
 
+    #[test]
+    fn a_pacer_given_up_never_batches() {
+        let mut p = ReadPacer::default();
+        let mut t = Instant::now();
+        p.give_up();
+        assert_eq!(
+            reads(&mut p, &mut t, 100_000, Duration::from_micros(10), 3),
+            []
+        );
+        assert!(!p.batching());
+    }
+
     /// The socket side, on a real loopback connection: while batching, a few bytes
     /// do not wake the runtime but are there to read when the hold ends; when a
     /// thin batch stops batching, bytes that arrived meanwhile wake it at once.
@@ -310,8 +324,8 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let mut paced = PacedSocket::new(&server).expect("a duplicate descriptor");
-        assert_eq!(paced.hold_until(), None);
-        while paced.hold_until().is_none() {
+        assert_eq!(paced.hold_until(tokio::time::Instant::now()), None);
+        while paced.hold_until(tokio::time::Instant::now()).is_none() {
             paced.after_read(3);
         }
         // A new socket starts out readable to the runtime, until a read finds nothing.
@@ -328,13 +342,13 @@ mod tests {
         assert_eq!(&buf[..], &[7; 100][..]);
         // A full batch keeps it batching.
         paced.after_read(MIN_BATCH);
-        assert!(paced.hold_until().is_some());
+        assert!(paced.hold_until(tokio::time::Instant::now()).is_some());
 
         client.write_all(&[8; 10]).await.unwrap();
         // Nothing is announced yet; a thin batch then ends batching, and the bytes
         // that wait are announced to the runtime at once.
         paced.after_read(1);
-        assert_eq!(paced.hold_until(), None);
+        assert_eq!(paced.hold_until(tokio::time::Instant::now()), None);
         tokio::time::timeout(Duration::from_secs(10), server.readable())
             .await
             .expect("bytes waiting when batching stopped were never announced")

@@ -169,7 +169,7 @@ pub async fn serve<S>(
         // tells them so when they asked.
         let paused = *alarm.borrow() && conn.is_publisher() && conn.is_open();
         conn.set_blocked(paused);
-        let hold_until = paced.as_ref().and_then(PacedSocket::hold_until);
+        let hold_until = paced.as_ref().and_then(|p| p.hold_until(last_read));
         if let Some(at) = hold_until {
             if hold.deadline() != at {
                 hold.as_mut().reset(at);
@@ -202,8 +202,7 @@ pub async fn serve<S>(
             read = reader.read_buf(&mut buf), if !paused => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    last_read = Instant::now();
-                    if take_input(&mut conn, &mut buf, &mut paced) == Outcome::Close {
+                    if take_input(&mut conn, &mut buf, &mut paced, &mut last_read) == Outcome::Close {
                         break;
                     }
                 }
@@ -216,8 +215,7 @@ pub async fn serve<S>(
                     Ok(Some(0)) | Err(_) => break,
                     Ok(None) => p.after_read(0),
                     Ok(Some(_)) => {
-                        last_read = Instant::now();
-                        if take_input(&mut conn, &mut buf, &mut paced) == Outcome::Close {
+                        if take_input(&mut conn, &mut buf, &mut paced, &mut last_read) == Outcome::Close {
                             break;
                         }
                     }
@@ -309,13 +307,15 @@ pub async fn serve<S>(
     tracing::debug!(conn = id, "closed");
 }
 
-/// Feeds what was read to the state machine, and tells the pacer how many frames
-/// it held.
+/// Feeds what was read to the state machine, notes when (heartbeats and the
+/// pacer's hold count from it), and tells the pacer how many frames it held.
 fn take_input(
     conn: &mut Connection,
     buf: &mut BytesMut,
     paced: &mut Option<PacedSocket>,
+    last_read: &mut Instant,
 ) -> Outcome {
+    *last_read = Instant::now();
     let before = conn.frames_received();
     let outcome = conn.handle_input(buf);
     if let Some(p) = paced {

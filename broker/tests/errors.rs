@@ -2550,12 +2550,9 @@ async fn expect_closed_by_broker(c: &mut common::Raw) {
     }
 }
 
-// On a current-thread runtime a spawned task first runs when the test's task
-// yields; with no listener and a virtual clock the broker has no background
-// task either, so `shutdown()` sends its signal before the connection's task
-// has started: the case of a connection accepted just before the signal.
-#[tokio::test]
-async fn shutdown_closes_a_connection_whose_task_had_not_started() {
+/// A broker with no listener and a virtual clock, and an in-process connection
+/// whose handshake is written but whose task has not run yet (see below).
+async fn connection_not_yet_started() -> (warren_broker::Broker, common::Raw) {
     let broker = warren_broker::Broker::builder()
         .no_listener()
         .virtual_clock()
@@ -2565,6 +2562,16 @@ async fn shutdown_closes_a_connection_whose_task_had_not_started() {
         .unwrap();
     let mut c = common::Raw::new(Box::new(broker.connect_in_process()));
     blind_handshake(&mut c).await;
+    (broker, c)
+}
+
+// On a current-thread runtime a spawned task first runs when the test's task
+// yields; with no listener and a virtual clock the broker has no background
+// task either, so `shutdown()` sends its signal before the connection's task
+// has started: the case of a connection accepted just before the signal.
+#[tokio::test]
+async fn shutdown_closes_a_connection_whose_task_had_not_started() {
+    let (broker, mut c) = connection_not_yet_started().await;
     tokio::time::timeout(HANG, broker.shutdown())
         .await
         .expect("shutdown missed a connection that started after its signal");
@@ -2575,15 +2582,7 @@ async fn shutdown_closes_a_connection_whose_task_had_not_started() {
 // closes it, even though its task only runs once the restart is over.
 #[tokio::test]
 async fn restart_closes_a_connection_whose_task_had_not_started() {
-    let broker = warren_broker::Broker::builder()
-        .no_listener()
-        .virtual_clock()
-        .close_timeout(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
-    let mut c = common::Raw::new(Box::new(broker.connect_in_process()));
-    blind_handshake(&mut c).await;
+    let (broker, mut c) = connection_not_yet_started().await;
     tokio::time::timeout(HANG, broker.restart())
         .await
         .expect("restart hung");

@@ -11,10 +11,10 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, queue};
 use common::{encode, method_frame, open1, queue_decl, unique, Raw, Target};
 
-/// One message the way Go's amqp091 sends it: method, header and body, each to be
-/// written on its own. Encoded up front, so that the client writes as fast as a
-/// real one does.
-fn publish_frames(queue: &str, body: &[u8]) -> [Vec<u8>; 3] {
+/// One message the way Go's amqp091 sends it: method, header and body frames of
+/// at most `chunk` octets, each to be written on its own. Encoded up front, so that
+/// the client writes as fast as a real one does.
+fn publish_frames(queue: &str, body: &[u8], chunk: usize) -> Vec<Vec<u8>> {
     let publish = basic::Publish {
         routing_key: queue.into(),
         ..Default::default()
@@ -27,14 +27,15 @@ fn publish_frames(queue: &str, body: &[u8]) -> [Vec<u8>; 3] {
             properties: Default::default(),
         },
     );
-    [
-        method_frame(1, publish),
-        encode(&header),
-        encode(&AMQPFrame::Body(1, body.to_vec())),
-    ]
+    let mut frames = vec![method_frame(1, publish), encode(&header)];
+    frames.extend(
+        body.chunks(chunk)
+            .map(|part| encode(&AMQPFrame::Body(1, part.to_vec()))),
+    );
+    frames
 }
 
-async fn stream(c: &mut Raw, messages: &[[Vec<u8>; 3]]) {
+async fn stream(c: &mut Raw, messages: &[Vec<Vec<u8>>]) {
     for frames in messages {
         for frame in frames {
             c.send_raw(frame).await;
@@ -59,7 +60,7 @@ async fn a_stream_that_stops_is_read_to_its_last_frame() {
     let q = unique("pacing");
     c.declare_exclusive(1, &q).await;
     let messages: Vec<_> = (0..10_000u32)
-        .map(|i| publish_frames(&q, &i.to_be_bytes()))
+        .map(|i| publish_frames(&q, &i.to_be_bytes(), 1024))
         .collect();
     let mut sent = 0;
     for round in 1..=3u32 {
@@ -95,24 +96,11 @@ async fn large_messages_in_a_stream_arrive_whole() {
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     // Small publishes first, so that the large ones come while reads are batched.
     let small: Vec<_> = (0..5_000u32)
-        .map(|i| publish_frames(&q, &i.to_be_bytes()))
+        .map(|i| publish_frames(&q, &i.to_be_bytes(), 1024))
         .collect();
     stream(&mut c, &small).await;
-    for _ in 0..40 {
-        c.send(
-            1,
-            basic::Publish {
-                routing_key: q.as_str().into(),
-                ..Default::default()
-            },
-        )
-        .await;
-        c.send_header(1, body.len() as u64, Default::default())
-            .await;
-        for part in body.chunks(chunk) {
-            c.send_body(1, part).await;
-        }
-    }
+    let large = publish_frames(&q, &body, chunk);
+    stream(&mut c, &vec![large; 40]).await;
     assert_eq!(depth(&mut c, &q).await, 5_040);
     for i in 0..5_000u32 {
         let m = c.get(1, &q, true).await.expect("a message");

@@ -664,26 +664,17 @@ async fn a_crash_during_compaction_loses_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// With a data directory, commit-ok means the transaction's persistent messages
-/// are on disk, as in RabbitMQ: a stalled disk holds it back, and with it what
-/// the client sent on that channel after the commit, but not the connection's
-/// other channels. Released, commit-ok comes, then the answers that queued
-/// behind it.
-#[tokio::test]
-async fn tx_commit_ok_waits_until_the_transaction_is_on_disk() {
-    use amq_protocol::protocol::{basic, queue, tx, AMQPClass, BasicProperties};
-    let dir = data_dir("tx");
-    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
-    let mut c = raw_in_process(&broker).await;
+/// On channel 1: declares the durable queue "orders", selects tx, stalls the
+/// disk, publishes one persistent message and sends tx.commit, unanswered yet.
+async fn commit_with_the_disk_stalled(broker: &Broker, c: &mut common::Raw) {
+    use amq_protocol::protocol::{basic, queue, tx, BasicProperties};
     within(c.open_channel(1)).await;
-    within(c.open_channel(2)).await;
-    let declare = |passive| queue::Declare {
+    let declare = queue::Declare {
         queue: "orders".into(),
         durable: true,
-        passive,
         ..Default::default()
     };
-    within(c.call(1, declare(false))).await;
+    within(c.call(1, declare)).await;
     within(c.call(1, tx::Select {})).await;
     broker.stall_storage(true);
     let publish = basic::Publish {
@@ -693,6 +684,27 @@ async fn tx_commit_ok_waits_until_the_transaction_is_on_disk() {
     let persistent = BasicProperties::default().with_delivery_mode(2);
     within(c.publish_with(1, publish, persistent, b"order-1")).await;
     within(c.send(1, tx::Commit {})).await;
+}
+
+/// With a data directory, commit-ok means the transaction's persistent messages
+/// are on disk, as in RabbitMQ: a stalled disk holds it back, and with it what
+/// the client sent on that channel after the commit, but not the connection's
+/// other channels. Released, commit-ok comes, then the answers that queued
+/// behind it.
+#[tokio::test]
+async fn tx_commit_ok_waits_until_the_transaction_is_on_disk() {
+    use amq_protocol::protocol::{queue, tx, AMQPClass};
+    let dir = data_dir("tx");
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let mut c = raw_in_process(&broker).await;
+    within(c.open_channel(2)).await;
+    let declare = |passive| queue::Declare {
+        queue: "orders".into(),
+        durable: true,
+        passive,
+        ..Default::default()
+    };
+    commit_with_the_disk_stalled(&broker, &mut c).await;
     within(c.send(1, declare(true))).await;
     // Channel 2 is answered, and its answer is the next frame: nothing was
     // sent on channel 1 before it, though the commit was handled (its message
@@ -725,26 +737,11 @@ async fn tx_commit_ok_waits_until_the_transaction_is_on_disk() {
 /// A client that gives up waiting for commit-ok can still close the channel.
 #[tokio::test]
 async fn a_channel_waiting_for_commit_ok_can_be_closed() {
-    use amq_protocol::protocol::{basic, channel, queue, tx, AMQPClass, BasicProperties};
+    use amq_protocol::protocol::{channel, AMQPClass};
     let dir = data_dir("tx-close");
     let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
     let mut c = raw_in_process(&broker).await;
-    within(c.open_channel(1)).await;
-    let declare = queue::Declare {
-        queue: "orders".into(),
-        durable: true,
-        ..Default::default()
-    };
-    within(c.call(1, declare)).await;
-    within(c.call(1, tx::Select {})).await;
-    broker.stall_storage(true);
-    let publish = basic::Publish {
-        routing_key: "orders".into(),
-        ..Default::default()
-    };
-    let persistent = BasicProperties::default().with_delivery_mode(2);
-    within(c.publish_with(1, publish, persistent, b"order-1")).await;
-    within(c.send(1, tx::Commit {})).await;
+    commit_with_the_disk_stalled(&broker, &mut c).await;
     let close = channel::Close {
         reply_code: 200,
         reply_text: "".into(),
