@@ -86,16 +86,24 @@ pub async fn publish_consume(n: usize, body: &[u8], ack: bool) -> Result<Duratio
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     });
-    for _ in 0..n {
-        ch.basic_publish(
-            "",
-            &q,
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default(),
-        )
-        .await?;
-    }
+    // The publisher is a task too, as in a `#[tokio::test(flavor = "multi_thread")]`:
+    // run on the bench's own thread, outside the runtime's two workers, it made three
+    // busy threads share two cores (about 720 000 msg/s against 855 000 as a task).
+    let body = body.to_vec();
+    let publisher = tokio::spawn(async move {
+        for _ in 0..n {
+            ch.basic_publish(
+                "",
+                &q,
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await?;
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    });
+    publisher.await??;
     drain.await??;
     let took = start.elapsed();
     conn.close().await?;
