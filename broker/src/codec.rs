@@ -44,12 +44,18 @@ pub enum Frame {
     },
     Body(u16, Bytes),
     Heartbeat(u16),
+    /// `basic.publish`, which comes with every message: its names stay in the
+    /// frame's payload instead of a `String` each.
+    Publish(u16, Publish),
 }
 
 impl Frame {
     pub fn channel(&self) -> u16 {
         match self {
-            Frame::Method(ch, _) | Frame::Body(ch, _) | Frame::Heartbeat(ch) => *ch,
+            Frame::Method(ch, _)
+            | Frame::Body(ch, _)
+            | Frame::Heartbeat(ch)
+            | Frame::Publish(ch, _) => *ch,
             Frame::Header { channel, .. } => *channel,
         }
     }
@@ -101,7 +107,10 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
         return Err(frame_error(kind, &payload, "unknown_frame"));
     }
     let frame = match kind {
-        FRAME_METHOD => Frame::Method(channel, parse_method(&payload)?),
+        FRAME_METHOD => match Publish::parse(&payload) {
+            Some(publish) => Frame::Publish(channel, publish),
+            None => Frame::Method(channel, parse_method(&payload)?),
+        },
         FRAME_HEADER => parse_header(channel, payload)?,
         FRAME_BODY => Frame::Body(channel, payload),
         _ => Frame::Heartbeat(channel),
@@ -145,10 +154,9 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     }
 }
 
-/// `basic.publish` and `basic.ack` decoded by hand: they come once per message,
-/// and amq-protocol's general parser costs them about 1,800 instructions each.
-/// Anything unusual (bad UTF-8, trailing bytes) is left to that parser, which
-/// produces the right error.
+/// `basic.ack` decoded by hand: it comes once per message, and amq-protocol's
+/// general parser costs it about 1,800 instructions. Anything unusual is left to
+/// that parser, which produces the right error.
 fn parse_hot_method(class_id: u16, method_id: u16, args: &[u8]) -> Option<AMQPClass> {
     use amq_protocol::protocol::basic;
     match (class_id, method_id) {
@@ -159,29 +167,101 @@ fn parse_hot_method(class_id: u16, method_id: u16, args: &[u8]) -> Option<AMQPCl
                 multiple: args[8] & 1 != 0,
             })))
         }
-        (60, 40) => {
-            let rest = args.get(2..)?;
-            let (exchange, rest) = short_str(rest)?;
-            let (routing_key, rest) = short_str(rest)?;
-            let [bits] = rest else { return None };
-            Some(AMQPClass::Basic(basic::AMQPMethod::Publish(
-                basic::Publish {
-                    exchange: exchange.into(),
-                    routing_key: routing_key.into(),
-                    mandatory: bits & 1 != 0,
-                    immediate: bits & 2 != 0,
-                },
-            )))
-        }
         _ => None,
     }
 }
 
-fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
+/// The arguments of a `basic.publish`, read in place from its frame's payload.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The method payload: class, method, reserved short, then the two names.
+    payload: Bytes,
+    exchange_len: u8,
+    routing_key_len: u8,
+    pub mandatory: bool,
+    pub immediate: bool,
+}
+
+impl Publish {
+    const EXCHANGE_AT: usize = 7;
+
+    /// A well-formed `basic.publish`; anything unusual (bad UTF-8, trailing bytes)
+    /// is left to amq-protocol's parser, which produces the right error.
+    fn parse(payload: &Bytes) -> Option<Publish> {
+        if payload.get(..4)? != [0, 60, 0, 40] {
+            return None;
+        }
+        let (exchange, rest) = short_bytes(payload.get(Self::EXCHANGE_AT - 1..)?)?;
+        let (routing_key, rest) = short_bytes(rest)?;
+        let [bits] = rest else { return None };
+        Some(Publish {
+            payload: payload.clone(),
+            exchange_len: exchange.len() as u8,
+            routing_key_len: routing_key.len() as u8,
+            mandatory: bits & 1 != 0,
+            immediate: bits & 2 != 0,
+        })
+    }
+
+    /// Exchange and routing key, checked to be UTF-8 but still bytes: turning
+    /// them into `&str` checks them again (no `unsafe` here), which a publisher
+    /// repeating the same names need not pay (see `RouteCache::get_raw`).
+    pub fn names(&self) -> (&[u8], &[u8]) {
+        let at = Self::EXCHANGE_AT;
+        let exchange = &self.payload[at..at + self.exchange_len as usize];
+        let at = at + exchange.len() + 1;
+        (
+            exchange,
+            &self.payload[at..at + self.routing_key_len as usize],
+        )
+    }
+
+    pub fn exchange(&self) -> &str {
+        std::str::from_utf8(self.names().0).expect("checked when decoded")
+    }
+
+    pub fn routing_key(&self) -> &str {
+        std::str::from_utf8(self.names().1).expect("checked when decoded")
+    }
+
+    /// As amq-protocol's type, for the paths that handle any method alike.
+    pub fn to_method(&self) -> AMQPClass {
+        use amq_protocol::protocol::basic;
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: self.exchange().into(),
+            routing_key: self.routing_key().into(),
+            mandatory: self.mandatory,
+            immediate: self.immediate,
+        }))
+    }
+}
+
+impl Frame {
+    /// Class and method id, for a method frame.
+    pub fn method_id(&self) -> Option<(u16, u16)> {
+        match self {
+            Frame::Method(_, m) => Some((m.get_amqp_class_id(), m.get_amqp_method_id())),
+            Frame::Publish(..) => Some((60, 40)),
+            _ => None,
+        }
+    }
+
+    /// The frame with a `basic.publish` as amq-protocol's type, like every
+    /// other method: for the paths where a publish is not expected.
+    pub fn general(self) -> Frame {
+        match self {
+            Frame::Publish(ch, p) => Frame::Method(ch, p.to_method()),
+            f => f,
+        }
+    }
+}
+
+/// A short string's bytes and what follows, if they are UTF-8. Most names are
+/// ASCII, which is checked far faster than `from_utf8` checks a short string.
+fn short_bytes(input: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&len, rest) = input.split_first()?;
-    let len = len as usize;
-    let text = std::str::from_utf8(rest.get(..len)?).ok()?;
-    Some((text, &rest[len..]))
+    let text = rest.get(..len as usize)?;
+    (text.is_ascii() || std::str::from_utf8(text).is_ok()).then_some((text, &rest[text.len()..]))
 }
 
 /// RabbitMQ's FRAME_ERROR text: the frame type, the payload (or its first 16
@@ -454,19 +534,73 @@ mod tests {
                 mandatory: false,
                 immediate: true,
             })),
-            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag: u64::MAX - 7,
-                multiple: true,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "x".repeat(255).as_str().into(),
+                routing_key: "ключ".into(),
+                mandatory: true,
+                immediate: true,
             })),
         ] {
-            let payload = method_payload(1, method.clone());
-            let fast = parse_hot_method(
-                payload_ids(&payload).0,
-                payload_ids(&payload).1,
-                &payload[4..],
-            );
-            assert_eq!(fast, Some(method.clone()));
+            let payload = Bytes::from(method_payload(1, method.clone()));
+            let fast = Publish::parse(&payload).expect("read by hand");
+            assert_eq!(fast.to_method(), method);
             assert_eq!(parse_class(&payload[..]).unwrap().1, method);
+        }
+        let ack = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: u64::MAX - 7,
+            multiple: true,
+        }));
+        let payload = method_payload(1, ack.clone());
+        let (class, id) = payload_ids(&payload);
+        assert_eq!(
+            parse_hot_method(class, id, &payload[4..]),
+            Some(ack.clone())
+        );
+        assert_eq!(parse_class(&payload[..]).unwrap().1, ack);
+    }
+
+    #[test]
+    fn unusual_publishes_are_left_to_the_general_parser() {
+        let good = method_payload(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "ex".into(),
+                routing_key: "rk".into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        );
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut bad_utf8 = good.clone();
+        bad_utf8[7] = 0xFF;
+        let truncated = good[..good.len() - 1].to_vec();
+        for payload in [trailing, bad_utf8, truncated] {
+            assert!(Publish::parse(&Bytes::from(payload.clone())).is_none());
+            assert!(
+                parse_method(&payload).is_err(),
+                "the general parser refuses it"
+            );
+        }
+        let mut buf = BytesMut::new();
+        put_method(
+            &mut buf,
+            3,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "ex".into(),
+                routing_key: "rk".into(),
+                mandatory: true,
+                immediate: false,
+            })),
+        );
+        match decode(&mut buf, 4096).unwrap() {
+            Some(Frame::Publish(3, p)) => {
+                assert_eq!(
+                    (p.exchange(), p.routing_key(), p.mandatory),
+                    ("ex", "rk", true)
+                );
+            }
+            other => panic!("expected a hand-read publish, got {other:?}"),
         }
     }
 

@@ -21,7 +21,8 @@ use crate::error::{code, AmqpError, Scope};
 use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
 use crate::outbox::Outbox;
 use crate::vhost::{
-    ConnId, ConsumeOptions, Message, Published, QueueDeclare, RouteCache, Vhost, REPLY_TO,
+    ConnId, ConsumeOptions, Message, Published, QueueDeclare, Route, RouteCache, Targets, Vhost,
+    REPLY_TO,
 };
 use crate::Shared;
 
@@ -49,7 +50,10 @@ enum Phase {
 /// A method that carries content, waiting for it.
 #[derive(Debug)]
 enum Pending {
-    Publish(basic::Publish),
+    /// A `basic.publish`: where it goes (shared with the connection's route cache,
+    /// so consecutive publishes with the same names allocate nothing) and whether
+    /// it must come back if unroutable.
+    Publish { route: Arc<Route>, mandatory: bool },
     /// A content-carrying method only a server may send (basic.deliver, return,
     /// get-ok): RabbitMQ takes its content, then refuses it.
     Refused(u16),
@@ -58,7 +62,7 @@ enum Pending {
 impl Pending {
     fn method_id(&self) -> u16 {
         match self {
-            Pending::Publish(_) => 40,
+            Pending::Publish { .. } => 40,
             Pending::Refused(id) => *id,
         }
     }
@@ -92,7 +96,7 @@ enum Content {
 #[derive(Debug)]
 enum TxOp {
     Publish {
-        targets: Vec<String>,
+        targets: Targets,
         mandatory: bool,
         msg: Box<Message>,
     },
@@ -372,7 +376,7 @@ impl Connection {
         let ch = frame.channel();
         match self.phase {
             Phase::Closing => {
-                if let Frame::Method(0, AMQPClass::Connection(m)) = frame {
+                if let Frame::Method(0, AMQPClass::Connection(m)) = frame.general() {
                     match m {
                         connection::AMQPMethod::CloseOk(_) => self.phase = Phase::Closed,
                         connection::AMQPMethod::Close(_) => {
@@ -386,7 +390,7 @@ impl Connection {
                 }
             }
             Phase::StartOk | Phase::TuneOk | Phase::Open => {
-                let result = match frame {
+                let result = match frame.general() {
                     Frame::Heartbeat(0) => Ok(()),
                     Frame::Method(0, AMQPClass::Connection(m)) => self.handshake(m),
                     Frame::Method(ch, m) => Err(AmqpError::connection(
@@ -556,8 +560,8 @@ impl Connection {
                 return;
             }
             Frame::Method(_, AMQPClass::Connection(M::Blocked(_) | M::Unblocked(_))) => return,
-            Frame::Method(_, m) => {
-                let (c, id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+            Frame::Method(_, _) | Frame::Publish(_, _) => {
+                let (c, id) = frame.method_id().expect("a method");
                 AmqpError::connection(
                     code::CHANNEL_ERROR,
                     "unexpected method in connection state running",
@@ -580,7 +584,7 @@ impl Connection {
             );
         }
         let Some(chan) = self.channels.get_mut(&ch) else {
-            let err = match frame {
+            let err = match frame.general() {
                 Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
                     if self.channels.len() >= self.channel_max as usize {
                         AmqpError::connection(
@@ -648,6 +652,11 @@ impl Connection {
         }
         let content = std::mem::replace(&mut chan.content, Content::Idle);
         let result = match (content, frame) {
+            (Content::Idle, Frame::Publish(_, p)) => {
+                let (exchange, routing_key) = p.names();
+                self.on_publish(ch, exchange, routing_key, p.mandatory, p.immediate)
+                    .map_err(|e| e.on_method(60, 40))
+            }
             (Content::Idle, Frame::Method(_, m)) => {
                 let (c, id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
                 self.on_method(ch, m).map_err(|e| e.on_method(c, id))
@@ -797,8 +806,8 @@ impl Connection {
         properties: Option<Box<basic::AMQPProperties>>,
         body: Bytes,
     ) -> Result<(), AmqpError> {
-        let publish = match publish {
-            Pending::Publish(p) => p,
+        let (route, mandatory) = match publish {
+            Pending::Publish { route, mandatory } => (route, mandatory),
             Pending::Refused(id) => return Err(server_only().on_method(60, id)),
         };
         let properties = properties.as_deref().unwrap_or(codec::no_properties());
@@ -835,11 +844,8 @@ impl Connection {
         } else {
             (properties, header)
         };
-        let exchange = publish.exchange.as_str();
-        let route = self
-            .routes
-            .get(exchange, publish.routing_key.as_str(), &self.shared.gauge);
         let msg = Message::new(route, properties, header, body);
+        let exchange = msg.exchange();
         let targets = {
             let v = self.vhost().lock();
             v.route(exchange, msg.routing_key(), properties.headers().as_ref())
@@ -867,13 +873,13 @@ impl Connection {
         if let Some(ops) = &mut chan.tx {
             ops.push(TxOp::Publish {
                 targets,
-                mandatory: publish.mandatory,
+                mandatory,
                 msg: Box::new(msg),
             });
             return Ok(());
         }
         let confirming = chan.confirm.is_some();
-        let published = deliver_published(&vhost, id, ch, targets, publish.mandatory, msg);
+        let published = deliver_published(&vhost, id, ch, targets, mandatory, msg);
         if confirming {
             let confirms = self.channel(ch).confirm.as_mut().expect("confirming");
             confirms.last += 1;
@@ -1292,20 +1298,38 @@ impl Connection {
         }
     }
 
+    fn on_publish(
+        &mut self,
+        ch: u16,
+        exchange: &[u8],
+        routing_key: &[u8],
+        mandatory: bool,
+        immediate: bool,
+    ) -> Result<(), AmqpError> {
+        self.published = true;
+        if immediate {
+            return Err(AmqpError::connection(
+                code::NOT_IMPLEMENTED,
+                "immediate=true",
+            ));
+        }
+        let route = self
+            .routes
+            .get_raw(exchange, routing_key, &self.shared.gauge);
+        self.channel(ch).content = Content::Header(Pending::Publish { route, mandatory });
+        Ok(())
+    }
+
     fn on_basic(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), AmqpError> {
         use basic::AMQPMethod as M;
         match m {
-            M::Publish(p) => {
-                self.published = true;
-                if p.immediate {
-                    return Err(AmqpError::connection(
-                        code::NOT_IMPLEMENTED,
-                        "immediate=true",
-                    ));
-                }
-                self.channel(ch).content = Content::Header(Pending::Publish(p));
-                Ok(())
-            }
+            M::Publish(p) => self.on_publish(
+                ch,
+                p.exchange.as_str().as_bytes(),
+                p.routing_key.as_str().as_bytes(),
+                p.mandatory,
+                p.immediate,
+            ),
             M::Deliver(_) | M::Return(_) | M::GetOk(_) => {
                 let id = AMQPClass::Basic(m).get_amqp_method_id();
                 self.channel(ch).content = Content::Header(Pending::Refused(id));
@@ -1607,7 +1631,7 @@ fn deliver_published(
     vhost: &Vhost,
     conn: ConnId,
     ch: u16,
-    targets: Vec<String>,
+    targets: Targets,
     mandatory: bool,
     msg: Message,
 ) -> Published {

@@ -156,6 +156,7 @@ impl Trace {
             ),
             Frame::Body(ch, body) => (*ch, format!("content body: {} bytes", body.len())),
             Frame::Heartbeat(ch) => (*ch, "heartbeat".to_owned()),
+            Frame::Publish(ch, p) => (*ch, format!("{:?}", p.to_method())),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() == TRACE_LIMIT {
@@ -208,7 +209,7 @@ pub struct PublishEvent<'a> {
     pub channel: u16,
     pub exchange: &'a str,
     /// The queues it was routed to.
-    pub queues: &'a [String],
+    pub queues: &'a [std::sync::Arc<str>],
 }
 
 /// A scripted fault: "on the 3rd publish to exchange X, close the channel with
@@ -363,7 +364,7 @@ impl Fault {
             && self
                 .queue
                 .as_deref()
-                .is_none_or(|q| e.queues.iter().any(|t| t == q))
+                .is_none_or(|q| e.queues.iter().any(|t| **t == *q))
     }
 }
 

@@ -394,10 +394,10 @@ fn framed(out: &mut Vec<u8>, write: impl FnOnce(&mut Writer)) {
 
 /// A `Record::Publish` borrowed from the message it records: appending one
 /// copies the message into the log's buffer and allocates nothing for it.
-pub struct PublishRef<'a> {
+pub struct PublishRef<'a, Q: AsRef<str> = String> {
     pub id: u64,
     pub vhost: &'a str,
-    pub queues: &'a [String],
+    pub queues: &'a [Q],
     pub exchange: &'a str,
     pub routing_key: &'a str,
     /// The content header payload, in two pieces: a queued message keeps its
@@ -406,14 +406,14 @@ pub struct PublishRef<'a> {
     pub body: &'a [u8],
 }
 
-impl PublishRef<'_> {
+impl<Q: AsRef<str>> PublishRef<'_, Q> {
     fn write(&self, w: &mut Writer) {
         w.u8(T_PUBLISH);
         w.u64(self.id);
         w.str(self.vhost);
         w.u32(self.queues.len() as u32);
         for q in self.queues {
-            w.str(q);
+            w.str(q.as_ref());
         }
         w.str(self.exchange);
         w.str(self.routing_key);
@@ -961,7 +961,7 @@ impl Store {
     }
 
     /// Appends a publish record without building a `Record` (see `PublishRef`).
-    pub fn append_publish(&self, rec: &PublishRef) -> u64 {
+    pub fn append_publish<Q: AsRef<str>>(&self, rec: &PublishRef<'_, Q>) -> u64 {
         let size = rec.size() as i64;
         self.live
             .fetch_add(size * rec.queues.len() as i64, Ordering::Relaxed);

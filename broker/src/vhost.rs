@@ -36,6 +36,10 @@ pub use reply::REPLY_TO;
 use queue::{Limits, Overflow, Ready};
 
 pub type ConnId = u64;
+
+/// The queues a message is routed to, by the names the vhost holds them under:
+/// one or two of them (most publishes) cost no allocation.
+pub type Targets = smallvec::SmallVec<[Arc<str>; 2]>;
 type ChanKey = (ConnId, u16);
 
 /// What `basic.consume` asks for.
@@ -357,7 +361,7 @@ impl Vhost {
 pub struct VhostState {
     name: String,
     exchanges: HashMap<String, Exchange>,
-    queues: HashMap<String, Queue>,
+    queues: HashMap<Arc<str>, Queue>,
     channels: HashMap<ChanKey, ChannelState>,
     conns: HashMap<ConnId, ConnEntry>,
     next_queue_id: u64,
@@ -756,12 +760,12 @@ impl VhostState {
             self.queue_for(conn, &d.name)?;
             // A passive declare counts as use for `x-expires`, as in RabbitMQ.
             let now = self.clock.now_ms();
-            let q = self.queues.get_mut(&d.name).expect("checked above");
+            let q = self.queues.get_mut(d.name.as_str()).expect("checked above");
             q.last_used = now;
             return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
         }
         let vhost = self.name.clone();
-        let new = !self.queues.contains_key(&d.name);
+        let new = !self.queues.contains_key(d.name.as_str());
         // A redeclaration is compared with the queue as it is; only a new queue
         // is checked against what its type takes.
         if new {
@@ -778,7 +782,7 @@ impl VhostState {
         // RabbitMQ 3.10 makes exclusive queues non-durable, whatever was asked.
         let mut d = d;
         d.durable &= !d.exclusive;
-        if let Some(q) = self.queues.get(&d.name) {
+        if let Some(q) = self.queues.get(d.name.as_str()) {
             check_exclusive(q, conn, &vhost)?;
             if d.exclusive != q.exclusive_owner.is_some() {
                 return Err(locked_error(&q.name, &vhost));
@@ -805,7 +809,7 @@ impl VhostState {
                 &d.arguments,
             )?;
             let now = self.clock.now_ms();
-            let q = self.queues.get_mut(&d.name).expect("found above");
+            let q = self.queues.get_mut(d.name.as_str()).expect("found above");
             q.last_used = now;
             return Ok((q.name.clone(), q.message_count(), q.consumer_count()));
         }
@@ -814,13 +818,13 @@ impl VhostState {
         let owner = d.exclusive.then_some(conn);
         let queue = Queue::new(id, d.clone(), owner, self.clock.now_ms());
         self.timed |= queue.limits.expires.is_some() || queue.limits.message_ttl.is_some();
-        self.queues.insert(d.name.clone(), queue);
+        self.queues.insert(d.name.as_str().into(), queue);
         if d.durable && !d.exclusive {
             self.log(Record::QueueDeclare {
                 vhost: vhost.clone(),
                 name: d.name.clone(),
                 auto_delete: d.auto_delete,
-                arguments: self.queues[&d.name].arguments.clone(),
+                arguments: self.queues[d.name.as_str()].arguments.clone(),
             });
         }
         Ok((d.name, 0, 0))
@@ -994,11 +998,11 @@ impl VhostState {
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Result<Vec<String>, AmqpError> {
-        let mut targets = Vec::new();
+    ) -> Result<Targets, AmqpError> {
+        let mut targets = Targets::new();
         if is_default_exchange(exchange) {
-            if self.queues.contains_key(routing_key) {
-                targets.push(routing_key.to_owned());
+            if let Some((name, _)) = self.queues.get_key_value(routing_key) {
+                targets.push(name.clone());
             }
             return Ok(targets);
         }
@@ -1017,8 +1021,10 @@ impl VhostState {
             for b in matching.into_iter().map(|i| &ex.bindings[i]) {
                 match &b.destination {
                     Destination::Queue(q) => {
-                        if !targets.contains(q) {
-                            targets.push(q.clone());
+                        if !targets.iter().any(|t| **t == **q) {
+                            if let Some((name, _)) = self.queues.get_key_value(q.as_str()) {
+                                targets.push(name.clone());
+                            }
                         }
                     }
                     Destination::Exchange(e) => {
@@ -1053,9 +1059,10 @@ impl VhostState {
     /// Returns the store LSN a confirm must wait for (when the message was written
     /// to the store), and whether a full queue refused it (`x-overflow`
     /// reject-publish), which the publisher's confirm must report as a nack.
-    pub fn enqueue(&mut self, targets: &[String], mut msg: Message) -> Published {
-        let now = self.clock.now_ms();
-        let refused: Vec<String> = targets
+    pub fn enqueue(&mut self, targets: &[Arc<str>], mut msg: Message) -> Published {
+        // Read once, and only when a TTL needs it: most messages have none.
+        let mut now = None;
+        let refused: Vec<Arc<str>> = targets
             .iter()
             .filter(|name| {
                 self.queues.get(*name).is_some_and(|q| {
@@ -1066,7 +1073,7 @@ impl VhostState {
             .cloned()
             .collect();
         // The common case, nothing refused, borrows the target list as it is.
-        let accepted: std::borrow::Cow<'_, [String]> = if refused.is_empty() {
+        let accepted: std::borrow::Cow<'_, [Arc<str>]> = if refused.is_empty() {
             targets.into()
         } else {
             targets
@@ -1098,7 +1105,7 @@ impl VhostState {
                     }
                     self.log(Record::StreamStart {
                         vhost: self.name.clone(),
-                        queue: name.clone(),
+                        queue: name.to_string(),
                         first,
                     });
                 }
@@ -1112,13 +1119,17 @@ impl VhostState {
                 (a, b) => a.or(b),
             };
             self.timed |= ttl.is_some();
+            let expires_at = match ttl {
+                Some(_) => Deadline::after(*now.get_or_insert_with(|| self.clock.now_ms()), ttl),
+                None => Deadline::NEVER,
+            };
             q.ready.push_back(Queued {
                 seq,
                 msg: msg.clone(),
                 redelivered: false,
                 // A transient message is in the store only for the streams it went to.
                 persisted: msg.persist_id().is_some() && q.is_durable() && msg.persistent(),
-                expires_at: Deadline::after(now, ttl),
+                expires_at,
                 returns: 0,
             });
             let mut dropped = Vec::new();
@@ -1131,6 +1142,7 @@ impl VhostState {
             self.discard(name, dropped, "maxlen");
             self.deliver_ready(name);
             if self.timed {
+                let now = *now.get_or_insert_with(|| self.clock.now_ms());
                 self.expire(name, now);
             }
         }
@@ -1172,7 +1184,7 @@ impl VhostState {
             return;
         }
         let now = self.clock.now_ms();
-        let names: Vec<String> = self.queues.keys().cloned().collect();
+        let names: Vec<Arc<str>> = self.queues.keys().cloned().collect();
         let mut still_timed = false;
         for name in names {
             self.expire(&name, now);
@@ -1262,7 +1274,8 @@ impl VhostState {
         if q.stream.is_some() {
             return self.deliver_stream(queue);
         }
-        let now = self.clock.now_ms();
+        // Read once, and only for a delivery that waits for its ack.
+        let mut now = None;
         while !q.ready.is_empty() && !q.consumers.is_empty() {
             // With a single active consumer only the first one is served.
             let n = if q.limits.single_active_consumer {
@@ -1302,6 +1315,7 @@ impl VhostState {
                 .expect("checked above");
             let tag = st.take_tag();
             if !c.no_ack {
+                let now = *now.get_or_insert_with(|| self.clock.now_ms());
                 let delivery = Unacked::of(&q.key, q.id, &item, Some(c.tag.clone()), now);
                 st.hold_for(c, tag, delivery);
             }
@@ -1806,7 +1820,7 @@ impl VhostState {
         for ex in self.exchanges.values_mut() {
             ex.bindings_changed();
             ex.bindings.retain(|b| match &b.destination {
-                Destination::Queue(q) => queues.contains_key(q),
+                Destination::Queue(q) => queues.contains_key(q.as_str()),
                 Destination::Exchange(e) => durable_exchanges.contains(e),
             });
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use super::{Message, Route, VhostState};
+use super::{Message, Route, Targets, VhostState};
 use crate::codec;
 
 impl VhostState {
@@ -49,7 +49,7 @@ impl VhostState {
         };
         // A message that would come back to a queue it already died in, with no
         // rejection on the way, is dropped: RabbitMQ's cycle detection.
-        let targets: Vec<String> = targets
+        let targets: Targets = targets
             .into_iter()
             .filter(|t| reason == "rejected" || !died_in(&history, t))
             .collect();

@@ -1,6 +1,8 @@
 //! Snapshots of a vhost for inspection, and seeding: messages put straight into a
 //! queue by a test.
 
+use std::sync::Arc;
+
 use amq_protocol::protocol::BasicProperties;
 use bytes::Bytes;
 
@@ -75,7 +77,7 @@ impl VhostState {
     }
 
     pub fn queue_snapshots(&self) -> Vec<QueueSnapshot> {
-        let mut names: Vec<&String> = self.queues.keys().collect();
+        let mut names: Vec<&Arc<str>> = self.queues.keys().collect();
         names.sort();
         names
             .into_iter()
@@ -156,7 +158,7 @@ impl VhostState {
             header,
             body,
         );
-        self.enqueue(&[queue.to_owned()], msg);
+        self.enqueue(&[queue.into()], msg);
         Ok(())
     }
 

@@ -49,10 +49,26 @@ pub struct RouteCache(Option<Arc<Route>>);
 
 impl RouteCache {
     pub fn get(&mut self, exchange: &str, routing_key: &str, gauge: &Arc<Gauge>) -> Arc<Route> {
+        self.get_raw(exchange.as_bytes(), routing_key.as_bytes(), gauge)
+    }
+
+    /// Names as a frame brought them, already checked to be UTF-8: while they
+    /// match the last route, they are compared as bytes and not converted again.
+    pub fn get_raw(
+        &mut self,
+        exchange: &[u8],
+        routing_key: &[u8],
+        gauge: &Arc<Gauge>,
+    ) -> Arc<Route> {
         match &self.0 {
-            Some(r) if *r.routing_key == *routing_key && *r.exchange == *exchange => r.clone(),
+            Some(r)
+                if r.routing_key.as_bytes() == routing_key && r.exchange.as_bytes() == exchange =>
+            {
+                r.clone()
+            }
             _ => {
-                let r = Route::new(exchange, routing_key, gauge);
+                let text = |b| std::str::from_utf8(b).expect("names are checked when decoded");
+                let r = Route::new(text(exchange), text(routing_key), gauge);
                 self.0 = Some(r.clone());
                 r
             }

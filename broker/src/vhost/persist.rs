@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::message::Deadline;
 use super::{
     Binding, Destination, Exchange, ExchangeKind, Message, Queue, QueueDeclare, Queued, RouteCache,
-    VhostState,
+    Targets, VhostState,
 };
 use crate::store::{PublishRef, Record, RecoveredVhost, Store};
 
@@ -34,7 +34,7 @@ impl VhostState {
         self.store.is_some()
             && self.exchanges.get(source).is_some_and(|e| e.durable)
             && match dest {
-                Destination::Queue(q) => self.queues.get(q).is_some_and(Queue::is_durable),
+                Destination::Queue(q) => self.queues.get(q.as_str()).is_some_and(Queue::is_durable),
                 Destination::Exchange(e) => self.exchanges.get(e).is_some_and(|e| e.durable),
             }
     }
@@ -85,10 +85,10 @@ impl VhostState {
 
     /// Writes a persistent message routed to durable queues to the store, giving
     /// it an id; returns the LSN its confirm waits for.
-    pub(super) fn persist(&self, targets: &[String], msg: &mut Message) -> Option<u64> {
+    pub(super) fn persist(&self, targets: &[Arc<str>], msg: &mut Message) -> Option<u64> {
         let store = self.store.as_ref()?;
         // A stream keeps every message on disk, whatever its delivery mode.
-        let queues: Vec<String> = targets
+        let queues: Targets = targets
             .iter()
             .filter(|t| {
                 self.queues
@@ -213,7 +213,7 @@ impl VhostState {
                 queue.next_seq = msg_id + 1;
             }
             self.timed |= queue.limits.expires.is_some();
-            self.queues.insert(name.clone(), queue);
+            self.queues.insert(name.as_str().into(), queue);
         }
         for (source, to_exchange, dest, routing_key, arguments) in &rec.bindings {
             let destination = if *to_exchange {
@@ -222,7 +222,7 @@ impl VhostState {
                 Destination::Queue(dest.clone())
             };
             let ends_exist = match &destination {
-                Destination::Queue(q) => self.queues.contains_key(q),
+                Destination::Queue(q) => self.queues.contains_key(q.as_str()),
                 Destination::Exchange(e) => self.exchanges.contains_key(e),
             };
             if let (Some(ex), true) = (self.exchanges.get_mut(source), ends_exist) {
