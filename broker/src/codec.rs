@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use amq_protocol::frame::{gen_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic::AMQPProperties, parse_class, AMQPClass};
 use amq_protocol::types::parsing::{parse_long_long_uint, parse_short_uint};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{code, AmqpError};
 
@@ -66,12 +66,57 @@ impl Frame {
 /// `frame_max` bounds what is buffered, so a peer announcing a huge frame is refused
 /// before its payload arrives.
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpError> {
-    if buf.len() < 7 {
+    let Some(len) = frame_len(buf, frame_max)? else {
+        if let Some(size) = announced_size(buf) {
+            buf.reserve(size + FRAME_OVERHEAD - buf.len());
+        }
         return Ok(None);
+    };
+    let frame = buf.split_to(len).freeze();
+    frame_at(&frame, 0).0.map(Some)
+}
+
+/// Splits off every complete, well-delimited frame at the front of `buf` in one
+/// piece (empty when there is none): each frame's payload is then a slice of it
+/// (see `frame_at`), which costs less than splitting the buffer three times per
+/// frame. What is left, an incomplete frame or one `decode` will refuse, stays.
+pub fn split_frames(buf: &mut BytesMut, frame_max: u32) -> Bytes {
+    let mut end = 0;
+    while let Ok(Some(len)) = frame_len(&buf[end..], frame_max) {
+        end += len;
     }
+    if end == 0 {
+        return Bytes::new();
+    }
+    buf.split_to(end).freeze()
+}
+
+/// The frame at `at` in `frames` (whole frames, as `split_frames` returns them),
+/// and where the next one starts.
+pub fn frame_at(frames: &Bytes, at: usize) -> (Result<Frame, AmqpError>, usize) {
+    let head = &frames[at..at + 7];
+    let kind = head[0];
+    let channel = u16::from_be_bytes([head[1], head[2]]);
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+    let payload = frames.slice(at + 7..at + 7 + size);
+    (
+        parse_frame(kind, channel, payload),
+        at + size + FRAME_OVERHEAD,
+    )
+}
+
+fn announced_size(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..7)?;
+    Some(u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize)
+}
+
+/// The length of the whole frame at the front of `buf` once it has all arrived,
+/// checking its size against `frame_max` and its frame-end octet.
+fn frame_len(buf: &[u8], frame_max: u32) -> Result<Option<usize>, AmqpError> {
+    let Some(size) = announced_size(buf) else {
+        return Ok(None);
+    };
     let kind = buf[0];
-    let channel = u16::from_be_bytes([buf[1], buf[2]]);
-    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
     // RabbitMQ allows a payload of up to frame_max bytes, though it names
     // frame_max - 8 as the limit when refusing one.
     if size > frame_max as usize {
@@ -85,7 +130,6 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
         ));
     }
     if buf.len() < size + FRAME_OVERHEAD {
-        buf.reserve(size + FRAME_OVERHEAD - buf.len());
         return Ok(None);
     }
     if buf[7 + size] != FRAME_END {
@@ -95,9 +139,11 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
             &format!("{{invalid_frame_end_marker,{}}}", buf[7 + size]),
         ));
     }
-    buf.advance(7);
-    let payload = buf.split_to(size).freeze();
-    buf.advance(1);
+    Ok(Some(size + FRAME_OVERHEAD))
+}
+
+fn parse_frame(kind: u8, channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
+    let size = payload.len();
     if !matches!(
         kind,
         FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
@@ -106,7 +152,7 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
     {
         return Err(frame_error(kind, &payload, "unknown_frame"));
     }
-    let frame = match kind {
+    Ok(match kind {
         FRAME_METHOD => match Publish::parse(&payload) {
             Some(publish) => Frame::Publish(channel, publish),
             None => Frame::Method(channel, parse_method(&payload)?),
@@ -114,8 +160,7 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, AmqpE
         FRAME_HEADER => parse_header(channel, payload)?,
         FRAME_BODY => Frame::Body(channel, payload),
         _ => Frame::Heartbeat(channel),
-    };
-    Ok(Some(frame))
+    })
 }
 
 fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {

@@ -277,6 +277,15 @@ impl Connection {
             return self.outcome();
         }
         while !matches!(self.phase, Phase::Closed | Phase::Header) {
+            // Once open, with frame_max settled, the complete frames leave the
+            // buffer together.
+            if self.phase == Phase::Opened {
+                let frames = codec::split_frames(buf, self.frame_max);
+                if !frames.is_empty() {
+                    self.handle_frames(&frames, buf);
+                    continue;
+                }
+            }
             match codec::decode(buf, self.frame_max) {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
@@ -295,6 +304,31 @@ impl Connection {
         }
         self.flush_confirms();
         self.outcome()
+    }
+
+    /// Whole frames, as `codec::split_frames` gives them; `buf` is what follows.
+    fn handle_frames(&mut self, frames: &Bytes, buf: &mut BytesMut) {
+        let mut at = 0;
+        while at < frames.len() && !matches!(self.phase, Phase::Closed | Phase::Header) {
+            let (frame, next) = codec::frame_at(frames, at);
+            at = next;
+            match frame {
+                Ok(frame) => {
+                    self.frames_in += 1;
+                    self.handle_frame(frame)
+                }
+                Err(e) => {
+                    if self.phase == Phase::Closing {
+                        self.phase = Phase::Closed;
+                    } else {
+                        self.fail(0, e);
+                    }
+                    // Nothing after a broken frame is read, as `decode`'s callers do.
+                    buf.clear();
+                    return;
+                }
+            }
+        }
     }
 
     /// Frames decoded since the connection began.
