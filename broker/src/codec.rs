@@ -675,6 +675,55 @@ mod tests {
     }
 
     #[test]
+    fn split_frames_takes_whole_frames_and_leaves_the_rest_to_decode() {
+        let mut buf = BytesMut::new();
+        put_method(
+            &mut buf,
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: "q".into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        );
+        put_message(&mut buf, 1, &[0, 0], b"hello", 4096);
+        let whole = buf.len();
+        put_heartbeat(&mut buf);
+        let partial = buf.len() - 3;
+        buf.truncate(partial);
+        let frames = split_frames(&mut buf, 4096);
+        assert_eq!(frames.len(), whole, "the cut heartbeat stays behind");
+        assert_eq!(buf.len(), partial - whole);
+        let mut at = 0;
+        let mut kinds = Vec::new();
+        while at < frames.len() {
+            let (frame, next) = frame_at(&frames, at);
+            kinds.push(match frame.unwrap() {
+                Frame::Publish(1, p) => format!("publish {}", p.routing_key()),
+                Frame::Header { body_size, .. } => format!("header {body_size}"),
+                Frame::Body(1, body) => format!("body {}", String::from_utf8_lossy(&body)),
+                other => panic!("unexpected {other:?}"),
+            });
+            at = next;
+        }
+        assert_eq!(kinds, ["publish q", "header 5", "body hello"]);
+        assert!(
+            decode(&mut buf, 4096).unwrap().is_none(),
+            "still incomplete"
+        );
+
+        // A frame with a bad end octet is not taken: decode reports it.
+        let mut buf = BytesMut::new();
+        put_heartbeat(&mut buf);
+        put_heartbeat(&mut buf);
+        let last = buf.len() - 1;
+        buf[last] = 0;
+        assert_eq!(split_frames(&mut buf, 4096).len(), 8);
+        assert!(decode(&mut buf, 4096).is_err());
+    }
+
+    #[test]
     fn oversized_frame_is_refused_before_its_payload_arrives() {
         let mut buf = BytesMut::from(&[1u8, 0, 1, 0, 1, 0, 0][..]);
         let err = decode(&mut buf, 4096).unwrap_err();
