@@ -373,6 +373,9 @@ pub struct VhostState {
     gauge: Arc<Gauge>,
     /// Queues and messages with a time limit exist: the ticker has work.
     timed: bool,
+    /// A queue that may refuse a publish was declared (never reset): until one
+    /// is, a publish skips looking its queues up to ask.
+    refusing: bool,
 }
 
 fn predeclared() -> impl Iterator<Item = (&'static str, ExchangeKind, bool)> {
@@ -401,6 +404,7 @@ impl VhostState {
             clock: Arc::new(Clock::real()),
             gauge: Gauge::new(0),
             timed: false,
+            refusing: false,
         };
         for (name, kind, internal) in predeclared() {
             state.exchanges.insert(
@@ -818,6 +822,7 @@ impl VhostState {
         let owner = d.exclusive.then_some(conn);
         let queue = Queue::new(id, d.clone(), owner, self.clock.now_ms());
         self.timed |= queue.limits.expires.is_some() || queue.limits.message_ttl.is_some();
+        self.refusing |= queue.limits.may_refuse();
         self.queues.insert(d.name.as_str().into(), queue);
         if d.durable && !d.exclusive {
             self.log(Record::QueueDeclare {
@@ -1065,10 +1070,10 @@ impl VhostState {
         let refused: Vec<Arc<str>> = targets
             .iter()
             .filter(|name| {
-                self.queues.get(*name).is_some_and(|q| {
-                    q.limits.overflow != Overflow::DropHead
-                        && q.limits.full(&q.ready, msg.body().len())
-                })
+                self.refusing
+                    && self.queues.get(*name).is_some_and(|q| {
+                        q.limits.may_refuse() && q.limits.full(&q.ready, msg.body().len())
+                    })
             })
             .cloned()
             .collect();

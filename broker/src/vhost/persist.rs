@@ -213,6 +213,7 @@ impl VhostState {
                 queue.next_seq = msg_id + 1;
             }
             self.timed |= queue.limits.expires.is_some();
+            self.refusing |= queue.limits.may_refuse();
             self.queues.insert(name.as_str().into(), queue);
         }
         for (source, to_exchange, dest, routing_key, arguments) in &rec.bindings {

@@ -87,6 +87,13 @@ impl Limits {
         }
     }
 
+    /// Whether the queue may ever refuse a publish (`x-overflow` reject-publish
+    /// with a length limit).
+    pub fn may_refuse(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+
     /// Whether one more message of `size` bytes would take the queue over a limit.
     pub fn full(&self, ready: &Ready, size: usize) -> bool {
         self.max_length.is_some_and(|max| ready.len() as u64 >= max)
