@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 // SipHash's DoS resistance buys nothing here and cost 12% of the per-message path.
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use amq_protocol::protocol::{basic, AMQPClass};
@@ -39,7 +40,7 @@ pub type ConnId = u64;
 
 /// The queues a message is routed to, by the names the vhost holds them under:
 /// one or two of them (most publishes) cost no allocation.
-pub type Targets = smallvec::SmallVec<[Arc<str>; 2]>;
+pub type Targets = SmallVec<[Arc<str>; 2]>;
 type ChanKey = (ConnId, u16);
 
 /// What `basic.consume` asks for.
@@ -1675,7 +1676,8 @@ impl VhostState {
             .channels
             .get_mut(&(conn, channel))
             .expect("channel is open");
-        let settled: Vec<(u64, Unacked)> = if multiple {
+        // One delivery (most acks) settles without an allocation.
+        let settled: SmallVec<[(u64, Unacked); 1]> = if multiple {
             if delivery_tag != 0 && !st.unacked.contains_key(&delivery_tag) {
                 return Err(unknown_tag(delivery_tag));
             }
@@ -1689,7 +1691,7 @@ impl VhostState {
             taken.into_iter().collect()
         } else {
             match st.unacked.remove(&delivery_tag) {
-                Some(u) => vec![(delivery_tag, u)],
+                Some(u) => smallvec::smallvec![(delivery_tag, u)],
                 None => return Err(unknown_tag(delivery_tag)),
             }
         };
@@ -1711,13 +1713,13 @@ impl VhostState {
                 return Err(err);
             }
         }
-        let settled: Vec<Unacked> = settled.into_iter().map(|(_, u)| u).collect();
-        let from_consumers = settled.iter().filter(|u| u.consumer.is_some()).count();
+        let from_consumers = settled.iter().filter(|(_, u)| u.consumer.is_some()).count();
         st.consumer_unacked = st.consumer_unacked.saturating_sub(from_consumers as u32);
-        let mut touched = Vec::new();
-        for u in settled {
-            if let Some(tag) = &u.consumer {
-                if let Some(q) = self.queues.get_mut(&*u.queue) {
+        let mut touched: SmallVec<[Arc<str>; 1]> = SmallVec::new();
+        for (_, u) in settled {
+            let mut live = false;
+            if let Some(q) = self.queues.get_mut(&*u.queue) {
+                if let Some(tag) = &u.consumer {
                     if let Some(c) = q
                         .consumers
                         .iter_mut()
@@ -1726,12 +1728,11 @@ impl VhostState {
                         c.unacked = c.unacked.saturating_sub(1);
                     }
                 }
+                live = q.id == u.queue_id;
             }
-            touched.push(u.queue.clone());
-            let live = self
-                .queues
-                .get(&*u.queue)
-                .is_some_and(|q| q.id == u.queue_id);
+            if !touched.contains(&u.queue) {
+                touched.push(u.queue.clone());
+            }
             if !live {
                 continue;
             }
@@ -1747,7 +1748,6 @@ impl VhostState {
             }
         }
         touched.sort();
-        touched.dedup();
         for q in touched {
             self.dispatch(&q);
         }
