@@ -29,6 +29,8 @@ const FRAME_END: u8 = 0xCE;
 #[derive(Debug, PartialEq)]
 pub(crate) enum Frame {
     Method(u16, AMQPClass),
+    /// `basic.deliver`, apart from other methods: it comes with every message.
+    Deliver(u16, Deliver),
     Header(u16, Header),
     Body(u16, Bytes),
     Heartbeat,
@@ -43,6 +45,32 @@ pub(crate) struct Header {
     /// the properties are large (about 300 bytes) and every frame and message that
     /// held them inline would copy them at each move on the way to the consumer.
     pub(crate) properties: Option<Box<AMQPProperties>>,
+}
+
+/// `basic.deliver` as this client uses it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Deliver {
+    /// Only serves to find the consumer, so it stays the bytes of the frame it came
+    /// in (no allocation). It is checked to be UTF-8 all the same, as the general
+    /// parser would.
+    pub(crate) consumer_tag: Bytes,
+    pub(crate) delivery_tag: u64,
+    pub(crate) redelivered: bool,
+    /// Already the `String`s a `Delivery` carries: built once, never converted.
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+}
+
+impl From<basic::Deliver> for Deliver {
+    fn from(d: basic::Deliver) -> Self {
+        Deliver {
+            consumer_tag: Bytes::from(String::from(d.consumer_tag).into_bytes()),
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            exchange: d.exchange.into(),
+            routing_key: d.routing_key.into(),
+        }
+    }
 }
 
 impl From<AMQPContentHeader> for Header {
@@ -234,10 +262,14 @@ pub(crate) fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>
         }
         constants::FRAME_HEARTBEAT => Ok(Some(Frame::Heartbeat)),
         constants::FRAME_METHOD | constants::FRAME_HEADER => {
-            if let Some(frame) = decode_hot(frame_type, channel, &raw[7..total - 1]) {
-                return Ok(Some(frame));
-            }
+            let raw = match decode_hot(frame_type, channel, raw) {
+                Ok(frame) => return Ok(Some(frame)),
+                Err(raw) => raw,
+            };
             match parse_frame(&raw[..]) {
+                Ok((_, AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))))) => {
+                    Ok(Some(Frame::Deliver(ch, d.into())))
+                }
                 Ok((_, AMQPFrame::Method(ch, m))) => Ok(Some(Frame::Method(ch, m))),
                 Ok((_, AMQPFrame::Header(ch, h))) => Ok(Some(Frame::Header(ch, h.into()))),
                 Ok((_, other)) => Err(frame_error(format!("unexpected frame {other}"))),
@@ -253,47 +285,84 @@ pub(crate) fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>
 
 /// `basic.deliver` and a content header without properties, read by hand: they come
 /// with every message. Anything else, or anything unusual (bad UTF-8, trailing bytes),
-/// is left to amq-protocol's parser, which produces the right error.
-fn decode_hot(frame_type: u8, channel: u16, payload: &[u8]) -> Option<Frame> {
+/// is handed back (`Err`) for amq-protocol's parser, which produces the right error.
+fn decode_hot(frame_type: u8, channel: u16, mut raw: BytesMut) -> Result<Frame, BytesMut> {
+    let payload = &raw[7..raw.len() - 1];
     match frame_type {
-        constants::FRAME_METHOD if payload.get(..4)? == [0, 60, 0, 60] => {
-            let (consumer_tag, rest) = short_str(&payload[4..])?;
-            let delivery_tag = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-            let redelivered = *rest.get(8)? & 1 != 0;
-            let (exchange, rest) = short_str(&rest[9..])?;
-            let (routing_key, rest) = short_str(rest)?;
-            if !rest.is_empty() {
-                return None;
-            }
-            Some(Frame::Method(
+        constants::FRAME_METHOD if payload.starts_with(&[0, 60, 0, 60]) => {
+            let Some((tag_len, delivery_tag, redelivered, exchange, routing_key)) =
+                decode_deliver(&payload[4..])
+            else {
+                return Err(raw);
+            };
+            // Frame header (7), class and method (4), the tag's length (1).
+            raw.advance(12);
+            raw.truncate(tag_len);
+            Ok(Frame::Deliver(
                 channel,
-                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                    consumer_tag: consumer_tag.into(),
+                Deliver {
+                    consumer_tag: raw.freeze(),
                     delivery_tag,
                     redelivered,
-                    exchange: exchange.into(),
-                    routing_key: routing_key.into(),
-                })),
+                    exchange,
+                    routing_key,
+                },
             ))
         }
         constants::FRAME_HEADER if payload.len() == 14 && payload[12..] == [0, 0] => {
-            Some(Frame::Header(
+            Ok(Frame::Header(
                 channel,
                 Header {
                     class_id: u16::from_be_bytes([payload[0], payload[1]]),
-                    body_size: u64::from_be_bytes(payload[4..12].try_into().ok()?),
+                    body_size: u64::from_be_bytes([
+                        payload[4],
+                        payload[5],
+                        payload[6],
+                        payload[7],
+                        payload[8],
+                        payload[9],
+                        payload[10],
+                        payload[11],
+                    ]),
                     properties: None,
                 },
             ))
         }
-        _ => None,
+        _ => Err(raw),
     }
 }
 
-fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
+/// The arguments of `basic.deliver`: the consumer tag's length (the tag is left in
+/// the frame), delivery tag, redelivered, exchange and routing key.
+fn decode_deliver(args: &[u8]) -> Option<(usize, u64, bool, String, String)> {
+    let (&tag_len, rest) = args.split_first()?;
+    let tag_len = tag_len as usize;
+    let tag = rest.get(..tag_len)?;
+    if !(tag.is_ascii() || std::str::from_utf8(tag).is_ok()) {
+        return None;
+    }
+    let rest = &rest[tag_len..];
+    let delivery_tag = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let redelivered = *rest.get(8)? & 1 != 0;
+    let (exchange, rest) = short_string(&rest[9..])?;
+    let (routing_key, rest) = short_string(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    Some((tag_len, delivery_tag, redelivered, exchange, routing_key))
+}
+
+/// A short string as an owned `String`: the empty one (the default exchange) costs
+/// no allocation.
+fn short_string(input: &[u8]) -> Option<(String, &[u8])> {
     let (&len, rest) = input.split_first()?;
     let len = len as usize;
-    let text = std::str::from_utf8(rest.get(..len)?).ok()?;
+    let text = rest.get(..len)?;
+    let text = if text.is_empty() {
+        String::new()
+    } else {
+        std::str::from_utf8(text).ok()?.to_owned()
+    };
     Some((text, &rest[len..]))
 }
 
@@ -391,20 +460,100 @@ mod tests {
                 Some(Frame::Header(4, header.into()))
             );
         }
-        let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: "ctag".into(),
-            delivery_tag: 77,
-            redelivered: true,
-            exchange: "x".into(),
-            routing_key: "rk".into(),
-        }));
+    }
+
+    /// A method frame around `payload`, as it comes off the wire.
+    fn method_frame(channel: u16, payload: &[u8]) -> BytesMut {
         let mut buf = BytesMut::new();
-        gen_into(&mut buf, &AMQPFrame::Method(2, deliver.clone())).unwrap();
-        let payload = buf[7..buf.len() - 1].to_vec();
-        assert_eq!(
-            decode_hot(constants::FRAME_METHOD, 2, &payload),
-            Some(Frame::Method(2, deliver))
-        );
+        buf.put_u8(constants::FRAME_METHOD);
+        buf.put_u16(channel);
+        buf.put_u32(payload.len() as u32);
+        buf.put_slice(payload);
+        buf.put_u8(FRAME_END);
+        buf
+    }
+
+    /// What `decode` must return for `frame`: amq-protocol's reading of it.
+    fn general(frame: &[u8]) -> Result<Frame, String> {
+        match parse_frame(frame) {
+            Ok((_, AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))))) => {
+                Ok(Frame::Deliver(ch, d.into()))
+            }
+            Ok((_, AMQPFrame::Method(ch, m))) => Ok(Frame::Method(ch, m)),
+            Ok((_, other)) => Err(format!("unexpected frame {other}")),
+            Err(e) => Err(format!("cannot parse frame: {e}")),
+        }
+    }
+
+    fn decoded(mut frame: BytesMut) -> Result<Frame, String> {
+        let result = decode(&mut frame, 4096).map(Option::unwrap);
+        assert!(frame.is_empty(), "the whole frame is consumed");
+        result.map_err(|e| match e {
+            Error::Protocol { message, .. } => message,
+            e => panic!("{e:?}"),
+        })
+    }
+
+    #[test]
+    fn hand_read_deliver_agrees_with_amq_protocol() {
+        for (tag, exchange, routing_key, redelivered) in [
+            ("ctag", "x", "rk", true),
+            ("amq.ctag-Qx9", "", "amq.gen-4bd1e0", false),
+            ("", "", "", false),
+            ("étiquette", "échange", "clé.", true),
+        ] {
+            let deliver = basic::Deliver {
+                consumer_tag: tag.into(),
+                delivery_tag: u64::MAX - 7,
+                redelivered,
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+            };
+            let mut wire = BytesMut::new();
+            let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver.clone()));
+            gen_into(&mut wire, &AMQPFrame::Method(2, method)).unwrap();
+            let fast = decode_hot(constants::FRAME_METHOD, 2, wire.clone())
+                .expect("a well-formed deliver takes the fast path");
+            assert_eq!(fast, Frame::Deliver(2, deliver.into()));
+            assert_eq!(Ok(fast), general(&wire));
+            assert_eq!(decoded(wire.clone()), general(&wire));
+        }
+    }
+
+    #[test]
+    fn malformed_deliver_gets_the_general_parsers_error() {
+        fn payload(tag: &[u8], exchange: &[u8], routing_key: &[u8], trailing: &[u8]) -> Vec<u8> {
+            let mut p = vec![0, 60, 0, 60];
+            p.push(tag.len() as u8);
+            p.extend_from_slice(tag);
+            p.extend_from_slice(&42u64.to_be_bytes());
+            p.push(0);
+            for s in [exchange, routing_key] {
+                p.push(s.len() as u8);
+                p.extend_from_slice(s);
+            }
+            p.extend_from_slice(trailing);
+            p
+        }
+        let bad = b"\xffa";
+        let good = payload(b"t", b"x", b"rk", b"");
+        assert!(decode_hot(constants::FRAME_METHOD, 1, method_frame(1, &good)).is_ok());
+        let malformed = [
+            payload(bad, b"x", b"rk", b""),
+            payload(b"t", bad, b"rk", b""),
+            payload(b"t", b"x", bad, b""),
+            payload(b"t", b"x", b"rk", b"!"),
+            // Cut short: in the routing key, in the delivery tag.
+            good[..good.len() - 1].to_vec(),
+            good[..9].to_vec(),
+        ];
+        for p in malformed {
+            let frame = method_frame(1, &p);
+            assert!(decode_hot(constants::FRAME_METHOD, 1, frame.clone()).is_err());
+            let expected = general(&frame);
+            assert!(expected.is_err(), "{p:?} is malformed: {expected:?}");
+            assert_eq!(decoded(frame), expected);
+        }
     }
 
     #[test]

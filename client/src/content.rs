@@ -8,12 +8,15 @@
 use amq_protocol::protocol::basic;
 use bytes::{Bytes, BytesMut};
 
-use crate::{codec::Header, error::Error};
+use crate::{
+    codec::{Deliver, Header},
+    error::Error,
+};
 
 /// The method that announced the content.
 #[derive(Debug)]
 pub(crate) enum ContentMethod {
-    Deliver(basic::Deliver),
+    Deliver(Deliver),
     GetOk(basic::GetOk),
     Return(basic::Return),
 }
@@ -135,7 +138,13 @@ mod tests {
     }
 
     fn deliver() -> Assembly {
-        Assembly::new(ContentMethod::Deliver(Default::default()))
+        Assembly::new(ContentMethod::Deliver(Deliver {
+            consumer_tag: Bytes::from_static(b"c"),
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: String::new(),
+            routing_key: String::new(),
+        }))
     }
 
     #[test]

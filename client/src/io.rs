@@ -249,6 +249,14 @@ impl Reader {
                 message: format!("non-connection method on channel 0: {other:?}"),
             }),
             Frame::Method(id, method) => self.channel_method(id, method).await,
+            Frame::Deliver(id, deliver) => {
+                self.expect_method(id)?;
+                // Content is tracked even for a channel that is gone, so that its header
+                // and body frames are consumed in order; `complete` then drops it.
+                self.assemblies
+                    .push((id, Assembly::new(ContentMethod::Deliver(deliver))));
+                Ok(())
+            }
             Frame::Header(id, header) => {
                 let at = self.assembly(id).ok_or_else(|| {
                     unexpected_frame(format!("content header without a method on channel {id}"))
@@ -297,20 +305,21 @@ impl Reader {
         }
     }
 
-    async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), Error> {
-        if self.assembly(id).is_some() {
-            return Err(unexpected_frame(format!(
+    /// A method frame may not interrupt content.
+    fn expect_method(&self, id: u16) -> Result<(), Error> {
+        match self.assembly(id) {
+            Some(_) => Err(unexpected_frame(format!(
                 "method frame on channel {id} while content was expected"
-            )));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), Error> {
+        self.expect_method(id)?;
         // Content is tracked even for a channel that is gone, so that its header and
-        // body frames are consumed in order; `progress` then drops the message.
+        // body frames are consumed in order; `complete` then drops the message.
         let method = match method {
-            AMQPClass::Basic(basic::AMQPMethod::Deliver(m)) => {
-                self.assemblies
-                    .push((id, Assembly::new(ContentMethod::Deliver(m))));
-                return Ok(());
-            }
             AMQPClass::Basic(basic::AMQPMethod::GetOk(m)) => {
                 self.assemblies
                     .push((id, Assembly::new(ContentMethod::GetOk(m))));
@@ -402,7 +411,7 @@ impl Reader {
                 let tag = deliver.delivery_tag;
                 // Taken out rather than cloned: it only serves to find the consumer.
                 let consumer_tag = std::mem::take(&mut deliver.consumer_tag);
-                let delivered = match state.offer(consumer_tag.as_str(), content) {
+                let delivered = match state.offer(&consumer_tag, content) {
                     Offer::Delivered => true,
                     Offer::Unknown => {
                         tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
