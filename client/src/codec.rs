@@ -54,6 +54,12 @@ pub(crate) struct Deliver {
     /// in (no allocation). It is checked to be UTF-8 all the same, as the general
     /// parser would.
     pub(crate) consumer_tag: Bytes,
+    pub(crate) args: DeliverArgs,
+}
+
+/// What a consumer gets of a `basic.deliver`: the tag has found it by then.
+#[derive(Debug, PartialEq)]
+pub(crate) struct DeliverArgs {
     pub(crate) delivery_tag: u64,
     pub(crate) redelivered: bool,
     /// Already the `String`s a `Delivery` carries: built once, never converted.
@@ -65,10 +71,12 @@ impl From<basic::Deliver> for Deliver {
     fn from(d: basic::Deliver) -> Self {
         Deliver {
             consumer_tag: Bytes::from(String::from(d.consumer_tag).into_bytes()),
-            delivery_tag: d.delivery_tag,
-            redelivered: d.redelivered,
-            exchange: d.exchange.into(),
-            routing_key: d.routing_key.into(),
+            args: DeliverArgs {
+                delivery_tag: d.delivery_tag,
+                redelivered: d.redelivered,
+                exchange: d.exchange.into(),
+                routing_key: d.routing_key.into(),
+            },
         }
     }
 }
@@ -290,9 +298,7 @@ fn decode_hot(frame_type: u8, channel: u16, mut raw: BytesMut) -> Result<Frame, 
     let payload = &raw[7..raw.len() - 1];
     match frame_type {
         constants::FRAME_METHOD if payload.starts_with(&[0, 60, 0, 60]) => {
-            let Some((tag_len, delivery_tag, redelivered, exchange, routing_key)) =
-                decode_deliver(&payload[4..])
-            else {
+            let Some((tag_len, args)) = decode_deliver(&payload[4..]) else {
                 return Err(raw);
             };
             // Frame header (7), class and method (4), the tag's length (1).
@@ -302,10 +308,7 @@ fn decode_hot(frame_type: u8, channel: u16, mut raw: BytesMut) -> Result<Frame, 
                 channel,
                 Deliver {
                     consumer_tag: raw.freeze(),
-                    delivery_tag,
-                    redelivered,
-                    exchange,
-                    routing_key,
+                    args,
                 },
             ))
         }
@@ -332,9 +335,9 @@ fn decode_hot(frame_type: u8, channel: u16, mut raw: BytesMut) -> Result<Frame, 
     }
 }
 
-/// The arguments of `basic.deliver`: the consumer tag's length (the tag is left in
-/// the frame), delivery tag, redelivered, exchange and routing key.
-fn decode_deliver(args: &[u8]) -> Option<(usize, u64, bool, String, String)> {
+/// The arguments of `basic.deliver`, and the consumer tag's length (the tag is left
+/// in the frame).
+fn decode_deliver(args: &[u8]) -> Option<(usize, DeliverArgs)> {
     let (&tag_len, rest) = args.split_first()?;
     let tag_len = tag_len as usize;
     let tag = rest.get(..tag_len)?;
@@ -349,7 +352,15 @@ fn decode_deliver(args: &[u8]) -> Option<(usize, u64, bool, String, String)> {
     if !rest.is_empty() {
         return None;
     }
-    Some((tag_len, delivery_tag, redelivered, exchange, routing_key))
+    Some((
+        tag_len,
+        DeliverArgs {
+            delivery_tag,
+            redelivered,
+            exchange,
+            routing_key,
+        },
+    ))
 }
 
 /// A short string as an owned `String`: the empty one (the default exchange) costs

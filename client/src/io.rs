@@ -21,8 +21,8 @@ use tokio::{
 };
 
 use crate::{
-    channel::{ChannelState, Offer, Reply},
-    codec::{self, Frame},
+    channel::{ChannelState, ConsumerSlot, Offer, Reply},
+    codec::{self, DeliverArgs, Frame},
     connection::{close_reason, ConnState},
     content::{Assembly, Content, ContentMethod},
     error::{CloseReason, Error},
@@ -160,6 +160,18 @@ fn unexpected_frame(message: String) -> Error {
     Error::Protocol { code: 505, message }
 }
 
+/// A message `handle` could not hand on because its queue is full.
+enum Stall {
+    Consumer {
+        slot: ConsumerSlot,
+        content: Content,
+        channel: u16,
+        delivery_tag: u64,
+    },
+    /// Boxed: a returned message holds its properties inline, and this is rare.
+    Return(mpsc::Sender<ReturnedMessage>, Box<ReturnedMessage>),
+}
+
 struct Reader {
     conn: Arc<ConnState>,
     internal: mpsc::UnboundedSender<Internal>,
@@ -190,11 +202,11 @@ impl Reader {
                     Ok(None) => break,
                     Err(err) => return self.violation(err),
                 };
-                if let Err(err) = self.handle(frame).await {
-                    return match err {
-                        Error::Protocol { .. } => self.violation(err),
-                        err => err,
-                    };
+                match self.handle(frame) {
+                    Ok(None) => {}
+                    Ok(Some(stall)) => self.wait(stall).await,
+                    Err(err @ Error::Protocol { .. }) => return self.violation(err),
+                    Err(err) => return err,
                 }
             }
             let read = if heartbeat > 0 {
@@ -240,42 +252,77 @@ impl Reader {
         self.conn.channels().get(&id).cloned()
     }
 
-    async fn handle(&mut self, frame: Frame) -> Result<(), Error> {
+    /// Dispatches one frame. Not async: a frame is handled without waiting except
+    /// when a queue is full, and that rare wait is returned to be awaited by the
+    /// caller, so the common path builds and moves no future around the frame.
+    fn handle(&mut self, frame: Frame) -> Result<Option<Stall>, Error> {
         match frame {
-            Frame::Heartbeat => Ok(()),
-            Frame::Method(0, AMQPClass::Connection(method)) => self.connection_method(method),
+            Frame::Heartbeat => Ok(None),
+            Frame::Method(0, AMQPClass::Connection(method)) => {
+                self.connection_method(method).map(|()| None)
+            }
             Frame::Method(0, other) => Err(Error::Protocol {
                 code: 503,
                 message: format!("non-connection method on channel 0: {other:?}"),
             }),
-            Frame::Method(id, method) => self.channel_method(id, method).await,
+            Frame::Method(id, method) => self.channel_method(id, method),
             Frame::Deliver(id, deliver) => {
                 self.expect_method(id)?;
                 // Content is tracked even for a channel that is gone, so that its header
                 // and body frames are consumed in order; `complete` then drops it.
-                self.assemblies
-                    .push((id, Assembly::new(ContentMethod::Deliver(deliver))));
-                Ok(())
+                self.assemblies.push((id, Assembly::deliver(deliver)));
+                Ok(None)
             }
             Frame::Header(id, header) => {
                 let at = self.assembly(id).ok_or_else(|| {
                     unexpected_frame(format!("content header without a method on channel {id}"))
                 })?;
                 if self.assemblies[at].1.header(header)? {
-                    self.complete(at).await?;
+                    return self.complete(at);
                 }
-                Ok(())
+                Ok(None)
             }
             Frame::Body(id, body) => {
                 let at = self.assembly(id).ok_or_else(|| {
                     unexpected_frame(format!("body frame without a method on channel {id}"))
                 })?;
                 if self.assemblies[at].1.body(body)? {
-                    self.complete(at).await?;
+                    return self.complete(at);
                 }
-                Ok(())
+                Ok(None)
             }
         }
+    }
+
+    /// Waits for room in a full queue, then finishes what `handle` started.
+    async fn wait(&self, stall: Stall) {
+        match stall {
+            Stall::Consumer {
+                slot,
+                content,
+                channel,
+                delivery_tag,
+            } => {
+                if !(slot.tx.send(content).await.is_ok() || slot.no_ack) {
+                    self.requeue(channel, delivery_tag);
+                }
+            }
+            Stall::Return(tx, returned) => {
+                let _ = tx.send(*returned).await;
+            }
+        }
+    }
+
+    /// The consumer was dropped: give the message back to the queue now rather than
+    /// leave it unacked until the channel closes.
+    fn requeue(&self, channel: u16, delivery_tag: u64) {
+        self.send(
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
+                delivery_tag,
+                requeue: true,
+            })),
+        );
     }
 
     fn connection_method(&mut self, method: connection::AMQPMethod) -> Result<(), Error> {
@@ -315,7 +362,7 @@ impl Reader {
         }
     }
 
-    async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), Error> {
+    fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<Option<Stall>, Error> {
         self.expect_method(id)?;
         // Content is tracked even for a channel that is gone, so that its header and
         // body frames are consumed in order; `complete` then drops the message.
@@ -323,12 +370,12 @@ impl Reader {
             AMQPClass::Basic(basic::AMQPMethod::GetOk(m)) => {
                 self.assemblies
                     .push((id, Assembly::new(ContentMethod::GetOk(m))));
-                return Ok(());
+                return Ok(None);
             }
             AMQPClass::Basic(basic::AMQPMethod::Return(m)) => {
                 self.assemblies
-                    .push((id, Assembly::new(ContentMethod::Return(m))));
-                return Ok(());
+                    .push((id, Assembly::new(ContentMethod::Return(Box::new(m)))));
+                return Ok(None);
             }
             other => other,
         };
@@ -336,8 +383,12 @@ impl Reader {
             // A late frame for a channel this client already finished: nothing waits
             // for it.
             tracing::debug!(channel = id, ?method, "frame for a closed channel dropped");
-            return Ok(());
+            return Ok(None);
         };
+        self.channel_reply(id, &state, method).map(|()| None)
+    }
+
+    fn channel_reply(&self, id: u16, state: &ChannelState, method: AMQPClass) -> Result<(), Error> {
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Close(close)) => {
                 self.send(
@@ -399,71 +450,61 @@ impl Reader {
     }
 
     /// Hands on the message finished at `at` in `assemblies`.
-    async fn complete(&mut self, at: usize) -> Result<(), Error> {
+    fn complete(&mut self, at: usize) -> Result<Option<Stall>, Error> {
         let (id, assembly) = self.assemblies.swap_remove(at);
-        let mut content = assembly.finish();
+        let (content, consumer_tag) = assembly.finish();
         let Some(state) = self.channel(id) else {
-            return Ok(());
+            return Ok(None);
         };
-        match &mut content.method {
-            ContentMethod::GetOk(_) => state.reply(Reply::Get(Some(Box::new(content)))),
-            ContentMethod::Deliver(deliver) => {
-                let tag = deliver.delivery_tag;
-                // Taken out rather than cloned: it only serves to find the consumer.
-                let consumer_tag = std::mem::take(&mut deliver.consumer_tag);
-                let delivered = match state.offer(&consumer_tag, content) {
-                    Offer::Delivered => true,
+        match content.method {
+            ContentMethod::GetOk(_) => state
+                .reply(Reply::Get(Some(Box::new(content))))
+                .map(|()| None),
+            ContentMethod::Deliver(DeliverArgs { delivery_tag, .. }) => {
+                match state.offer(&consumer_tag, content) {
+                    Offer::Delivered => {}
                     Offer::Unknown => {
                         tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
-                        return Ok(());
                     }
-                    Offer::Closed { no_ack } => no_ack,
+                    Offer::Closed { no_ack: true } => {}
+                    Offer::Closed { no_ack: false } => self.requeue(id, delivery_tag),
                     // Waits while the consumer's queue is full: see the module docs.
                     Offer::Full(slot, content) => {
-                        slot.tx.send(content).await.is_ok() || slot.no_ack
+                        return Ok(Some(Stall::Consumer {
+                            slot,
+                            content,
+                            channel: id,
+                            delivery_tag,
+                        }))
                     }
-                };
-                if !delivered {
-                    // The consumer was dropped: give the message back to the queue now
-                    // rather than leave it unacked until the channel closes.
-                    self.send(
-                        id,
-                        AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-                            delivery_tag: tag,
-                            requeue: true,
-                        })),
-                    );
                 }
-                Ok(())
+                Ok(None)
             }
-            ContentMethod::Return(_) => {
-                let Content {
-                    method: ContentMethod::Return(ret),
-                    properties,
-                    body,
-                } = content
-                else {
-                    return Ok(());
-                };
+            ContentMethod::Return(ret) => {
                 let returned = ReturnedMessage {
                     reply_code: ret.reply_code,
                     reply_text: ret.reply_text.to_string(),
                     exchange: ret.exchange.to_string(),
                     routing_key: ret.routing_key.to_string(),
-                    properties: Content::take_properties(properties),
-                    body,
+                    properties: Content::take_properties(content.properties),
+                    body: content.body,
                 };
                 match state.returns_sender() {
-                    Some(tx) => {
-                        let _ = tx.send(returned).await;
+                    Some(tx) => match tx.try_send(returned) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(None),
+                        Err(mpsc::error::TrySendError::Full(returned)) => {
+                            Ok(Some(Stall::Return(tx, Box::new(returned))))
+                        }
+                    },
+                    None => {
+                        tracing::warn!(
+                            channel = id,
+                            reply_code = returned.reply_code,
+                            "returned message dropped: nobody called Channel::returns()"
+                        );
+                        Ok(None)
                     }
-                    None => tracing::warn!(
-                        channel = id,
-                        reply_code = returned.reply_code,
-                        "returned message dropped: nobody called Channel::returns()"
-                    ),
                 }
-                Ok(())
             }
         }
     }
