@@ -797,7 +797,7 @@ impl Channel {
         codec::encode_content(
             &mut buf,
             id,
-            properties,
+            &properties,
             body,
             self.inner.handle.conn.tuned.frame_max,
         )?;

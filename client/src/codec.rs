@@ -157,47 +157,74 @@ pub(crate) fn encode_publish(
 ) {
     let size = 4 + 2 + 1 + exchange.len() + 1 + routing_key.len() + 1;
     put_method_start(buf, channel, size, 60, 40);
-    buf.put_u16(0);
-    put_short_str(buf, exchange);
-    put_short_str(buf, routing_key);
-    buf.put_u8(mandatory as u8 | (immediate as u8) << 1);
-    buf.put_u8(FRAME_END);
+    // Callers check the 255-byte limit of short strings (`ShortString` does, or
+    // `check_short`). Fixed-size pieces go in as arrays: one capacity check and a
+    // few stores each, where every `put_u8` checks capacity on its own.
+    buf.extend_from_slice(&[0, 0, exchange.len() as u8]);
+    buf.extend_from_slice(exchange.as_bytes());
+    buf.extend_from_slice(&[routing_key.len() as u8]);
+    buf.extend_from_slice(routing_key.as_bytes());
+    buf.extend_from_slice(&[mandatory as u8 | (immediate as u8) << 1, FRAME_END]);
 }
 
 /// A method frame's header and class/method ids, for a payload of `size` bytes.
 fn put_method_start(buf: &mut BytesMut, channel: u16, size: usize, class: u16, method: u16) {
     buf.reserve(size + FRAME_OVERHEAD);
-    buf.put_u8(constants::FRAME_METHOD);
-    buf.put_u16(channel);
-    buf.put_u32(size as u32);
-    buf.put_u16(class);
-    buf.put_u16(method);
-}
-
-fn put_short_str(buf: &mut BytesMut, s: &str) {
-    // Callers check the 255-byte limit (`ShortString` does, or `check_short`).
-    buf.put_u8(s.len() as u8);
-    buf.put_slice(s.as_bytes());
+    let [c0, c1] = channel.to_be_bytes();
+    let [s0, s1, s2, s3] = (size as u32).to_be_bytes();
+    let [k0, k1] = class.to_be_bytes();
+    let [m0, m1] = method.to_be_bytes();
+    buf.extend_from_slice(&[
+        constants::FRAME_METHOD,
+        c0,
+        c1,
+        s0,
+        s1,
+        s2,
+        s3,
+        k0,
+        k1,
+        m0,
+        m1,
+    ]);
 }
 
 /// A content header frame and as many body frames as `frame_max` requires.
+/// `properties` by reference: they are large (about 300 bytes) and only read.
 pub(crate) fn encode_content(
     buf: &mut BytesMut,
     channel: u16,
-    properties: AMQPProperties,
+    properties: &AMQPProperties,
     body: &[u8],
     frame_max: u32,
 ) -> Result<(), Error> {
+    let [c0, c1] = channel.to_be_bytes();
     if properties.bitmask() == 0 {
-        buf.reserve(14 + FRAME_OVERHEAD);
-        buf.put_u8(constants::FRAME_HEADER);
-        buf.put_u16(channel);
-        buf.put_u32(14);
-        buf.put_u16(60);
-        buf.put_u16(0);
-        buf.put_u64(body.len() as u64);
-        buf.put_u16(0);
-        buf.put_u8(FRAME_END);
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = (body.len() as u64).to_be_bytes();
+        buf.extend_from_slice(&[
+            constants::FRAME_HEADER,
+            c0,
+            c1,
+            0,
+            0,
+            0,
+            14,
+            0,
+            60,
+            0,
+            0,
+            b0,
+            b1,
+            b2,
+            b3,
+            b4,
+            b5,
+            b6,
+            b7,
+            0,
+            0,
+            FRAME_END,
+        ]);
     } else {
         gen_into(
             buf,
@@ -206,7 +233,7 @@ pub(crate) fn encode_content(
                 AMQPContentHeader {
                     class_id: 60,
                     body_size: body.len() as u64,
-                    properties,
+                    properties: properties.clone(),
                 },
             ),
         )?;
@@ -214,11 +241,10 @@ pub(crate) fn encode_content(
     let max_payload = (frame_max.max(FRAME_MIN_SIZE) as usize) - FRAME_OVERHEAD;
     buf.reserve(body.len() + body.len().div_ceil(max_payload) * FRAME_OVERHEAD);
     for chunk in body.chunks(max_payload) {
-        buf.put_u8(constants::FRAME_BODY);
-        buf.put_u16(channel);
-        buf.put_u32(chunk.len() as u32);
+        let [s0, s1, s2, s3] = (chunk.len() as u32).to_be_bytes();
+        buf.extend_from_slice(&[constants::FRAME_BODY, c0, c1, s0, s1, s2, s3]);
         buf.extend_from_slice(chunk);
-        buf.put_u8(FRAME_END);
+        buf.extend_from_slice(&[FRAME_END]);
     }
     Ok(())
 }
@@ -398,7 +424,7 @@ mod tests {
             })),
         )
         .unwrap();
-        encode_content(&mut buf, 3, props.clone(), &body, 4096).unwrap();
+        encode_content(&mut buf, 3, &props, &body, 4096).unwrap();
         // Feed one byte at a time: partial frames must wait, never error.
         let wire = buf.split().freeze();
         let mut input = BytesMut::new();
@@ -457,7 +483,7 @@ mod tests {
             AMQPProperties::default().with_delivery_mode(2),
         ] {
             let mut fast = BytesMut::new();
-            encode_content(&mut fast, 4, props.clone(), b"", 4096).unwrap();
+            encode_content(&mut fast, 4, &props, b"", 4096).unwrap();
             let mut general = BytesMut::new();
             let header = AMQPContentHeader {
                 class_id: 60,

@@ -119,7 +119,17 @@ impl Handle {
     /// A slot in the outgoing queue. Taking the slot before touching channel state lets
     /// callers assign sequence numbers and queue frames under one lock, in one order.
     pub(crate) async fn reserve(&self) -> Result<mpsc::Permit<'_, BytesMut>> {
-        self.out.reserve().await.map_err(|_| self.error())
+        // Tried first because there usually is room, and then `try_reserve` is much
+        // cheaper than the `reserve` future (a semaphore acquire with its wait node,
+        // polled once). It takes no slot a waiting sender was promised: freed slots
+        // go to waiters before anyone else can take them.
+        match self.out.try_reserve() {
+            Ok(permit) => Ok(permit),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.out.reserve().await.map_err(|_| self.error())
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => Err(self.error()),
+        }
     }
 
     /// Wait while the broker has blocked publishing on this connection.
