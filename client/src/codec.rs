@@ -287,20 +287,19 @@ pub(crate) fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>
             buf[total - 1]
         )));
     }
-    let mut raw = buf.split_to(total);
-    match frame_type {
+    let frame = match frame_type {
         constants::FRAME_BODY => {
+            let mut raw = buf.split_to(total);
             raw.advance(7);
             raw.truncate(size);
-            Ok(Some(Frame::Body(channel, raw.freeze())))
+            return Ok(Some(Frame::Body(channel, raw.freeze())));
         }
         constants::FRAME_HEARTBEAT => Ok(Some(Frame::Heartbeat)),
         constants::FRAME_METHOD | constants::FRAME_HEADER => {
-            let raw = match decode_hot(frame_type, channel, raw) {
-                Ok(frame) => return Ok(Some(frame)),
-                Err(raw) => raw,
-            };
-            match parse_frame(&raw[..]) {
+            if let Some(frame) = decode_hot(buf, frame_type, channel, total) {
+                return Ok(Some(frame));
+            }
+            match parse_frame(&buf[..total]) {
                 Ok((_, AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))))) => {
                     Ok(Some(Frame::Deliver(ch, d.into())))
                 }
@@ -314,50 +313,47 @@ pub(crate) fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>
             }
         }
         other => Err(frame_error(format!("unknown frame type {other}"))),
-    }
+    };
+    // Other frames are read in place: splitting a frame off the buffer (a reference
+    // count and its release) only pays when part of it outlives the buffer.
+    buf.advance(total);
+    frame
 }
 
 /// `basic.deliver` and a content header without properties, read by hand: they come
-/// with every message. Anything else, or anything unusual (bad UTF-8, trailing bytes),
-/// is handed back (`Err`) for amq-protocol's parser, which produces the right error.
-fn decode_hot(frame_type: u8, channel: u16, mut raw: BytesMut) -> Result<Frame, BytesMut> {
-    let payload = &raw[7..raw.len() - 1];
+/// with every message. On success the frame (`total` bytes) is taken off `buf`.
+/// Anything else, or anything unusual (bad UTF-8, trailing bytes), is left in `buf`
+/// (`None`) for amq-protocol's parser, which produces the right error.
+fn decode_hot(buf: &mut BytesMut, frame_type: u8, channel: u16, total: usize) -> Option<Frame> {
+    let payload = &buf[7..total - 1];
     match frame_type {
         constants::FRAME_METHOD if payload.starts_with(&[0, 60, 0, 60]) => {
-            let Some((tag_len, args)) = decode_deliver(&payload[4..]) else {
-                return Err(raw);
-            };
+            let (tag_len, args) = decode_deliver(&payload[4..])?;
             // Frame header (7), class and method (4), the tag's length (1).
-            raw.advance(12);
-            raw.truncate(tag_len);
-            Ok(Frame::Deliver(
-                channel,
-                Deliver {
-                    consumer_tag: raw.freeze(),
-                    args,
-                },
-            ))
+            buf.advance(12);
+            let consumer_tag = buf.split_to(tag_len).freeze();
+            buf.advance(total - 12 - tag_len);
+            Some(Frame::Deliver(channel, Deliver { consumer_tag, args }))
         }
         constants::FRAME_HEADER if payload.len() == 14 && payload[12..] == [0, 0] => {
-            Ok(Frame::Header(
-                channel,
-                Header {
-                    class_id: u16::from_be_bytes([payload[0], payload[1]]),
-                    body_size: u64::from_be_bytes([
-                        payload[4],
-                        payload[5],
-                        payload[6],
-                        payload[7],
-                        payload[8],
-                        payload[9],
-                        payload[10],
-                        payload[11],
-                    ]),
-                    properties: None,
-                },
-            ))
+            let header = Header {
+                class_id: u16::from_be_bytes([payload[0], payload[1]]),
+                body_size: u64::from_be_bytes([
+                    payload[4],
+                    payload[5],
+                    payload[6],
+                    payload[7],
+                    payload[8],
+                    payload[9],
+                    payload[10],
+                    payload[11],
+                ]),
+                properties: None,
+            };
+            buf.advance(total);
+            Some(Frame::Header(channel, header))
         }
-        _ => Err(raw),
+        _ => None,
     }
 }
 
@@ -522,6 +518,15 @@ mod tests {
         }
     }
 
+    /// The fast path's reading of one whole frame, which it consumes if it reads it.
+    fn hot(frame: &BytesMut) -> Option<Frame> {
+        let mut buf = frame.clone();
+        let channel = u16::from_be_bytes([frame[1], frame[2]]);
+        let decoded = decode_hot(&mut buf, frame[0], channel, frame.len());
+        assert_eq!(buf.is_empty(), decoded.is_some());
+        decoded
+    }
+
     fn decoded(mut frame: BytesMut) -> Result<Frame, String> {
         let result = decode(&mut frame, 4096).map(Option::unwrap);
         assert!(frame.is_empty(), "the whole frame is consumed");
@@ -549,8 +554,7 @@ mod tests {
             let mut wire = BytesMut::new();
             let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver.clone()));
             gen_into(&mut wire, &AMQPFrame::Method(2, method)).unwrap();
-            let fast = decode_hot(constants::FRAME_METHOD, 2, wire.clone())
-                .expect("a well-formed deliver takes the fast path");
+            let fast = hot(&wire).expect("a well-formed deliver takes the fast path");
             assert_eq!(fast, Frame::Deliver(2, deliver.into()));
             assert_eq!(Ok(fast), general(&wire));
             assert_eq!(decoded(wire.clone()), general(&wire));
@@ -574,7 +578,7 @@ mod tests {
         }
         let bad = b"\xffa";
         let good = payload(b"t", b"x", b"rk", b"");
-        assert!(decode_hot(constants::FRAME_METHOD, 1, method_frame(1, &good)).is_ok());
+        assert!(hot(&method_frame(1, &good)).is_some());
         let malformed = [
             payload(bad, b"x", b"rk", b""),
             payload(b"t", bad, b"rk", b""),
@@ -586,7 +590,7 @@ mod tests {
         ];
         for p in malformed {
             let frame = method_frame(1, &p);
-            assert!(decode_hot(constants::FRAME_METHOD, 1, frame.clone()).is_err());
+            assert!(hot(&frame).is_none());
             let expected = general(&frame);
             assert!(expected.is_err(), "{p:?} is malformed: {expected:?}");
             assert_eq!(decoded(frame), expected);
