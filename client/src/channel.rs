@@ -91,8 +91,8 @@ pub(crate) struct ConsumerSlot {
 #[derive(Debug)]
 pub(crate) enum Offer {
     Delivered,
-    /// No such consumer on the channel (any more).
-    Unknown,
+    /// No such consumer on the channel (any more); the delivery is handed back.
+    Unknown(Content),
     /// The consumer was dropped.
     Closed {
         no_ack: bool,
@@ -261,7 +261,7 @@ impl ChannelState {
     pub(crate) fn offer(&self, tag: &[u8], content: Content) -> Offer {
         let inner = self.lock();
         let Some(slot) = inner.consumers.get(tag) else {
-            return Offer::Unknown;
+            return Offer::Unknown(content);
         };
         match slot.tx.try_send(content) {
             Ok(()) => Offer::Delivered,

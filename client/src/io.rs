@@ -54,6 +54,7 @@ pub(crate) async fn run<S>(
         conn: conn.clone(),
         internal: internal_tx.clone(),
         assemblies: Vec::new(),
+        last_delivery: None,
     }
     .run(rd, input);
     // The queues are borrowed, not moved, so they outlive the writer future: handles
@@ -179,6 +180,10 @@ struct Reader {
     /// short list rather than a map: rarely more than one channel is mid-message,
     /// and a message is looked up two or three times.
     assemblies: Vec<(u16, Assembly)>,
+    /// The channel of the last delivery, as deliveries tend to come on one channel
+    /// after another: spares a lock and a look-up in the connection's channel map
+    /// per message. Only `deliver` uses it, and it checks it.
+    last_delivery: Option<(u16, Arc<ChannelState>)>,
 }
 
 impl Reader {
@@ -388,14 +393,31 @@ impl Reader {
         self.channel_reply(id, &state, method).map(|()| None)
     }
 
-    fn channel_reply(&self, id: u16, state: &ChannelState, method: AMQPClass) -> Result<(), Error> {
+    /// The channel is closed: out of the map, and out of the cache.
+    fn forget_channel(&mut self, id: u16) {
+        self.conn.channels().remove(&id);
+        if self
+            .last_delivery
+            .as_ref()
+            .is_some_and(|(last, _)| *last == id)
+        {
+            self.last_delivery = None;
+        }
+    }
+
+    fn channel_reply(
+        &mut self,
+        id: u16,
+        state: &ChannelState,
+        method: AMQPClass,
+    ) -> Result<(), Error> {
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Close(close)) => {
                 self.send(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                 );
-                self.conn.channels().remove(&id);
+                self.forget_channel(id);
                 state.finish(Error::ChannelClosed(CloseReason {
                     reply_code: close.reply_code,
                     reply_text: close.reply_text.to_string(),
@@ -405,7 +427,7 @@ impl Reader {
                 Ok(())
             }
             AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
-                self.conn.channels().remove(&id);
+                self.forget_channel(id);
                 state.finish(Error::ChannelClosedByClient);
                 Ok(())
             }
@@ -449,10 +471,60 @@ impl Reader {
         self.assemblies.iter().position(|(ch, _)| *ch == id)
     }
 
+    /// Offers a delivery to its consumer, through the channel of the last delivery
+    /// when it is the same.
+    fn deliver(
+        &mut self,
+        id: u16,
+        tag: &[u8],
+        delivery_tag: u64,
+        content: Content,
+    ) -> Option<Stall> {
+        let offer = match &self.last_delivery {
+            Some((last, state)) if *last == id => match state.offer(tag, content) {
+                // The cached channel may have closed (from another task too, when its
+                // open failed) and a new channel taken its id; a closed channel has no
+                // consumers, so look again before giving up.
+                Offer::Unknown(content) => self.offer_fresh(id, tag, content)?,
+                offer => offer,
+            },
+            _ => self.offer_fresh(id, tag, content)?,
+        };
+        match offer {
+            Offer::Delivered | Offer::Closed { no_ack: true } => None,
+            Offer::Unknown(_) => {
+                tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
+                None
+            }
+            Offer::Closed { no_ack: false } => {
+                self.requeue(id, delivery_tag);
+                None
+            }
+            // Waits while the consumer's queue is full: see the module docs.
+            Offer::Full(slot, content) => Some(Stall::Consumer {
+                slot,
+                content,
+                channel: id,
+                delivery_tag,
+            }),
+        }
+    }
+
+    /// `deliver` through the connection's channel map, remembering the channel.
+    fn offer_fresh(&mut self, id: u16, tag: &[u8], content: Content) -> Option<Offer> {
+        let state = self.channel(id)?;
+        let offer = state.offer(tag, content);
+        self.last_delivery = Some((id, state));
+        Some(offer)
+    }
+
     /// Hands on the message finished at `at` in `assemblies`.
     fn complete(&mut self, at: usize) -> Result<Option<Stall>, Error> {
         let (id, assembly) = self.assemblies.swap_remove(at);
         let (content, consumer_tag) = assembly.finish();
+        if let ContentMethod::Deliver(DeliverArgs { delivery_tag, .. }) = content.method {
+            return Ok(self.deliver(id, &consumer_tag, delivery_tag, content));
+        }
         let Some(state) = self.channel(id) else {
             return Ok(None);
         };
@@ -460,26 +532,7 @@ impl Reader {
             ContentMethod::GetOk(_) => state
                 .reply(Reply::Get(Some(Box::new(content))))
                 .map(|()| None),
-            ContentMethod::Deliver(DeliverArgs { delivery_tag, .. }) => {
-                match state.offer(&consumer_tag, content) {
-                    Offer::Delivered => {}
-                    Offer::Unknown => {
-                        tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
-                    }
-                    Offer::Closed { no_ack: true } => {}
-                    Offer::Closed { no_ack: false } => self.requeue(id, delivery_tag),
-                    // Waits while the consumer's queue is full: see the module docs.
-                    Offer::Full(slot, content) => {
-                        return Ok(Some(Stall::Consumer {
-                            slot,
-                            content,
-                            channel: id,
-                            delivery_tag,
-                        }))
-                    }
-                }
-                Ok(None)
-            }
+            ContentMethod::Deliver(_) => Ok(None),
             ContentMethod::Return(ret) => {
                 let returned = ReturnedMessage {
                     reply_code: ret.reply_code,
