@@ -785,7 +785,12 @@ impl Channel {
         let id = self.id();
         check_short(exchange)?;
         check_short(routing_key)?;
-        let mut buf = BytesMut::with_capacity(body.len() + exchange.len() + routing_key.len() + 64);
+        let mut buf = self
+            .inner
+            .handle
+            .conn
+            .spare
+            .take(body.len() + exchange.len() + routing_key.len() + 64);
         codec::encode_publish(
             &mut buf,
             id,

@@ -23,7 +23,7 @@ use tokio::{
 use crate::{
     channel::{ChannelState, ConsumerSlot, Offer, Reply},
     codec::{self, DeliverArgs, Frame},
-    connection::{close_reason, ConnState},
+    connection::{close_reason, BufPool, ConnState},
     content::{Assembly, Content, ContentMethod},
     error::{CloseReason, Error},
     message::{Confirmation, ReturnedMessage},
@@ -59,7 +59,7 @@ pub(crate) async fn run<S>(
     .run(rd, input);
     // The queues are borrowed, not moved, so they outlive the writer future: handles
     // must see the close reason recorded before their sends start failing.
-    let writer = write_loop(wr, &mut out_rx, &mut internal_rx, heartbeat);
+    let writer = write_loop(wr, &mut out_rx, &mut internal_rx, heartbeat, &conn.spare);
     tokio::pin!(reader, writer);
     let err = tokio::select! {
         err = &mut reader => {
@@ -83,6 +83,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     out_rx: &mut mpsc::Receiver<BytesMut>,
     internal_rx: &mut mpsc::UnboundedReceiver<Internal>,
     heartbeat: u16,
+    spare: &BufPool,
 ) -> Error {
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     // Send a heartbeat after half the interval without writing anything.
@@ -117,6 +118,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(e) = wr.write_all(&first).await {
             return e.into();
         }
+        spare.give(first);
         // Write whatever else is already queued before one flush (one syscall for many
         // small publishes), but bound the batch so heartbeats are not starved.
         for _ in 0..256 {
@@ -134,6 +136,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if let Err(e) = wr.write_all(&next).await {
                 return e.into();
             }
+            spare.give(next);
         }
         if let Err(e) = wr.flush().await {
             return e.into();
