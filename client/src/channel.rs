@@ -91,8 +91,8 @@ pub(crate) struct ConsumerSlot {
 #[derive(Debug)]
 pub(crate) enum Offer {
     Delivered,
-    /// No such consumer on the channel (any more).
-    Unknown,
+    /// No such consumer on the channel (any more); the delivery is handed back.
+    Unknown(Content),
     /// The consumer was dropped.
     Closed {
         no_ack: bool,
@@ -125,7 +125,8 @@ struct Inner {
     status: Status,
     pending: VecDeque<Pending>,
     /// Looked up for every delivery: Fx, not SipHash (the keys are consumer tags).
-    consumers: FxHashMap<String, ConsumerSlot>,
+    /// Bytes, not `String`s: a delivery's tag is looked up as it sits in its frame.
+    consumers: FxHashMap<Box<[u8]>, ConsumerSlot>,
     confirms: Option<Confirms>,
     returns: Option<mpsc::Sender<ReturnedMessage>>,
     /// Last prefetch count set with basic.qos: sizes new consumers' buffers.
@@ -240,12 +241,14 @@ impl ChannelState {
         match &reply {
             Reply::Method(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok))) => {
                 if let Some(slot) = pending.consumer.clone() {
-                    inner.consumers.insert(ok.consumer_tag.to_string(), slot);
+                    inner
+                        .consumers
+                        .insert(ok.consumer_tag.as_str().as_bytes().into(), slot);
                 }
             }
             Reply::Method(AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok))) => {
                 // Dropping the slot ends the consumer's stream once it is drained.
-                inner.consumers.remove(ok.consumer_tag.as_str());
+                inner.consumers.remove(ok.consumer_tag.as_str().as_bytes());
             }
             _ => {}
         }
@@ -255,10 +258,10 @@ impl ChannelState {
 
     /// Hands a delivery to consumer `tag` if its queue has room, without cloning
     /// its slot (the common case, once per message); else says what to do.
-    pub(crate) fn offer(&self, tag: &str, content: Content) -> Offer {
+    pub(crate) fn offer(&self, tag: &[u8], content: Content) -> Offer {
         let inner = self.lock();
         let Some(slot) = inner.consumers.get(tag) else {
-            return Offer::Unknown;
+            return Offer::Unknown(content);
         };
         match slot.tx.try_send(content) {
             Ok(()) => Offer::Delivered,
@@ -270,7 +273,7 @@ impl ChannelState {
     }
 
     pub(crate) fn cancelled_by_broker(&self, tag: &str) {
-        if let Some(slot) = self.lock().consumers.remove(tag) {
+        if let Some(slot) = self.lock().consumers.remove(tag.as_bytes()) {
             *slot.end.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(Error::ConsumerCancelled(tag.to_string()));
         }
@@ -782,7 +785,12 @@ impl Channel {
         let id = self.id();
         check_short(exchange)?;
         check_short(routing_key)?;
-        let mut buf = BytesMut::with_capacity(body.len() + exchange.len() + routing_key.len() + 64);
+        let mut buf = self
+            .inner
+            .handle
+            .conn
+            .spare
+            .take(body.len() + exchange.len() + routing_key.len() + 64);
         codec::encode_publish(
             &mut buf,
             id,
@@ -794,7 +802,7 @@ impl Channel {
         codec::encode_content(
             &mut buf,
             id,
-            properties,
+            &properties,
             body,
             self.inner.handle.conn.tuned.frame_max,
         )?;

@@ -29,6 +29,8 @@ const FRAME_END: u8 = 0xCE;
 #[derive(Debug, PartialEq)]
 pub(crate) enum Frame {
     Method(u16, AMQPClass),
+    /// `basic.deliver`, apart from other methods: it comes with every message.
+    Deliver(u16, Deliver),
     Header(u16, Header),
     Body(u16, Bytes),
     Heartbeat,
@@ -43,6 +45,40 @@ pub(crate) struct Header {
     /// the properties are large (about 300 bytes) and every frame and message that
     /// held them inline would copy them at each move on the way to the consumer.
     pub(crate) properties: Option<Box<AMQPProperties>>,
+}
+
+/// `basic.deliver` as this client uses it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Deliver {
+    /// Only serves to find the consumer, so it stays the bytes of the frame it came
+    /// in (no allocation). It is checked to be UTF-8 all the same, as the general
+    /// parser would.
+    pub(crate) consumer_tag: Bytes,
+    pub(crate) args: DeliverArgs,
+}
+
+/// What a consumer gets of a `basic.deliver`: the tag has found it by then.
+#[derive(Debug, PartialEq)]
+pub(crate) struct DeliverArgs {
+    pub(crate) delivery_tag: u64,
+    pub(crate) redelivered: bool,
+    /// Already the `String`s a `Delivery` carries: built once, never converted.
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+}
+
+impl From<basic::Deliver> for Deliver {
+    fn from(d: basic::Deliver) -> Self {
+        Deliver {
+            consumer_tag: Bytes::from(String::from(d.consumer_tag).into_bytes()),
+            args: DeliverArgs {
+                delivery_tag: d.delivery_tag,
+                redelivered: d.redelivered,
+                exchange: d.exchange.into(),
+                routing_key: d.routing_key.into(),
+            },
+        }
+    }
 }
 
 impl From<AMQPContentHeader> for Header {
@@ -121,47 +157,74 @@ pub(crate) fn encode_publish(
 ) {
     let size = 4 + 2 + 1 + exchange.len() + 1 + routing_key.len() + 1;
     put_method_start(buf, channel, size, 60, 40);
-    buf.put_u16(0);
-    put_short_str(buf, exchange);
-    put_short_str(buf, routing_key);
-    buf.put_u8(mandatory as u8 | (immediate as u8) << 1);
-    buf.put_u8(FRAME_END);
+    // Callers check the 255-byte limit of short strings (`ShortString` does, or
+    // `check_short`). Fixed-size pieces go in as arrays: one capacity check and a
+    // few stores each, where every `put_u8` checks capacity on its own.
+    buf.extend_from_slice(&[0, 0, exchange.len() as u8]);
+    buf.extend_from_slice(exchange.as_bytes());
+    buf.extend_from_slice(&[routing_key.len() as u8]);
+    buf.extend_from_slice(routing_key.as_bytes());
+    buf.extend_from_slice(&[mandatory as u8 | (immediate as u8) << 1, FRAME_END]);
 }
 
 /// A method frame's header and class/method ids, for a payload of `size` bytes.
 fn put_method_start(buf: &mut BytesMut, channel: u16, size: usize, class: u16, method: u16) {
     buf.reserve(size + FRAME_OVERHEAD);
-    buf.put_u8(constants::FRAME_METHOD);
-    buf.put_u16(channel);
-    buf.put_u32(size as u32);
-    buf.put_u16(class);
-    buf.put_u16(method);
-}
-
-fn put_short_str(buf: &mut BytesMut, s: &str) {
-    // Callers check the 255-byte limit (`ShortString` does, or `check_short`).
-    buf.put_u8(s.len() as u8);
-    buf.put_slice(s.as_bytes());
+    let [c0, c1] = channel.to_be_bytes();
+    let [s0, s1, s2, s3] = (size as u32).to_be_bytes();
+    let [k0, k1] = class.to_be_bytes();
+    let [m0, m1] = method.to_be_bytes();
+    buf.extend_from_slice(&[
+        constants::FRAME_METHOD,
+        c0,
+        c1,
+        s0,
+        s1,
+        s2,
+        s3,
+        k0,
+        k1,
+        m0,
+        m1,
+    ]);
 }
 
 /// A content header frame and as many body frames as `frame_max` requires.
+/// `properties` by reference: they are large (about 300 bytes) and only read.
 pub(crate) fn encode_content(
     buf: &mut BytesMut,
     channel: u16,
-    properties: AMQPProperties,
+    properties: &AMQPProperties,
     body: &[u8],
     frame_max: u32,
 ) -> Result<(), Error> {
+    let [c0, c1] = channel.to_be_bytes();
     if properties.bitmask() == 0 {
-        buf.reserve(14 + FRAME_OVERHEAD);
-        buf.put_u8(constants::FRAME_HEADER);
-        buf.put_u16(channel);
-        buf.put_u32(14);
-        buf.put_u16(60);
-        buf.put_u16(0);
-        buf.put_u64(body.len() as u64);
-        buf.put_u16(0);
-        buf.put_u8(FRAME_END);
+        let [b0, b1, b2, b3, b4, b5, b6, b7] = (body.len() as u64).to_be_bytes();
+        buf.extend_from_slice(&[
+            constants::FRAME_HEADER,
+            c0,
+            c1,
+            0,
+            0,
+            0,
+            14,
+            0,
+            60,
+            0,
+            0,
+            b0,
+            b1,
+            b2,
+            b3,
+            b4,
+            b5,
+            b6,
+            b7,
+            0,
+            0,
+            FRAME_END,
+        ]);
     } else {
         gen_into(
             buf,
@@ -170,7 +233,7 @@ pub(crate) fn encode_content(
                 AMQPContentHeader {
                     class_id: 60,
                     body_size: body.len() as u64,
-                    properties,
+                    properties: properties.clone(),
                 },
             ),
         )?;
@@ -178,11 +241,10 @@ pub(crate) fn encode_content(
     let max_payload = (frame_max.max(FRAME_MIN_SIZE) as usize) - FRAME_OVERHEAD;
     buf.reserve(body.len() + body.len().div_ceil(max_payload) * FRAME_OVERHEAD);
     for chunk in body.chunks(max_payload) {
-        buf.put_u8(constants::FRAME_BODY);
-        buf.put_u16(channel);
-        buf.put_u32(chunk.len() as u32);
+        let [s0, s1, s2, s3] = (chunk.len() as u32).to_be_bytes();
+        buf.extend_from_slice(&[constants::FRAME_BODY, c0, c1, s0, s1, s2, s3]);
         buf.extend_from_slice(chunk);
-        buf.put_u8(FRAME_END);
+        buf.extend_from_slice(&[FRAME_END]);
     }
     Ok(())
 }
@@ -225,19 +287,22 @@ pub(crate) fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>
             buf[total - 1]
         )));
     }
-    let mut raw = buf.split_to(total);
-    match frame_type {
+    let frame = match frame_type {
         constants::FRAME_BODY => {
+            let mut raw = buf.split_to(total);
             raw.advance(7);
             raw.truncate(size);
-            Ok(Some(Frame::Body(channel, raw.freeze())))
+            return Ok(Some(Frame::Body(channel, raw.freeze())));
         }
         constants::FRAME_HEARTBEAT => Ok(Some(Frame::Heartbeat)),
         constants::FRAME_METHOD | constants::FRAME_HEADER => {
-            if let Some(frame) = decode_hot(frame_type, channel, &raw[7..total - 1]) {
+            if let Some(frame) = decode_hot(buf, frame_type, channel, total) {
                 return Ok(Some(frame));
             }
-            match parse_frame(&raw[..]) {
+            match parse_frame(&buf[..total]) {
+                Ok((_, AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))))) => {
+                    Ok(Some(Frame::Deliver(ch, d.into())))
+                }
                 Ok((_, AMQPFrame::Method(ch, m))) => Ok(Some(Frame::Method(ch, m))),
                 Ok((_, AMQPFrame::Header(ch, h))) => Ok(Some(Frame::Header(ch, h.into()))),
                 Ok((_, other)) => Err(frame_error(format!("unexpected frame {other}"))),
@@ -248,52 +313,89 @@ pub(crate) fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>
             }
         }
         other => Err(frame_error(format!("unknown frame type {other}"))),
-    }
+    };
+    // Other frames are read in place: splitting a frame off the buffer (a reference
+    // count and its release) only pays when part of it outlives the buffer.
+    buf.advance(total);
+    frame
 }
 
 /// `basic.deliver` and a content header without properties, read by hand: they come
-/// with every message. Anything else, or anything unusual (bad UTF-8, trailing bytes),
-/// is left to amq-protocol's parser, which produces the right error.
-fn decode_hot(frame_type: u8, channel: u16, payload: &[u8]) -> Option<Frame> {
+/// with every message. On success the frame (`total` bytes) is taken off `buf`.
+/// Anything else, or anything unusual (bad UTF-8, trailing bytes), is left in `buf`
+/// (`None`) for amq-protocol's parser, which produces the right error.
+fn decode_hot(buf: &mut BytesMut, frame_type: u8, channel: u16, total: usize) -> Option<Frame> {
+    let payload = &buf[7..total - 1];
     match frame_type {
-        constants::FRAME_METHOD if payload.get(..4)? == [0, 60, 0, 60] => {
-            let (consumer_tag, rest) = short_str(&payload[4..])?;
-            let delivery_tag = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-            let redelivered = *rest.get(8)? & 1 != 0;
-            let (exchange, rest) = short_str(&rest[9..])?;
-            let (routing_key, rest) = short_str(rest)?;
-            if !rest.is_empty() {
-                return None;
-            }
-            Some(Frame::Method(
-                channel,
-                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                    consumer_tag: consumer_tag.into(),
-                    delivery_tag,
-                    redelivered,
-                    exchange: exchange.into(),
-                    routing_key: routing_key.into(),
-                })),
-            ))
+        constants::FRAME_METHOD if payload.starts_with(&[0, 60, 0, 60]) => {
+            let (tag_len, args) = decode_deliver(&payload[4..])?;
+            // Frame header (7), class and method (4), the tag's length (1).
+            buf.advance(12);
+            let consumer_tag = buf.split_to(tag_len).freeze();
+            buf.advance(total - 12 - tag_len);
+            Some(Frame::Deliver(channel, Deliver { consumer_tag, args }))
         }
         constants::FRAME_HEADER if payload.len() == 14 && payload[12..] == [0, 0] => {
-            Some(Frame::Header(
-                channel,
-                Header {
-                    class_id: u16::from_be_bytes([payload[0], payload[1]]),
-                    body_size: u64::from_be_bytes(payload[4..12].try_into().ok()?),
-                    properties: None,
-                },
-            ))
+            let header = Header {
+                class_id: u16::from_be_bytes([payload[0], payload[1]]),
+                body_size: u64::from_be_bytes([
+                    payload[4],
+                    payload[5],
+                    payload[6],
+                    payload[7],
+                    payload[8],
+                    payload[9],
+                    payload[10],
+                    payload[11],
+                ]),
+                properties: None,
+            };
+            buf.advance(total);
+            Some(Frame::Header(channel, header))
         }
         _ => None,
     }
 }
 
-fn short_str(input: &[u8]) -> Option<(&str, &[u8])> {
+/// The arguments of `basic.deliver`, and the consumer tag's length (the tag is left
+/// in the frame).
+fn decode_deliver(args: &[u8]) -> Option<(usize, DeliverArgs)> {
+    let (&tag_len, rest) = args.split_first()?;
+    let tag_len = tag_len as usize;
+    let tag = rest.get(..tag_len)?;
+    if !(tag.is_ascii() || std::str::from_utf8(tag).is_ok()) {
+        return None;
+    }
+    let rest = &rest[tag_len..];
+    let delivery_tag = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let redelivered = *rest.get(8)? & 1 != 0;
+    let (exchange, rest) = short_string(&rest[9..])?;
+    let (routing_key, rest) = short_string(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    Some((
+        tag_len,
+        DeliverArgs {
+            delivery_tag,
+            redelivered,
+            exchange,
+            routing_key,
+        },
+    ))
+}
+
+/// A short string as an owned `String`: the empty one (the default exchange) costs
+/// no allocation.
+fn short_string(input: &[u8]) -> Option<(String, &[u8])> {
     let (&len, rest) = input.split_first()?;
     let len = len as usize;
-    let text = std::str::from_utf8(rest.get(..len)?).ok()?;
+    let text = rest.get(..len)?;
+    let text = if text.is_empty() {
+        String::new()
+    } else {
+        std::str::from_utf8(text).ok()?.to_owned()
+    };
     Some((text, &rest[len..]))
 }
 
@@ -318,7 +420,7 @@ mod tests {
             })),
         )
         .unwrap();
-        encode_content(&mut buf, 3, props.clone(), &body, 4096).unwrap();
+        encode_content(&mut buf, 3, &props, &body, 4096).unwrap();
         // Feed one byte at a time: partial frames must wait, never error.
         let wire = buf.split().freeze();
         let mut input = BytesMut::new();
@@ -377,7 +479,7 @@ mod tests {
             AMQPProperties::default().with_delivery_mode(2),
         ] {
             let mut fast = BytesMut::new();
-            encode_content(&mut fast, 4, props.clone(), b"", 4096).unwrap();
+            encode_content(&mut fast, 4, &props, b"", 4096).unwrap();
             let mut general = BytesMut::new();
             let header = AMQPContentHeader {
                 class_id: 60,
@@ -391,20 +493,108 @@ mod tests {
                 Some(Frame::Header(4, header.into()))
             );
         }
-        let deliver = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: "ctag".into(),
-            delivery_tag: 77,
-            redelivered: true,
-            exchange: "x".into(),
-            routing_key: "rk".into(),
-        }));
+    }
+
+    /// A method frame around `payload`, as it comes off the wire.
+    fn method_frame(channel: u16, payload: &[u8]) -> BytesMut {
         let mut buf = BytesMut::new();
-        gen_into(&mut buf, &AMQPFrame::Method(2, deliver.clone())).unwrap();
-        let payload = buf[7..buf.len() - 1].to_vec();
-        assert_eq!(
-            decode_hot(constants::FRAME_METHOD, 2, &payload),
-            Some(Frame::Method(2, deliver))
-        );
+        buf.put_u8(constants::FRAME_METHOD);
+        buf.put_u16(channel);
+        buf.put_u32(payload.len() as u32);
+        buf.put_slice(payload);
+        buf.put_u8(FRAME_END);
+        buf
+    }
+
+    /// What `decode` must return for `frame`: amq-protocol's reading of it.
+    fn general(frame: &[u8]) -> Result<Frame, String> {
+        match parse_frame(frame) {
+            Ok((_, AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Deliver(d))))) => {
+                Ok(Frame::Deliver(ch, d.into()))
+            }
+            Ok((_, AMQPFrame::Method(ch, m))) => Ok(Frame::Method(ch, m)),
+            Ok((_, other)) => Err(format!("unexpected frame {other}")),
+            Err(e) => Err(format!("cannot parse frame: {e}")),
+        }
+    }
+
+    /// The fast path's reading of one whole frame, which it consumes if it reads it.
+    fn hot(frame: &BytesMut) -> Option<Frame> {
+        let mut buf = frame.clone();
+        let channel = u16::from_be_bytes([frame[1], frame[2]]);
+        let decoded = decode_hot(&mut buf, frame[0], channel, frame.len());
+        assert_eq!(buf.is_empty(), decoded.is_some());
+        decoded
+    }
+
+    fn decoded(mut frame: BytesMut) -> Result<Frame, String> {
+        let result = decode(&mut frame, 4096).map(Option::unwrap);
+        assert!(frame.is_empty(), "the whole frame is consumed");
+        result.map_err(|e| match e {
+            Error::Protocol { message, .. } => message,
+            e => panic!("{e:?}"),
+        })
+    }
+
+    #[test]
+    fn hand_read_deliver_agrees_with_amq_protocol() {
+        for (tag, exchange, routing_key, redelivered) in [
+            ("ctag", "x", "rk", true),
+            ("amq.ctag-Qx9", "", "amq.gen-4bd1e0", false),
+            ("", "", "", false),
+            ("étiquette", "échange", "clé.", true),
+        ] {
+            let deliver = basic::Deliver {
+                consumer_tag: tag.into(),
+                delivery_tag: u64::MAX - 7,
+                redelivered,
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+            };
+            let mut wire = BytesMut::new();
+            let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver.clone()));
+            gen_into(&mut wire, &AMQPFrame::Method(2, method)).unwrap();
+            let fast = hot(&wire).expect("a well-formed deliver takes the fast path");
+            assert_eq!(fast, Frame::Deliver(2, deliver.into()));
+            assert_eq!(Ok(fast), general(&wire));
+            assert_eq!(decoded(wire.clone()), general(&wire));
+        }
+    }
+
+    #[test]
+    fn malformed_deliver_gets_the_general_parsers_error() {
+        fn payload(tag: &[u8], exchange: &[u8], routing_key: &[u8], trailing: &[u8]) -> Vec<u8> {
+            let mut p = vec![0, 60, 0, 60];
+            p.push(tag.len() as u8);
+            p.extend_from_slice(tag);
+            p.extend_from_slice(&42u64.to_be_bytes());
+            p.push(0);
+            for s in [exchange, routing_key] {
+                p.push(s.len() as u8);
+                p.extend_from_slice(s);
+            }
+            p.extend_from_slice(trailing);
+            p
+        }
+        let bad = b"\xffa";
+        let good = payload(b"t", b"x", b"rk", b"");
+        assert!(hot(&method_frame(1, &good)).is_some());
+        let malformed = [
+            payload(bad, b"x", b"rk", b""),
+            payload(b"t", bad, b"rk", b""),
+            payload(b"t", b"x", bad, b""),
+            payload(b"t", b"x", b"rk", b"!"),
+            // Cut short: in the routing key, in the delivery tag.
+            good[..good.len() - 1].to_vec(),
+            good[..9].to_vec(),
+        ];
+        for p in malformed {
+            let frame = method_frame(1, &p);
+            assert!(hot(&frame).is_none());
+            let expected = general(&frame);
+            assert!(expected.is_err(), "{p:?} is malformed: {expected:?}");
+            assert_eq!(decoded(frame), expected);
+        }
     }
 
     #[test]

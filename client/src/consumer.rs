@@ -113,8 +113,8 @@ impl Consumer {
         Delivery {
             delivery_tag: deliver.delivery_tag,
             redelivered: deliver.redelivered,
-            exchange: deliver.exchange.into(),
-            routing_key: deliver.routing_key.into(),
+            exchange: deliver.exchange,
+            routing_key: deliver.routing_key,
             properties: Content::take_properties(content.properties),
             body: content.body,
             channel: self.channel.clone(),

@@ -8,14 +8,18 @@
 use amq_protocol::protocol::basic;
 use bytes::{Bytes, BytesMut};
 
-use crate::{codec::Header, error::Error};
+use crate::{
+    codec::{Deliver, DeliverArgs, Header},
+    error::Error,
+};
 
-/// The method that announced the content.
+/// The method that announced the content. A `Content` is moved several times on its
+/// way to a consumer, so the rare large variant is boxed to keep it small.
 #[derive(Debug)]
 pub(crate) enum ContentMethod {
-    Deliver(basic::Deliver),
+    Deliver(DeliverArgs),
     GetOk(basic::GetOk),
-    Return(basic::Return),
+    Return(Box<basic::Return>),
 }
 
 /// A fully received message.
@@ -40,6 +44,9 @@ impl Content {
 #[derive(Debug)]
 pub(crate) struct Assembly {
     method: ContentMethod,
+    /// A delivery's consumer tag (else empty): kept here, not in the `Content`
+    /// handed to the consumer, as only the connection task needs it.
+    consumer_tag: Bytes,
     header: Option<(u64, Option<Box<basic::AMQPProperties>>)>,
     // A body that arrives in one frame is kept as that frame's bytes (no copy);
     // only multi-frame bodies are concatenated.
@@ -57,8 +64,17 @@ fn unexpected(msg: &str) -> Error {
 
 impl Assembly {
     pub(crate) fn new(method: ContentMethod) -> Self {
+        Self::with_tag(method, Bytes::new())
+    }
+
+    pub(crate) fn deliver(deliver: Deliver) -> Self {
+        Self::with_tag(ContentMethod::Deliver(deliver.args), deliver.consumer_tag)
+    }
+
+    fn with_tag(method: ContentMethod, consumer_tag: Bytes) -> Self {
         Assembly {
             method,
+            consumer_tag,
             header: None,
             first: None,
             rest: BytesMut::new(),
@@ -107,18 +123,20 @@ impl Assembly {
         matches!(&self.header, Some((size, _)) if self.received == *size)
     }
 
-    /// The finished message (call once `header` or `body` said it is complete).
-    pub(crate) fn finish(self) -> Content {
+    /// The finished message (call once `header` or `body` said it is complete), and
+    /// the consumer tag of a delivery.
+    pub(crate) fn finish(self) -> (Content, Bytes) {
         let (_, properties) = self.header.unwrap_or_default();
         let body = match self.first {
             Some(first) => first,
             None => self.rest.freeze(),
         };
-        Content {
+        let content = Content {
             method: self.method,
             properties,
             body,
-        }
+        };
+        (content, self.consumer_tag)
     }
 }
 
@@ -135,14 +153,22 @@ mod tests {
     }
 
     fn deliver() -> Assembly {
-        Assembly::new(ContentMethod::Deliver(Default::default()))
+        Assembly::deliver(Deliver {
+            consumer_tag: Bytes::from_static(b"c"),
+            args: DeliverArgs {
+                delivery_tag: 1,
+                redelivered: false,
+                exchange: String::new(),
+                routing_key: String::new(),
+            },
+        })
     }
 
     #[test]
     fn empty_body_completes_on_header() {
         let mut a = deliver();
         assert!(a.header(header(0)).unwrap());
-        assert!(a.finish().body.is_empty());
+        assert!(a.finish().0.body.is_empty());
     }
 
     #[test]
@@ -151,7 +177,7 @@ mod tests {
         assert!(!a.header(header(5)).unwrap());
         assert!(!a.body(Bytes::from_static(b"ab")).unwrap());
         assert!(a.body(Bytes::from_static(b"cde")).unwrap());
-        assert_eq!(&a.finish().body[..], b"abcde");
+        assert_eq!(&a.finish().0.body[..], b"abcde");
     }
 
     #[test]

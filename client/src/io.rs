@@ -21,9 +21,9 @@ use tokio::{
 };
 
 use crate::{
-    channel::{ChannelState, Offer, Reply},
-    codec::{self, Frame},
-    connection::{close_reason, ConnState},
+    channel::{ChannelState, ConsumerSlot, Offer, Reply},
+    codec::{self, DeliverArgs, Frame},
+    connection::{close_reason, BufPool, ConnState},
     content::{Assembly, Content, ContentMethod},
     error::{CloseReason, Error},
     message::{Confirmation, ReturnedMessage},
@@ -54,11 +54,12 @@ pub(crate) async fn run<S>(
         conn: conn.clone(),
         internal: internal_tx.clone(),
         assemblies: Vec::new(),
+        last_delivery: None,
     }
     .run(rd, input);
     // The queues are borrowed, not moved, so they outlive the writer future: handles
     // must see the close reason recorded before their sends start failing.
-    let writer = write_loop(wr, &mut out_rx, &mut internal_rx, heartbeat);
+    let writer = write_loop(wr, &mut out_rx, &mut internal_rx, heartbeat, &conn.spare);
     tokio::pin!(reader, writer);
     let err = tokio::select! {
         err = &mut reader => {
@@ -82,6 +83,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     out_rx: &mut mpsc::Receiver<BytesMut>,
     internal_rx: &mut mpsc::UnboundedReceiver<Internal>,
     heartbeat: u16,
+    spare: &BufPool,
 ) -> Error {
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     // Send a heartbeat after half the interval without writing anything.
@@ -116,6 +118,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(e) = wr.write_all(&first).await {
             return e.into();
         }
+        spare.give(first);
         // Write whatever else is already queued before one flush (one syscall for many
         // small publishes), but bound the batch so heartbeats are not starved.
         for _ in 0..256 {
@@ -133,6 +136,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if let Err(e) = wr.write_all(&next).await {
                 return e.into();
             }
+            spare.give(next);
         }
         if let Err(e) = wr.flush().await {
             return e.into();
@@ -160,6 +164,18 @@ fn unexpected_frame(message: String) -> Error {
     Error::Protocol { code: 505, message }
 }
 
+/// A message `handle` could not hand on because its queue is full.
+enum Stall {
+    Consumer {
+        slot: ConsumerSlot,
+        content: Content,
+        channel: u16,
+        delivery_tag: u64,
+    },
+    /// Boxed: a returned message holds its properties inline, and this is rare.
+    Return(mpsc::Sender<ReturnedMessage>, Box<ReturnedMessage>),
+}
+
 struct Reader {
     conn: Arc<ConnState>,
     internal: mpsc::UnboundedSender<Internal>,
@@ -167,6 +183,10 @@ struct Reader {
     /// short list rather than a map: rarely more than one channel is mid-message,
     /// and a message is looked up two or three times.
     assemblies: Vec<(u16, Assembly)>,
+    /// The channel of the last delivery, as deliveries tend to come on one channel
+    /// after another: spares a lock and a look-up in the connection's channel map
+    /// per message. Only `deliver` uses it, and it checks it.
+    last_delivery: Option<(u16, Arc<ChannelState>)>,
 }
 
 impl Reader {
@@ -190,11 +210,11 @@ impl Reader {
                     Ok(None) => break,
                     Err(err) => return self.violation(err),
                 };
-                if let Err(err) = self.handle(frame).await {
-                    return match err {
-                        Error::Protocol { .. } => self.violation(err),
-                        err => err,
-                    };
+                match self.handle(frame) {
+                    Ok(None) => {}
+                    Ok(Some(stall)) => self.wait(stall).await,
+                    Err(err @ Error::Protocol { .. }) => return self.violation(err),
+                    Err(err) => return err,
                 }
             }
             let read = if heartbeat > 0 {
@@ -240,34 +260,77 @@ impl Reader {
         self.conn.channels().get(&id).cloned()
     }
 
-    async fn handle(&mut self, frame: Frame) -> Result<(), Error> {
+    /// Dispatches one frame. Not async: a frame is handled without waiting except
+    /// when a queue is full, and that rare wait is returned to be awaited by the
+    /// caller, so the common path builds and moves no future around the frame.
+    fn handle(&mut self, frame: Frame) -> Result<Option<Stall>, Error> {
         match frame {
-            Frame::Heartbeat => Ok(()),
-            Frame::Method(0, AMQPClass::Connection(method)) => self.connection_method(method),
+            Frame::Heartbeat => Ok(None),
+            Frame::Method(0, AMQPClass::Connection(method)) => {
+                self.connection_method(method).map(|()| None)
+            }
             Frame::Method(0, other) => Err(Error::Protocol {
                 code: 503,
                 message: format!("non-connection method on channel 0: {other:?}"),
             }),
-            Frame::Method(id, method) => self.channel_method(id, method).await,
+            Frame::Method(id, method) => self.channel_method(id, method),
+            Frame::Deliver(id, deliver) => {
+                self.expect_method(id)?;
+                // Content is tracked even for a channel that is gone, so that its header
+                // and body frames are consumed in order; `complete` then drops it.
+                self.assemblies.push((id, Assembly::deliver(deliver)));
+                Ok(None)
+            }
             Frame::Header(id, header) => {
                 let at = self.assembly(id).ok_or_else(|| {
                     unexpected_frame(format!("content header without a method on channel {id}"))
                 })?;
                 if self.assemblies[at].1.header(header)? {
-                    self.complete(at).await?;
+                    return self.complete(at);
                 }
-                Ok(())
+                Ok(None)
             }
             Frame::Body(id, body) => {
                 let at = self.assembly(id).ok_or_else(|| {
                     unexpected_frame(format!("body frame without a method on channel {id}"))
                 })?;
                 if self.assemblies[at].1.body(body)? {
-                    self.complete(at).await?;
+                    return self.complete(at);
                 }
-                Ok(())
+                Ok(None)
             }
         }
+    }
+
+    /// Waits for room in a full queue, then finishes what `handle` started.
+    async fn wait(&self, stall: Stall) {
+        match stall {
+            Stall::Consumer {
+                slot,
+                content,
+                channel,
+                delivery_tag,
+            } => {
+                if !(slot.tx.send(content).await.is_ok() || slot.no_ack) {
+                    self.requeue(channel, delivery_tag);
+                }
+            }
+            Stall::Return(tx, returned) => {
+                let _ = tx.send(*returned).await;
+            }
+        }
+    }
+
+    /// The consumer was dropped: give the message back to the queue now rather than
+    /// leave it unacked until the channel closes.
+    fn requeue(&self, channel: u16, delivery_tag: u64) {
+        self.send(
+            channel,
+            AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
+                delivery_tag,
+                requeue: true,
+            })),
+        );
     }
 
     fn connection_method(&mut self, method: connection::AMQPMethod) -> Result<(), Error> {
@@ -297,29 +360,30 @@ impl Reader {
         }
     }
 
-    async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), Error> {
-        if self.assembly(id).is_some() {
-            return Err(unexpected_frame(format!(
+    /// A method frame may not interrupt content.
+    fn expect_method(&self, id: u16) -> Result<(), Error> {
+        match self.assembly(id) {
+            Some(_) => Err(unexpected_frame(format!(
                 "method frame on channel {id} while content was expected"
-            )));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<Option<Stall>, Error> {
+        self.expect_method(id)?;
         // Content is tracked even for a channel that is gone, so that its header and
-        // body frames are consumed in order; `progress` then drops the message.
+        // body frames are consumed in order; `complete` then drops the message.
         let method = match method {
-            AMQPClass::Basic(basic::AMQPMethod::Deliver(m)) => {
-                self.assemblies
-                    .push((id, Assembly::new(ContentMethod::Deliver(m))));
-                return Ok(());
-            }
             AMQPClass::Basic(basic::AMQPMethod::GetOk(m)) => {
                 self.assemblies
                     .push((id, Assembly::new(ContentMethod::GetOk(m))));
-                return Ok(());
+                return Ok(None);
             }
             AMQPClass::Basic(basic::AMQPMethod::Return(m)) => {
                 self.assemblies
-                    .push((id, Assembly::new(ContentMethod::Return(m))));
-                return Ok(());
+                    .push((id, Assembly::new(ContentMethod::Return(Box::new(m)))));
+                return Ok(None);
             }
             other => other,
         };
@@ -327,15 +391,36 @@ impl Reader {
             // A late frame for a channel this client already finished: nothing waits
             // for it.
             tracing::debug!(channel = id, ?method, "frame for a closed channel dropped");
-            return Ok(());
+            return Ok(None);
         };
+        self.channel_reply(id, &state, method).map(|()| None)
+    }
+
+    /// The channel is closed: out of the map, and out of the cache.
+    fn forget_channel(&mut self, id: u16) {
+        self.conn.channels().remove(&id);
+        if self
+            .last_delivery
+            .as_ref()
+            .is_some_and(|(last, _)| *last == id)
+        {
+            self.last_delivery = None;
+        }
+    }
+
+    fn channel_reply(
+        &mut self,
+        id: u16,
+        state: &ChannelState,
+        method: AMQPClass,
+    ) -> Result<(), Error> {
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Close(close)) => {
                 self.send(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                 );
-                self.conn.channels().remove(&id);
+                self.forget_channel(id);
                 state.finish(Error::ChannelClosed(CloseReason {
                     reply_code: close.reply_code,
                     reply_text: close.reply_text.to_string(),
@@ -345,7 +430,7 @@ impl Reader {
                 Ok(())
             }
             AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
-                self.conn.channels().remove(&id);
+                self.forget_channel(id);
                 state.finish(Error::ChannelClosedByClient);
                 Ok(())
             }
@@ -389,72 +474,93 @@ impl Reader {
         self.assemblies.iter().position(|(ch, _)| *ch == id)
     }
 
-    /// Hands on the message finished at `at` in `assemblies`.
-    async fn complete(&mut self, at: usize) -> Result<(), Error> {
-        let (id, assembly) = self.assemblies.swap_remove(at);
-        let mut content = assembly.finish();
-        let Some(state) = self.channel(id) else {
-            return Ok(());
+    /// Offers a delivery to its consumer, through the channel of the last delivery
+    /// when it is the same.
+    fn deliver(
+        &mut self,
+        id: u16,
+        tag: &[u8],
+        delivery_tag: u64,
+        content: Content,
+    ) -> Option<Stall> {
+        let offer = match &self.last_delivery {
+            Some((last, state)) if *last == id => match state.offer(tag, content) {
+                // The cached channel may have closed (from another task too, when its
+                // open failed) and a new channel taken its id; a closed channel has no
+                // consumers, so look again before giving up.
+                Offer::Unknown(content) => self.offer_fresh(id, tag, content)?,
+                offer => offer,
+            },
+            _ => self.offer_fresh(id, tag, content)?,
         };
-        match &mut content.method {
-            ContentMethod::GetOk(_) => state.reply(Reply::Get(Some(Box::new(content)))),
-            ContentMethod::Deliver(deliver) => {
-                let tag = deliver.delivery_tag;
-                // Taken out rather than cloned: it only serves to find the consumer.
-                let consumer_tag = std::mem::take(&mut deliver.consumer_tag);
-                let delivered = match state.offer(consumer_tag.as_str(), content) {
-                    Offer::Delivered => true,
-                    Offer::Unknown => {
-                        tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
-                        return Ok(());
-                    }
-                    Offer::Closed { no_ack } => no_ack,
-                    // Waits while the consumer's queue is full: see the module docs.
-                    Offer::Full(slot, content) => {
-                        slot.tx.send(content).await.is_ok() || slot.no_ack
-                    }
-                };
-                if !delivered {
-                    // The consumer was dropped: give the message back to the queue now
-                    // rather than leave it unacked until the channel closes.
-                    self.send(
-                        id,
-                        AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-                            delivery_tag: tag,
-                            requeue: true,
-                        })),
-                    );
-                }
-                Ok(())
+        match offer {
+            Offer::Delivered | Offer::Closed { no_ack: true } => None,
+            Offer::Unknown(_) => {
+                tracing::debug!(channel = id, "delivery for an unknown consumer dropped");
+                None
             }
-            ContentMethod::Return(_) => {
-                let Content {
-                    method: ContentMethod::Return(ret),
-                    properties,
-                    body,
-                } = content
-                else {
-                    return Ok(());
-                };
+            Offer::Closed { no_ack: false } => {
+                self.requeue(id, delivery_tag);
+                None
+            }
+            // Waits while the consumer's queue is full: see the module docs.
+            Offer::Full(slot, content) => Some(Stall::Consumer {
+                slot,
+                content,
+                channel: id,
+                delivery_tag,
+            }),
+        }
+    }
+
+    /// `deliver` through the connection's channel map, remembering the channel.
+    fn offer_fresh(&mut self, id: u16, tag: &[u8], content: Content) -> Option<Offer> {
+        let state = self.channel(id)?;
+        let offer = state.offer(tag, content);
+        self.last_delivery = Some((id, state));
+        Some(offer)
+    }
+
+    /// Hands on the message finished at `at` in `assemblies`.
+    fn complete(&mut self, at: usize) -> Result<Option<Stall>, Error> {
+        let (id, assembly) = self.assemblies.swap_remove(at);
+        let (content, consumer_tag) = assembly.finish();
+        if let ContentMethod::Deliver(DeliverArgs { delivery_tag, .. }) = content.method {
+            return Ok(self.deliver(id, &consumer_tag, delivery_tag, content));
+        }
+        let Some(state) = self.channel(id) else {
+            return Ok(None);
+        };
+        match content.method {
+            ContentMethod::GetOk(_) => state
+                .reply(Reply::Get(Some(Box::new(content))))
+                .map(|()| None),
+            ContentMethod::Deliver(_) => Ok(None),
+            ContentMethod::Return(ret) => {
                 let returned = ReturnedMessage {
                     reply_code: ret.reply_code,
                     reply_text: ret.reply_text.to_string(),
                     exchange: ret.exchange.to_string(),
                     routing_key: ret.routing_key.to_string(),
-                    properties: Content::take_properties(properties),
-                    body,
+                    properties: Content::take_properties(content.properties),
+                    body: content.body,
                 };
                 match state.returns_sender() {
-                    Some(tx) => {
-                        let _ = tx.send(returned).await;
+                    Some(tx) => match tx.try_send(returned) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(None),
+                        Err(mpsc::error::TrySendError::Full(returned)) => {
+                            Ok(Some(Stall::Return(tx, Box::new(returned))))
+                        }
+                    },
+                    None => {
+                        tracing::warn!(
+                            channel = id,
+                            reply_code = returned.reply_code,
+                            "returned message dropped: nobody called Channel::returns()"
+                        );
+                        Ok(None)
                     }
-                    None => tracing::warn!(
-                        channel = id,
-                        reply_code = returned.reply_code,
-                        "returned message dropped: nobody called Channel::returns()"
-                    ),
                 }
-                Ok(())
             }
         }
     }

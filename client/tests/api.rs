@@ -646,6 +646,38 @@ async fn bad_credentials_and_vhost_are_connection_errors() {
 }
 
 #[tokio::test]
+async fn a_channel_id_reused_after_close_gets_its_deliveries() {
+    // The connection task remembers the channel of the last delivery: it must not
+    // deliver to the closed channel whose id a new one took.
+    run(
+        "a_channel_id_reused_after_close_gets_its_deliveries",
+        |t: Target| async move {
+            let conn = t.connect().await;
+            let admin = conn.create_channel().await.unwrap();
+            let q = declare_temporary(&admin).await.name;
+            for round in 0..2u8 {
+                let ch = conn.create_channel().await.unwrap();
+                let mut consumer = ch
+                    .basic_consume(&q, "reused", BasicConsumeOptions::default(), no_args())
+                    .await
+                    .unwrap();
+                publish(&admin, "", &q, &[round]).await;
+                let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+                    .await
+                    .expect("delivered to the channel that now has the id")
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(&d.body[..], &[round]);
+                d.ack().await.unwrap();
+                ch.close().await.unwrap();
+            }
+            conn.close().await.unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn dropping_handles_closes_politely() {
     run("dropping_handles_closes_politely", |t: Target| async move {
         let conn = t.connect().await;
