@@ -506,7 +506,9 @@ impl Channel {
 
     /// Send an asynchronous method (no reply) in order with everything else.
     async fn send(&self, method: AMQPClass) -> Result<()> {
-        let bytes = encode(self.id(), method)?;
+        // Acks come through here once a message: a spare buffer saves their allocation.
+        let mut bytes = self.inner.handle.conn.spare.take(32);
+        codec::encode_method(&mut bytes, self.id(), method)?;
         let permit = self.inner.handle.reserve().await?;
         let inner = self.inner.state.lock();
         ChannelState::check_open(&inner)?;

@@ -26,11 +26,13 @@ const CHANNEL_CODES: &[u16] = &[403, 404, 405, 406];
 /// Target `frame_decode`: Warren's frame decoder on arbitrary bytes. The first two
 /// bytes pick frame_max; every frame Warren accepts must be one amq-protocol
 /// accepts too, and a method re-encoded by Warren must decode to the same bytes.
+/// The batch decoder (`split_frames`, `frame_at`) must agree with `decode`.
 pub fn frame_decode(data: &[u8]) {
     let (frame_max, rest) = match data {
         [a, b, rest @ ..] => (4096 + u32::from(u16::from_be_bytes([*a, *b])), rest),
         _ => return,
     };
+    check_batch_agrees(rest, frame_max);
     let mut buf = BytesMut::from(rest);
     loop {
         let before = buf.clone();
@@ -61,9 +63,31 @@ pub fn frame_decode(data: &[u8]) {
     }
 }
 
+/// `split_frames` takes exactly the frames `decode` would take one by one, up to
+/// the first it would wait for or refuse, and `frame_at` reads each the same way.
+fn check_batch_agrees(input: &[u8], frame_max: u32) {
+    let mut batch_buf = BytesMut::from(input);
+    let frames = codec::split_frames(&mut batch_buf, frame_max);
+    let mut one_by_one = BytesMut::from(input);
+    let mut at = 0;
+    while at < frames.len() {
+        let (batched, next) = codec::frame_at(&frames, at);
+        let single = codec::decode(&mut one_by_one, frame_max);
+        match (batched, single) {
+            (Ok(a), Ok(Some(b))) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
+            (Err(a), Err(b)) => assert_eq!(a.reply_text(), b.reply_text()),
+            (a, b) => panic!("batch read {a:?}, decode read {b:?}"),
+        }
+        at = next;
+    }
+    assert_eq!(at, frames.len());
+    assert_eq!(&batch_buf[..], &one_by_one[..], "both leave the same bytes");
+}
+
 fn check_decoded(bytes: &[u8], frame: Frame, frame_max: u32) {
     let theirs = amq_protocol::frame::parse_frame(bytes);
-    match frame {
+    // A publish read in place is compared as the method it is.
+    match frame.general() {
         Frame::Method(ch, m) => {
             let Ok((_, amq_protocol::frame::AMQPFrame::Method(their_ch, their_m))) = theirs else {
                 panic!("Warren decoded {m:?}, amq-protocol did not: {theirs:?}");
@@ -74,7 +98,10 @@ fn check_decoded(bytes: &[u8], frame: Frame, frame_max: u32) {
             assert_eq!(ours, encode(ch, their_m));
             let mut again = BytesMut::from(&ours[..]);
             match codec::decode(&mut again, frame_max.max(ours.len() as u32)) {
-                Ok(Some(Frame::Method(_, m2))) => assert_eq!(encode(ch, m2), ours),
+                Ok(Some(f)) => match f.general() {
+                    Frame::Method(_, m2) => assert_eq!(encode(ch, m2), ours),
+                    other => panic!("re-encoded method decodes as {other:?}"),
+                },
                 other => panic!("re-encoded method does not decode: {other:?}"),
             }
         }
@@ -104,6 +131,7 @@ fn check_decoded(bytes: &[u8], frame: Frame, frame_max: u32) {
         }
         Frame::Body(_, body) => assert_eq!(&body[..], &bytes[7..bytes.len() - 1]),
         Frame::Heartbeat(_) => assert_eq!(bytes.len(), codec::FRAME_OVERHEAD),
+        Frame::Publish(..) => unreachable!("general() turns a publish into a method"),
     }
 }
 

@@ -266,7 +266,8 @@ proptest! {
     #[test]
     fn methods_round_trip(ch in any::<u16>(), m in method()) {
         let bytes = wire::method(ch, m.clone());
-        match decode_one(&bytes) {
+        // A publish is read in place; as a method it must be the same one.
+        match decode_one(&bytes).general() {
             Frame::Method(got_ch, got) => {
                 prop_assert_eq!(got_ch, ch);
                 prop_assert_eq!(&got, &m);
@@ -413,7 +414,10 @@ proptest! {
         let mut buf = BytesMut::from(&bytes[..at]);
         prop_assert!(codec::decode(&mut buf, BIG).expect("no error on a prefix").is_none());
         buf.extend_from_slice(&bytes[at..]);
-        prop_assert!(matches!(codec::decode(&mut buf, BIG), Ok(Some(Frame::Method(3, _)))));
+        prop_assert!(matches!(
+            codec::decode(&mut buf, BIG).map(|f| f.map(Frame::general)),
+            Ok(Some(Frame::Method(3, _)))
+        ));
         prop_assert!(buf.is_empty());
     }
 }
