@@ -14,7 +14,12 @@
 //! wait). A batch that brings few frames ends this: the peer was not streaming (a
 //! request/response client, or a publisher that paused), and the next try needs
 //! twice as many quick reads, so a client that only looks like a stream rarely pays
-//! a hold.
+//! a hold. A peer that was sent something since the previous read (deliveries,
+//! confirms, replies; heartbeats aside) may be waiting for that before it sends
+//! more, as a consumer with a small prefetch waits for deliveries to ack; holding
+//! it would stall it once per round trip (a Go consumer with prefetch 10 took
+//! 50 000 messages at 4 900 msg/s, RabbitMQ at 30 000). Its batches must be
+//! larger to go on: [`MIN_ANSWERED_BATCH`] frames, more than a small window holds.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +36,10 @@ const HOLD: Duration = Duration::from_millis(1);
 const LOWAT: usize = 64 * 1024;
 /// A batch with fewer frames than this shows the peer is not streaming.
 const MIN_BATCH: u64 = 8;
+/// The same, for a peer that was sent something since the previous read: a
+/// window it filled and then waited on is smaller (a consumer with prefetch 50
+/// acks 50 deliveries, a publisher with 20 unconfirmed sends 60 frames).
+const MIN_ANSWERED_BATCH: u64 = 64;
 
 /// What the socket must be told after a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +72,20 @@ impl Default for ReadPacer {
 }
 
 impl ReadPacer {
-    /// Records a read at `now` that brought `frames` whole frames.
-    pub fn read(&mut self, now: Instant, frames: u64) -> Change {
+    /// Records a read at `now` that brought `frames` whole frames; `answered`
+    /// says the connection was sent something since the previous read.
+    pub fn read(&mut self, now: Instant, frames: u64, answered: bool) -> Change {
         let quick = self
             .last
             .is_some_and(|last| now.saturating_duration_since(last) < QUICK);
         self.last = Some(now);
         if self.batching {
-            if frames >= MIN_BATCH {
+            let min = if answered {
+                MIN_ANSWERED_BATCH
+            } else {
+                MIN_BATCH
+            };
+            if frames >= min {
                 self.needed = START_AFTER;
                 return Change::None;
             }
@@ -106,6 +121,8 @@ impl ReadPacer {
 pub struct PacedSocket {
     sock: socket2::Socket,
     pacer: ReadPacer,
+    /// `Outbox::answers` at the previous read.
+    answers: u64,
 }
 
 impl PacedSocket {
@@ -118,6 +135,7 @@ impl PacedSocket {
         Some(Self {
             sock: socket2::Socket::from(fd),
             pacer: ReadPacer::default(),
+            answers: 0,
         })
     }
 
@@ -126,9 +144,11 @@ impl PacedSocket {
         None
     }
 
-    /// Records a read that brought `frames` frames, and retunes the socket.
-    pub fn after_read(&mut self, frames: u64) {
-        match self.pacer.read(Instant::now(), frames) {
+    /// Records a read that brought `frames` frames, with the connection's
+    /// `Outbox::answers` after handling them, and retunes the socket.
+    pub fn after_read(&mut self, frames: u64, answers: u64) {
+        let answered = std::mem::replace(&mut self.answers, answers) != answers;
+        match self.pacer.read(Instant::now(), frames, answered) {
             Change::None => {}
             Change::Start => {
                 if set_rcvlowat(&self.sock, LOWAT).is_err() {
@@ -211,7 +231,7 @@ mod tests {
         (0..n)
             .map(|_| {
                 *t += gap;
-                p.read(*t, frames)
+                p.read(*t, frames, false)
             })
             .filter(|c| *c != Change::None)
             .collect()
@@ -224,7 +244,10 @@ mod tests {
         let changes = reads(&mut p, &mut t, START_AFTER, Duration::from_micros(10), 3);
         assert_eq!(changes, []);
         assert!(!p.batching());
-        assert_eq!(p.read(t + Duration::from_micros(10), 3), Change::Start);
+        assert_eq!(
+            p.read(t + Duration::from_micros(10), 3, false),
+            Change::Start
+        );
         assert!(p.batching());
         // Full batches keep it going, however long each hold was.
         t += Duration::from_micros(10);
@@ -277,10 +300,10 @@ mod tests {
         let mut holds = 0;
         for _ in 0..200_000 {
             t += quick;
-            if p.read(t, 3) == Change::Start {
+            if p.read(t, 3, false) == Change::Start {
                 holds += 1;
                 t += HOLD;
-                assert_eq!(p.read(t, 1), Change::Stop);
+                assert_eq!(p.read(t, 1, false), Change::Stop);
             }
         }
         assert!(
@@ -295,6 +318,33 @@ mod tests {
         );
         assert_eq!(reads(&mut p, &mut t, 1, HOLD, 40), []);
         assert_eq!(reads(&mut p, &mut t, 1, HOLD, 1), [Change::Stop]);
+        assert_eq!(reads(&mut p, &mut t, 2 * START_AFTER - 1, quick, 3), []);
+        assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
+    }
+
+    #[test]
+    fn a_peer_waiting_on_what_it_was_sent_stops_batching() {
+        let mut p = ReadPacer::default();
+        let mut t = Instant::now();
+        let quick = Duration::from_micros(10);
+        // A consumer with prefetch 1000 acks far more than a hold's worth between
+        // deliveries: batching goes on.
+        assert_eq!(
+            reads(&mut p, &mut t, START_AFTER + 1, quick, 3),
+            [Change::Start]
+        );
+        for _ in 0..100 {
+            t += HOLD;
+            assert_eq!(p.read(t, 2 * MIN_ANSWERED_BATCH, true), Change::None);
+        }
+        // One with prefetch 50 acks 50 and waits for more deliveries: the batch
+        // is full enough for a peer sent nothing, not for one that was.
+        t += HOLD;
+        assert_eq!(p.read(t, 50, false), Change::None);
+        t += HOLD;
+        assert_eq!(p.read(t, 50, true), Change::Stop);
+        assert!(!p.batching());
+        // Then twice as many quick reads are needed to try again.
         assert_eq!(reads(&mut p, &mut t, 2 * START_AFTER - 1, quick, 3), []);
         assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
     }
@@ -326,7 +376,7 @@ mod tests {
         let mut paced = PacedSocket::new(&server).expect("a duplicate descriptor");
         assert_eq!(paced.hold_until(tokio::time::Instant::now()), None);
         while paced.hold_until(tokio::time::Instant::now()).is_none() {
-            paced.after_read(3);
+            paced.after_read(3, 0);
         }
         // A new socket starts out readable to the runtime, until a read finds nothing.
         let mut rest = [0u8; 64];
@@ -341,13 +391,13 @@ mod tests {
         assert_eq!(paced.read_now(&mut buf).unwrap(), None);
         assert_eq!(&buf[..], &[7; 100][..]);
         // A full batch keeps it batching.
-        paced.after_read(MIN_BATCH);
+        paced.after_read(MIN_BATCH, 0);
         assert!(paced.hold_until(tokio::time::Instant::now()).is_some());
 
         client.write_all(&[8; 10]).await.unwrap();
         // Nothing is announced yet; a thin batch then ends batching, and the bytes
         // that wait are announced to the runtime at once.
-        paced.after_read(1);
+        paced.after_read(1, 0);
         assert_eq!(paced.hold_until(tokio::time::Instant::now()), None);
         tokio::time::timeout(Duration::from_secs(10), server.readable())
             .await

@@ -202,7 +202,7 @@ pub async fn serve<S>(
             read = reader.read_buf(&mut buf), if !paused => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    if take_input(&mut conn, &mut buf, &mut paced, &mut last_read) == Outcome::Close {
+                    if take_input(&mut conn, &mut buf, &mut paced, &mut last_read, &outbox) == Outcome::Close {
                         break;
                     }
                 }
@@ -213,9 +213,9 @@ pub async fn serve<S>(
                 let Some(p) = paced.as_mut() else { continue };
                 match p.read_now(&mut buf) {
                     Ok(Some(0)) | Err(_) => break,
-                    Ok(None) => p.after_read(0),
+                    Ok(None) => p.after_read(0, outbox.answers()),
                     Ok(Some(_)) => {
-                        if take_input(&mut conn, &mut buf, &mut paced, &mut last_read) == Outcome::Close {
+                        if take_input(&mut conn, &mut buf, &mut paced, &mut last_read, &outbox) == Outcome::Close {
                             break;
                         }
                     }
@@ -279,7 +279,7 @@ pub async fn serve<S>(
                     }
                     if now - last_heartbeat >= interval / 2 {
                         last_heartbeat = now;
-                        outbox.push(codec::put_heartbeat);
+                        outbox.push_heartbeat();
                     }
                 }
             }
@@ -308,18 +308,20 @@ pub async fn serve<S>(
 }
 
 /// Feeds what was read to the state machine, notes when (heartbeats and the
-/// pacer's hold count from it), and tells the pacer how many frames it held.
+/// pacer's hold count from it), and tells the pacer how many frames it held and
+/// how much the connection has been sent (`Outbox::answers`).
 fn take_input(
     conn: &mut Connection,
     buf: &mut BytesMut,
     paced: &mut Option<PacedSocket>,
     last_read: &mut Instant,
+    outbox: &Outbox,
 ) -> Outcome {
     *last_read = Instant::now();
     let before = conn.frames_received();
     let outcome = conn.handle_input(buf);
     if let Some(p) = paced {
-        p.after_read(conn.frames_received() - before);
+        p.after_read(conn.frames_received() - before, outbox.answers());
     }
     outcome
 }
