@@ -286,21 +286,10 @@ impl Connection {
                     continue;
                 }
             }
-            match codec::decode(buf, self.frame_max) {
-                Ok(None) => break,
-                Ok(Some(frame)) => {
-                    self.frames_in += 1;
-                    self.handle_frame(frame)
-                }
-                Err(e) => {
-                    if self.phase == Phase::Closing {
-                        self.phase = Phase::Closed;
-                    } else {
-                        self.fail(0, e);
-                    }
-                    buf.clear();
-                }
-            }
+            let Some(frame) = codec::decode(buf, self.frame_max).transpose() else {
+                break;
+            };
+            self.on_decoded(frame, buf);
         }
         self.flush_confirms();
         self.outcome()
@@ -312,21 +301,30 @@ impl Connection {
         while at < frames.len() && !matches!(self.phase, Phase::Closed | Phase::Header) {
             let (frame, next) = codec::frame_at(frames, at);
             at = next;
-            match frame {
-                Ok(frame) => {
-                    self.frames_in += 1;
-                    self.handle_frame(frame)
+            if !self.on_decoded(frame, buf) {
+                return;
+            }
+        }
+    }
+
+    /// Handles a decoded frame, or the error that ends reading: the connection
+    /// closes, and nothing after the broken frame (the rest of `buf`) is read.
+    /// Returns whether reading goes on.
+    fn on_decoded(&mut self, frame: Result<Frame, AmqpError>, buf: &mut BytesMut) -> bool {
+        match frame {
+            Ok(frame) => {
+                self.frames_in += 1;
+                self.handle_frame(frame);
+                true
+            }
+            Err(e) => {
+                if self.phase == Phase::Closing {
+                    self.phase = Phase::Closed;
+                } else {
+                    self.fail(0, e);
                 }
-                Err(e) => {
-                    if self.phase == Phase::Closing {
-                        self.phase = Phase::Closed;
-                    } else {
-                        self.fail(0, e);
-                    }
-                    // Nothing after a broken frame is read, as `decode`'s callers do.
-                    buf.clear();
-                    return;
-                }
+                buf.clear();
+                false
             }
         }
     }
