@@ -390,9 +390,17 @@ mod tests {
         assert_eq!(paced.read_now(&mut buf).unwrap(), Some(100));
         assert_eq!(paced.read_now(&mut buf).unwrap(), None);
         assert_eq!(&buf[..], &[7; 100][..]);
-        // A full batch keeps it batching.
+        // A full batch keeps it batching, unless the peer was sent something since
+        // (a changed `Outbox::answers`): then it takes a larger one.
         paced.after_read(MIN_BATCH, 0);
         assert!(paced.hold_until(tokio::time::Instant::now()).is_some());
+        paced.after_read(MIN_ANSWERED_BATCH, 1);
+        assert!(paced.hold_until(tokio::time::Instant::now()).is_some());
+        paced.after_read(MIN_ANSWERED_BATCH - 1, 2);
+        assert_eq!(paced.hold_until(tokio::time::Instant::now()), None);
+        while paced.hold_until(tokio::time::Instant::now()).is_none() {
+            paced.after_read(3, 2);
+        }
 
         client.write_all(&[8; 10]).await.unwrap();
         // Nothing is announced yet; a thin batch then ends batching, and the bytes
