@@ -567,24 +567,9 @@ mod tests {
     #[test]
     fn hand_decoded_publish_and_ack_agree_with_amq_protocol() {
         for method in [
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "ex".into(),
-                routing_key: "a.b".into(),
-                mandatory: true,
-                immediate: false,
-            })),
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: "".into(),
-                mandatory: false,
-                immediate: true,
-            })),
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "x".repeat(255).as_str().into(),
-                routing_key: "ключ".into(),
-                mandatory: true,
-                immediate: true,
-            })),
+            publish("ex", "a.b", true, false),
+            publish("", "", false, true),
+            publish("x".repeat(255).as_str(), "ключ", true, true),
         ] {
             let payload = Bytes::from(method_payload(1, method.clone()));
             let fast = Publish::parse(&payload).expect("read by hand");
@@ -606,15 +591,7 @@ mod tests {
 
     #[test]
     fn unusual_publishes_are_left_to_the_general_parser() {
-        let good = method_payload(
-            1,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "ex".into(),
-                routing_key: "rk".into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
+        let good = method_payload(1, publish("ex", "rk", false, false));
         let mut trailing = good.clone();
         trailing.push(0);
         let mut bad_utf8 = good.clone();
@@ -628,16 +605,7 @@ mod tests {
             );
         }
         let mut buf = BytesMut::new();
-        put_method(
-            &mut buf,
-            3,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "ex".into(),
-                routing_key: "rk".into(),
-                mandatory: true,
-                immediate: false,
-            })),
-        );
+        put_method(&mut buf, 3, publish("ex", "rk", true, false));
         match decode(&mut buf, 4096).unwrap() {
             Some(Frame::Publish(3, p)) => {
                 assert_eq!(
@@ -667,6 +635,15 @@ mod tests {
         assert_eq!(header_properties(&raw).as_ref(), Some(no_properties()));
     }
 
+    fn publish(exchange: &str, routing_key: &str, mandatory: bool, immediate: bool) -> AMQPClass {
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            mandatory,
+            immediate,
+        }))
+    }
+
     fn payload_ids(p: &[u8]) -> (u16, u16) {
         (
             u16::from_be_bytes([p[0], p[1]]),
@@ -677,16 +654,7 @@ mod tests {
     #[test]
     fn split_frames_takes_whole_frames_and_leaves_the_rest_to_decode() {
         let mut buf = BytesMut::new();
-        put_method(
-            &mut buf,
-            1,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: "q".into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
+        put_method(&mut buf, 1, publish("", "q", false, false));
         put_message(&mut buf, 1, &[0, 0], b"hello", 4096);
         let whole = buf.len();
         put_heartbeat(&mut buf);

@@ -21,8 +21,7 @@ use crate::error::{code, AmqpError, Scope};
 use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
 use crate::outbox::Outbox;
 use crate::vhost::{
-    ConnId, ConsumeOptions, Message, Published, QueueDeclare, Route, RouteCache, Targets, Vhost,
-    REPLY_TO,
+    ConnId, ConsumeOptions, Message, QueueDeclare, Route, RouteCache, Targets, Vhost, REPLY_TO,
 };
 use crate::Shared;
 
@@ -878,11 +877,13 @@ impl Connection {
         };
         let msg = Message::new(route, properties, header, body);
         let exchange = msg.exchange();
-        let targets = {
-            let v = self.vhost().lock();
-            v.route(exchange, msg.routing_key(), properties.headers().as_ref())
-        }
-        .map_err(|e| e.on_method(60, 40))?;
+        // One lock for routing and enqueueing: the rules' lock, taken in between,
+        // is a leaf.
+        let vhost = self.vhost().clone();
+        let mut v = vhost.lock();
+        let targets = v
+            .route(exchange, msg.routing_key(), properties.headers().as_ref())
+            .map_err(|e| e.on_method(60, 40))?;
         // After routing, so that a rule can name a queue the message reaches.
         let fault = self.shared.rules.on_publish(&PublishEvent {
             connection: self.id,
@@ -900,7 +901,6 @@ impl Connection {
             _ => {}
         }
         let id = self.id;
-        let vhost = self.vhost().clone();
         let chan = self.channel(ch);
         if let Some(ops) = &mut chan.tx {
             ops.push(TxOp::Publish {
@@ -911,7 +911,8 @@ impl Connection {
             return Ok(());
         }
         let confirming = chan.confirm.is_some();
-        let published = deliver_published(&vhost, id, ch, targets, mandatory, msg);
+        let published = v.publish(id, ch, &targets, mandatory, msg);
+        drop(v);
         if confirming {
             let confirms = self.channel(ch).confirm.as_mut().expect("confirming");
             confirms.last += 1;
@@ -1517,6 +1518,7 @@ impl Connection {
                     return Err(AmqpError::precondition("channel is not transactional"));
                 };
                 let vhost = self.vhost().clone();
+                let mut v = vhost.lock();
                 let mut settles = Vec::new();
                 let mut lsn = 0;
                 for op in ops {
@@ -1526,13 +1528,13 @@ impl Connection {
                             mandatory,
                             msg,
                         } => {
-                            let published =
-                                deliver_published(&vhost, self.id, ch, targets, mandatory, *msg);
+                            let published = v.publish(self.id, ch, &targets, mandatory, *msg);
                             lsn = lsn.max(published.lsn.unwrap_or(0));
                         }
                         settle => settles.push(settle),
                     }
                 }
+                drop(v);
                 let durable = self.shared.store.as_ref().map_or(0, |s| s.durable_lsn());
                 if lsn > durable {
                     self.channel(ch).committing = Some(Committing {
@@ -1655,29 +1657,6 @@ impl Connection {
             self.with_vhost(|v, id| v.resume_connection(id));
         }
     }
-}
-
-/// Enqueues a routed message, or returns it to a mandatory publisher when no
-/// queue took it.
-fn deliver_published(
-    vhost: &Vhost,
-    conn: ConnId,
-    ch: u16,
-    targets: Targets,
-    mandatory: bool,
-    msg: Message,
-) -> Published {
-    let mut v = vhost.lock();
-    if targets.is_empty() {
-        let reply = msg.exchange().is_empty()
-            && msg.routing_key().starts_with(REPLY_TO)
-            && v.deliver_reply(&msg);
-        if mandatory && !reply {
-            v.write_return(conn, ch, msg.exchange(), &msg);
-        }
-        return Published::default();
-    }
-    v.enqueue(&targets, msg)
 }
 
 /// RabbitMQ's check of the `expiration` property: a non-negative integer of

@@ -237,20 +237,37 @@ mod tests {
             .collect()
     }
 
+    /// A gap between reads well within `QUICK`.
+    const SOON: Duration = Duration::from_micros(10);
+
+    /// A pacer that has just started batching, and the time of its last read.
+    fn batching_pacer() -> (ReadPacer, Instant) {
+        let mut p = ReadPacer::default();
+        let mut t = Instant::now();
+        assert_eq!(
+            reads(&mut p, &mut t, START_AFTER + 1, SOON, 3),
+            [Change::Start]
+        );
+        (p, t)
+    }
+
+    /// After a stop, batching starts again only after twice as many quick reads.
+    fn restarts_after_twice_as_many(p: &mut ReadPacer, t: &mut Instant) {
+        assert_eq!(reads(p, t, 2 * START_AFTER - 1, SOON, 3), []);
+        assert_eq!(reads(p, t, 1, SOON, 3), [Change::Start]);
+    }
+
     #[test]
     fn a_stream_of_quick_reads_starts_batching() {
         let mut p = ReadPacer::default();
         let mut t = Instant::now();
-        let changes = reads(&mut p, &mut t, START_AFTER, Duration::from_micros(10), 3);
+        let changes = reads(&mut p, &mut t, START_AFTER, SOON, 3);
         assert_eq!(changes, []);
         assert!(!p.batching());
-        assert_eq!(
-            p.read(t + Duration::from_micros(10), 3, false),
-            Change::Start
-        );
+        assert_eq!(p.read(t + SOON, 3, false), Change::Start);
         assert!(p.batching());
         // Full batches keep it going, however long each hold was.
-        t += Duration::from_micros(10);
+        t += SOON;
         assert_eq!(reads(&mut p, &mut t, 50, HOLD, 60), []);
         assert!(p.batching());
     }
@@ -269,13 +286,7 @@ mod tests {
         let mut p = ReadPacer::default();
         let mut t = Instant::now();
         for _ in 0..100 {
-            reads(
-                &mut p,
-                &mut t,
-                START_AFTER - 1,
-                Duration::from_micros(10),
-                3,
-            );
+            reads(&mut p, &mut t, START_AFTER - 1, SOON, 3);
             reads(&mut p, &mut t, 1, QUICK * 2, 3);
         }
         assert!(!p.batching());
@@ -283,23 +294,16 @@ mod tests {
 
     #[test]
     fn a_thin_batch_stops_and_the_next_start_needs_twice_as_many() {
-        let mut p = ReadPacer::default();
-        let mut t = Instant::now();
-        let quick = Duration::from_micros(10);
-        assert_eq!(
-            reads(&mut p, &mut t, START_AFTER + 1, quick, 3),
-            [Change::Start]
-        );
+        let (mut p, mut t) = batching_pacer();
         // A request/response client: one message gathered in the hold.
         assert_eq!(reads(&mut p, &mut t, 1, HOLD, 3), [Change::Stop]);
-        assert_eq!(reads(&mut p, &mut t, 2 * START_AFTER - 1, quick, 3), []);
-        assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
+        restarts_after_twice_as_many(&mut p, &mut t);
         assert_eq!(reads(&mut p, &mut t, 1, HOLD, 0), [Change::Stop]);
         // A client that keeps looking like a stream and is not one pays a hold
         // ever more rarely, down to one in MAX_START_AFTER reads.
         let mut holds = 0;
         for _ in 0..200_000 {
-            t += quick;
+            t += SOON;
             if p.read(t, 3, false) == Change::Start {
                 holds += 1;
                 t += HOLD;
@@ -313,26 +317,19 @@ mod tests {
         // A real stream later still batches, and a full batch resets the count.
         assert_eq!(reads(&mut p, &mut t, 1, QUICK * 2, 3), []);
         assert_eq!(
-            reads(&mut p, &mut t, MAX_START_AFTER, quick, 3),
+            reads(&mut p, &mut t, MAX_START_AFTER, SOON, 3),
             [Change::Start]
         );
         assert_eq!(reads(&mut p, &mut t, 1, HOLD, 40), []);
         assert_eq!(reads(&mut p, &mut t, 1, HOLD, 1), [Change::Stop]);
-        assert_eq!(reads(&mut p, &mut t, 2 * START_AFTER - 1, quick, 3), []);
-        assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
+        restarts_after_twice_as_many(&mut p, &mut t);
     }
 
     #[test]
     fn a_peer_waiting_on_what_it_was_sent_stops_batching() {
-        let mut p = ReadPacer::default();
-        let mut t = Instant::now();
-        let quick = Duration::from_micros(10);
         // A consumer with prefetch 1000 acks far more than a hold's worth between
         // deliveries: batching goes on.
-        assert_eq!(
-            reads(&mut p, &mut t, START_AFTER + 1, quick, 3),
-            [Change::Start]
-        );
+        let (mut p, mut t) = batching_pacer();
         for _ in 0..100 {
             t += HOLD;
             assert_eq!(p.read(t, 2 * MIN_ANSWERED_BATCH, true), Change::None);
@@ -345,8 +342,7 @@ mod tests {
         assert_eq!(p.read(t, 50, true), Change::Stop);
         assert!(!p.batching());
         // Then twice as many quick reads are needed to try again.
-        assert_eq!(reads(&mut p, &mut t, 2 * START_AFTER - 1, quick, 3), []);
-        assert_eq!(reads(&mut p, &mut t, 1, quick, 3), [Change::Start]);
+        restarts_after_twice_as_many(&mut p, &mut t);
     }
 
     #[test]
@@ -354,10 +350,7 @@ mod tests {
         let mut p = ReadPacer::default();
         let mut t = Instant::now();
         p.give_up();
-        assert_eq!(
-            reads(&mut p, &mut t, 100_000, Duration::from_micros(10), 3),
-            []
-        );
+        assert_eq!(reads(&mut p, &mut t, 100_000, SOON, 3), []);
         assert!(!p.batching());
     }
 

@@ -1061,6 +1061,28 @@ impl VhostState {
         Ok(targets)
     }
 
+    /// Enqueues a routed message, or returns it to a mandatory publisher when no
+    /// queue took it (a reply to a direct reply-to address goes to its channel).
+    pub fn publish(
+        &mut self,
+        conn: ConnId,
+        ch: u16,
+        targets: &[Arc<str>],
+        mandatory: bool,
+        msg: Message,
+    ) -> Published {
+        if targets.is_empty() {
+            let reply = msg.exchange().is_empty()
+                && msg.routing_key().starts_with(REPLY_TO)
+                && self.deliver_reply(&msg);
+            if mandatory && !reply {
+                self.write_return(conn, ch, msg.exchange(), &msg);
+            }
+            return Published::default();
+        }
+        self.enqueue(targets, msg)
+    }
+
     /// Appends a message to the queues it was routed to and delivers what it can.
     /// Returns the store LSN a confirm must wait for (when the message was written
     /// to the store), and whether a full queue refused it (`x-overflow`
