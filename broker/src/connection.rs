@@ -18,8 +18,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
-use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
+use crate::faults::{Action, ConnInfo, PublishEvent};
 use crate::outbox::Outbox;
+use crate::trace::Direction;
 use crate::vhost::{
     ConnId, ConsumeOptions, Message, QueueDeclare, Route, RouteCache, Targets, Vhost, REPLY_TO,
 };

@@ -37,6 +37,7 @@ mod routing;
 mod server;
 mod store;
 pub mod testing;
+mod trace;
 mod vhost;
 
 use std::collections::HashMap;
@@ -51,11 +52,12 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use error::AmqpError;
-pub use faults::{Direction, Fault, TraceEntry};
+pub use faults::Fault;
 pub use inspect::{
     BindingSnapshot, BrokerSnapshot, ConnectionSnapshot, ConsumerSnapshot, ExchangeSnapshot,
     MessageSnapshot, QueueSnapshot, UnackedSnapshot,
 };
+pub use trace::{Direction, TraceEntry};
 
 use clock::Clock;
 use server::Tracker;

@@ -15,9 +15,10 @@ use tokio::sync::{watch, Notify};
 
 use crate::codec;
 use crate::connection::{Connection, Outcome};
-use crate::faults::{Command, ConnInfo, Direction};
+use crate::faults::{Command, ConnInfo};
 use crate::outbox::{Outbox, HIGH_WATER};
 use crate::pacing::PacedSocket;
+use crate::trace::Direction;
 use crate::Shared;
 
 /// Counts live connection tasks so that shutdown and restart can wait for them.
