@@ -892,6 +892,9 @@ impl Connection {
             exchange,
             queues: &targets,
         });
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
         match &fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(*code, text.clone()).on_method(60, 40));
@@ -1464,7 +1467,11 @@ impl Connection {
         multiple: bool,
         requeue: Option<bool>,
     ) -> Result<(), AmqpError> {
-        match self.shared.rules.on_settle(self.id, ch) {
+        let fault = self.shared.rules.on_settle(self.id, ch);
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
+        match fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(code, text));
             }

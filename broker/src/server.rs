@@ -138,7 +138,12 @@ pub async fn serve<S>(
     let _up = shared.gate.read().await;
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
-    let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
+    let info = Arc::new(ConnInfo::new(
+        id,
+        peer,
+        outbox.clone(),
+        shared.tracer.clone(),
+    ));
     shared.register(info.clone());
     let (mut reader, writer) = tokio::io::split(stream);
     tokio::pin!(writer);
