@@ -18,8 +18,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
-use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
+use crate::faults::{Action, ConnInfo, PublishEvent};
 use crate::outbox::Outbox;
+use crate::trace::Direction;
 use crate::vhost::{
     ConnId, ConsumeOptions, Message, QueueDeclare, Route, RouteCache, Targets, Vhost, REPLY_TO,
 };
@@ -891,6 +892,9 @@ impl Connection {
             exchange,
             queues: &targets,
         });
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
         match &fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(*code, text.clone()).on_method(60, 40));
@@ -1463,7 +1467,11 @@ impl Connection {
         multiple: bool,
         requeue: Option<bool>,
     ) -> Result<(), AmqpError> {
-        match self.shared.rules.on_settle(self.id, ch) {
+        let fault = self.shared.rules.on_settle(self.id, ch);
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
+        match fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(code, text));
             }
