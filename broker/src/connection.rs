@@ -19,8 +19,9 @@ use bytes::{Bytes, BytesMut};
 use crate::auth::{self, Access, Grant, Resource};
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
-use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
+use crate::faults::{Action, ConnInfo, PublishEvent};
 use crate::outbox::Outbox;
+use crate::trace::Direction;
 use crate::vhost::{
     ConnId, ConsumeOptions, Message, QueueDeclare, Route, RouteCache, Targets, Vhost, REPLY_TO,
 };
@@ -958,6 +959,9 @@ impl Connection {
             exchange,
             queues: &targets,
         });
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
         match &fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(*code, text.clone()).on_method(60, 40));
@@ -1595,7 +1599,11 @@ impl Connection {
         multiple: bool,
         requeue: Option<bool>,
     ) -> Result<(), AmqpError> {
-        match self.shared.rules.on_settle(self.id, ch) {
+        let fault = self.shared.rules.on_settle(self.id, ch);
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
+        match fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(code, text));
             }

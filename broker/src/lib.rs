@@ -38,6 +38,7 @@ mod routing;
 mod server;
 mod store;
 pub mod testing;
+mod trace;
 mod vhost;
 
 use std::collections::HashMap;
@@ -52,11 +53,12 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use error::AmqpError;
-pub use faults::{Direction, Fault, TraceEntry};
+pub use faults::Fault;
 pub use inspect::{
     BindingSnapshot, BrokerSnapshot, ConnectionSnapshot, ConsumerSnapshot, ExchangeSnapshot,
     MessageSnapshot, QueueSnapshot, UnackedSnapshot,
 };
+pub use trace::{Direction, FaultMark, TraceEntry, TraceValue};
 
 use clock::Clock;
 use server::Tracker;
@@ -80,8 +82,8 @@ pub(crate) struct Shared {
     connections: std::sync::Mutex<HashMap<u64, Arc<faults::ConnInfo>>>,
     /// Scripted faults in force.
     pub(crate) rules: faults::Rules,
-    /// New connections trace their frames.
-    tracing: std::sync::atomic::AtomicBool,
+    /// Every connection's frames, while tracing is on.
+    pub(crate) tracer: Arc<trace::Tracer>,
     /// Read-held by every connection task for its life; a restart or crash
     /// holds it for writing, so that no connection is served while the state is
     /// rebuilt. The one lock held across awaits, and never with another lock.
@@ -138,7 +140,7 @@ impl Shared {
             users,
             connections: Default::default(),
             rules: Default::default(),
-            tracing: std::sync::atomic::AtomicBool::new(false),
+            tracer: Default::default(),
             maintenance: std::sync::Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
             next_connection: AtomicU64::new(1),
@@ -298,10 +300,6 @@ impl Shared {
             .collect();
         v.sort_by_key(|c| c.id);
         v
-    }
-
-    pub(crate) fn tracing(&self) -> bool {
-        self.tracing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -1035,32 +1033,45 @@ impl Broker {
     }
 
     /// Traces the frames of every connection from now on (and of those already
-    /// open), or stops.
+    /// open), or stops. The trace keeps the last 100 000 frames of all
+    /// connections, closed ones included.
     pub fn set_tracing(&self, on: bool) {
-        self.shared
-            .tracing
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-        for info in self.shared.connection_infos() {
-            info.trace.set(on);
-        }
+        self.shared.tracer.set(on);
     }
 
-    /// The frames traced on one connection, oldest first.
+    /// The frames traced on one connection, oldest first (also after it closed).
     pub fn trace(&self, connection: u64) -> Vec<TraceEntry> {
-        self.shared
+        self.shared.tracer.entries(Some(connection))
+    }
+
+    /// Every traced frame of every connection, in the order the broker saw
+    /// them (each entry's `seq`).
+    pub fn trace_all(&self) -> Vec<TraceEntry> {
+        self.shared.tracer.entries(None)
+    }
+
+    /// Every connection's traced frames, printable on a test failure: grouped by
+    /// connection, oldest first.
+    pub fn trace_dump(&self) -> String {
+        let peers: HashMap<u64, String> = self
+            .shared
             .connection_infos()
             .into_iter()
-            .find(|c| c.id == connection)
-            .map(|c| c.trace.entries())
-            .unwrap_or_default()
-    }
-
-    /// Every open connection's traced frames, printable on a test failure.
-    pub fn trace_dump(&self) -> String {
+            .map(|c| (c.id, c.peer.clone()))
+            .collect();
+        let mut by_connection: std::collections::BTreeMap<u64, Vec<TraceEntry>> =
+            Default::default();
+        for entry in self.shared.tracer.entries(None) {
+            by_connection
+                .entry(entry.connection)
+                .or_default()
+                .push(entry);
+        }
         let mut out = String::new();
-        for info in self.shared.connection_infos() {
-            out.push_str(&format!("connection {} ({}):\n", info.id, info.peer));
-            for entry in info.trace.entries() {
+        for (id, entries) in by_connection {
+            let peer = peers.get(&id).map_or("closed", String::as_str);
+            out.push_str(&format!("connection {id} ({peer}):\n"));
+            for entry in entries {
                 out.push_str(&format!("  {entry}\n"));
             }
         }

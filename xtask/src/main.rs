@@ -4,6 +4,7 @@
 //!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
 
 mod bench;
+mod charts;
 mod fuzz;
 
 use std::process::{Command, ExitCode};
