@@ -23,6 +23,7 @@
 //! - [`config`]: settings and limits.
 //! - [`testing`]: the protocol core driven byte by byte, with no sockets or tasks.
 
+pub mod auth;
 mod clock;
 pub mod codec;
 pub mod config;
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<Clock>,
     /// Message bytes held, against the memory high watermark.
     pub(crate) gauge: Arc<memory::Gauge>,
+    /// Users, their permissions and who may log in only over loopback.
+    pub(crate) users: Arc<auth::Users>,
     /// Live connections, for inspection and fault injection.
     connections: std::sync::Mutex<HashMap<u64, Arc<faults::ConnInfo>>>,
     /// Scripted faults in force.
@@ -111,6 +114,7 @@ impl Shared {
             Clock::real()
         });
         let gauge = memory::Gauge::new(config.memory_high_watermark);
+        let users = Arc::new(auth::users_from(&config, names.iter().copied())?);
         let mut vhosts = HashMap::new();
         for name in names {
             let vhost = Vhost::new(name);
@@ -133,6 +137,7 @@ impl Shared {
             store,
             clock,
             gauge,
+            users,
             connections: Default::default(),
             rules: Default::default(),
             tracer: Default::default(),
@@ -334,6 +339,43 @@ impl BrokerBuilder {
         self
     }
 
+    /// Adds a user besides the default one, with RabbitMQ's user tags
+    /// (`administrator`, `management`, `impersonator`, ...). A new user has no
+    /// permissions until [`BrokerBuilder::permissions`] gives some.
+    pub fn user(mut self, name: &str, password: &str, tags: &[&str]) -> Self {
+        self.config
+            .users
+            .push(auth::User::new(name, password, tags));
+        self
+    }
+
+    /// What `user` may do in `vhost`: regular expressions over the names of
+    /// the exchanges and queues it may configure, write to and read from, as
+    /// `rabbitmqctl set_permissions`. An expression that does not compile makes
+    /// [`BrokerBuilder::start`] fail.
+    pub fn permissions(
+        mut self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Self {
+        self.config.permissions.push((
+            user.to_owned(),
+            vhost.to_owned(),
+            auth::Permissions::new(configure, write, read),
+        ));
+        self
+    }
+
+    /// Users who may log in only from a loopback address (RabbitMQ's
+    /// `loopback_users`); `["guest"]` by default, `&[]` for none.
+    pub fn loopback_users(mut self, users: &[&str]) -> Self {
+        self.config.loopback_users = users.iter().map(|u| (*u).to_owned()).collect();
+        self
+    }
+
     /// Adds a virtual host; `/` always exists.
     pub fn vhost(mut self, name: &str) -> Self {
         self.config.vhosts.push(name.to_owned());
@@ -532,6 +574,13 @@ impl Broker {
     /// what the memory high watermark is compared with.
     pub fn message_bytes(&self) -> usize {
         self.shared.gauge.bytes()
+    }
+
+    /// The broker's users and permissions, changed at run time as RabbitMQ's
+    /// management API changes them (a change applies to open connections from
+    /// their next operation).
+    pub fn users(&self) -> &auth::Users {
+        &self.shared.users
     }
 
     /// How many client connections are open.

@@ -8,6 +8,7 @@
 //!   crate's module graph instead.
 
 mod bench;
+mod charts;
 mod fuzz;
 mod tidy;
 
