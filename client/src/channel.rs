@@ -1,5 +1,5 @@
-//! Channels: the AMQP methods a client calls, and the per-channel state the connection
-//! task updates.
+//! Channels: the AMQP methods a client calls (the per-channel state the connection
+//! task updates is in `state`).
 //!
 //! Every synchronous method (declare, bind, qos, consume…) queues its frame and a reply
 //! slot under one lock, in the same order, so replies (which the broker sends in
@@ -7,28 +7,25 @@
 //! channel.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use amq_protocol::{
     protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass},
     types::FieldTable,
 };
-use bytes::BytesMut;
-use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    codec,
+    codec::{self, check_short, short},
     confirm::PublisherConfirm,
-    connection::{check_short, short, Handle},
     consumer::{Consumer, Returns},
     content::{Content, ContentMethod},
     error::{Error, Result},
-    message::{Confirmation, Delivery, GetMessage, ReturnedMessage},
+    message::{Delivery, GetMessage},
     options::*,
+    state::*,
     BasicProperties,
 };
 
@@ -37,326 +34,11 @@ const DEFAULT_CONSUMER_BUFFER: usize = 1024;
 /// Returned messages buffered before the connection task waits for the caller.
 const RETURNS_BUFFER: usize = 1024;
 
-/// (class id, method id) pairs a pending call accepts as its reply.
-type Expect = &'static [(u16, u16)];
-const OPEN_OK: Expect = &[(20, 11)];
-const FLOW_OK: Expect = &[(20, 21)];
-const CLOSE_OK: Expect = &[(20, 41)];
-const EXCHANGE_DECLARE_OK: Expect = &[(40, 11)];
-const EXCHANGE_DELETE_OK: Expect = &[(40, 21)];
-const EXCHANGE_BIND_OK: Expect = &[(40, 31)];
-const EXCHANGE_UNBIND_OK: Expect = &[(40, 51)];
-const QUEUE_DECLARE_OK: Expect = &[(50, 11)];
-const QUEUE_BIND_OK: Expect = &[(50, 21)];
-const QUEUE_PURGE_OK: Expect = &[(50, 31)];
-const QUEUE_DELETE_OK: Expect = &[(50, 41)];
-const QUEUE_UNBIND_OK: Expect = &[(50, 51)];
-const QOS_OK: Expect = &[(60, 11)];
-const CONSUME_OK: Expect = &[(60, 21)];
-const CANCEL_OK: Expect = &[(60, 31)];
-const GET_OK_OR_EMPTY: Expect = &[(60, 71), (60, 72)];
-const RECOVER_OK: Expect = &[(60, 111)];
-const CONFIRM_SELECT_OK: Expect = &[(85, 11)];
-const TX_SELECT_OK: Expect = &[(90, 11)];
-const TX_COMMIT_OK: Expect = &[(90, 21)];
-const TX_ROLLBACK_OK: Expect = &[(90, 31)];
-
-/// What a pending call receives.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Method(AMQPClass),
-    /// `basic.get`: the message, or `None` for get-empty.
-    Get(Option<Box<Content>>),
-}
-
-#[derive(Debug)]
-pub(crate) struct Pending {
-    expect: Expect,
-    reply: oneshot::Sender<Result<Reply>>,
-    /// For `basic.consume`: registered under the tag the consume-ok carries, before any
-    /// delivery for it can be read.
-    consumer: Option<ConsumerSlot>,
-}
-
-/// The connection task's side of a consumer.
-#[derive(Clone, Debug)]
-pub(crate) struct ConsumerSlot {
-    pub(crate) tx: mpsc::Sender<Content>,
-    pub(crate) no_ack: bool,
-    /// Why the consumer ended, when it was not a cancel by this client.
-    pub(crate) end: Arc<Mutex<Option<Error>>>,
-}
-
-/// What became of a delivery offered to a consumer.
-#[derive(Debug)]
-pub(crate) enum Offer {
-    Delivered,
-    /// No such consumer on the channel (any more); the delivery is handed back.
-    Unknown(Content),
-    /// The consumer was dropped.
-    Closed {
-        no_ack: bool,
-    },
-    /// Its queue is full: wait on this slot (with no lock held).
-    Full(ConsumerSlot, Content),
-}
-
-#[derive(Debug)]
-enum Status {
-    Open,
-    /// `channel.close` sent, `close-ok` awaited.
-    Closing,
-    Closed(Error),
-}
-
-#[derive(Debug, Default)]
-struct Confirms {
-    /// Sequence number of the next publish (the broker numbers them from 1).
-    next: u64,
-    waiting: BTreeMap<u64, oneshot::Sender<Result<Confirmation>>>,
-    /// `wait_for_confirms` callers, told when `waiting` empties.
-    idle: Vec<oneshot::Sender<()>>,
-    /// A nack arrived since `wait_for_confirms` last reported.
-    nacked: bool,
-}
-
-#[derive(Debug)]
-struct Inner {
-    status: Status,
-    pending: VecDeque<Pending>,
-    /// Looked up for every delivery: Fx, not SipHash (the keys are consumer tags).
-    /// Bytes, not `String`s: a delivery's tag is looked up as it sits in its frame.
-    consumers: FxHashMap<Box<[u8]>, ConsumerSlot>,
-    confirms: Option<Confirms>,
-    returns: Option<mpsc::Sender<ReturnedMessage>>,
-    /// Last prefetch count set with basic.qos: sizes new consumers' buffers.
-    prefetch: u16,
-}
-
-/// Per-channel state shared by the connection task and the channel's handles.
-#[derive(Debug)]
-pub(crate) struct ChannelState {
-    id: u16,
-    /// A std mutex: never held across an await.
-    inner: Mutex<Inner>,
-    /// `channel.flow` from the broker; publishers wait while it is false.
-    flow: watch::Sender<bool>,
-}
-
-impl ChannelState {
-    fn new(id: u16) -> Self {
-        ChannelState {
-            id,
-            inner: Mutex::new(Inner {
-                status: Status::Open,
-                pending: VecDeque::new(),
-                consumers: FxHashMap::default(),
-                confirms: None,
-                returns: None,
-                prefetch: 0,
-            }),
-            flow: watch::channel(true).0,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn check_open(inner: &Inner) -> Result<()> {
-        match &inner.status {
-            Status::Open => Ok(()),
-            Status::Closing => Err(Error::ChannelClosedByClient),
-            Status::Closed(err) => Err(err.clone()),
-        }
-    }
-
-    /// The error the channel ended with, if it did.
-    pub(crate) fn error(&self) -> Option<Error> {
-        match &self.lock().status {
-            Status::Closed(err) => Some(err.clone()),
-            _ => None,
-        }
-    }
-
-    /// Mark closed and fail everything that waits on the channel.
-    pub(crate) fn finish(&self, err: Error) {
-        let mut inner = self.lock();
-        if matches!(inner.status, Status::Closed(_)) {
-            return;
-        }
-        inner.status = Status::Closed(err.clone());
-        for pending in inner.pending.drain(..) {
-            let _ = pending.reply.send(Err(err.clone()));
-        }
-        if let Some(confirms) = inner.confirms.as_mut() {
-            for (_, waiter) in std::mem::take(&mut confirms.waiting) {
-                let _ = waiter.send(Err(err.clone()));
-            }
-            // Dropped, not told: `wait_for_confirms` then reports the channel's error.
-            confirms.idle.clear();
-        }
-        // A consumer whose channel this client closed just ends; any other end is an
-        // error its stream reports.
-        let consumer_err = match &err {
-            Error::ChannelClosedByClient | Error::ConnectionClosedByClient => None,
-            err => Some(err.clone()),
-        };
-        for (_, slot) in inner.consumers.drain() {
-            *slot.end.lock().unwrap_or_else(|e| e.into_inner()) = consumer_err.clone();
-        }
-        inner.returns = None;
-        drop(inner);
-        self.flow.send_replace(true);
-    }
-
-    /// Route a synchronous reply to the oldest pending call.
-    pub(crate) fn reply(&self, reply: Reply) -> Result<()> {
-        let (class_id, method_id) = match &reply {
-            Reply::Method(m) => (m.get_amqp_class_id(), m.get_amqp_method_id()),
-            Reply::Get(Some(_)) => (60, 71),
-            Reply::Get(None) => (60, 72),
-        };
-        let mut inner = self.lock();
-        let Some(pending) = inner.pending.pop_front() else {
-            return Err(Error::Protocol {
-                code: 505,
-                message: format!(
-                    "unexpected method {class_id}.{method_id} on channel {}",
-                    self.id
-                ),
-            });
-        };
-        if !pending.expect.contains(&(class_id, method_id)) {
-            let err = Error::Protocol {
-                code: 505,
-                message: format!(
-                    "expected {:?}, got {class_id}.{method_id} on channel {}",
-                    pending.expect, self.id
-                ),
-            };
-            let _ = pending.reply.send(Err(err.clone()));
-            return Err(err);
-        }
-        match &reply {
-            Reply::Method(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok))) => {
-                if let Some(slot) = pending.consumer.clone() {
-                    inner
-                        .consumers
-                        .insert(ok.consumer_tag.as_str().as_bytes().into(), slot);
-                }
-            }
-            Reply::Method(AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok))) => {
-                // Dropping the slot ends the consumer's stream once it is drained.
-                inner.consumers.remove(ok.consumer_tag.as_str().as_bytes());
-            }
-            _ => {}
-        }
-        let _ = pending.reply.send(Ok(reply));
-        Ok(())
-    }
-
-    /// Hands a delivery to consumer `tag` if its queue has room, without cloning
-    /// its slot (the common case, once per message); else says what to do.
-    pub(crate) fn offer(&self, tag: &[u8], content: Content) -> Offer {
-        let inner = self.lock();
-        let Some(slot) = inner.consumers.get(tag) else {
-            return Offer::Unknown(content);
-        };
-        match slot.tx.try_send(content) {
-            Ok(()) => Offer::Delivered,
-            Err(mpsc::error::TrySendError::Full(content)) => Offer::Full(slot.clone(), content),
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed {
-                no_ack: slot.no_ack,
-            },
-        }
-    }
-
-    pub(crate) fn cancelled_by_broker(&self, tag: &str) {
-        if let Some(slot) = self.lock().consumers.remove(tag.as_bytes()) {
-            *slot.end.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Error::ConsumerCancelled(tag.to_string()));
-        }
-    }
-
-    /// `basic.ack` / `basic.nack` from the broker in confirm mode.
-    pub(crate) fn confirm(&self, tag: u64, multiple: bool, outcome: Confirmation) {
-        let mut inner = self.lock();
-        let Some(confirms) = inner.confirms.as_mut() else {
-            tracing::warn!(channel = self.id, "publisher confirm outside confirm mode");
-            return;
-        };
-        if multiple {
-            // Tag 0 with multiple means "everything so far".
-            let upto = if tag == 0 { u64::MAX } else { tag };
-            let rest = match upto.checked_add(1) {
-                Some(next) => confirms.waiting.split_off(&next),
-                None => BTreeMap::new(),
-            };
-            for (_, waiter) in std::mem::replace(&mut confirms.waiting, rest) {
-                let _ = waiter.send(Ok(outcome));
-            }
-        } else if let Some(waiter) = confirms.waiting.remove(&tag) {
-            let _ = waiter.send(Ok(outcome));
-        }
-        confirms.nacked |= outcome == Confirmation::Nack;
-        if confirms.waiting.is_empty() {
-            for idle in confirms.idle.drain(..) {
-                let _ = idle.send(());
-            }
-        }
-    }
-
-    pub(crate) fn returns_sender(&self) -> Option<mpsc::Sender<ReturnedMessage>> {
-        self.lock().returns.clone()
-    }
-
-    pub(crate) fn set_flow(&self, active: bool) {
-        self.flow.send_replace(active);
-    }
-}
-
 /// A channel handle. Clones share the channel; it is closed when the last clone,
 /// consumer and delivery of it are dropped, or by [`Channel::close`].
 #[derive(Clone)]
 pub struct Channel {
     inner: Arc<ChannelHandle>,
-}
-
-struct ChannelHandle {
-    state: Arc<ChannelState>,
-    handle: Handle,
-}
-
-impl Drop for ChannelHandle {
-    fn drop(&mut self) {
-        // Nobody can use the channel any more: close it so the broker requeues what it
-        // delivered and frees what it holds. Fire and forget; the reader takes close-ok.
-        {
-            let mut inner = self.state.lock();
-            if !matches!(inner.status, Status::Open) {
-                return;
-            }
-            inner.status = Status::Closing;
-        }
-        let Ok(bytes) = encode(self.state.id, close_method(200, "OK")) else {
-            return;
-        };
-        send_detached(&self.handle.out, bytes);
-    }
-}
-
-/// Queue bytes from a `Drop`, which cannot await: right away if there is room, else
-/// from a spawned task (if a runtime is around to run it).
-fn send_detached(out: &mpsc::Sender<BytesMut>, bytes: BytesMut) {
-    if let Err(mpsc::error::TrySendError::Full(bytes)) = out.try_send(bytes) {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let out = out.clone();
-            rt.spawn(async move {
-                let _ = out.send(bytes).await;
-            });
-        }
-    }
 }
 
 impl fmt::Debug for Channel {
@@ -366,21 +48,6 @@ impl fmt::Debug for Channel {
             .field("status", &self.inner.state.lock().status)
             .finish()
     }
-}
-
-fn encode(id: u16, method: AMQPClass) -> Result<BytesMut> {
-    let mut buf = BytesMut::new();
-    codec::encode_method(&mut buf, id, method)?;
-    Ok(buf)
-}
-
-fn close_method(reply_code: u16, reply_text: &str) -> AMQPClass {
-    AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-        reply_code,
-        reply_text: reply_text.into(),
-        class_id: 0,
-        method_id: 0,
-    }))
 }
 
 fn method(reply: Reply) -> Result<AMQPClass> {
@@ -1130,90 +797,5 @@ fn wrong_reply(other: AMQPClass) -> Error {
     Error::Protocol {
         code: 505,
         message: format!("unexpected reply {other:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn waiting(state: &ChannelState, n: u64) -> Vec<oneshot::Receiver<Result<Confirmation>>> {
-        let mut inner = state.lock();
-        let confirms = inner.confirms.get_or_insert(Confirms {
-            next: 1,
-            ..Default::default()
-        });
-        (0..n)
-            .map(|_| {
-                let (tx, rx) = oneshot::channel();
-                confirms.waiting.insert(confirms.next, tx);
-                confirms.next += 1;
-                rx
-            })
-            .collect()
-    }
-
-    #[test]
-    fn confirms_single_multiple_and_everything() {
-        let state = ChannelState::new(1);
-        let mut rx = waiting(&state, 6);
-        state.confirm(2, false, Confirmation::Nack);
-        state.confirm(3, true, Confirmation::Ack);
-        assert_eq!(rx[0].try_recv().unwrap().unwrap(), Confirmation::Ack);
-        assert_eq!(rx[1].try_recv().unwrap().unwrap(), Confirmation::Nack);
-        assert_eq!(rx[2].try_recv().unwrap().unwrap(), Confirmation::Ack);
-        assert!(rx[3].try_recv().is_err(), "4 is not confirmed yet");
-        // multiple with tag 0: everything outstanding.
-        state.confirm(0, true, Confirmation::Ack);
-        for r in &mut rx[3..] {
-            assert_eq!(r.try_recv().unwrap().unwrap(), Confirmation::Ack);
-        }
-    }
-
-    #[test]
-    fn finish_fails_outstanding_confirms_and_calls() {
-        let state = ChannelState::new(1);
-        let mut rx = waiting(&state, 2);
-        let (tx, mut call) = oneshot::channel();
-        state.lock().pending.push_back(Pending {
-            expect: QOS_OK,
-            reply: tx,
-            consumer: None,
-        });
-        let reason = crate::CloseReason {
-            reply_code: 406,
-            reply_text: "PRECONDITION_FAILED - test".into(),
-            class_id: 60,
-            method_id: 40,
-        };
-        state.finish(Error::ChannelClosed(reason.clone()));
-        for r in &mut rx {
-            assert_eq!(
-                r.try_recv().unwrap().unwrap_err().close_reason(),
-                Some(&reason)
-            );
-        }
-        assert!(call.try_recv().unwrap().is_err());
-        // Later use reports the same error.
-        assert_eq!(state.error().unwrap().close_reason(), Some(&reason));
-    }
-
-    #[test]
-    fn a_reply_that_does_not_match_the_oldest_call_is_a_protocol_error() {
-        let state = ChannelState::new(1);
-        let (tx, mut call) = oneshot::channel();
-        state.lock().pending.push_back(Pending {
-            expect: QOS_OK,
-            reply: tx,
-            consumer: None,
-        });
-        let wrong = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
-        assert_eq!(
-            state.reply(Reply::Method(wrong)).unwrap_err().reply_code(),
-            Some(505)
-        );
-        assert!(call.try_recv().unwrap().is_err());
-        let unsolicited = AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}));
-        assert!(state.reply(Reply::Method(unsolicited)).is_err());
     }
 }

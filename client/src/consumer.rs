@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 
 use crate::{
     channel::Channel,
+    confirm::ReturnedMessage,
     content::{Content, ContentMethod},
     error::{Error, Result},
-    message::{Delivery, ReturnedMessage},
+    message::Delivery,
 };
 
 /// A consumer: a stream of deliveries.

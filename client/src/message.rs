@@ -1,4 +1,4 @@
-//! Messages as they arrive: deliveries (from a consumer or `basic.get`) and returns.
+//! Messages as they arrive: deliveries, from a consumer or `basic.get`.
 
 use bytes::Bytes;
 
@@ -78,41 +78,4 @@ pub struct GetMessage {
     pub delivery: Delivery,
     /// Messages left in the queue after this one.
     pub message_count: u32,
-}
-
-/// A `mandatory` message that no queue took, sent back by the broker.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ReturnedMessage {
-    /// Why it came back, e.g. 312.
-    pub reply_code: u16,
-    /// e.g. `NO_ROUTE`.
-    pub reply_text: String,
-    /// Exchange it was published to.
-    pub exchange: String,
-    /// Routing key it was published with.
-    pub routing_key: String,
-    /// Its properties.
-    pub properties: BasicProperties,
-    /// Its body.
-    pub body: Bytes,
-}
-
-/// How the broker answered a publish on a channel in confirm mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Confirmation {
-    /// The broker took responsibility for the message (`basic.ack`).
-    Ack,
-    /// The broker could not take it (`basic.nack`).
-    Nack,
-    /// The channel is not in confirm mode: nothing was asked.
-    NotRequested,
-}
-
-impl Confirmation {
-    /// True for [`Confirmation::Ack`].
-    pub fn is_ack(self) -> bool {
-        self == Confirmation::Ack
-    }
 }
