@@ -18,6 +18,7 @@ use amq_protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    acker::Acker,
     codec::{self, check_short, short},
     confirm::PublisherConfirm,
     consumer::{Consumer, Returns},
@@ -94,6 +95,7 @@ impl Channel {
             inner: Arc::new(ChannelHandle { state, handle }),
         };
         if let Err(err) = channel
+            .inner
             .rpc(
                 AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
                 OPEN_OK,
@@ -124,65 +126,6 @@ impl Channel {
         self.inner.state.error()
     }
 
-    /// Send a synchronous method and wait for its reply.
-    async fn rpc(
-        &self,
-        method: AMQPClass,
-        expect: Expect,
-        consumer: Option<ConsumerSlot>,
-    ) -> Result<Reply> {
-        self.rpc_then(method, expect, consumer, |_| {}).await
-    }
-
-    /// [`rpc`](Self::rpc), running `queued` under the channel lock as the frame is
-    /// queued: for state that must change in wire order, not when the reply comes.
-    async fn rpc_then(
-        &self,
-        method: AMQPClass,
-        expect: Expect,
-        consumer: Option<ConsumerSlot>,
-        queued: impl FnOnce(&mut Inner),
-    ) -> Result<Reply> {
-        let bytes = encode(self.id(), method)?;
-        let permit = self.inner.handle.reserve().await?;
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut inner = self.inner.state.lock();
-            ChannelState::check_open(&inner)?;
-            inner.pending.push_back(Pending {
-                expect,
-                reply: tx,
-                consumer,
-            });
-            queued(&mut inner);
-            permit.send(bytes);
-        }
-        self.await_reply(rx).await
-    }
-
-    async fn await_reply(&self, rx: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
-        match rx.await {
-            Ok(reply) => reply,
-            Err(_) => Err(self
-                .inner
-                .state
-                .error()
-                .unwrap_or_else(|| self.inner.handle.error())),
-        }
-    }
-
-    /// Send an asynchronous method (no reply) in order with everything else.
-    async fn send(&self, method: AMQPClass) -> Result<()> {
-        // Acks come through here once a message: a spare buffer saves their allocation.
-        let mut bytes = self.inner.handle.conn.spare.take(32);
-        codec::encode_method(&mut bytes, self.id(), method)?;
-        let permit = self.inner.handle.reserve().await?;
-        let inner = self.inner.state.lock();
-        ChannelState::check_open(&inner)?;
-        permit.send(bytes);
-        Ok(())
-    }
-
     /// Close the channel (`200 OK`) and wait for the broker's `close-ok`.
     /// Returns the broker's error if it had already closed the channel.
     pub async fn close(&self) -> Result<()> {
@@ -205,7 +148,7 @@ impl Channel {
             });
             permit.send(bytes);
         }
-        match self.await_reply(rx).await {
+        match self.inner.await_reply(rx).await {
             Ok(_) | Err(Error::ChannelClosedByClient) => Ok(()),
             Err(err) => Err(err),
         }
@@ -230,13 +173,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)),
-            EXCHANGE_DECLARE_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)),
+                EXCHANGE_DECLARE_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Delete an exchange.
@@ -246,13 +190,14 @@ impl Channel {
             if_unused: options.if_unused,
             nowait: false,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Delete(m)),
-            EXCHANGE_DELETE_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Delete(m)),
+                EXCHANGE_DELETE_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Bind exchange `destination` to exchange `source` (a RabbitMQ extension).
@@ -270,13 +215,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)),
-            EXCHANGE_BIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)),
+                EXCHANGE_BIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Remove an exchange-to-exchange binding.
@@ -294,13 +240,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)),
-            EXCHANGE_UNBIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)),
+                EXCHANGE_UNBIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Declare a queue; an empty `name` asks the broker to pick one.
@@ -320,12 +267,13 @@ impl Channel {
             arguments,
         };
         match method(
-            self.rpc(
-                AMQPClass::Queue(queue::AMQPMethod::Declare(m)),
-                QUEUE_DECLARE_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Queue(queue::AMQPMethod::Declare(m)),
+                    QUEUE_DECLARE_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)) => Ok(Queue {
                 name: ok.queue.to_string(),
@@ -351,13 +299,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Queue(queue::AMQPMethod::Bind(m)),
-            QUEUE_BIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Queue(queue::AMQPMethod::Bind(m)),
+                QUEUE_BIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Remove a queue binding.
@@ -374,13 +323,14 @@ impl Channel {
             routing_key: short(routing_key)?,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Queue(queue::AMQPMethod::Unbind(m)),
-            QUEUE_UNBIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Queue(queue::AMQPMethod::Unbind(m)),
+                QUEUE_UNBIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Remove every ready message from a queue; returns how many there were.
@@ -390,12 +340,13 @@ impl Channel {
             nowait: false,
         };
         match method(
-            self.rpc(
-                AMQPClass::Queue(queue::AMQPMethod::Purge(m)),
-                QUEUE_PURGE_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Queue(queue::AMQPMethod::Purge(m)),
+                    QUEUE_PURGE_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Queue(queue::AMQPMethod::PurgeOk(ok)) => Ok(ok.message_count),
             other => Err(wrong_reply(other)),
@@ -411,12 +362,13 @@ impl Channel {
             nowait: false,
         };
         match method(
-            self.rpc(
-                AMQPClass::Queue(queue::AMQPMethod::Delete(m)),
-                QUEUE_DELETE_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Queue(queue::AMQPMethod::Delete(m)),
+                    QUEUE_DELETE_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Queue(queue::AMQPMethod::DeleteOk(ok)) => Ok(ok.message_count),
             other => Err(wrong_reply(other)),
@@ -431,7 +383,8 @@ impl Channel {
             prefetch_count,
             global: options.global,
         };
-        self.rpc(AMQPClass::Basic(basic::AMQPMethod::Qos(m)), QOS_OK, None)
+        self.inner
+            .rpc(AMQPClass::Basic(basic::AMQPMethod::Qos(m)), QOS_OK, None)
             .await?;
         self.inner.state.lock().prefetch = prefetch_count;
         Ok(())
@@ -529,16 +482,17 @@ impl Channel {
             arguments,
         };
         match method(
-            self.rpc(
-                AMQPClass::Basic(basic::AMQPMethod::Consume(m)),
-                CONSUME_OK,
-                Some(slot),
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Basic(basic::AMQPMethod::Consume(m)),
+                    CONSUME_OK,
+                    Some(slot),
+                )
+                .await?,
         )? {
             AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)) => Ok(Consumer::new(
                 ok.consumer_tag.to_string(),
-                self.clone(),
+                self.inner.clone(),
                 rx,
                 end,
                 options.no_ack,
@@ -549,55 +503,22 @@ impl Channel {
 
     /// Cancel a consumer; its stream ends after the deliveries already buffered.
     pub async fn basic_cancel(&self, consumer_tag: &str) -> Result<()> {
-        let m = basic::Cancel {
-            consumer_tag: short(consumer_tag)?,
-            nowait: false,
-        };
-        self.rpc(
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(m)),
-            CANCEL_OK,
-            None,
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Cancel without waiting, for `Drop` (no reply is sent, none is awaited).
-    pub(crate) fn cancel_nowait(&self, consumer_tag: &str) {
-        if !self.is_open() {
-            return;
-        }
-        let Ok(tag) = short(consumer_tag) else { return };
-        let m = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-            consumer_tag: tag,
-            nowait: true,
-        }));
-        if let Ok(bytes) = encode(self.id(), m) {
-            send_detached(&self.inner.handle.out, bytes);
-        }
-    }
-
-    /// Requeue a delivery from a `Drop` (which cannot await).
-    pub(crate) fn reject_nowait(&self, delivery_tag: u64) {
-        if !self.is_open() {
-            return;
-        }
-        let m = AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-            delivery_tag,
-            requeue: true,
-        }));
-        if let Ok(bytes) = encode(self.id(), m) {
-            send_detached(&self.inner.handle.out, bytes);
-        }
+        self.inner.cancel(consumer_tag).await
     }
 
     /// Fetch one message from `queue`, or `None` if it is empty.
-    pub async fn basic_get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>> {
+    pub async fn basic_get(
+        &self,
+        queue: &str,
+        options: BasicGetOptions,
+    ) -> Result<Option<GetMessage>> {
+        let no_ack = options.no_ack;
         let m = basic::Get {
             queue: short(queue)?,
             no_ack,
         };
         match self
+            .inner
             .rpc(
                 AMQPClass::Basic(basic::AMQPMethod::Get(m)),
                 GET_OK_OR_EMPTY,
@@ -627,8 +548,7 @@ impl Channel {
                         routing_key: ok.routing_key.to_string(),
                         properties: Content::take_properties(properties),
                         body,
-                        channel: self.clone(),
-                        no_ack,
+                        acker: Acker::new(self.inner.clone(), ok.delivery_tag, no_ack),
                     },
                 }))
             }
@@ -636,56 +556,64 @@ impl Channel {
         }
     }
 
-    /// Acknowledge `delivery_tag` (and all before it with `multiple`).
-    pub async fn basic_ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        self.send(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-            delivery_tag,
-            multiple,
-        })))
-        .await
+    /// Acknowledge `delivery_tag` (and all before it with `multiple`). A delivery
+    /// can ack itself: [`Delivery::ack`].
+    pub async fn basic_ack(&self, delivery_tag: u64, options: BasicAckOptions) -> Result<()> {
+        self.inner
+            .send(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag,
+                multiple: options.multiple,
+            })))
+            .await
     }
 
     /// Negatively acknowledge `delivery_tag` (and all before it with `multiple`).
-    pub async fn basic_nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        self.send(AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-            delivery_tag,
-            multiple,
-            requeue,
-        })))
-        .await
+    pub async fn basic_nack(&self, delivery_tag: u64, options: BasicNackOptions) -> Result<()> {
+        self.inner
+            .send(AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag,
+                multiple: options.multiple,
+                requeue: options.requeue,
+            })))
+            .await
     }
 
     /// Reject one delivery.
-    pub async fn basic_reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        self.send(AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-            delivery_tag,
-            requeue,
-        })))
-        .await
+    pub async fn basic_reject(&self, delivery_tag: u64, options: BasicRejectOptions) -> Result<()> {
+        self.inner
+            .send(AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
+                delivery_tag,
+                requeue: options.requeue,
+            })))
+            .await
     }
 
     /// Redeliver every unacknowledged message of the channel (`requeue`: to any
     /// consumer, as RabbitMQ requires).
-    pub async fn basic_recover(&self, requeue: bool) -> Result<()> {
-        self.rpc(
-            AMQPClass::Basic(basic::AMQPMethod::Recover(basic::Recover { requeue })),
-            RECOVER_OK,
-            None,
-        )
-        .await
-        .map(drop)
+    pub async fn basic_recover(&self, options: BasicRecoverOptions) -> Result<()> {
+        self.inner
+            .rpc(
+                AMQPClass::Basic(basic::AMQPMethod::Recover(basic::Recover {
+                    requeue: options.requeue,
+                })),
+                RECOVER_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Ask the broker to pause (`false`) or resume (`true`) deliveries on this channel;
     /// returns the state the broker reports. (RabbitMQ refuses `false` with 540.)
     pub async fn channel_flow(&self, active: bool) -> Result<bool> {
         match method(
-            self.rpc(
-                AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active })),
-                FLOW_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active })),
+                    FLOW_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(ok)) => Ok(ok.active),
             other => Err(wrong_reply(other)),
@@ -694,24 +622,25 @@ impl Channel {
 
     /// Put the channel in confirm mode: from now on every publish is acked or nacked.
     pub async fn confirm_select(&self) -> Result<()> {
-        self.rpc_then(
-            AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
-                nowait: false,
-            })),
-            CONFIRM_SELECT_OK,
-            None,
-            // The broker numbers every publish it reads after confirm.select, so
-            // numbering starts when the select is queued, not when select-ok arrives:
-            // a publish from another task in between must be counted too.
-            |inner| {
-                inner.confirms.get_or_insert(Confirms {
-                    next: 1,
-                    ..Default::default()
-                });
-            },
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc_then(
+                AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+                    nowait: false,
+                })),
+                CONFIRM_SELECT_OK,
+                None,
+                // The broker numbers every publish it reads after confirm.select, so
+                // numbering starts when the select is queued, not when select-ok arrives:
+                // a publish from another task in between must be counted too.
+                |inner| {
+                    inner.confirms.get_or_insert(Confirms {
+                        next: 1,
+                        ..Default::default()
+                    });
+                },
+            )
+            .await
+            .map(drop)
     }
 
     /// Wait until every publish made so far on this channel is confirmed. Returns
@@ -749,35 +678,38 @@ impl Channel {
 
     /// Put the channel in transaction mode.
     pub async fn tx_select(&self) -> Result<()> {
-        self.rpc(
-            AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})),
-            TX_SELECT_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})),
+                TX_SELECT_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Commit the current transaction.
     pub async fn tx_commit(&self) -> Result<()> {
-        self.rpc(
-            AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {})),
-            TX_COMMIT_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {})),
+                TX_COMMIT_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Roll the current transaction back.
     pub async fn tx_rollback(&self) -> Result<()> {
-        self.rpc(
-            AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
-            TX_ROLLBACK_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
+                TX_ROLLBACK_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// A stream of the `mandatory` messages the broker returns on this channel.

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    codec,
+    codec::{self, short},
     confirm::{Confirmation, ReturnedMessage},
     content::Content,
     error::{Error, Result},
@@ -479,6 +479,107 @@ impl Drop for ChannelHandle {
             return;
         };
         send_detached(&self.handle.out, bytes);
+    }
+}
+
+impl ChannelHandle {
+    /// Send a synchronous method and wait for its reply.
+    pub(crate) async fn rpc(
+        &self,
+        method: AMQPClass,
+        expect: Expect,
+        consumer: Option<ConsumerSlot>,
+    ) -> Result<Reply> {
+        self.rpc_then(method, expect, consumer, |_| {}).await
+    }
+
+    /// [`rpc`](Self::rpc), running `queued` under the channel lock as the frame is
+    /// queued: for state that must change in wire order, not when the reply comes.
+    pub(crate) async fn rpc_then(
+        &self,
+        method: AMQPClass,
+        expect: Expect,
+        consumer: Option<ConsumerSlot>,
+        queued: impl FnOnce(&mut Inner),
+    ) -> Result<Reply> {
+        let bytes = encode(self.state.id, method)?;
+        let permit = self.handle.reserve().await?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inner = self.state.lock();
+            ChannelState::check_open(&inner)?;
+            inner.pending.push_back(Pending {
+                expect,
+                reply: tx,
+                consumer,
+            });
+            queued(&mut inner);
+            permit.send(bytes);
+        }
+        self.await_reply(rx).await
+    }
+
+    pub(crate) async fn await_reply(&self, rx: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
+        match rx.await {
+            Ok(reply) => reply,
+            Err(_) => Err(self.state.error().unwrap_or_else(|| self.handle.error())),
+        }
+    }
+
+    /// Send an asynchronous method (no reply) in order with everything else.
+    pub(crate) async fn send(&self, method: AMQPClass) -> Result<()> {
+        // Acks come through here once a message: a spare buffer saves their allocation.
+        let mut bytes = self.handle.conn.spare.take(32);
+        codec::encode_method(&mut bytes, self.state.id, method)?;
+        let permit = self.handle.reserve().await?;
+        let inner = self.state.lock();
+        ChannelState::check_open(&inner)?;
+        permit.send(bytes);
+        Ok(())
+    }
+
+    /// `basic.cancel`, waiting for cancel-ok.
+    pub(crate) async fn cancel(&self, consumer_tag: &str) -> Result<()> {
+        let m = basic::Cancel {
+            consumer_tag: short(consumer_tag)?,
+            nowait: false,
+        };
+        self.rpc(
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(m)),
+            CANCEL_OK,
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Cancel without waiting, for `Drop` (no reply is sent, none is awaited).
+    pub(crate) fn cancel_nowait(&self, consumer_tag: &str) {
+        if !matches!(self.state.lock().status, Status::Open) {
+            return;
+        }
+        let Ok(tag) = short(consumer_tag) else { return };
+        let m = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: tag,
+            nowait: true,
+        }));
+        if let Ok(bytes) = encode(self.state.id, m) {
+            send_detached(&self.handle.out, bytes);
+        }
+    }
+
+    /// Requeue a delivery from a `Drop` (which cannot await).
+    pub(crate) fn reject_nowait(&self, delivery_tag: u64) {
+        if !matches!(self.state.lock().status, Status::Open) {
+            return;
+        }
+        let m = AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
+            delivery_tag,
+            requeue: true,
+        }));
+        if let Ok(bytes) = encode(self.state.id, m) {
+            send_detached(&self.handle.out, bytes);
+        }
     }
 }
 
