@@ -3,10 +3,12 @@
 //! library API (`Broker`) and the HTTP control plane (`management`) share one
 //! implementation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::faults;
 use crate::inspect::{BrokerSnapshot, ConnectionSnapshot};
+use crate::trace::TraceEntry;
 use crate::Shared;
 
 impl Shared {
@@ -139,18 +141,26 @@ impl Shared {
         }
     }
 
-    pub(crate) fn set_tracing(&self, on: bool) {
-        self.tracing.store(on, std::sync::atomic::Ordering::Relaxed);
-        for info in self.connection_infos() {
-            info.trace.set(on);
-        }
-    }
-
+    /// Every connection's traced frames, grouped by connection, oldest first.
     pub(crate) fn trace_dump(&self) -> String {
+        let peers: HashMap<u64, String> = self
+            .connection_infos()
+            .into_iter()
+            .map(|c| (c.id, c.peer.clone()))
+            .collect();
+        let mut by_connection: std::collections::BTreeMap<u64, Vec<TraceEntry>> =
+            Default::default();
+        for entry in self.tracer.entries(None) {
+            by_connection
+                .entry(entry.connection)
+                .or_default()
+                .push(entry);
+        }
         let mut out = String::new();
-        for info in self.connection_infos() {
-            out.push_str(&format!("connection {} ({}):\n", info.id, info.peer));
-            for entry in info.trace.entries() {
+        for (id, entries) in by_connection {
+            let peer = peers.get(&id).map_or("closed", String::as_str);
+            out.push_str(&format!("connection {id} ({peer}):\n"));
+            for entry in entries {
                 out.push_str(&format!("  {entry}\n"));
             }
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::outbox::Outbox;
-use crate::trace::Trace;
+use crate::trace::{Trace, Tracer};
 
 /// Something a test asks one connection to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub struct ClientInfo {
 }
 
 impl ConnInfo {
-    pub fn new(id: u64, peer: String, outbox: Arc<Outbox>, tracing: bool) -> Self {
+    pub fn new(id: u64, peer: String, outbox: Arc<Outbox>, tracer: Arc<Tracer>) -> Self {
         ConnInfo {
             id,
             peer,
@@ -70,7 +70,7 @@ impl ConnInfo {
             outbox,
             commands: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
-            trace: Trace::new(tracing),
+            trace: Trace::new(tracer, id),
             local: Default::default(),
             client: Default::default(),
         }
@@ -106,6 +106,28 @@ pub enum Action {
     NackConfirm,
     /// The publish is enqueued, and its confirm never comes.
     WithholdConfirm,
+}
+
+impl Action {
+    /// The action's name in the HTTP API and the frame trace.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CloseChannel { .. } => "close_channel",
+            Action::CloseConnection { .. } => "close_connection",
+            Action::NackConfirm => "nack_confirm",
+            Action::WithholdConfirm => "withhold_confirm",
+        }
+    }
+
+    /// The code and text of a close; empty for the others.
+    pub fn detail(&self) -> String {
+        match self {
+            Action::CloseChannel { code, text } | Action::CloseConnection { code, text } => {
+                format!("{code} {text}")
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -141,7 +141,12 @@ pub async fn serve<S>(
     let _up = shared.gate.read().await;
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
-    let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
+    let info = Arc::new(ConnInfo::new(
+        id,
+        peer,
+        outbox.clone(),
+        shared.tracer.clone(),
+    ));
     if let Some(local) = local {
         let _ = info.local.set(local.to_string());
     }

@@ -108,7 +108,7 @@ fn listener(protocol: &str, addr: &std::net::SocketAddr) -> Value {
 }
 
 async fn whoami(Extension(User(user)): Extension<User>) -> Json<Value> {
-    Json(json!({"name": user, "tags": ["administrator"]}))
+    Json(json!({"name": user.name, "tags": user.tags}))
 }
 
 fn vhost_json(s: &Shared, name: &str, queues: &[QueueSnapshot]) -> Value {

@@ -111,14 +111,13 @@ async fn not_found() -> ApiError {
 
 /// The user a request's basic-auth credentials log in as, if they do. The one
 /// place the management listener checks a password.
-pub fn authenticate(shared: &Shared, user: &str, password: &str) -> Option<String> {
-    let c = &shared.config;
-    (user == c.user && password == c.password).then(|| user.to_owned())
+pub fn authenticate(shared: &Shared, user: &str, password: &str) -> Option<crate::auth::User> {
+    shared.users.authenticate(user, password)
 }
 
 /// The logged-in user, put in a request's extensions by `require_login`.
 #[derive(Clone, Debug)]
-pub struct User(pub String);
+pub struct User(pub crate::auth::User);
 
 async fn require_login(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let given = req

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::{json as j, ApiError, App, JsonBody};
 use crate::faults::{Action, ArmedFault, Command, Fault, Trigger};
 use crate::inspect::QueueSnapshot;
-use crate::trace::{Direction, TraceEntry};
+use crate::trace::TraceEntry;
 use crate::Shared;
 
 pub fn routes() -> Router<App> {
@@ -589,7 +589,7 @@ async fn seed(State(app): State<App>, body: JsonBody) -> Result<StatusCode, ApiE
 
 async fn set_trace(State(app): State<App>, body: JsonBody) -> Result<StatusCode, ApiError> {
     let o: OnOff = body.parse()?;
-    app.shared.set_tracing(o.on);
+    app.shared.tracer.set(o.on);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -608,50 +608,9 @@ async fn trace(State(app): State<App>, Query(q): Query<TraceQuery>) -> Result<Re
             "unknown format {f:?} (json, text)"
         )));
     }
-    let mut out = Vec::new();
-    for info in app.shared.connection_infos() {
-        if q.connection.is_some_and(|c| c != info.id) {
-            continue;
-        }
-        for e in info.trace.entries() {
-            out.push(trace_json(out.len() as u64 + 1, info.id, &e));
-        }
-    }
-    Ok(Json(Value::Array(out)).into_response())
-}
-
-/// One traced frame in the contract's shape. `method` is read off the
-/// frame's printed form (`Basic(Publish(…))` → `basic.publish`).
-fn trace_json(seq: u64, connection: u64, e: &TraceEntry) -> Value {
-    let method = if e.frame.starts_with("content header") {
-        "content-header".to_owned()
-    } else if e.frame.starts_with("content body") {
-        "content-body".to_owned()
-    } else if e.frame == "heartbeat" {
-        "heartbeat".to_owned()
-    } else {
-        let mut words = e
-            .frame
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .filter(|w| !w.is_empty());
-        let class = words.next().unwrap_or_default().to_ascii_lowercase();
-        let name = words.next().unwrap_or_default();
-        let mut kebab = String::new();
-        for (i, c) in name.chars().enumerate() {
-            if c.is_ascii_uppercase() && i > 0 {
-                kebab.push('-');
-            }
-            kebab.push(c.to_ascii_lowercase());
-        }
-        format!("{class}.{kebab}")
-    };
-    json!({
-        "seq": seq,
-        "connection": connection,
-        "channel": e.channel,
-        "direction": match e.direction { Direction::In => "in", Direction::Out => "out" },
-        "method": method,
-        "summary": e.frame,
-        "fields": {},
-    })
+    let entries = app.shared.tracer.entries(q.connection);
+    Ok(Json(Value::Array(
+        entries.iter().map(TraceEntry::to_json).collect(),
+    ))
+    .into_response())
 }
