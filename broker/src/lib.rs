@@ -36,6 +36,7 @@ mod management;
 mod memory;
 mod outbox;
 mod pacing;
+mod page;
 mod routing;
 mod server;
 mod store;
@@ -1032,6 +1033,42 @@ impl Broker {
     /// them (each entry's `seq`).
     pub fn trace_all(&self) -> Vec<TraceEntry> {
         self.shared.tracer.entries(None)
+    }
+
+    /// The trace as a Mermaid sequence diagram (`sequenceDiagram`): the broker and
+    /// one participant per connection, an arrow per frame (heartbeats left out),
+    /// a note where a scripted fault fired. For a test's failure message or a
+    /// README; paste it into any Mermaid renderer.
+    pub fn trace_mermaid(&self) -> String {
+        let trace = self.shared.tracer.entries(None);
+        let mut names = std::collections::BTreeMap::new();
+        for e in trace.iter().filter(|e| e.method == "connection.start-ok") {
+            let name = ["connection_name", "product"]
+                .into_iter()
+                .find_map(|k| match e.field(k) {
+                    Some(TraceValue::Text(s)) => Some(s.clone()),
+                    _ => None,
+                });
+            names.insert(e.connection, name.unwrap_or_default());
+        }
+        page::mermaid(&trace, &names)
+    }
+
+    /// Writes one self-contained HTML file to `path`: the frame trace as a
+    /// sequence diagram and the broker's state now (queues with their messages,
+    /// exchanges, bindings, connections), the page of the management listener
+    /// with its data inside. It opens in any browser with no network: a CI job
+    /// can keep it as the artifact of a failed test.
+    pub fn trace_html(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        let mut vhosts: Vec<String> = self.shared.vhosts.keys().cloned().collect();
+        vhosts.sort();
+        let clock = (self.shared.clock.is_virtual(), self.shared.clock.now_ms());
+        let snapshot = page::snapshot_json(&self.snapshot(), &vhosts, clock);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let html = page::trace_file(snapshot, &self.shared.tracer.entries(None), now);
+        std::fs::write(path, html)
     }
 
     /// Every connection's traced frames, printable on a test failure: grouped by
