@@ -1060,8 +1060,7 @@ impl Broker {
     /// with its data inside. It opens in any browser with no network: a CI job
     /// can keep it as the artifact of a failed test.
     pub fn trace_html(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
-        let mut vhosts: Vec<String> = self.shared.vhosts.keys().cloned().collect();
-        vhosts.sort();
+        let vhosts = self.shared.vhosts.names();
         let clock = (self.shared.clock.is_virtual(), self.shared.clock.now_ms());
         let snapshot = page::snapshot_json(&self.snapshot(), &vhosts, clock);
         let now = std::time::SystemTime::now()
