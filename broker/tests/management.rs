@@ -97,6 +97,20 @@ async fn every_api_call_needs_the_brokers_credentials() {
         body,
         json!({"error": "not_authorized", "reason": "Login failed"})
     );
+    // A user with no management tag is refused, as RabbitMQ refuses it.
+    api.broker
+        .users()
+        .put_user(warren_broker::auth::User::new("worker", "pw", &[]));
+    let untagged = api
+        .http
+        .get(&url)
+        .basic_auth("worker", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untagged.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = untagged.json().await.unwrap();
+    assert_eq!(body["reason"], "Not management user");
     let (status, who) = api.get("/api/whoami").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(who["name"], "guest");

@@ -173,6 +173,9 @@ pub fn authenticate(shared: &Shared, user: &str, password: &str) -> Option<crate
     shared.users.authenticate(user, password)
 }
 
+/// The tags that give a user access to the management API, as in RabbitMQ.
+const MANAGEMENT_TAGS: [&str; 4] = ["management", "monitoring", "policymaker", "administrator"];
+
 /// The logged-in user, put in a request's extensions by `require_login`.
 #[derive(Clone, Debug)]
 pub struct User(pub crate::auth::User);
@@ -195,6 +198,10 @@ async fn require_login(State(app): State<App>, mut req: Request, next: Next) -> 
     };
     let (user, password) = given.split_once(':').unwrap_or((&given, ""));
     match authenticate(&app.shared, user, password) {
+        // RabbitMQ lets in only users tagged for the management plugin.
+        Some(user) if !MANAGEMENT_TAGS.iter().any(|t| user.has_tag(t)) => unauthorised(Some(
+            json!({"error": "not_authorised", "reason": "Not management user"}),
+        )),
         Some(user) => {
             req.extensions_mut().insert(User(user));
             next.run(req).await
