@@ -2,9 +2,11 @@
 //!
 //! - `cargo xtask conformance [ARGS]`: builds and runs `warren-conformance` with ARGS
 //!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
+//! - `cargo xtask package`: the Python wheel and npm tarballs in `target/package/`.
 
 mod bench;
 mod fuzz;
+mod package;
 
 use std::process::{Command, ExitCode};
 
@@ -14,9 +16,11 @@ fn main() -> ExitCode {
         Some("conformance") => conformance(args.collect()),
         Some("bench") => bench::bench(args.collect()),
         Some("fuzz") => fuzz::run(args.collect()),
+        Some("package") => package::package(args.collect()),
         _ => {
             eprintln!(
-                "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]"
+                "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]\n       \
+                 cargo xtask bench [--quick] | fuzz --seconds N | package"
             );
             ExitCode::from(2)
         }

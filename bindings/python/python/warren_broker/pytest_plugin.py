@@ -1,0 +1,105 @@
+"""The pytest plugin (entry point `pytest11`): the fixtures `warren` and `warren_session`.
+
+    def test_worker(warren):                      # a fresh broker for this test
+        ...
+
+    @pytest.mark.warren(virtual_clock=True)       # options for Broker.start
+    def test_ttl(warren):
+        ...
+
+    def test_fast(warren_session):                # one broker per session, and a
+        ...                                       # fresh virtual host for this test
+"""
+
+import itertools
+
+import pytest
+
+from ._broker import Broker
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "warren(**options): options for the broker of the `warren` fixture "
+        "(those of warren_broker.Broker.start)",
+    )
+
+
+@pytest.fixture
+def warren(request):
+    """A fresh Warren broker for this test, stopped after it."""
+    marker = request.node.get_closest_marker("warren")
+    options = dict(marker.kwargs) if marker else {}
+    broker = Broker.start(**options)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def warren_session_broker():
+    """The one broker that `warren_session` hands out a virtual host of."""
+    broker = Broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+_vhost_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def warren_session(warren_session_broker, request):
+    """The session's broker, seen through a virtual host made for this test and
+    deleted after it: `.url` points at that vhost, and the queue calls default to
+    it. restart(), crash(), advance() and faults act on the whole broker."""
+    vhost = f"test-{next(_vhost_numbers)}-{request.node.name}"[:200]
+    warren_session_broker.add_vhost(vhost)
+    view = VhostBroker(warren_session_broker, vhost)
+    try:
+        yield view
+    finally:
+        if warren_session_broker.running:
+            warren_session_broker.clear_faults()
+            # As in RabbitMQ, deleting a vhost closes its connections.
+            warren_session_broker.delete_vhost(vhost)
+
+
+class VhostBroker:
+    """A broker seen through one virtual host."""
+
+    def __init__(self, broker, vhost):
+        self.broker = broker
+        self.vhost = vhost
+        self.url = broker.url_for(vhost)
+        self.management_url = broker.management_url
+
+    def queue(self, name, vhost=None):
+        return self.broker.queue(name, vhost or self.vhost)
+
+    def queues(self, vhost=None):
+        return self.broker.queues(vhost or self.vhost)
+
+    def snapshot(self, vhost=None):
+        return self.broker.snapshot(vhost or self.vhost)
+
+    def connections(self, vhost=None):
+        return self.broker.connections(vhost or self.vhost)
+
+    def wait_for(self, queue, vhost=None, **conditions):
+        return self.broker.wait_for(queue, vhost or self.vhost, **conditions)
+
+    def seed(self, queue, body, vhost=None, properties=None):
+        self.broker.seed(queue, body, vhost or self.vhost, properties)
+
+    def cancel_consumer(self, queue, consumer_tag, vhost=None):
+        self.broker.cancel_consumer(queue, consumer_tag, vhost or self.vhost)
+
+    def __getattr__(self, name):
+        return getattr(self.broker, name)
+
+    def __repr__(self):
+        return f"VhostBroker({self.url!r})"
