@@ -42,7 +42,8 @@ fn run() -> Result<(), String> {
     let out = target.join("package");
     // Stale artifacts of another version would be picked up by `pip install *.whl`.
     if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
+        std::fs::remove_dir_all(&out)
+            .map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
     }
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
 
@@ -138,8 +139,8 @@ fn exe(name: &str) -> String {
 /// The `"version"` of a package.json, read without a JSON parser: xtask keeps to the
 /// standard library, and this file is ours.
 fn package_version(path: &Path) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let rest = text
         .split_once("\"version\"")
         .and_then(|(_, rest)| rest.split_once('"'))
@@ -189,18 +190,26 @@ fn npm_platform() -> Result<NpmPlatform, String> {
         "aarch64" => "arm64",
         other => return Err(format!("no npm platform package for the CPU {other}")),
     };
-    let libc = (os == "linux").then(|| if cfg!(target_env = "musl") { "musl" } else { "glibc" });
+    let musl = cfg!(target_env = "musl");
+    let libc = (os == "linux").then_some(if musl { "musl" } else { "glibc" });
     let name = match libc {
         Some("musl") => format!("{os}-{cpu}-musl"),
         Some(_) => format!("{os}-{cpu}-gnu"),
         None => format!("{os}-{cpu}"),
     };
-    Ok(NpmPlatform { name, os, cpu, libc })
+    Ok(NpmPlatform {
+        name,
+        os,
+        cpu,
+        libc,
+    })
 }
 
 fn copy_dir(from: &Path, to: &PathBuf) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
-    for entry in std::fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))? {
+    for entry in
+        std::fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?
+    {
         let entry = entry.map_err(|e| e.to_string())?;
         let dest = to.join(entry.file_name());
         if entry.file_type().map_err(|e| e.to_string())?.is_dir() {

@@ -231,10 +231,10 @@ class Fault {
     this.rule.times = n;
     return this;
   }
-  closeChannel(code = 406, text = "PRECONDITION_FAILED - fault injected") {
+  closeChannel(code = 406, text = "fault injected") {
     return this.#act({ type: "close_channel", code, text });
   }
-  closeConnection(code = 320, text = "CONNECTION_FORCED - fault injected") {
+  closeConnection(code = 320, text = "fault injected") {
     return this.#act({ type: "close_connection", code, text });
   }
   nackConfirm() {
@@ -416,10 +416,10 @@ class Broker {
   async clearFaults() {
     await this.#call("DELETE", "/api/warren/faults");
   }
-  async closeConnection(id, { code = 320, text = "CONNECTION_FORCED - closed by the test" } = {}) {
+  async closeConnection(id, { code = 320, text = "closed by the test" } = {}) {
     await this.#call("POST", `/api/warren/connections/${id}/close`, { code, text });
   }
-  async closeChannel(id, channel, { code = 406, text = "PRECONDITION_FAILED - closed by the test" } = {}) {
+  async closeChannel(id, channel, { code = 406, text = "closed by the test" } = {}) {
     await this.#call("POST", `/api/warren/connections/${id}/channels/${channel}/close`, { code, text });
   }
   /** The socket just dies: no close frame. */

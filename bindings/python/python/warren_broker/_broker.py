@@ -454,11 +454,11 @@ class Broker:
     def clear_faults(self):
         self._call("DELETE", "/api/warren/faults")
 
-    def close_connection(self, connection, code=320, text="CONNECTION_FORCED - closed by the test"):
+    def close_connection(self, connection, code=320, text="closed by the test"):
         self._call("POST", f"/api/warren/connections/{int(connection)}/close",
                    {"code": code, "text": text})
 
-    def close_channel(self, connection, channel, code=406, text="PRECONDITION_FAILED - closed by the test"):
+    def close_channel(self, connection, channel, code=406, text="closed by the test"):
         self._call("POST", f"/api/warren/connections/{int(connection)}/channels/{int(channel)}/close",
                    {"code": code, "text": text})
 

@@ -53,10 +53,10 @@ class Fault:
         self._rule["times"] = int(n)
         return self
 
-    def close_channel(self, code=406, text="PRECONDITION_FAILED - fault injected"):
+    def close_channel(self, code=406, text="fault injected"):
         return self._act({"type": "close_channel", "code": int(code), "text": text})
 
-    def close_connection(self, code=320, text="CONNECTION_FORCED - fault injected"):
+    def close_connection(self, code=320, text="fault injected"):
         return self._act({"type": "close_connection", "code": int(code), "text": text})
 
     def nack_confirm(self):

@@ -11,6 +11,7 @@
         ...                                       # fresh virtual host for this test
 """
 
+import collections
 import itertools
 
 import pytest
@@ -39,9 +40,15 @@ def warren(request):
 
 
 @pytest.fixture(scope="session")
-def warren_session_broker():
-    """The one broker that `warren_session` hands out a virtual host of."""
-    broker = Broker.start()
+def warren_session_broker(request):
+    """The one broker that `warren_session` hands out virtual hosts of. It starts
+    with one unused vhost for each test that asks for `warren_session`, so that every
+    such test gets a vhost that nothing touched before."""
+    wanting = sum(1 for item in request.session.items
+                  if "warren_session" in getattr(item, "fixturenames", ()))
+    vhosts = [f"test-{n}" for n in range(1, wanting + 1)]
+    broker = Broker.start(vhosts=vhosts)
+    broker._unused_vhosts = collections.deque(vhosts)
     try:
         yield broker
     finally:
@@ -52,26 +59,35 @@ _vhost_numbers = itertools.count(1)
 
 
 @pytest.fixture
-def warren_session(warren_session_broker, request):
-    """The session's broker, seen through a virtual host made for this test and
-    deleted after it: `.url` points at that vhost, and the queue calls default to
-    it. restart(), crash(), advance() and faults act on the whole broker."""
-    vhost = f"test-{next(_vhost_numbers)}-{request.node.name}"[:200]
-    warren_session_broker.add_vhost(vhost)
-    view = VhostBroker(warren_session_broker, vhost)
+def warren_session(warren_session_broker):
+    """The session's broker, seen through a virtual host of this test's own: `.url`
+    points at it and the queue calls default to it. Its connections are closed after
+    the test. restart(), crash(), advance() and faults act on the whole broker (the
+    faults are cleared after each test)."""
+    broker = warren_session_broker
+    if broker._unused_vhosts:
+        vhost = broker._unused_vhosts.popleft()
+    else:
+        # A test that was not collected with the others (pytest's own tests of
+        # plugins do this): a vhost made now, through RabbitMQ's management API.
+        vhost = f"extra-{next(_vhost_numbers)}"
+        broker.add_vhost(vhost)
+    view = VhostBroker(broker, vhost)
     try:
         yield view
     finally:
-        if warren_session_broker.running:
-            warren_session_broker.clear_faults()
-            # As in RabbitMQ, deleting a vhost closes its connections.
-            warren_session_broker.delete_vhost(vhost)
+        if broker.running:
+            broker.clear_faults()
+            for connection in broker.connections(vhost):
+                broker.close_connection(connection["id"], 320,
+                                        "the test is over")
 
 
 class VhostBroker:
     """A broker seen through one virtual host."""
 
     def __init__(self, broker, vhost):
+        # Calls not defined here (restart, inject …) go to the broker itself.
         self.broker = broker
         self.vhost = vhost
         self.url = broker.url_for(vhost)
