@@ -5,12 +5,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::{Permissions, User};
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Addresses to listen on; port 0 picks a free port. Empty: in-process only.
     pub bind: Vec<SocketAddr>,
+    /// The default user, tagged `administrator`, with full permissions in every
+    /// vhost that `permissions` does not name for it.
     pub user: String,
     pub password: String,
+    /// Further users; they have only the permissions `permissions` gives them.
+    pub users: Vec<User>,
+    /// (user, vhost, permissions) entries.
+    pub permissions: Vec<(String, String, Permissions)>,
+    /// Users who may log in only from a loopback address (RabbitMQ's
+    /// `loopback_users`, `guest` by default).
+    pub loopback_users: Vec<String>,
     /// Virtual hosts besides `/`, which always exists.
     pub vhosts: Vec<String>,
     /// Where durable state is kept; `None` keeps everything in memory.
@@ -44,6 +55,9 @@ impl Default for Config {
             bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             user: "guest".into(),
             password: "guest".into(),
+            users: Vec::new(),
+            permissions: Vec::new(),
+            loopback_users: vec!["guest".into()],
             vhosts: Vec::new(),
             data_dir: None,
             channel_max: 2047,

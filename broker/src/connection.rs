@@ -16,10 +16,12 @@ use amq_protocol::protocol::{
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::{Bytes, BytesMut};
 
+use crate::auth::{self, Access, Grant, Resource};
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
-use crate::faults::{Action, ConnInfo, Direction, PublishEvent};
+use crate::faults::{Action, ConnInfo, PublishEvent};
 use crate::outbox::Outbox;
+use crate::trace::Direction;
 use crate::vhost::{
     ConnId, ConsumeOptions, Message, QueueDeclare, Route, RouteCache, Targets, Vhost, REPLY_TO,
 };
@@ -183,6 +185,13 @@ pub struct Connection {
     frame_max: u32,
     heartbeat: u16,
     vhost: Option<Arc<Vhost>>,
+    /// Who logged in (set at `start-ok`) and the vhost's name (at `open`).
+    user: Option<auth::User>,
+    vhost_name: String,
+    /// The user's permissions in the vhost, as of `grant_generation` of the
+    /// broker's users; `None`: no access.
+    grant: Option<Arc<Grant>>,
+    grant_generation: u64,
     channels: HashMap<u16, ChannelProto>,
     /// Capabilities the client announced in `connection.start-ok`.
     cancel_notify: bool,
@@ -217,6 +226,10 @@ impl Connection {
             frame_max,
             heartbeat: 0,
             vhost: None,
+            user: None,
+            vhost_name: String::new(),
+            grant: None,
+            grant_generation: 0,
             channels: HashMap::default(),
             frames_in: 0,
             cancel_notify: false,
@@ -485,22 +498,31 @@ impl Connection {
                 let Some((user, password)) = creds else {
                     return Err(AmqpError::socket("malformed authentication response"));
                 };
-                let cfg = &self.shared.config;
-                let ok = user == cfg.user && password == cfg.password;
-                if !ok {
-                    tracing::info!(conn = self.id, "login refused");
-                    if !self.auth_failure_close {
-                        self.phase = Phase::Closed;
-                        return Ok(());
+                let peer = self.info.peer.parse::<std::net::SocketAddr>().ok();
+                let login = self
+                    .shared
+                    .users
+                    .login(&user, &password, peer.map(|p| p.ip()));
+                match login {
+                    Ok(user) => self.user = Some(user),
+                    Err(why) => {
+                        // RabbitMQ's log line (rabbit_reader.erl:1458-1464); the
+                        // client is told only that the login was refused.
+                        tracing::warn!(conn = self.id, "{mechanism} login refused: {why}");
+                        if !self.auth_failure_close {
+                            self.phase = Phase::Closed;
+                            return Ok(());
+                        }
+                        return Err(AmqpError::connection(
+                            code::ACCESS_REFUSED,
+                            format!(
+                                "Login was refused using authentication mechanism {mechanism}. \
+                                 For details see the broker logfile."
+                            ),
+                        ));
                     }
-                    return Err(AmqpError::connection(
-                        code::ACCESS_REFUSED,
-                        format!(
-                            "Login was refused using authentication mechanism {mechanism}. \
-                             For details see the broker logfile."
-                        ),
-                    ));
                 }
+                let cfg = &self.shared.config;
                 self.send_connection(M::Tune(connection::Tune {
                     channel_max: cfg.channel_max,
                     frame_max: cfg.frame_max,
@@ -547,6 +569,19 @@ impl Connection {
                     )
                     .on_method(10, 40));
                 };
+                // rabbit_access_control:check_vhost_access: any permission entry
+                // for the vhost lets the user in (rabbit_auth_backend_internal.erl:121).
+                let user = self.user_name().to_owned();
+                self.grant_generation = self.shared.users.generation();
+                self.grant = self.shared.users.grant(&user, name);
+                if self.grant.is_none() {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format!("access to vhost '{name}' refused for user '{user}'"),
+                    )
+                    .on_method(10, 40));
+                }
+                self.vhost_name = name.to_owned();
                 vhost.lock().register_connection(
                     self.id,
                     self.outbox.clone(),
@@ -811,6 +846,31 @@ impl Connection {
         self.channels.get_mut(&ch).expect("channel is open")
     }
 
+    /// The logged-in user's name ("" before `start-ok`).
+    fn user_name(&self) -> &str {
+        self.user.as_ref().map_or("", |u| u.name.as_str())
+    }
+
+    /// RabbitMQ's `check_configure_permitted` and friends (rabbit_channel.erl:1004-1011):
+    /// 403 ACCESS_REFUSED unless the user's permission in this vhost matches `name`.
+    /// Permissions changed since the grant was taken apply from the next check.
+    fn permit(&mut self, access: Access, kind: Resource, name: &str) -> Result<(), AmqpError> {
+        let generation = self.shared.users.generation();
+        if generation != self.grant_generation {
+            self.grant_generation = generation;
+            self.grant = self.shared.users.grant(self.user_name(), &self.vhost_name);
+        }
+        let user = self.user.as_ref().map_or("", |u| u.name.as_str());
+        auth::check(
+            self.grant.as_deref(),
+            user,
+            &self.vhost_name,
+            access,
+            kind,
+            name,
+        )
+    }
+
     fn vhost(&self) -> &Arc<Vhost> {
         self.vhost.as_ref().expect("connection is open")
     }
@@ -841,6 +901,10 @@ impl Connection {
             Pending::Publish { route, mandatory } => (route, mandatory),
             Pending::Refused(id) => return Err(server_only().on_method(60, id)),
         };
+        // Checked once the content is in, before anything else about the
+        // message (rabbit_channel.erl:1299).
+        self.permit(Access::Write, Resource::Exchange, route.exchange())
+            .map_err(|e| e.on_method(60, 40))?;
         let properties = properties.as_deref().unwrap_or(codec::no_properties());
         if let Some(exp) = properties.expiration() {
             check_expiration(exp.as_str()).map_err(|why| {
@@ -849,8 +913,12 @@ impl Connection {
             })?;
         }
         if let Some(user_id) = properties.user_id() {
-            let user = &self.shared.config.user;
-            if user_id.as_str() != user {
+            let user = self.user_name();
+            let impersonator = self
+                .user
+                .as_ref()
+                .is_some_and(|u| u.has_tag("impersonator"));
+            if user_id.as_str() != user && !impersonator {
                 return Err(AmqpError::precondition(format!(
                     "user_id property set to '{user_id}' but authenticated user was '{user}'"
                 ))
@@ -891,6 +959,9 @@ impl Connection {
             exchange,
             queues: &targets,
         });
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
         match &fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(*code, text.clone()).on_method(60, 40));
@@ -1152,6 +1223,22 @@ impl Connection {
         use exchange::AMQPMethod as M;
         match m {
             M::Declare(d) => {
+                let name = d.exchange.as_str();
+                // The default exchange's own error comes first (rabbit_channel.erl:2668-2670).
+                if !d.passive && !name.is_empty() {
+                    self.permit(Access::Configure, Resource::Exchange, name)?;
+                    // Only a declare that creates the exchange checks its
+                    // alternate exchange (rabbit_channel.erl:2714-2722).
+                    if let Some(AMQPValue::LongString(ae)) =
+                        d.arguments.inner().get("alternate-exchange")
+                    {
+                        if !self.vhost().lock().has_exchange(name) {
+                            let ae = String::from_utf8_lossy(ae.as_bytes()).into_owned();
+                            self.permit(Access::Read, Resource::Exchange, name)?;
+                            self.permit(Access::Write, Resource::Exchange, &ae)?;
+                        }
+                    }
+                }
                 self.with_vhost(|v, _| {
                     v.declare_exchange(
                         d.exchange.as_str(),
@@ -1172,6 +1259,12 @@ impl Connection {
                 Ok(())
             }
             M::Delete(d) => {
+                let name = d.exchange.as_str();
+                // The default and amq.* exchanges' own errors come first
+                // (rabbit_channel.erl:2738-2740).
+                if !name.is_empty() && !name.starts_with("amq.") {
+                    self.permit(Access::Configure, Resource::Exchange, name)?;
+                }
                 self.with_vhost(|v, _| v.delete_exchange(d.exchange.as_str(), d.if_unused))?;
                 if !d.nowait {
                     self.send(ch, AMQPClass::Exchange(M::DeleteOk(exchange::DeleteOk {})));
@@ -1205,6 +1298,7 @@ impl Connection {
         bind: bool,
         reply: Option<exchange::AMQPMethod>,
     ) -> Result<(), AmqpError> {
+        self.permit_binding(Resource::Exchange, destination.as_str(), source.as_str())?;
         self.with_vhost(|v, _| {
             v.bind_exchange(
                 destination.as_str(),
@@ -1216,6 +1310,24 @@ impl Connection {
         })?;
         if let Some(reply) = reply {
             self.send(ch, AMQPClass::Exchange(reply));
+        }
+        Ok(())
+    }
+
+    /// RabbitMQ's `binding_action` checks (rabbit_channel.erl:1900-1909): write on
+    /// the destination, then (after the default exchange's own error) read on
+    /// the source.
+    fn permit_binding(
+        &mut self,
+        kind: Resource,
+        destination: &str,
+        source: &str,
+    ) -> Result<(), AmqpError> {
+        self.permit(Access::Write, kind, destination)?;
+        let default_involved =
+            source.is_empty() || (kind == Resource::Exchange && destination.is_empty());
+        if !default_involved {
+            self.permit(Access::Read, Resource::Exchange, source)?;
         }
         Ok(())
     }
@@ -1249,6 +1361,20 @@ impl Connection {
                     }
                     name
                 };
+                if !d.passive {
+                    self.permit(Access::Configure, Resource::Queue, &name)?;
+                    // Only a declare that creates the queue checks its
+                    // dead-letter exchange (rabbit_channel.erl:2563-2575).
+                    if let Some(AMQPValue::LongString(dlx)) =
+                        d.arguments.inner().get("x-dead-letter-exchange")
+                    {
+                        if !self.vhost().lock().has_queue(&name) {
+                            let dlx = String::from_utf8_lossy(dlx.as_bytes()).into_owned();
+                            self.permit(Access::Read, Resource::Queue, &name)?;
+                            self.permit(Access::Write, Resource::Exchange, &dlx)?;
+                        }
+                    }
+                }
                 let (name, messages, consumers) = self.with_vhost(|v, id| {
                     v.declare_queue(
                         id,
@@ -1277,6 +1403,7 @@ impl Connection {
             }
             M::Bind(b) => {
                 let q = self.queue_name(ch, b.queue.as_str())?;
+                self.permit_binding(Resource::Queue, &q, b.exchange.as_str())?;
                 self.with_vhost(|v, id| {
                     v.bind_queue(
                         id,
@@ -1293,6 +1420,7 @@ impl Connection {
             }
             M::Unbind(b) => {
                 let q = self.queue_name(ch, b.queue.as_str())?;
+                self.permit_binding(Resource::Queue, &q, b.exchange.as_str())?;
                 self.with_vhost(|v, id| {
                     v.unbind_queue(
                         id,
@@ -1307,6 +1435,7 @@ impl Connection {
             }
             M::Purge(p) => {
                 let q = self.queue_name(ch, p.queue.as_str())?;
+                self.permit(Access::Read, Resource::Queue, &q)?;
                 let n = self.with_vhost(|v, id| v.purge_queue(id, &q))?;
                 if !p.nowait {
                     self.send(
@@ -1318,6 +1447,7 @@ impl Connection {
             }
             M::Delete(d) => {
                 let q = self.queue_name(ch, d.queue.as_str())?;
+                self.permit(Access::Configure, Resource::Queue, &q)?;
                 let n = self.with_vhost(|v, id| v.delete_queue(id, &q, d.if_unused, d.if_empty))?;
                 if !d.nowait {
                     self.send(
@@ -1376,6 +1506,11 @@ impl Connection {
             }
             M::Consume(c) => {
                 let q = self.queue_name(ch, c.queue.as_str())?;
+                // Direct reply-to is no queue and needs no permission
+                // (rabbit_channel.erl:1398).
+                if q != REPLY_TO {
+                    self.permit(Access::Read, Resource::Queue, &q)?;
+                }
                 let tag = if c.consumer_tag.as_str().is_empty() {
                     format!("amq.ctag-{}", random_token())
                 } else {
@@ -1416,6 +1551,7 @@ impl Connection {
             }
             M::Get(g) => {
                 let q = self.queue_name(ch, g.queue.as_str())?;
+                self.permit(Access::Read, Resource::Queue, &q)?;
                 let found = self.with_vhost(|v, id| v.get(id, ch, &q, g.no_ack))?;
                 if !found {
                     self.send(ch, AMQPClass::Basic(M::GetEmpty(basic::GetEmpty {})));
@@ -1463,7 +1599,11 @@ impl Connection {
         multiple: bool,
         requeue: Option<bool>,
     ) -> Result<(), AmqpError> {
-        match self.shared.rules.on_settle(self.id, ch) {
+        let fault = self.shared.rules.on_settle(self.id, ch);
+        if let Some(action) = &fault {
+            self.info.trace.fault(action.name(), action.detail());
+        }
+        match fault {
             Some(Action::CloseChannel { code, text }) => {
                 return Err(AmqpError::channel(code, text));
             }

@@ -1,17 +1,16 @@
 //! What a test does to the broker from outside the protocol: commands to one live
 //! connection (close it or a channel with a chosen code, drop it, cut it
-//! mid-frame), rules that fire on publishes and acks (close, nack or withhold the
-//! confirm), and the per-connection frame trace.
+//! mid-frame), and rules that fire on publishes and acks (close, nack or withhold
+//! the confirm).
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::codec::Frame;
 use crate::outbox::Outbox;
+use crate::trace::{Trace, Tracer};
 
 /// Something a test asks one connection to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +48,7 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(id: u64, peer: String, outbox: Arc<Outbox>, tracing: bool) -> Self {
+    pub fn new(id: u64, peer: String, outbox: Arc<Outbox>, tracer: Arc<Tracer>) -> Self {
         ConnInfo {
             id,
             peer,
@@ -57,7 +56,7 @@ impl ConnInfo {
             outbox,
             commands: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
-            trace: Trace::new(tracing),
+            trace: Trace::new(tracer, id),
         }
     }
 
@@ -78,107 +77,6 @@ impl ConnInfo {
     }
 }
 
-// ---- the frame trace --------------------------------------------------------------
-
-/// Which way a traced frame went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// From the client to the broker.
-    In,
-    /// From the broker to the client.
-    Out,
-}
-
-/// One frame seen on a connection.
-#[derive(Clone, Debug)]
-pub struct TraceEntry {
-    pub direction: Direction,
-    pub channel: u16,
-    /// The method with its arguments, or what content frame it was.
-    pub frame: String,
-}
-
-impl fmt::Display for TraceEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let arrow = match self.direction {
-            Direction::In => "C->S",
-            Direction::Out => "S->C",
-        };
-        write!(f, "{arrow} ch{} {}", self.channel, self.frame)
-    }
-}
-
-/// The last frames of one connection, kept while tracing is on.
-#[derive(Debug)]
-pub struct Trace {
-    on: AtomicBool,
-    entries: Mutex<VecDeque<TraceEntry>>,
-}
-
-/// Frames kept per connection; older ones are dropped.
-const TRACE_LIMIT: usize = 10_000;
-
-impl Trace {
-    fn new(on: bool) -> Self {
-        Trace {
-            on: AtomicBool::new(on),
-            entries: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    pub fn set(&self, on: bool) {
-        self.on.store(on, Ordering::Relaxed);
-    }
-
-    pub fn is_on(&self) -> bool {
-        self.on.load(Ordering::Relaxed)
-    }
-
-    pub fn record(&self, direction: Direction, frame: &Frame) {
-        if !self.is_on() {
-            return;
-        }
-        let (channel, what) = match frame {
-            Frame::Method(ch, m) => (*ch, format!("{m:?}")),
-            Frame::Header {
-                channel,
-                body_size,
-                properties,
-                ..
-            } => (
-                *channel,
-                format!(
-                    "content header: body {body_size} bytes, {:?}",
-                    properties
-                        .as_deref()
-                        .unwrap_or(crate::codec::no_properties())
-                ),
-            ),
-            Frame::Body(ch, body) => (*ch, format!("content body: {} bytes", body.len())),
-            Frame::Heartbeat(ch) => (*ch, "heartbeat".to_owned()),
-            Frame::Publish(ch, p) => (*ch, format!("{:?}", p.to_method())),
-        };
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() == TRACE_LIMIT {
-            entries.pop_front();
-        }
-        entries.push_back(TraceEntry {
-            direction,
-            channel,
-            frame: what,
-        });
-    }
-
-    pub fn entries(&self) -> Vec<TraceEntry> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
 // ---- rules ----------------------------------------------------------------------
 
 /// What happens when a rule fires.
@@ -192,6 +90,28 @@ pub enum Action {
     NackConfirm,
     /// The publish is enqueued, and its confirm never comes.
     WithholdConfirm,
+}
+
+impl Action {
+    /// The action's name in the HTTP API and the frame trace.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CloseChannel { .. } => "close_channel",
+            Action::CloseConnection { .. } => "close_connection",
+            Action::NackConfirm => "nack_confirm",
+            Action::WithholdConfirm => "withhold_confirm",
+        }
+    }
+
+    /// The code and text of a close; empty for the others.
+    pub fn detail(&self) -> String {
+        match self {
+            Action::CloseChannel { code, text } | Action::CloseConnection { code, text } => {
+                format!("{code} {text}")
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,6 +23,7 @@
 //! - [`config`]: settings and limits.
 //! - [`testing`]: the protocol core driven byte by byte, with no sockets or tasks.
 
+pub mod auth;
 mod clock;
 pub mod codec;
 pub mod config;
@@ -37,6 +38,7 @@ mod routing;
 mod server;
 mod store;
 pub mod testing;
+mod trace;
 mod vhost;
 
 use std::collections::HashMap;
@@ -51,11 +53,12 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use error::AmqpError;
-pub use faults::{Direction, Fault, TraceEntry};
+pub use faults::Fault;
 pub use inspect::{
     BindingSnapshot, BrokerSnapshot, ConnectionSnapshot, ConsumerSnapshot, ExchangeSnapshot,
     MessageSnapshot, QueueSnapshot, UnackedSnapshot,
 };
+pub use trace::{Direction, FaultMark, TraceEntry, TraceValue};
 
 use clock::Clock;
 use server::Tracker;
@@ -73,12 +76,14 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<Clock>,
     /// Message bytes held, against the memory high watermark.
     pub(crate) gauge: Arc<memory::Gauge>,
+    /// Users, their permissions and who may log in only over loopback.
+    pub(crate) users: Arc<auth::Users>,
     /// Live connections, for inspection and fault injection.
     connections: std::sync::Mutex<HashMap<u64, Arc<faults::ConnInfo>>>,
     /// Scripted faults in force.
     pub(crate) rules: faults::Rules,
-    /// New connections trace their frames.
-    tracing: std::sync::atomic::AtomicBool,
+    /// Every connection's frames, while tracing is on.
+    pub(crate) tracer: Arc<trace::Tracer>,
     /// Read-held by every connection task for its life; a restart or crash
     /// holds it for writing, so that no connection is served while the state is
     /// rebuilt. The one lock held across awaits, and never with another lock.
@@ -109,6 +114,7 @@ impl Shared {
             Clock::real()
         });
         let gauge = memory::Gauge::new(config.memory_high_watermark);
+        let users = Arc::new(auth::users_from(&config, names.iter().copied())?);
         let mut vhosts = HashMap::new();
         for name in names {
             let vhost = Vhost::new(name);
@@ -131,9 +137,10 @@ impl Shared {
             store,
             clock,
             gauge,
+            users,
             connections: Default::default(),
             rules: Default::default(),
-            tracing: std::sync::atomic::AtomicBool::new(false),
+            tracer: Default::default(),
             maintenance: std::sync::Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
             next_connection: AtomicU64::new(1),
@@ -295,10 +302,6 @@ impl Shared {
         v
     }
 
-    pub(crate) fn tracing(&self) -> bool {
-        self.tracing.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     pub(crate) fn next_connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
@@ -333,6 +336,43 @@ impl BrokerBuilder {
     pub fn credentials(mut self, user: &str, password: &str) -> Self {
         self.config.user = user.to_owned();
         self.config.password = password.to_owned();
+        self
+    }
+
+    /// Adds a user besides the default one, with RabbitMQ's user tags
+    /// (`administrator`, `management`, `impersonator`, ...). A new user has no
+    /// permissions until [`BrokerBuilder::permissions`] gives some.
+    pub fn user(mut self, name: &str, password: &str, tags: &[&str]) -> Self {
+        self.config
+            .users
+            .push(auth::User::new(name, password, tags));
+        self
+    }
+
+    /// What `user` may do in `vhost`: regular expressions over the names of
+    /// the exchanges and queues it may configure, write to and read from, as
+    /// `rabbitmqctl set_permissions`. An expression that does not compile makes
+    /// [`BrokerBuilder::start`] fail.
+    pub fn permissions(
+        mut self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Self {
+        self.config.permissions.push((
+            user.to_owned(),
+            vhost.to_owned(),
+            auth::Permissions::new(configure, write, read),
+        ));
+        self
+    }
+
+    /// Users who may log in only from a loopback address (RabbitMQ's
+    /// `loopback_users`); `["guest"]` by default, `&[]` for none.
+    pub fn loopback_users(mut self, users: &[&str]) -> Self {
+        self.config.loopback_users = users.iter().map(|u| (*u).to_owned()).collect();
         self
     }
 
@@ -534,6 +574,13 @@ impl Broker {
     /// what the memory high watermark is compared with.
     pub fn message_bytes(&self) -> usize {
         self.shared.gauge.bytes()
+    }
+
+    /// The broker's users and permissions, changed at run time as RabbitMQ's
+    /// management API changes them (a change applies to open connections from
+    /// their next operation).
+    pub fn users(&self) -> &auth::Users {
+        &self.shared.users
     }
 
     /// How many client connections are open.
@@ -986,32 +1033,45 @@ impl Broker {
     }
 
     /// Traces the frames of every connection from now on (and of those already
-    /// open), or stops.
+    /// open), or stops. The trace keeps the last 100 000 frames of all
+    /// connections, closed ones included.
     pub fn set_tracing(&self, on: bool) {
-        self.shared
-            .tracing
-            .store(on, std::sync::atomic::Ordering::Relaxed);
-        for info in self.shared.connection_infos() {
-            info.trace.set(on);
-        }
+        self.shared.tracer.set(on);
     }
 
-    /// The frames traced on one connection, oldest first.
+    /// The frames traced on one connection, oldest first (also after it closed).
     pub fn trace(&self, connection: u64) -> Vec<TraceEntry> {
-        self.shared
+        self.shared.tracer.entries(Some(connection))
+    }
+
+    /// Every traced frame of every connection, in the order the broker saw
+    /// them (each entry's `seq`).
+    pub fn trace_all(&self) -> Vec<TraceEntry> {
+        self.shared.tracer.entries(None)
+    }
+
+    /// Every connection's traced frames, printable on a test failure: grouped by
+    /// connection, oldest first.
+    pub fn trace_dump(&self) -> String {
+        let peers: HashMap<u64, String> = self
+            .shared
             .connection_infos()
             .into_iter()
-            .find(|c| c.id == connection)
-            .map(|c| c.trace.entries())
-            .unwrap_or_default()
-    }
-
-    /// Every open connection's traced frames, printable on a test failure.
-    pub fn trace_dump(&self) -> String {
+            .map(|c| (c.id, c.peer.clone()))
+            .collect();
+        let mut by_connection: std::collections::BTreeMap<u64, Vec<TraceEntry>> =
+            Default::default();
+        for entry in self.shared.tracer.entries(None) {
+            by_connection
+                .entry(entry.connection)
+                .or_default()
+                .push(entry);
+        }
         let mut out = String::new();
-        for info in self.shared.connection_infos() {
-            out.push_str(&format!("connection {} ({}):\n", info.id, info.peer));
-            for entry in info.trace.entries() {
+        for (id, entries) in by_connection {
+            let peer = peers.get(&id).map_or("closed", String::as_str);
+            out.push_str(&format!("connection {id} ({peer}):\n"));
+            for entry in entries {
                 out.push_str(&format!("  {entry}\n"));
             }
         }

@@ -21,6 +21,21 @@ struct Args {
     user: String,
     #[arg(long, default_value = "guest")]
     password: String,
+    /// A further user, NAME:PASSWORD[:TAGS] (tags comma-separated, e.g.
+    /// alice:secret:administrator,management; repeatable; the password cannot
+    /// hold a ':'). It has no permissions until --permissions gives some.
+    #[arg(long = "user-add", value_name = "NAME:PASSWORD[:TAGS]", value_parser = parse_user)]
+    user_add: Vec<(String, String, Vec<String>)>,
+    /// USER VHOST CONFIGURE WRITE READ: what USER may do in VHOST, as regular
+    /// expressions over exchange and queue names (rabbitmqctl set_permissions;
+    /// repeatable). The default user has '.*' everywhere unless named here.
+    #[arg(long = "permissions", num_args = 5,
+          value_names = ["USER", "VHOST", "CONFIGURE", "WRITE", "READ"])]
+    permissions: Vec<String>,
+    /// Users who may log in only from a loopback address, comma-separated
+    /// (RabbitMQ's loopback_users); "none" or "" for nobody.
+    #[arg(long, default_value = "guest")]
+    loopback_users: String,
     /// Virtual host to create besides `/` (repeatable).
     #[arg(long = "vhost")]
     vhosts: Vec<String>,
@@ -63,6 +78,18 @@ async fn main() -> ExitCode {
     for vhost in &args.vhosts {
         builder = builder.vhost(vhost);
     }
+    for (name, password, tags) in &args.user_add {
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        builder = builder.user(name, password, &tags);
+    }
+    for p in args.permissions.chunks_exact(5) {
+        builder = builder.permissions(&p[0], &p[1], &p[2], &p[3], &p[4]);
+    }
+    let loopback: Vec<&str> = match args.loopback_users.as_str() {
+        "none" => Vec::new(),
+        list => list.split(',').filter(|u| !u.is_empty()).collect(),
+    };
+    builder = builder.loopback_users(&loopback);
     if let Some(dir) = &args.data_dir {
         builder = builder.data_dir(dir);
     }
@@ -90,6 +117,28 @@ async fn main() -> ExitCode {
     tracing::info!("shutting down");
     broker.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// `NAME:PASSWORD[:TAGS]` for `--user-add`.
+fn parse_user(s: &str) -> Result<(String, String, Vec<String>), String> {
+    let mut parts = s.splitn(3, ':');
+    let name = parts.next().unwrap_or_default();
+    let Some(password) = parts.next() else {
+        return Err("expected NAME:PASSWORD[:TAGS]".into());
+    };
+    if name.is_empty() || password.is_empty() {
+        return Err("the name and the password cannot be empty".into());
+    }
+    let tags = parts
+        .next()
+        .map(|t| {
+            t.split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((name.to_owned(), password.to_owned(), tags))
 }
 
 /// SIGINT and SIGTERM, registered up front.

@@ -15,9 +15,10 @@ use tokio::sync::{watch, Notify};
 
 use crate::codec;
 use crate::connection::{Connection, Outcome};
-use crate::faults::{Command, ConnInfo, Direction};
+use crate::faults::{Command, ConnInfo};
 use crate::outbox::{Outbox, HIGH_WATER};
 use crate::pacing::PacedSocket;
+use crate::trace::Direction;
 use crate::Shared;
 
 /// Counts live connection tasks so that shutdown and restart can wait for them.
@@ -137,7 +138,12 @@ pub async fn serve<S>(
     let _up = shared.gate.read().await;
     let id = shared.next_connection_id();
     let outbox = Arc::new(Outbox::default());
-    let info = Arc::new(ConnInfo::new(id, peer, outbox.clone(), shared.tracing()));
+    let info = Arc::new(ConnInfo::new(
+        id,
+        peer,
+        outbox.clone(),
+        shared.tracer.clone(),
+    ));
     shared.register(info.clone());
     let (mut reader, writer) = tokio::io::split(stream);
     tokio::pin!(writer);

@@ -41,7 +41,12 @@ impl Core {
     pub fn connect(&self) -> CoreConnection {
         let outbox = Arc::new(Outbox::default());
         let id = self.shared.next_connection_id();
-        let info = Arc::new(ConnInfo::new(id, "core".into(), outbox.clone(), false));
+        let info = Arc::new(ConnInfo::new(
+            id,
+            "core".into(),
+            outbox.clone(),
+            self.shared.tracer.clone(),
+        ));
         CoreConnection {
             conn: Connection::new(self.shared.clone(), info),
             outbox,

@@ -18,7 +18,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use warren_broker::{Broker, Direction, Fault};
+use warren_broker::{Broker, Direction, Fault, TraceEntry, TraceValue};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -244,6 +244,79 @@ async fn the_frame_trace_shows_what_a_client_sent_and_got() {
         .iter()
         .any(|e| e.direction == Direction::Out && e.frame.contains("DeclareOk"));
     assert!(sent && got, "{}", broker.trace_dump());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_trace_orders_every_connection_s_frames_and_marks_the_fault_that_fired() {
+    let broker = Broker::start().await.unwrap();
+    broker.set_tracing(true);
+    let (publisher, ch) = open(&broker).await;
+    declare(&ch, "orders").await;
+    within(ch.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    broker.inject(Fault::on_publish_to("").times(1).nack_confirm());
+    assert_eq!(within(publish_order(&ch, "order-1")).await, Ok(2));
+    let (_consumer, ch2) = open(&broker).await;
+    let got = within(ch2.basic_get("orders".into(), BasicGetOptions::default()))
+        .await
+        .unwrap()
+        .expect("a message");
+    within(got.delivery.ack(BasicAckOptions::default()))
+        .await
+        .unwrap();
+    broker.wait_until_idle().await;
+    let first = broker.connections()[0].id;
+    within(publisher.close(200, "bye".into())).await.unwrap();
+    broker.wait_until_idle().await;
+
+    // The publisher's frames stay after it closed, in one order with the consumer's.
+    let all = broker.trace_all();
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let methods: Vec<(u64, &str)> = all
+        .iter()
+        .filter(|e| e.channel != 0)
+        .map(|e| (e.connection, e.method.as_str()))
+        .collect();
+    let at = |c: u64, m: &str| {
+        methods
+            .iter()
+            .position(|x| *x == (c, m))
+            .unwrap_or_else(|| panic!("no {m} on {c}:\n{}", broker.trace_dump()))
+    };
+    let second = first + 1;
+    assert!(at(first, "basic.publish") < at(first, "basic.nack"));
+    assert!(at(first, "basic.nack") < at(second, "basic.get"));
+    assert!(at(second, "basic.get-ok") < at(second, "basic.ack"));
+
+    let publish = all.iter().find(|e| e.method == "basic.publish").unwrap();
+    assert_eq!(
+        publish.field("routing_key"),
+        Some(&TraceValue::Text("orders".into()))
+    );
+    assert_eq!(publish.direction, Direction::In);
+    // The fault fired on the frame that completed the first message: its body.
+    let marked: Vec<&TraceEntry> = all.iter().filter(|e| !e.faults.is_empty()).collect();
+    assert_eq!(marked.len(), 1, "{}", broker.trace_dump());
+    assert_eq!(marked[0].method, "content-body");
+    assert_eq!(
+        marked[0].field("body"),
+        Some(&TraceValue::Text("order-1".into()))
+    );
+    assert_eq!(marked[0].faults[0].action, "nack_confirm");
+    let nack = all.iter().find(|e| e.method == "basic.nack").unwrap();
+    assert_eq!(nack.field("delivery_tag"), Some(&TraceValue::Number(1)));
+    let json = nack.to_json();
+    assert_eq!(json["direction"], "out");
+    assert_eq!(json["fields"]["delivery_tag"], 1);
+    assert_eq!(
+        json["summary"],
+        "basic.nack delivery_tag=1 multiple=false requeue=false"
+    );
+    assert!(broker
+        .trace_dump()
+        .contains(&format!("connection {first} (closed):")));
     broker.shutdown().await;
 }
 

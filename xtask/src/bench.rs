@@ -4,7 +4,9 @@
 //!
 //! The full run writes `docs/bench.md`; `--quick` (a smoke run for CI, under a minute)
 //! writes into the target directory unless `--out` says otherwise, so that smoke
-//! numbers never replace the published table.
+//! numbers never replace the published table. Charts of the table (`bench-rates.svg`,
+//! `bench-times.svg`) go beside it; `cargo xtask bench --charts FILE` redraws them
+//! from a report already written, without running anything.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,6 +16,13 @@ use std::process::{Command, ExitCode};
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
 pub fn bench(args: Vec<String>) -> ExitCode {
+    if let Some(i) = args.iter().position(|a| a == "--charts") {
+        let Some(report) = args.get(i + 1) else {
+            eprintln!("xtask bench: --charts needs the report's path");
+            return ExitCode::from(2);
+        };
+        return charts(Path::new(report));
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -82,15 +91,19 @@ pub fn bench(args: Vec<String>) -> ExitCode {
 
     let quick = args.iter().any(|a| a == "--quick");
     let mut pass = args.clone();
-    if !args.iter().any(|a| a == "--out") {
-        let out: PathBuf = if quick {
-            out_dir.join("bench-quick.md")
-        } else {
-            root.join("docs/bench.md")
-        };
-        pass.push("--out".into());
-        pass.push(out.to_string_lossy().into_owned());
-    }
+    let report: PathBuf = match args.iter().position(|a| a == "--out") {
+        Some(i) => args.get(i + 1).map(PathBuf::from).unwrap_or_default(),
+        None => {
+            let out = if quick {
+                out_dir.join("bench-quick.md")
+            } else {
+                root.join("docs/bench.md")
+            };
+            pass.push("--out".into());
+            pass.push(out.to_string_lossy().into_owned());
+            out
+        }
+    };
     let status = Command::new(target.join("release/warren-bench"))
         .current_dir(&root)
         .arg("--warren")
@@ -100,10 +113,29 @@ pub fn bench(args: Vec<String>) -> ExitCode {
         .args(pass)
         .status();
     match status {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) if s.success() => charts(&report),
         Ok(s) => ExitCode::from(u8::try_from(s.code().unwrap_or(1)).unwrap_or(1)),
         Err(e) => {
             eprintln!("xtask bench: cannot run warren-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Draws the report's charts beside it.
+fn charts(report: &Path) -> ExitCode {
+    match crate::charts::write_beside(report) {
+        Ok(written) => {
+            for path in written {
+                eprintln!("xtask bench: wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "xtask bench: cannot draw the charts of {}: {e}",
+                report.display()
+            );
             ExitCode::FAILURE
         }
     }

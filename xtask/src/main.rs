@@ -5,6 +5,7 @@
 //! - `cargo xtask package`: the Python wheel and npm tarballs in `target/package/`.
 
 mod bench;
+mod charts;
 mod fuzz;
 mod package;
 

@@ -25,6 +25,16 @@ fn message(m: &Message, redelivered: bool) -> MessageSnapshot {
 }
 
 impl VhostState {
+    /// Whether an exchange of this name exists (permission checks that RabbitMQ
+    /// makes only when a declare creates one need it).
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.exchanges.contains_key(name)
+    }
+
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queues.contains_key(name)
+    }
+
     pub fn queue_snapshot(&self, name: &str) -> Option<QueueSnapshot> {
         let q = self.queues.get(name)?;
         let mut unacked = Vec::new();

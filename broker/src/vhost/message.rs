@@ -33,6 +33,10 @@ pub struct Route {
 }
 
 impl Route {
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
     pub fn new(exchange: &str, routing_key: &str, gauge: &Arc<Gauge>) -> Arc<Route> {
         Arc::new(Route {
             exchange: exchange.into(),
