@@ -57,15 +57,22 @@ class ControlError extends WarrenError {
   }
 }
 
+let platformPackageName = null;
+
 /** The name of this platform's binary package, as in optionalDependencies. */
 function platformPackage() {
+  if (platformPackageName) return platformPackageName;
   const { platform, arch } = process;
-  if (platform !== "linux") return `@warren-broker/${platform}-${arch}`;
-  // glibc reports its version in the process report; musl does not (detect-libc's
-  // first method).
-  const header = process.report?.getReport?.().header ?? {};
-  const libc = header.glibcVersionRuntime ? "gnu" : "musl";
-  return `@warren-broker/${platform}-${arch}-${libc}`;
+  if (platform !== "linux") {
+    platformPackageName = `@warren-broker/${platform}-${arch}`;
+  } else {
+    // glibc reports its version in the process report; musl does not (detect-libc's
+    // first method). A report takes milliseconds: once per process is enough.
+    const header = process.report?.getReport?.().header ?? {};
+    const libc = header.glibcVersionRuntime ? "gnu" : "musl";
+    platformPackageName = `@warren-broker/${platform}-${arch}-${libc}`;
+  }
+  return platformPackageName;
 }
 
 function isExecutable(file) {

@@ -46,6 +46,8 @@ HTTP_SLACK = 5.0
 # A plain call (snapshot, inject, restart …) that takes longer means the broker hangs.
 HTTP_TIMEOUT = 60.0
 STDERR_TAIL = 20
+# The broker is local: an http_proxy in the environment must not route these calls.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class WarrenError(Exception):
@@ -366,7 +368,7 @@ class Broker:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as e:
             status, raw = e.code, e.read()
@@ -525,7 +527,7 @@ class Broker:
         request = urllib.request.Request(self.management_url + path)
         request.add_header("Authorization", self._auth)
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
+            with _OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
                 return response.read().decode("utf-8")
         except (urllib.error.URLError, OSError) as e:
             if not self.running:
