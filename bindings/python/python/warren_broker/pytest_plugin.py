@@ -27,6 +27,21 @@ def pytest_configure(config):
     )
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows what its broker logged (connections, closes …)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name in ("warren", "warren_session"):
+        broker = getattr(item, "funcargs", {}).get(name)
+        broker = getattr(broker, "broker", broker)
+        if isinstance(broker, Broker):
+            log = broker.log()
+            report.sections.append((f"warren broker log ({name})", log[-8000:] or "(nothing)"))
+
+
 @pytest.fixture
 def warren(request):
     """A fresh Warren broker for this test, stopped after it."""
