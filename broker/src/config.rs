@@ -47,6 +47,8 @@ pub struct Config {
     /// 406 PRECONDITION_FAILED (RabbitMQ's `consumer_timeout`, 30 minutes in
     /// 3.10); `None` never does.
     pub consumer_timeout: Option<Duration>,
+    /// Where the management HTTP API listens; `None`: no HTTP listener.
+    pub management: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             virtual_clock: false,
             memory_high_watermark: 0,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            management: None,
         }
     }
 }
