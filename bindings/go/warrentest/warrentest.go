@@ -103,6 +103,16 @@ func Credentials(user, password string) Option {
 	return func(c *config) { c.user, c.password = user, password }
 }
 
+// UserAdd adds a further user with tags (--user-add); it has no permissions unless
+// Args("--permissions", …) gives some.
+func UserAdd(name, password string, tags ...string) Option {
+	spec := name + ":" + password
+	if len(tags) > 0 {
+		spec += ":" + strings.Join(tags, ",")
+	}
+	return func(c *config) { c.args = append(c.args, "--user-add", spec) }
+}
+
 // Heartbeat sets the heartbeat the broker proposes (0 disables).
 func Heartbeat(d time.Duration) Option {
 	return func(c *config) { c.args = append(c.args, "--heartbeat", strconv.Itoa(int(d/time.Second))) }

@@ -6,8 +6,11 @@ export interface StartOptions {
   dataDir?: string;
   /** Virtual hosts besides "/". */
   vhosts?: string | string[];
+  /** The default user (guest/guest). */
   user?: string;
   password?: string;
+  /** More users (--user-add): "name:password[:tags]" or an object; no permissions unless extraArgs give some. */
+  users?: Array<string | { name: string; password: string; tags?: string[] }>;
   /** Heartbeat proposed to clients, in seconds (0 disables). */
   heartbeat?: number;
   /** TTLs, queue expiry and consumer timeouts follow `advance()` instead of real time. */

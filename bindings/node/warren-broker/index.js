@@ -141,6 +141,10 @@ function optionsToArgs(options) {
   if (user != null) args.push("--user", user);
   const password = take("password");
   if (password != null) args.push("--password", password);
+  for (const u of take("users") ?? []) {
+    // "name:password[:tags]", or { name, password, tags: [...] }.
+    args.push("--user-add", typeof u === "string" ? u : [u.name, u.password, ...(u.tags?.length ? [u.tags.join(",")] : [])].join(":"));
+  }
   const heartbeat = take("heartbeat");
   if (heartbeat != null) args.push("--heartbeat", String(Math.trunc(heartbeat)));
   if (take("virtualClock")) args.push("--virtual-clock");
@@ -499,7 +503,8 @@ function tail(lines) {
 
 /**
  * Starts a broker on free ports and resolves once it printed both URLs. Options mirror
- * the command line: dataDir, vhosts, user, password, heartbeat (s), virtualClock,
+ * the command line: dataDir, vhosts, user, password, users (more users:
+ * "name:password[:tags]" or { name, password, tags }), heartbeat (s), virtualClock,
  * consumerTimeout (ms; 0 disables), memoryHighWatermark (bytes), rabbitmqVersion,
  * host, port, managementPort, binary, startTimeout (ms), extraArgs.
  */

@@ -202,6 +202,14 @@ def _options_to_args(options):
     password = options.pop("password", None)
     if password is not None:
         args += ["--password", password]
+    for user in options.pop("users", ()):
+        # "name:password[:tags]", or a tuple (name, password[, tags]).
+        if not isinstance(user, str):
+            name, secret, *rest = user
+            tags = rest[0] if rest else ()
+            tags = tags if isinstance(tags, str) else ",".join(tags)
+            user = f"{name}:{secret}" + (f":{tags}" if tags else "")
+        args += ["--user-add", user]
     heartbeat = options.pop("heartbeat", None)
     if heartbeat is not None:
         args += ["--heartbeat", str(int(heartbeat))]
@@ -250,7 +258,9 @@ class Broker:
 
     Start one with `Broker.start(**options)`; it is also a context manager that stops
     the broker on exit. The options mirror the command line: `data_dir`, `vhosts`,
-    `user`, `password`, `heartbeat` (seconds), `virtual_clock`, `consumer_timeout`
+    `user`, `password` (the default user), `users` (more users, each
+    "name:password[:tags]" or a tuple; they get permissions only through
+    `extra_args=["--permissions", …]`), `heartbeat` (seconds), `virtual_clock`, `consumer_timeout`
     (seconds; 0 disables), `memory_high_watermark` (bytes), `rabbitmq_version`
     ("3.10", "4.0" …), `host`, `port` and `management_port` (0: a free port, the
     default), `binary` (the executable), `start_timeout`, `extra_args`.
