@@ -200,9 +200,10 @@ func (r *LogReceiver) Close() error { return r.conn.Close() }
 
 // ConfirmingPublisher publishes with confirms and retries a nacked message.
 type ConfirmingPublisher struct {
-	conn  *amqp.Connection
-	ch    *amqp.Channel
-	queue string
+	conn     *amqp.Connection
+	ch       *amqp.Channel
+	queue    string
+	confirms chan amqp.Confirmation
 }
 
 // OpenPublisher declares the durable queue and puts the channel in confirm mode.
@@ -222,18 +223,27 @@ func OpenPublisher(url, queue string) (*ConfirmingPublisher, error) {
 		conn.Close()
 		return nil, err
 	}
-	return &ConfirmingPublisher{conn: conn, ch: ch, queue: queue}, nil
+	// Confirms through a listener, in publish order. Not PublishWithDeferredConfirm:
+	// amqp091-go 1.5.0 (Debian's) sends the publish before it registers the deferred
+	// confirmation (channel.go, PublishWithDeferredConfirmWithContext), so a confirm
+	// that comes back at once, as Warren's nack does, is dropped and Wait never returns.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1))
+	return &ConfirmingPublisher{conn: conn, ch: ch, queue: queue, confirms: confirms}, nil
 }
 
 // Publish returns the attempts it took, or an error after `attempts` nacks.
 func (p *ConfirmingPublisher) Publish(body string, attempts int) (int, error) {
 	for attempt := 1; ; attempt++ {
-		confirm, err := p.ch.PublishWithDeferredConfirm("", p.queue, false, false,
+		err := p.ch.Publish("", p.queue, false, false,
 			amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(body)})
 		if err != nil {
 			return attempt, err
 		}
-		if confirm.Wait() {
+		confirm, ok := <-p.confirms
+		if !ok {
+			return attempt, fmt.Errorf("%s: the channel closed before its confirm", body)
+		}
+		if confirm.Ack {
 			return attempt, nil
 		}
 		if attempt == attempts {

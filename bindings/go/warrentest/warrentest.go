@@ -269,13 +269,21 @@ func StartBroker(opts ...Option) (*Broker, error) {
 	command := binary + " " + strings.Join(args, " ")
 
 	cmd := exec.Command(binary, args...)
+	cmd.SysProcAttr = procAttr()
 	log := &logTail{}
 	cmd.Stderr = log
-	stdout, err := cmd.StdoutPipe()
+	// A pipe of our own rather than StdoutPipe: cmd.Wait (run concurrently below, to
+	// see an early exit) closes StdoutPipe's reader, which could lose lines not yet
+	// read; this reader stays open until the lines are in.
+	stdout, writer, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrStart, err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = writer
+	err = cmd.Start()
+	writer.Close() // the child has its copy; EOF comes when it exits
+	if err != nil {
+		stdout.Close()
 		return nil, fmt.Errorf("%w: cannot run %s: %v", ErrStart, binary, err)
 	}
 	b := &Broker{user: c.user, password: c.password, cmd: cmd, log: log, done: make(chan struct{}),
@@ -290,6 +298,7 @@ func StartBroker(opts ...Option) (*Broker, error) {
 		close(lines)
 		// Nothing more is printed; keep reading so the pipe never fills.
 		_, _ = io.Copy(io.Discard, stdout)
+		stdout.Close()
 	}()
 	go func() {
 		b.waitErr = cmd.Wait()
