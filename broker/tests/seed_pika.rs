@@ -65,3 +65,36 @@ fn seed_tutorial_runs_unmodified_against_warren() {
     );
     assert!(report.contains(" passed, 0 failed"), "{report}");
 }
+
+/// tests/seed/test_double_over_http.py: a pika application tested through the
+/// management listener alone (queue depth and bodies, a wait for the worker's
+/// acks, a nacked third publish, a TTL crossed on the virtual clock, a crash).
+#[test]
+fn a_pika_test_steers_warren_over_http_only() {
+    if !pika_available() {
+        eprintln!(
+            "SKIPPED a_pika_test_steers_warren_over_http_only: python3 with pika is not \
+             installed (pip install pika); .ci/run installs it"
+        );
+        return;
+    }
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/seed/test_double_over_http.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_warren"))
+        .output()
+        .expect("run the example");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}");
+    assert!(
+        out.status.success(),
+        "the example failed:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok: ")).count(),
+        14,
+        "{report}"
+    );
+}

@@ -317,6 +317,9 @@ pub struct Url {
     pub password: String,
     /// Virtual host, decoded.
     pub vhost: String,
+    /// The broker's management HTTP API (`http://host:port`), for the
+    /// `http::` scenarios; `None` when there is none to compare.
+    pub management: Option<String>,
 }
 
 impl Url {
@@ -330,6 +333,7 @@ impl Url {
             user: uri.authority.userinfo.username,
             password: uri.authority.userinfo.password,
             vhost: uri.vhost,
+            management: None,
         })
     }
 }

@@ -10,12 +10,16 @@ pub struct Warren {
 }
 
 impl Warren {
-    /// Starts Warren in this process on a free port.
+    /// Starts Warren in this process on a free port, with its management
+    /// listener on another.
     pub async fn start() -> Result<Warren, String> {
-        let broker = warren_broker::Broker::start()
+        let broker = warren_broker::Broker::builder()
+            .management(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .start()
             .await
             .map_err(|e| e.to_string())?;
-        let url = Url::parse(&broker.url()).map_err(|e| e.to_string())?;
+        let mut url = Url::parse(&broker.url()).map_err(|e| e.to_string())?;
+        url.management = broker.management_url();
         Ok(Warren { broker, url })
     }
 

@@ -17,7 +17,10 @@
 //! - `cargo test -p warren-conformance`: every scenario against an embedded Warren.
 //! - `cargo xtask conformance [--rabbitmq URL]` (or `AMQP_URL`): against an embedded
 //!   Warren and RabbitMQ, a table and the line `conformance: warren P/N, rabbitmq P/N,
-//!   divergent D`; non-zero exit when anything fails or diverges. `--only SUBSTRING`
+//!   divergent D`; non-zero exit when anything fails or diverges. The `http::`
+//!   scenarios compare the management APIs: Warren's embedded listener and
+//!   `--rabbitmq-management URL` (default `http://127.0.0.1:15672`, logged in
+//!   with the AMQP URL's credentials). `--only SUBSTRING`
 //!   filters, `--target URL` runs against one URL only, `--verbose` prints transcripts
 //!   of failing or diverging scenarios.
 //! - `cargo xtask conformance --rabbitmq URL --differential --cases N`: random

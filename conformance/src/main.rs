@@ -1,6 +1,6 @@
 //! `warren-conformance`: runs the scenarios and prints the comparison table.
 //!
-//! Usage: `warren-conformance [--target URL | [--rabbitmq URL]] [--only SUBSTRING]
+//! Usage: `warren-conformance [--target URL | [--rabbitmq URL [--rabbitmq-management URL]]] [--only SUBSTRING]
 //! [--jobs N] [--verbose] [--list] [--differential [--cases N] [--max-len N]
 //! [--without PATTERN]...]`. Without `--target` the scenarios run against an embedded
 //! Warren and, given `--rabbitmq` or `AMQP_URL`, against RabbitMQ as well.
@@ -15,6 +15,8 @@ use warren_conformance::{all, Url};
 struct Args {
     target: Option<String>,
     rabbitmq: Option<String>,
+    /// RabbitMQ's management API, for the `http::` scenarios.
+    rabbitmq_management: Option<String>,
     only: Vec<String>,
     jobs: usize,
     verbose: bool,
@@ -29,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         target: None,
         rabbitmq: std::env::var("AMQP_URL").ok().filter(|s| !s.is_empty()),
+        rabbitmq_management: None,
         only: Vec::new(),
         jobs: 4,
         verbose: false,
@@ -44,6 +47,9 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--target" => args.target = Some(value("--target")?),
             "--rabbitmq" => args.rabbitmq = Some(value("--rabbitmq")?),
+            "--rabbitmq-management" => {
+                args.rabbitmq_management = Some(value("--rabbitmq-management")?)
+            }
             "--only" => args.only.push(value("--only")?),
             "--jobs" => {
                 args.jobs = value("--jobs")?
@@ -65,8 +71,8 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--max-len: {e}"))?
             }
             "--help" | "-h" => {
-                return Err("usage: warren-conformance [--target URL | --rabbitmq URL] \
-                     [--only SUBSTRING]... [--jobs N] [--verbose] [--list] \
+                return Err("usage: warren-conformance [--target URL | --rabbitmq URL \
+                     [--rabbitmq-management URL]] [--only SUBSTRING]... [--jobs N] [--verbose] [--list] \
                      [--differential [--cases N] [--max-len N] [--without PATTERN]...]"
                     .into())
             }
@@ -152,7 +158,16 @@ async fn main() -> ExitCode {
     }
 
     let rabbit_url = match args.rabbitmq.as_deref().map(parse).transpose() {
-        Ok(u) => u,
+        // The management API on its default port unless told otherwise; its
+        // login is the AMQP URL's.
+        Ok(u) => u.map(|mut u| {
+            u.management = Some(
+                args.rabbitmq_management
+                    .clone()
+                    .unwrap_or_else(|| "http://127.0.0.1:15672".to_owned()),
+            );
+            u
+        }),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);

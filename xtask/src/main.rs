@@ -1,7 +1,7 @@
 //! `cargo xtask`: project automation, kept to the standard library.
 //!
 //! - `cargo xtask conformance [ARGS]`: builds and runs `warren-conformance` with ARGS
-//!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
+//!   (`--rabbitmq URL`, `--rabbitmq-management URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
 //! - `cargo xtask bench [--quick]`, `cargo xtask fuzz [--seconds N]`: see their modules.
 //! - `cargo xtask package`: the Python wheel and npm tarballs in `target/package/`.
 //! - `cargo xtask tidy [--verbose]`: the house rules over the whole workspace (module

@@ -10,12 +10,9 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::definitions as defs;
-use super::entities as e;
 use super::warren::{connection_name, queue_type};
 use super::{json as j, ApiError, App, User};
 use crate::faults::{Command, ConnInfo};
@@ -24,57 +21,6 @@ use crate::Shared;
 
 /// The version whose management API this copies.
 pub const RABBITMQ_VERSION: &str = "3.10.8";
-
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/overview", get(overview))
-        .route("/whoami", get(whoami))
-        .route("/vhosts", get(vhosts))
-        .route(
-            "/vhosts/{vhost}",
-            get(vhost).put(e::put_vhost).delete(e::delete_vhost),
-        )
-        .route("/queues", get(queues))
-        .route("/queues/{vhost}", get(queues_in))
-        .route(
-            "/queues/{vhost}/{name}",
-            get(queue).put(e::put_queue).delete(e::delete_queue),
-        )
-        .route("/queues/{vhost}/{name}/contents", delete(e::purge_queue))
-        .route("/queues/{vhost}/{name}/get", post(e::get_messages))
-        .route("/exchanges", get(exchanges))
-        .route("/exchanges/{vhost}", get(exchanges_in))
-        .route(
-            "/exchanges/{vhost}/{name}",
-            get(exchange)
-                .put(e::put_exchange)
-                .delete(e::delete_exchange),
-        )
-        .route("/exchanges/{vhost}/{name}/publish", post(e::publish))
-        .route("/bindings", get(bindings))
-        .route("/bindings/{vhost}", get(bindings_in))
-        .route(
-            "/bindings/{vhost}/e/{source}/{kind}/{destination}",
-            get(e::list_between).post(e::post_binding),
-        )
-        .route(
-            "/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
-            get(e::get_binding).delete(e::delete_binding),
-        )
-        .route("/connections", get(connections))
-        .route(
-            "/connections/{name}",
-            get(connection).delete(close_connection),
-        )
-        .route("/channels", get(channels))
-        .route("/consumers", get(consumers))
-        .route("/consumers/{vhost}", get(consumers_in))
-        .route("/definitions", get(defs::export).post(defs::import))
-        .route("/aliveness-test/{vhost}", get(aliveness))
-        .route("/health/checks/alarms", get(health_alarms))
-        .route("/health/checks/virtual-hosts", get(health_ok))
-        .route("/health/checks/port-listener/{port}", get(health_port))
-}
 
 fn vhost_names(s: &Shared) -> Vec<String> {
     s.vhosts.names()
@@ -90,7 +36,7 @@ fn check_vhost(s: &Shared, vhost: &str) -> Result<(), ApiError> {
 
 // ---- overview, whoami, vhosts ----------------------------------------------------
 
-async fn overview(State(app): State<App>) -> Json<Value> {
+pub async fn overview(State(app): State<App>) -> Json<Value> {
     let snap = app.shared.snapshot();
     let ready: usize = snap.queues.iter().map(|q| q.messages.len()).sum();
     let unacked: usize = snap.queues.iter().map(|q| q.unacked.len()).sum();
@@ -130,7 +76,7 @@ fn listener(protocol: &str, addr: &std::net::SocketAddr) -> Value {
            "ip_address": addr.ip().to_string(), "port": addr.port()})
 }
 
-async fn whoami(Extension(User(user)): Extension<User>) -> Json<Value> {
+pub async fn whoami(Extension(User(user)): Extension<User>) -> Json<Value> {
     Json(json!({"name": user.name, "tags": user.tags}))
 }
 
@@ -164,7 +110,7 @@ fn vhost_json(s: &Shared, name: &str, queues: &[QueueSnapshot]) -> Value {
     })
 }
 
-async fn vhosts(State(app): State<App>) -> Json<Value> {
+pub async fn vhosts(State(app): State<App>) -> Json<Value> {
     let queues = app.shared.snapshot().queues;
     Json(Value::Array(
         vhost_names(&app.shared)
@@ -174,7 +120,10 @@ async fn vhosts(State(app): State<App>) -> Json<Value> {
     ))
 }
 
-async fn vhost(State(app): State<App>, Path(vhost): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn vhost(
+    State(app): State<App>,
+    Path(vhost): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     check_vhost(&app.shared, &vhost)?;
     let queues = app.shared.snapshot().queues;
     Ok(Json(vhost_json(&app.shared, &vhost, &queues)))
@@ -225,11 +174,11 @@ fn all_queues(s: &Shared, vhost: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-async fn queues(State(app): State<App>) -> Json<Value> {
+pub async fn queues(State(app): State<App>) -> Json<Value> {
     Json(Value::Array(all_queues(&app.shared, None)))
 }
 
-async fn queues_in(
+pub async fn queues_in(
     State(app): State<App>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -244,7 +193,7 @@ pub fn find_queue(s: &Shared, vhost: &str, name: &str) -> Result<QueueSnapshot, 
     q.ok_or_else(ApiError::not_found)
 }
 
-async fn queue(
+pub async fn queue(
     State(app): State<App>,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -288,11 +237,11 @@ fn exchanges_json(s: &Shared, vhost: Option<&str>, name: Option<&str>) -> Vec<Va
     out
 }
 
-async fn exchanges(State(app): State<App>) -> Json<Value> {
+pub async fn exchanges(State(app): State<App>) -> Json<Value> {
     Json(Value::Array(exchanges_json(&app.shared, None, None)))
 }
 
-async fn exchanges_in(
+pub async fn exchanges_in(
     State(app): State<App>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -304,7 +253,7 @@ async fn exchanges_in(
     ))))
 }
 
-async fn exchange(
+pub async fn exchange(
     State(app): State<App>,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -425,11 +374,11 @@ fn bindings_json(s: &Shared, vhost: Option<&str>) -> Vec<Value> {
     out
 }
 
-async fn bindings(State(app): State<App>) -> Json<Value> {
+pub async fn bindings(State(app): State<App>) -> Json<Value> {
     Json(Value::Array(bindings_json(&app.shared, None)))
 }
 
-async fn bindings_in(
+pub async fn bindings_in(
     State(app): State<App>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -490,7 +439,7 @@ fn open_connections(s: &Shared) -> Vec<std::sync::Arc<ConnInfo>> {
         .collect()
 }
 
-async fn connections(State(app): State<App>) -> Json<Value> {
+pub async fn connections(State(app): State<App>) -> Json<Value> {
     Json(Value::Array(
         open_connections(&app.shared)
             .iter()
@@ -506,7 +455,7 @@ fn find_connection(s: &Shared, name: &str) -> Result<std::sync::Arc<ConnInfo>, A
         .ok_or_else(ApiError::not_found)
 }
 
-async fn connection(
+pub async fn connection(
     State(app): State<App>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -516,7 +465,7 @@ async fn connection(
 
 /// RabbitMQ closes the connection with 320 CONNECTION_FORCED, the `X-Reason`
 /// header (or "Closed via management plugin") as its text.
-async fn close_connection(
+pub async fn close_connection(
     State(app): State<App>,
     Path(name): Path<String>,
     headers: HeaderMap,
@@ -537,7 +486,7 @@ fn channel_name(info: &ConnInfo, n: u16) -> String {
     format!("{} ({n})", connection_name(info))
 }
 
-async fn channels(State(app): State<App>) -> Json<Value> {
+pub async fn channels(State(app): State<App>) -> Json<Value> {
     let s = &app.shared;
     let mut out = Vec::new();
     for info in open_connections(s) {
@@ -607,11 +556,11 @@ fn consumers_json(s: &Shared, vhost: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-async fn consumers(State(app): State<App>) -> Json<Value> {
+pub async fn consumers(State(app): State<App>) -> Json<Value> {
     Json(Value::Array(consumers_json(&app.shared, None)))
 }
 
-async fn consumers_in(
+pub async fn consumers_in(
     State(app): State<App>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -624,7 +573,7 @@ async fn consumers_in(
 
 // ---- health --------------------------------------------------------------------
 
-async fn aliveness(
+pub async fn aliveness(
     State(app): State<App>,
     Path(vhost): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -633,7 +582,7 @@ async fn aliveness(
 }
 
 /// RabbitMQ's answer when a resource alarm is in effect is a 503 listing it.
-async fn health_alarms(State(app): State<App>) -> Response {
+pub async fn health_alarms(State(app): State<App>) -> Response {
     if *app.shared.gauge.subscribe().borrow() {
         let body = json!({"status": "failed", "reason": "resource alarm(s) in effect in the cluster",
                           "alarms": [{"node": "warren@localhost", "resource": "memory"}]});
@@ -642,11 +591,11 @@ async fn health_alarms(State(app): State<App>) -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-async fn health_ok() -> Json<Value> {
+pub async fn health_ok() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn health_port(State(app): State<App>, Path(port): Path<String>) -> Response {
+pub async fn health_port(State(app): State<App>, Path(port): Path<String>) -> Response {
     let listening: Vec<u16> = app
         .amqp
         .iter()

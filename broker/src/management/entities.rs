@@ -338,6 +338,31 @@ pub async fn publish(
     Ok(Json(json!({"routed": routed})))
 }
 
+/// Whether a path's `{props}` segment, which the router percent-decoded,
+/// names the binding with this `properties_key` (itself percent-encoded).
+fn same_key(key: &str, decoded: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out == decoded.as_bytes()
+}
+
 // ---- bindings --------------------------------------------------------------------
 
 /// `e` or `q`: what a binding path's destination is.
@@ -402,7 +427,7 @@ pub async fn get_binding(
     let dest_is_exchange = to_exchange(&kind)?;
     bindings_between(&app.shared, &vhost, &source, &destination, dest_is_exchange)?
         .into_iter()
-        .find(|b| b["properties_key"] == props.as_str())
+        .find(|b| same_key(b["properties_key"].as_str().unwrap_or_default(), &props))
         .map(Json)
         .ok_or_else(ApiError::not_found)
 }
@@ -422,7 +447,10 @@ pub async fn delete_binding(
         b.source == source
             && b.destination == destination
             && b.to_exchange == dest_is_exchange
-            && properties_key_of(&b.routing_key, &j::table(&b.arguments)) == props
+            && same_key(
+                &properties_key_of(&b.routing_key, &j::table(&b.arguments)),
+                &props,
+            )
     });
     let Some(b) = found else {
         return Err(ApiError::not_found());

@@ -18,6 +18,9 @@ mod entities;
 mod json;
 mod warren;
 
+use definitions as defs;
+use entities as e;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -26,7 +29,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -83,7 +86,7 @@ pub async fn serve(
 /// Every route of the listener: the `/api` routes behind basic auth, the
 /// page in front of it.
 pub fn router(app: App) -> Router {
-    let api = api::routes()
+    let api = rabbitmq_routes()
         .merge(warren::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -95,6 +98,58 @@ pub fn router(app: App) -> Router {
         .nest("/api", api)
         .fallback(not_found)
         .with_state(app)
+}
+
+/// RabbitMQ's paths: reads in `api`, changes in `entities`, definitions.
+fn rabbitmq_routes() -> Router<App> {
+    Router::new()
+        .route("/overview", get(api::overview))
+        .route("/whoami", get(api::whoami))
+        .route("/vhosts", get(api::vhosts))
+        .route(
+            "/vhosts/{vhost}",
+            get(api::vhost).put(e::put_vhost).delete(e::delete_vhost),
+        )
+        .route("/queues", get(api::queues))
+        .route("/queues/{vhost}", get(api::queues_in))
+        .route(
+            "/queues/{vhost}/{name}",
+            get(api::queue).put(e::put_queue).delete(e::delete_queue),
+        )
+        .route("/queues/{vhost}/{name}/contents", delete(e::purge_queue))
+        .route("/queues/{vhost}/{name}/get", post(e::get_messages))
+        .route("/exchanges", get(api::exchanges))
+        .route("/exchanges/{vhost}", get(api::exchanges_in))
+        .route(
+            "/exchanges/{vhost}/{name}",
+            get(api::exchange)
+                .put(e::put_exchange)
+                .delete(e::delete_exchange),
+        )
+        .route("/exchanges/{vhost}/{name}/publish", post(e::publish))
+        .route("/bindings", get(api::bindings))
+        .route("/bindings/{vhost}", get(api::bindings_in))
+        .route(
+            "/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(e::list_between).post(e::post_binding),
+        )
+        .route(
+            "/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(e::get_binding).delete(e::delete_binding),
+        )
+        .route("/connections", get(api::connections))
+        .route(
+            "/connections/{name}",
+            get(api::connection).delete(api::close_connection),
+        )
+        .route("/channels", get(api::channels))
+        .route("/consumers", get(api::consumers))
+        .route("/consumers/{vhost}", get(api::consumers_in))
+        .route("/definitions", get(defs::export).post(defs::import))
+        .route("/aliveness-test/{vhost}", get(api::aliveness))
+        .route("/health/checks/alarms", get(api::health_alarms))
+        .route("/health/checks/virtual-hosts", get(api::health_ok))
+        .route("/health/checks/port-listener/{port}", get(api::health_port))
 }
 
 /// Until the watch page lands: where to look instead.

@@ -11,6 +11,7 @@ pub mod confirms;
 pub mod connection;
 pub mod exchange;
 pub mod extensions;
+pub mod http;
 pub mod malformed;
 pub mod queue;
 pub mod streams;
@@ -47,6 +48,12 @@ macro_rules! table {
 }
 
 table! {
+    http: [
+        queue_lifecycle,
+        exchanges_bindings_and_publish,
+        vhosts_and_identity,
+        errors_in_rabbitmq_shape,
+    ]
     connection: [
         open_and_close,
         start_announces_capabilities,
