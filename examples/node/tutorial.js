@@ -5,7 +5,9 @@
 const amqp = require("amqplib");
 
 async function connect(url, socketOptions) {
-  const connection = await amqp.connect(url, socketOptions);
+  // noDelay: amqplib leaves Nagle's algorithm on, which costs about 40 ms per
+  // connection handshake on loopback (RabbitMQ or Warren alike).
+  const connection = await amqp.connect(url, { noDelay: true, ...socketOptions });
   // A broker that closes the connection (a restart: 320) emits "error"; an unheard
   // "error" would end the process.
   connection.on("error", () => {});
