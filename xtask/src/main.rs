@@ -3,6 +3,7 @@
 //! - `cargo xtask conformance [ARGS]`: builds and runs `warren-conformance` with ARGS
 //!   (`--rabbitmq URL`, `--rabbitmq-management URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
 //! - `cargo xtask bench [--quick]`, `cargo xtask fuzz [--seconds N]`: see their modules.
+//! - `cargo xtask package`: the Python wheel and npm tarballs in `target/package/`.
 //! - `cargo xtask tidy [--verbose]`: the house rules over the whole workspace (module
 //!   docs, file sizes, `unsafe`, leftovers, import circles); `--graph` prints every
 //!   crate's module graph instead.
@@ -10,6 +11,7 @@
 mod bench;
 mod charts;
 mod fuzz;
+mod package;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
         Some("conformance") => conformance(args.collect()),
         Some("bench") => bench::bench(args.collect()),
         Some("fuzz") => fuzz::run(args.collect()),
+        Some("package") => package::package(args.collect()),
         Some("tidy") => {
             let args: Vec<String> = args.collect();
             if args.iter().any(|a| a == "--graph") {
@@ -30,7 +33,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]\n       cargo xtask bench [--quick] | fuzz [--seconds N] | tidy [--verbose | --graph]"
+                "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]\n       cargo xtask bench [--quick] | fuzz [--seconds N] | package | tidy [--verbose | --graph]"
             );
             ExitCode::from(2)
         }

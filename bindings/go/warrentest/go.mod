@@ -1,0 +1,3 @@
+module warren/bindings/go/warrentest
+
+go 1.19
