@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::alarms::{parse_size, MemoryHighWatermark};
 use crate::auth::{Permissions, User};
 
 #[derive(Clone, Debug)]
@@ -41,8 +42,13 @@ pub struct Config {
     /// TTLs, queue expiry and consumer timeouts follow a virtual clock that only
     /// `Broker::advance` moves, instead of real time.
     pub virtual_clock: bool,
-    /// Bytes of messages held above which publishers are blocked; 0 never blocks.
-    pub memory_high_watermark: usize,
+    /// Process memory above which publishers are blocked (RabbitMQ's
+    /// `vm_memory_high_watermark`): 0.4 of the memory the process may use by
+    /// default.
+    pub memory_high_watermark: MemoryHighWatermark,
+    /// With a data directory, free bytes on its file system below which
+    /// publishers are blocked (RabbitMQ's `disk_free_limit`, 50 MB); 0: never.
+    pub disk_free_limit: u64,
     /// A delivery left unacknowledged longer than this closes its channel with
     /// 406 PRECONDITION_FAILED (RabbitMQ's `consumer_timeout`, 30 minutes in
     /// 3.10); `None` never does.
@@ -68,7 +74,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
             virtual_clock: false,
-            memory_high_watermark: 0,
+            memory_high_watermark: MemoryHighWatermark::default(),
+            disk_free_limit: crate::alarms::DEFAULT_DISK_FREE_LIMIT,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
         }
     }
