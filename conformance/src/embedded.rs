@@ -16,6 +16,7 @@ impl Warren {
             .await
             .map_err(|e| e.to_string())?;
         let url = Url::parse(&broker.url()).map_err(|e| e.to_string())?;
+        crate::admin::register_embedded(&url.addr, broker.users().clone());
         Ok(Warren { broker, url })
     }
 
