@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use warren_client::{
-    BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Connection,
-    FieldTable, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
+    Connection, FieldTable, QueueDeclareOptions,
 };
 
 use crate::procs::Result;
@@ -38,7 +38,12 @@ pub async fn cycle() -> Result<Duration> {
         BasicProperties::default(),
     )
     .await?;
-    consumer.recv().await.ok_or("no delivery")??.ack().await?;
+    consumer
+        .recv()
+        .await
+        .ok_or("no delivery")??
+        .ack(BasicAckOptions::default())
+        .await?;
     drop(consumer);
     conn.close().await?;
     broker.shutdown().await;
@@ -81,7 +86,7 @@ pub async fn publish_consume(n: usize, body: &[u8], ack: bool) -> Result<Duratio
                 .await
                 .ok_or_else(|| format!("consumer ended after {i}"))??;
             if ack {
-                d.ack().await?;
+                d.ack(BasicAckOptions::default()).await?;
             }
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use warren_client::{
-    BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions, Channel,
-    Confirmation, Connection, FieldTable, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicProperties, BasicPublishOptions, BasicQosOptions,
+    Channel, Confirmation, Connection, FieldTable, QueueDeclareOptions,
 };
 
 use crate::procs::Result;
@@ -86,7 +86,7 @@ pub async fn consume(
             .recv()
             .await
             .ok_or_else(|| format!("consumer ended after {i}"))??;
-        d.ack().await?;
+        d.ack(BasicAckOptions::default()).await?;
     }
     let took = start.elapsed();
     drop(consumer);

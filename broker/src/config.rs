@@ -53,6 +53,8 @@ pub struct Config {
     /// 406 PRECONDITION_FAILED (RabbitMQ's `consumer_timeout`, 30 minutes in
     /// 3.10); `None` never does.
     pub consumer_timeout: Option<Duration>,
+    /// Where the management HTTP API listens; `None`: no HTTP listener.
+    pub management: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             memory_high_watermark: MemoryHighWatermark::default(),
             disk_free_limit: crate::alarms::DEFAULT_DISK_FREE_LIMIT,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            management: None,
         }
     }
 }

@@ -523,6 +523,16 @@ impl Connection {
                     }
                 }
                 let cfg = &self.shared.config;
+                let _ = self.info.client.set(crate::faults::ClientInfo {
+                    user: self
+                        .user
+                        .as_ref()
+                        .map_or_else(String::new, |u| u.name.clone()),
+                    properties: s.client_properties.clone(),
+                    connected_at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                });
                 self.send_connection(M::Tune(connection::Tune {
                     channel_max: cfg.channel_max,
                     frame_max: cfg.frame_max,

@@ -45,6 +45,20 @@ pub struct ConnInfo {
     /// Wakes the connection's task when a command arrives.
     pub wake: Notify,
     pub trace: Trace,
+    /// The listener's address the client connected to (for the name RabbitMQ's
+    /// management API gives a connection, `peer -> local`); `None` in process.
+    pub local: std::sync::OnceLock<String>,
+    /// What the client said in `connection.start-ok`, once it logged in.
+    pub client: std::sync::OnceLock<ClientInfo>,
+}
+
+/// A logged-in client, as the management API shows it.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub user: String,
+    pub properties: amq_protocol::types::FieldTable,
+    /// Milliseconds since the Unix epoch (RabbitMQ's `connected_at`).
+    pub connected_at: u64,
 }
 
 impl ConnInfo {
@@ -57,6 +71,8 @@ impl ConnInfo {
             commands: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             trace: Trace::new(tracer, id),
+            local: Default::default(),
+            client: Default::default(),
         }
     }
 
@@ -115,7 +131,7 @@ impl Action {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Trigger {
+pub(crate) enum Trigger {
     /// A message published (`basic.publish` with its content).
     Publish,
     /// A `basic.ack`, `nack` or `reject`.
@@ -158,20 +174,20 @@ pub struct PublishEvent<'a> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Fault {
-    trigger: Trigger,
+    pub(crate) trigger: Trigger,
     /// Only publishes to this exchange ("" is the default exchange).
-    exchange: Option<String>,
+    pub(crate) exchange: Option<String>,
     /// Only publishes routed to this queue (among others, perhaps).
-    queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// Only events on this channel number.
-    channel: Option<u16>,
+    pub(crate) channel: Option<u16>,
     /// Only events on this connection (the broker's connection id).
-    connection: Option<u64>,
+    pub(crate) connection: Option<u64>,
     /// Fire from this matching event on (1-based).
-    from: u64,
+    pub(crate) from: u64,
     /// How many times it fires; `None`: every time from then on.
-    times: Option<u64>,
-    action: Option<Action>,
+    pub(crate) times: Option<u64>,
+    pub(crate) action: Option<Action>,
 }
 
 impl Fault {
@@ -290,9 +306,18 @@ impl Fault {
 
 #[derive(Debug)]
 struct Armed {
+    id: u64,
     fault: Fault,
     seen: u64,
     fired: u64,
+}
+
+/// A rule in force, as listed: its id, the fault, and how often it fired.
+#[derive(Clone, Debug)]
+pub struct ArmedFault {
+    pub id: u64,
+    pub fault: Fault,
+    pub fired: u64,
 }
 
 /// The rules in force on a broker.
@@ -301,22 +326,51 @@ pub struct Rules {
     armed: Mutex<Vec<Armed>>,
     /// Lets the hot path skip the lock when no rule is armed.
     any: AtomicBool,
+    /// The last id given to a rule (ids start at 1 and are never reused).
+    last_id: std::sync::atomic::AtomicU64,
 }
 
 impl Rules {
-    pub fn add(&self, fault: Fault) {
+    /// Arms a rule; returns its id, for listing and removal.
+    pub fn add(&self, fault: Fault) -> u64 {
+        let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
         armed.push(Armed {
+            id,
             fault,
             seen: 0,
             fired: 0,
         });
         self.any.store(true, Ordering::Release);
+        id
     }
 
     pub fn clear(&self) {
         self.armed.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.any.store(false, Ordering::Release);
+    }
+
+    /// Disarms one rule; false when there is none with that id.
+    pub fn remove(&self, id: u64) -> bool {
+        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        let before = armed.len();
+        armed.retain(|a| a.id != id);
+        self.any.store(!armed.is_empty(), Ordering::Release);
+        armed.len() != before
+    }
+
+    /// The rules in force, oldest first.
+    pub fn list(&self) -> Vec<ArmedFault> {
+        self.armed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|a| ArmedFault {
+                id: a.id,
+                fault: a.fault.clone(),
+                fired: a.fired,
+            })
+            .collect()
     }
 
     fn check(&self, matches: impl Fn(&Fault) -> bool) -> Option<Action> {

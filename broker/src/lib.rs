@@ -29,9 +29,11 @@ mod clock;
 pub mod codec;
 pub mod config;
 mod connection;
+mod control;
 pub mod error;
 mod faults;
 pub mod inspect;
+mod management;
 mod memory;
 mod outbox;
 mod pacing;
@@ -93,6 +95,9 @@ pub(crate) struct Shared {
     /// two never overlap.
     maintenance: std::sync::Mutex<()>,
     next_connection: AtomicU64,
+    /// Bumped to make every connection close with 320 CONNECTION_FORCED
+    /// (shutdown and restart); each connection holds a receiver.
+    close: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -146,6 +151,7 @@ impl Shared {
             maintenance: std::sync::Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
             next_connection: AtomicU64::new(1),
+            close: watch::channel(0).0,
         })
     }
 
@@ -470,6 +476,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Serves the management HTTP API (RabbitMQ's subset and `/api/warren/`,
+    /// see docs/control-plane.md) on `addr`; port 0 picks a free port.
+    pub fn management(mut self, addr: SocketAddr) -> Self {
+        self.config.management = Some(addr);
+        self
+    }
+
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
         self
@@ -490,9 +503,14 @@ impl BrokerBuilder {
             .iter()
             .map(|l| l.local_addr())
             .collect::<std::io::Result<Vec<_>>>()?;
+        let management = match config.management {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let management_addr = management.as_ref().map(|l| l.local_addr()).transpose()?;
         let shared = Arc::new(Shared::new(config)?);
         let tracker = Arc::new(Tracker::default());
-        let (close_tx, close_rx) = watch::channel(0u64);
+        let close_rx = shared.close.subscribe();
         let (stop_tx, stop_rx) = watch::channel(false);
         // Only a broker with sockets needs descriptors (and raises its limit).
         let capacity = if listeners.is_empty() {
@@ -533,13 +551,21 @@ impl BrokerBuilder {
         if !shared.clock.is_virtual() {
             accept_tasks.push(tokio::spawn(timer_loop(shared.clone(), stop_rx.clone())));
         }
+        if let Some(listener) = management {
+            accept_tasks.push(tokio::spawn(management::serve(
+                listener,
+                shared.clone(),
+                addrs.clone(),
+                stop_rx.clone(),
+            )));
+        }
         Ok(Broker {
             shared,
             addrs,
             tracker,
-            close_tx,
             stop_tx,
             accept_tasks,
+            management_addr,
         })
     }
 }
@@ -551,11 +577,11 @@ pub struct Broker {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
     tracker: Arc<Tracker>,
-    /// Bumped to make every connection close with 320 CONNECTION_FORCED.
-    close_tx: watch::Sender<u64>,
     /// Set to stop the accept loops.
     stop_tx: watch::Sender<bool>,
     accept_tasks: Vec<JoinHandle<()>>,
+    /// Where the management HTTP API listens, if it does.
+    management_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -592,6 +618,12 @@ impl Broker {
         )
     }
 
+    /// The management HTTP API's base URL, `http://HOST:PORT`, when
+    /// [`BrokerBuilder::management`] was set.
+    pub fn management_url(&self) -> Option<String> {
+        self.management_addr.map(|a| format!("http://{a}"))
+    }
+
     /// A new client connection with no socket: an in-memory byte stream that any
     /// AMQP client taking an `AsyncRead + AsyncWrite` can speak over.
     pub fn connect_in_process(&self) -> tokio::io::DuplexStream {
@@ -600,8 +632,9 @@ impl Broker {
         tokio::spawn(server::serve(
             server,
             "in-process".to_owned(),
+            None,
             self.shared.clone(),
-            self.close_tx.subscribe(),
+            self.shared.close.subscribe(),
             guard,
             None,
         ));
@@ -643,55 +676,7 @@ impl Broker {
 
     /// [`Broker::restart`], reporting a data directory that cannot be read back.
     pub async fn try_restart(&self) -> std::io::Result<()> {
-        let down = self.shared.gate.write();
-        tokio::pin!(down);
-        // Queued at the gate before the signal goes out, so that a connection
-        // accepted after the signal waits there until the restart is over
-        // (and is then served) instead of being served unwarned meanwhile and
-        // holding the restart up. Every connection accepted before the signal
-        // sees it whenever its task runs (`server::serve`), so the gate opens.
-        let early = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match std::future::Future::poll(down.as_mut(), cx) {
-                std::task::Poll::Ready(guard) => Some(guard),
-                std::task::Poll::Pending => None,
-            })
-        })
-        .await;
-        self.close_tx.send_modify(|n| *n += 1);
-        let _down = match early {
-            Some(guard) => guard,
-            None => down.await,
-        };
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.restart_state())
-            .await
-            .map_err(std::io::Error::other)?
-    }
-
-    /// Ends every connection task with `end` (once each, including those that
-    /// open meanwhile) and returns once all are gone; connections arriving
-    /// after that wait until the returned guard is dropped. For `crash`, which
-    /// sends no signal: a connection registered after a look is found by the
-    /// next, since it holds the gate the loop waits for.
-    async fn take_down(
-        &self,
-        end: impl Fn(&faults::ConnInfo),
-    ) -> tokio::sync::RwLockWriteGuard<'_, ()> {
-        let mut ended = std::collections::HashSet::new();
-        let down = self.shared.gate.write();
-        tokio::pin!(down);
-        loop {
-            for info in self.shared.connection_infos() {
-                if ended.insert(info.id) {
-                    end(&info);
-                }
-            }
-            let round = tokio::time::sleep(std::time::Duration::from_millis(10));
-            tokio::select! {
-                guard = &mut down => return guard,
-                _ = round => {}
-            }
-        }
+        self.shared.restart().await
     }
 
     /// Crashes the broker as a power cut would, and starts it again: every
@@ -726,18 +711,7 @@ impl Broker {
 
     /// [`Broker::crash`], reporting a data directory that cannot be read back.
     pub async fn try_crash(&self) -> std::io::Result<()> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.power_cut())
-            .await
-            .map_err(std::io::Error::other)?;
-        // Every connection dies, with no close: the socket just goes.
-        let _down = self
-            .take_down(|info| info.command(faults::Command::Drop))
-            .await;
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.crash_state())
-            .await
-            .map_err(std::io::Error::other)?
+        self.shared.crash().await
     }
 
     /// Stalls the disk (true) or lets it go again (false), as a disk whose
@@ -760,7 +734,7 @@ impl Broker {
         for task in self.accept_tasks.drain(..) {
             let _ = task.await;
         }
-        self.close_tx.send_modify(|n| *n += 1);
+        self.shared.close.send_modify(|n| *n += 1);
         self.tracker.wait_idle().await;
         if let Some(store) = self.shared.store.clone() {
             let _ = tokio::task::spawn_blocking(move || {
@@ -796,10 +770,7 @@ impl Broker {
     /// real clock: a test under `tokio::time::pause()` moves TTLs, expiry,
     /// consumer timeouts and heartbeats together with `tokio::time::advance`.
     pub fn advance(&self, by: std::time::Duration) {
-        if self.shared.clock.is_virtual() {
-            self.shared.clock.advance(by);
-            self.shared.tick();
-        }
+        self.shared.advance(by);
     }
 
     /// Where durable state is kept, if anywhere.
@@ -839,7 +810,7 @@ async fn compaction_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.stop_tx.send(true);
-        self.close_tx.send_modify(|n| *n += 1);
+        self.shared.close.send_modify(|n| *n += 1);
     }
 }
 
@@ -878,30 +849,7 @@ impl std::error::Error for WaitTimeout {}
 impl Broker {
     /// Everything at this moment: queues, exchanges, bindings, connections.
     pub fn snapshot(&self) -> BrokerSnapshot {
-        let mut snap = BrokerSnapshot::default();
-        let mut names: Vec<&String> = self.shared.vhosts.keys().collect();
-        names.sort();
-        for name in names {
-            let v = self.shared.vhosts[name].lock();
-            snap.queues.extend(v.queue_snapshots());
-            snap.exchanges.extend(v.exchange_snapshots());
-            snap.bindings.extend(v.binding_snapshots());
-        }
-        for info in self.shared.connection_infos() {
-            let vhost = info.vhost.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let channels = vhost
-                .as_ref()
-                .and_then(|v| self.shared.vhosts.get(v))
-                .map(|v| v.lock().channels_of(info.id))
-                .unwrap_or_default();
-            snap.connections.push(ConnectionSnapshot {
-                id: info.id,
-                peer: info.peer.clone(),
-                vhost,
-                channels,
-            });
-        }
-        snap
+        self.shared.snapshot()
     }
 
     /// The queue of that name in vhost `/`, if it exists.
@@ -967,16 +915,7 @@ impl Broker {
     /// has been written to that client's socket. (Input is handled as it is
     /// read, so what was received is routed and delivered by then.)
     pub async fn wait_until_idle(&self) {
-        let mut quiet = 0;
-        while quiet < 2 {
-            let busy = self
-                .shared
-                .connection_infos()
-                .iter()
-                .any(|c| c.outbox.pending() > 0);
-            quiet = if busy { 0 } else { quiet + 1 };
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        self.shared.wait_until_idle().await
     }
 
     /// Puts a message straight into a queue of vhost `/`, as if published to the
@@ -996,20 +935,7 @@ impl Broker {
 /// Fault injection: what a test does to the broker to see how its code copes.
 impl Broker {
     fn command(&self, connection: u64, command: faults::Command) -> bool {
-        let info = self
-            .shared
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&connection)
-            .cloned();
-        match info {
-            Some(info) => {
-                info.command(command);
-                true
-            }
-            None => false,
-        }
+        self.shared.command(connection, command)
     }
 
     /// Closes a connection with `connection.close` (e.g. 320 and "broker
@@ -1091,28 +1017,6 @@ impl Broker {
     /// Every connection's traced frames, printable on a test failure: grouped by
     /// connection, oldest first.
     pub fn trace_dump(&self) -> String {
-        let peers: HashMap<u64, String> = self
-            .shared
-            .connection_infos()
-            .into_iter()
-            .map(|c| (c.id, c.peer.clone()))
-            .collect();
-        let mut by_connection: std::collections::BTreeMap<u64, Vec<TraceEntry>> =
-            Default::default();
-        for entry in self.shared.tracer.entries(None) {
-            by_connection
-                .entry(entry.connection)
-                .or_default()
-                .push(entry);
-        }
-        let mut out = String::new();
-        for (id, entries) in by_connection {
-            let peer = peers.get(&id).map_or("closed", String::as_str);
-            out.push_str(&format!("connection {id} ({peer}):\n"));
-            for entry in entries {
-                out.push_str(&format!("  {entry}\n"));
-            }
-        }
-        out
+        self.shared.trace_dump()
     }
 }

@@ -57,6 +57,14 @@ struct Args {
     /// closed with 406, as RabbitMQ's `consumer_timeout` (0: never).
     #[arg(long, default_value_t = 1_800_000)]
     consumer_timeout: u64,
+    /// Serve the management HTTP API here (RabbitMQ's subset and Warren's
+    /// `/api/warren/`); its base URL is the second line on stdout.
+    #[arg(long)]
+    management_bind: Option<SocketAddr>,
+    /// TTLs, queue expiry and consumer timeouts follow a clock that only
+    /// `POST /api/warren/clock/advance` moves.
+    #[arg(long)]
+    virtual_clock: bool,
 }
 
 #[tokio::main]
@@ -107,6 +115,12 @@ async fn main() -> ExitCode {
     if let Some(dir) = &args.data_dir {
         builder = builder.data_dir(dir);
     }
+    if let Some(addr) = args.management_bind {
+        builder = builder.management(addr);
+    }
+    if args.virtual_clock {
+        builder = builder.virtual_clock();
+    }
     let broker = match builder.start().await {
         Ok(b) => b,
         Err(e) => {
@@ -116,6 +130,9 @@ async fn main() -> ExitCode {
     };
     // The first line on stdout is the contract: tools wait for it.
     println!("{}", broker.url());
+    if let Some(url) = broker.management_url() {
+        println!("{url}");
+    }
     match broker.data_dir() {
         Some(dir) => tracing::info!(
             addrs = ?broker.local_addrs(),

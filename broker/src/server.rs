@@ -98,10 +98,12 @@ pub async fn accept_loop(
                     // runs: shutdown and restart close every connection accepted
                     // before their signal, and none accepted after it.
                     close.mark_unchanged();
+                    let local = stream.local_addr().ok();
                     let paced = PacedSocket::new(&stream);
                     tokio::spawn(serve(
                         stream,
                         peer.to_string(),
+                        local,
                         shared.clone(),
                         close.clone(),
                         guard,
@@ -148,6 +150,7 @@ pub async fn accept_loop(
 pub async fn serve<S>(
     stream: S,
     peer: String,
+    local: Option<std::net::SocketAddr>,
     shared: Arc<Shared>,
     mut close: watch::Receiver<u64>,
     _guard: TaskGuard,
@@ -166,6 +169,9 @@ pub async fn serve<S>(
         outbox.clone(),
         shared.tracer.clone(),
     ));
+    if let Some(local) = local {
+        let _ = info.local.set(local.to_string());
+    }
     shared.register(info.clone());
     let (mut reader, writer) = tokio::io::split(stream);
     tokio::pin!(writer);

@@ -43,6 +43,32 @@ async fn ipv6_loopback_bind_works() {
 }
 
 #[tokio::test]
+async fn management_bind_prints_the_api_url_on_the_second_line() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let bind = if v6 { "[::1]:0" } else { "127.0.0.1:0" };
+    let w = Warren::start(&["--bind", "127.0.0.1:0", "--management-bind", bind]).await;
+    let base = w.management.clone().expect("a second stdout line");
+    let host = if v6 {
+        "http://[::1]:"
+    } else {
+        "http://127.0.0.1:"
+    };
+    assert!(base.starts_with(host), "{base}");
+    let port: u16 = base.rsplit_once(':').unwrap().1.parse().expect("a port");
+    assert_ne!(port, 0);
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/overview"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("the management API answers");
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    w.signal("TERM").await;
+    let (status, log) = w.exit().await;
+    assert!(status.success(), "{status}\n{log}");
+}
+
+#[tokio::test]
 async fn user_password_and_vhost_options_take_effect() {
     let w = Warren::start(&[
         "--bind",

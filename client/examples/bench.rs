@@ -84,7 +84,7 @@ async fn bench_warren_client(
         .await?;
     for _ in 0..n {
         let d = consumer.next().await.expect("delivery")?;
-        d.ack().await?;
+        d.ack(BasicAckOptions::default()).await?;
     }
     let consume = rate(n, start.elapsed());
     conn.close().await?;

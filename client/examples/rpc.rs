@@ -62,7 +62,7 @@ async fn rpc_server(url: &str, ready: Option<oneshot::Sender<()>>) -> Result<()>
                 )
                 .await?;
         }
-        request.ack().await?;
+        request.ack(BasicAckOptions::default()).await?;
     }
     Ok(())
 }

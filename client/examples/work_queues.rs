@@ -86,7 +86,7 @@ async fn worker(url: &str, name: &str, done: Arc<AtomicUsize>, total: Option<usi
         let dots = body.matches('.').count() as u64;
         tokio::time::sleep(Duration::from_millis(100 * dots)).await;
         println!(" [x] {name} done");
-        delivery.ack().await?;
+        delivery.ack(BasicAckOptions::default()).await?;
         done.fetch_add(1, Ordering::SeqCst);
     }
     connection.close().await

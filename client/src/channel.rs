@@ -1,5 +1,5 @@
-//! Channels: the AMQP methods a client calls, and the per-channel state the connection
-//! task updates.
+//! Channels: the AMQP methods a client calls (the per-channel state the connection
+//! task updates is in `state`).
 //!
 //! Every synchronous method (declare, bind, qos, consume…) queues its frame and a reply
 //! slot under one lock, in the same order, so replies (which the broker sends in
@@ -7,28 +7,26 @@
 //! channel.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use amq_protocol::{
     protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass},
     types::FieldTable,
 };
-use bytes::BytesMut;
-use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    codec,
+    acker::Acker,
+    codec::{self, check_short, short},
     confirm::PublisherConfirm,
-    connection::{check_short, short, Handle},
     consumer::{Consumer, Returns},
     content::{Content, ContentMethod},
     error::{Error, Result},
-    message::{Confirmation, Delivery, GetMessage, ReturnedMessage},
+    message::{Delivery, GetMessage},
     options::*,
+    state::*,
     BasicProperties,
 };
 
@@ -37,326 +35,11 @@ const DEFAULT_CONSUMER_BUFFER: usize = 1024;
 /// Returned messages buffered before the connection task waits for the caller.
 const RETURNS_BUFFER: usize = 1024;
 
-/// (class id, method id) pairs a pending call accepts as its reply.
-type Expect = &'static [(u16, u16)];
-const OPEN_OK: Expect = &[(20, 11)];
-const FLOW_OK: Expect = &[(20, 21)];
-const CLOSE_OK: Expect = &[(20, 41)];
-const EXCHANGE_DECLARE_OK: Expect = &[(40, 11)];
-const EXCHANGE_DELETE_OK: Expect = &[(40, 21)];
-const EXCHANGE_BIND_OK: Expect = &[(40, 31)];
-const EXCHANGE_UNBIND_OK: Expect = &[(40, 51)];
-const QUEUE_DECLARE_OK: Expect = &[(50, 11)];
-const QUEUE_BIND_OK: Expect = &[(50, 21)];
-const QUEUE_PURGE_OK: Expect = &[(50, 31)];
-const QUEUE_DELETE_OK: Expect = &[(50, 41)];
-const QUEUE_UNBIND_OK: Expect = &[(50, 51)];
-const QOS_OK: Expect = &[(60, 11)];
-const CONSUME_OK: Expect = &[(60, 21)];
-const CANCEL_OK: Expect = &[(60, 31)];
-const GET_OK_OR_EMPTY: Expect = &[(60, 71), (60, 72)];
-const RECOVER_OK: Expect = &[(60, 111)];
-const CONFIRM_SELECT_OK: Expect = &[(85, 11)];
-const TX_SELECT_OK: Expect = &[(90, 11)];
-const TX_COMMIT_OK: Expect = &[(90, 21)];
-const TX_ROLLBACK_OK: Expect = &[(90, 31)];
-
-/// What a pending call receives.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Method(AMQPClass),
-    /// `basic.get`: the message, or `None` for get-empty.
-    Get(Option<Box<Content>>),
-}
-
-#[derive(Debug)]
-pub(crate) struct Pending {
-    expect: Expect,
-    reply: oneshot::Sender<Result<Reply>>,
-    /// For `basic.consume`: registered under the tag the consume-ok carries, before any
-    /// delivery for it can be read.
-    consumer: Option<ConsumerSlot>,
-}
-
-/// The connection task's side of a consumer.
-#[derive(Clone, Debug)]
-pub(crate) struct ConsumerSlot {
-    pub(crate) tx: mpsc::Sender<Content>,
-    pub(crate) no_ack: bool,
-    /// Why the consumer ended, when it was not a cancel by this client.
-    pub(crate) end: Arc<Mutex<Option<Error>>>,
-}
-
-/// What became of a delivery offered to a consumer.
-#[derive(Debug)]
-pub(crate) enum Offer {
-    Delivered,
-    /// No such consumer on the channel (any more); the delivery is handed back.
-    Unknown(Content),
-    /// The consumer was dropped.
-    Closed {
-        no_ack: bool,
-    },
-    /// Its queue is full: wait on this slot (with no lock held).
-    Full(ConsumerSlot, Content),
-}
-
-#[derive(Debug)]
-enum Status {
-    Open,
-    /// `channel.close` sent, `close-ok` awaited.
-    Closing,
-    Closed(Error),
-}
-
-#[derive(Debug, Default)]
-struct Confirms {
-    /// Sequence number of the next publish (the broker numbers them from 1).
-    next: u64,
-    waiting: BTreeMap<u64, oneshot::Sender<Result<Confirmation>>>,
-    /// `wait_for_confirms` callers, told when `waiting` empties.
-    idle: Vec<oneshot::Sender<()>>,
-    /// A nack arrived since `wait_for_confirms` last reported.
-    nacked: bool,
-}
-
-#[derive(Debug)]
-struct Inner {
-    status: Status,
-    pending: VecDeque<Pending>,
-    /// Looked up for every delivery: Fx, not SipHash (the keys are consumer tags).
-    /// Bytes, not `String`s: a delivery's tag is looked up as it sits in its frame.
-    consumers: FxHashMap<Box<[u8]>, ConsumerSlot>,
-    confirms: Option<Confirms>,
-    returns: Option<mpsc::Sender<ReturnedMessage>>,
-    /// Last prefetch count set with basic.qos: sizes new consumers' buffers.
-    prefetch: u16,
-}
-
-/// Per-channel state shared by the connection task and the channel's handles.
-#[derive(Debug)]
-pub(crate) struct ChannelState {
-    id: u16,
-    /// A std mutex: never held across an await.
-    inner: Mutex<Inner>,
-    /// `channel.flow` from the broker; publishers wait while it is false.
-    flow: watch::Sender<bool>,
-}
-
-impl ChannelState {
-    fn new(id: u16) -> Self {
-        ChannelState {
-            id,
-            inner: Mutex::new(Inner {
-                status: Status::Open,
-                pending: VecDeque::new(),
-                consumers: FxHashMap::default(),
-                confirms: None,
-                returns: None,
-                prefetch: 0,
-            }),
-            flow: watch::channel(true).0,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn check_open(inner: &Inner) -> Result<()> {
-        match &inner.status {
-            Status::Open => Ok(()),
-            Status::Closing => Err(Error::ChannelClosedByClient),
-            Status::Closed(err) => Err(err.clone()),
-        }
-    }
-
-    /// The error the channel ended with, if it did.
-    pub(crate) fn error(&self) -> Option<Error> {
-        match &self.lock().status {
-            Status::Closed(err) => Some(err.clone()),
-            _ => None,
-        }
-    }
-
-    /// Mark closed and fail everything that waits on the channel.
-    pub(crate) fn finish(&self, err: Error) {
-        let mut inner = self.lock();
-        if matches!(inner.status, Status::Closed(_)) {
-            return;
-        }
-        inner.status = Status::Closed(err.clone());
-        for pending in inner.pending.drain(..) {
-            let _ = pending.reply.send(Err(err.clone()));
-        }
-        if let Some(confirms) = inner.confirms.as_mut() {
-            for (_, waiter) in std::mem::take(&mut confirms.waiting) {
-                let _ = waiter.send(Err(err.clone()));
-            }
-            // Dropped, not told: `wait_for_confirms` then reports the channel's error.
-            confirms.idle.clear();
-        }
-        // A consumer whose channel this client closed just ends; any other end is an
-        // error its stream reports.
-        let consumer_err = match &err {
-            Error::ChannelClosedByClient | Error::ConnectionClosedByClient => None,
-            err => Some(err.clone()),
-        };
-        for (_, slot) in inner.consumers.drain() {
-            *slot.end.lock().unwrap_or_else(|e| e.into_inner()) = consumer_err.clone();
-        }
-        inner.returns = None;
-        drop(inner);
-        self.flow.send_replace(true);
-    }
-
-    /// Route a synchronous reply to the oldest pending call.
-    pub(crate) fn reply(&self, reply: Reply) -> Result<()> {
-        let (class_id, method_id) = match &reply {
-            Reply::Method(m) => (m.get_amqp_class_id(), m.get_amqp_method_id()),
-            Reply::Get(Some(_)) => (60, 71),
-            Reply::Get(None) => (60, 72),
-        };
-        let mut inner = self.lock();
-        let Some(pending) = inner.pending.pop_front() else {
-            return Err(Error::Protocol {
-                code: 505,
-                message: format!(
-                    "unexpected method {class_id}.{method_id} on channel {}",
-                    self.id
-                ),
-            });
-        };
-        if !pending.expect.contains(&(class_id, method_id)) {
-            let err = Error::Protocol {
-                code: 505,
-                message: format!(
-                    "expected {:?}, got {class_id}.{method_id} on channel {}",
-                    pending.expect, self.id
-                ),
-            };
-            let _ = pending.reply.send(Err(err.clone()));
-            return Err(err);
-        }
-        match &reply {
-            Reply::Method(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok))) => {
-                if let Some(slot) = pending.consumer.clone() {
-                    inner
-                        .consumers
-                        .insert(ok.consumer_tag.as_str().as_bytes().into(), slot);
-                }
-            }
-            Reply::Method(AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok))) => {
-                // Dropping the slot ends the consumer's stream once it is drained.
-                inner.consumers.remove(ok.consumer_tag.as_str().as_bytes());
-            }
-            _ => {}
-        }
-        let _ = pending.reply.send(Ok(reply));
-        Ok(())
-    }
-
-    /// Hands a delivery to consumer `tag` if its queue has room, without cloning
-    /// its slot (the common case, once per message); else says what to do.
-    pub(crate) fn offer(&self, tag: &[u8], content: Content) -> Offer {
-        let inner = self.lock();
-        let Some(slot) = inner.consumers.get(tag) else {
-            return Offer::Unknown(content);
-        };
-        match slot.tx.try_send(content) {
-            Ok(()) => Offer::Delivered,
-            Err(mpsc::error::TrySendError::Full(content)) => Offer::Full(slot.clone(), content),
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed {
-                no_ack: slot.no_ack,
-            },
-        }
-    }
-
-    pub(crate) fn cancelled_by_broker(&self, tag: &str) {
-        if let Some(slot) = self.lock().consumers.remove(tag.as_bytes()) {
-            *slot.end.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Error::ConsumerCancelled(tag.to_string()));
-        }
-    }
-
-    /// `basic.ack` / `basic.nack` from the broker in confirm mode.
-    pub(crate) fn confirm(&self, tag: u64, multiple: bool, outcome: Confirmation) {
-        let mut inner = self.lock();
-        let Some(confirms) = inner.confirms.as_mut() else {
-            tracing::warn!(channel = self.id, "publisher confirm outside confirm mode");
-            return;
-        };
-        if multiple {
-            // Tag 0 with multiple means "everything so far".
-            let upto = if tag == 0 { u64::MAX } else { tag };
-            let rest = match upto.checked_add(1) {
-                Some(next) => confirms.waiting.split_off(&next),
-                None => BTreeMap::new(),
-            };
-            for (_, waiter) in std::mem::replace(&mut confirms.waiting, rest) {
-                let _ = waiter.send(Ok(outcome));
-            }
-        } else if let Some(waiter) = confirms.waiting.remove(&tag) {
-            let _ = waiter.send(Ok(outcome));
-        }
-        confirms.nacked |= outcome == Confirmation::Nack;
-        if confirms.waiting.is_empty() {
-            for idle in confirms.idle.drain(..) {
-                let _ = idle.send(());
-            }
-        }
-    }
-
-    pub(crate) fn returns_sender(&self) -> Option<mpsc::Sender<ReturnedMessage>> {
-        self.lock().returns.clone()
-    }
-
-    pub(crate) fn set_flow(&self, active: bool) {
-        self.flow.send_replace(active);
-    }
-}
-
 /// A channel handle. Clones share the channel; it is closed when the last clone,
 /// consumer and delivery of it are dropped, or by [`Channel::close`].
 #[derive(Clone)]
 pub struct Channel {
     inner: Arc<ChannelHandle>,
-}
-
-struct ChannelHandle {
-    state: Arc<ChannelState>,
-    handle: Handle,
-}
-
-impl Drop for ChannelHandle {
-    fn drop(&mut self) {
-        // Nobody can use the channel any more: close it so the broker requeues what it
-        // delivered and frees what it holds. Fire and forget; the reader takes close-ok.
-        {
-            let mut inner = self.state.lock();
-            if !matches!(inner.status, Status::Open) {
-                return;
-            }
-            inner.status = Status::Closing;
-        }
-        let Ok(bytes) = encode(self.state.id, close_method(200, "OK")) else {
-            return;
-        };
-        send_detached(&self.handle.out, bytes);
-    }
-}
-
-/// Queue bytes from a `Drop`, which cannot await: right away if there is room, else
-/// from a spawned task (if a runtime is around to run it).
-fn send_detached(out: &mpsc::Sender<BytesMut>, bytes: BytesMut) {
-    if let Err(mpsc::error::TrySendError::Full(bytes)) = out.try_send(bytes) {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let out = out.clone();
-            rt.spawn(async move {
-                let _ = out.send(bytes).await;
-            });
-        }
-    }
 }
 
 impl fmt::Debug for Channel {
@@ -366,21 +49,6 @@ impl fmt::Debug for Channel {
             .field("status", &self.inner.state.lock().status)
             .finish()
     }
-}
-
-fn encode(id: u16, method: AMQPClass) -> Result<BytesMut> {
-    let mut buf = BytesMut::new();
-    codec::encode_method(&mut buf, id, method)?;
-    Ok(buf)
-}
-
-fn close_method(reply_code: u16, reply_text: &str) -> AMQPClass {
-    AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-        reply_code,
-        reply_text: reply_text.into(),
-        class_id: 0,
-        method_id: 0,
-    }))
 }
 
 fn method(reply: Reply) -> Result<AMQPClass> {
@@ -427,6 +95,7 @@ impl Channel {
             inner: Arc::new(ChannelHandle { state, handle }),
         };
         if let Err(err) = channel
+            .inner
             .rpc(
                 AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
                 OPEN_OK,
@@ -457,65 +126,6 @@ impl Channel {
         self.inner.state.error()
     }
 
-    /// Send a synchronous method and wait for its reply.
-    async fn rpc(
-        &self,
-        method: AMQPClass,
-        expect: Expect,
-        consumer: Option<ConsumerSlot>,
-    ) -> Result<Reply> {
-        self.rpc_then(method, expect, consumer, |_| {}).await
-    }
-
-    /// [`rpc`](Self::rpc), running `queued` under the channel lock as the frame is
-    /// queued: for state that must change in wire order, not when the reply comes.
-    async fn rpc_then(
-        &self,
-        method: AMQPClass,
-        expect: Expect,
-        consumer: Option<ConsumerSlot>,
-        queued: impl FnOnce(&mut Inner),
-    ) -> Result<Reply> {
-        let bytes = encode(self.id(), method)?;
-        let permit = self.inner.handle.reserve().await?;
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut inner = self.inner.state.lock();
-            ChannelState::check_open(&inner)?;
-            inner.pending.push_back(Pending {
-                expect,
-                reply: tx,
-                consumer,
-            });
-            queued(&mut inner);
-            permit.send(bytes);
-        }
-        self.await_reply(rx).await
-    }
-
-    async fn await_reply(&self, rx: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
-        match rx.await {
-            Ok(reply) => reply,
-            Err(_) => Err(self
-                .inner
-                .state
-                .error()
-                .unwrap_or_else(|| self.inner.handle.error())),
-        }
-    }
-
-    /// Send an asynchronous method (no reply) in order with everything else.
-    async fn send(&self, method: AMQPClass) -> Result<()> {
-        // Acks come through here once a message: a spare buffer saves their allocation.
-        let mut bytes = self.inner.handle.conn.spare.take(32);
-        codec::encode_method(&mut bytes, self.id(), method)?;
-        let permit = self.inner.handle.reserve().await?;
-        let inner = self.inner.state.lock();
-        ChannelState::check_open(&inner)?;
-        permit.send(bytes);
-        Ok(())
-    }
-
     /// Close the channel (`200 OK`) and wait for the broker's `close-ok`.
     /// Returns the broker's error if it had already closed the channel.
     pub async fn close(&self) -> Result<()> {
@@ -538,7 +148,7 @@ impl Channel {
             });
             permit.send(bytes);
         }
-        match self.await_reply(rx).await {
+        match self.inner.await_reply(rx).await {
             Ok(_) | Err(Error::ChannelClosedByClient) => Ok(()),
             Err(err) => Err(err),
         }
@@ -563,13 +173,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)),
-            EXCHANGE_DECLARE_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)),
+                EXCHANGE_DECLARE_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Delete an exchange.
@@ -579,13 +190,14 @@ impl Channel {
             if_unused: options.if_unused,
             nowait: false,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Delete(m)),
-            EXCHANGE_DELETE_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Delete(m)),
+                EXCHANGE_DELETE_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Bind exchange `destination` to exchange `source` (a RabbitMQ extension).
@@ -603,13 +215,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)),
-            EXCHANGE_BIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)),
+                EXCHANGE_BIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Remove an exchange-to-exchange binding.
@@ -627,13 +240,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)),
-            EXCHANGE_UNBIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)),
+                EXCHANGE_UNBIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Declare a queue; an empty `name` asks the broker to pick one.
@@ -653,12 +267,13 @@ impl Channel {
             arguments,
         };
         match method(
-            self.rpc(
-                AMQPClass::Queue(queue::AMQPMethod::Declare(m)),
-                QUEUE_DECLARE_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Queue(queue::AMQPMethod::Declare(m)),
+                    QUEUE_DECLARE_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)) => Ok(Queue {
                 name: ok.queue.to_string(),
@@ -684,13 +299,14 @@ impl Channel {
             nowait: false,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Queue(queue::AMQPMethod::Bind(m)),
-            QUEUE_BIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Queue(queue::AMQPMethod::Bind(m)),
+                QUEUE_BIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Remove a queue binding.
@@ -707,13 +323,14 @@ impl Channel {
             routing_key: short(routing_key)?,
             arguments,
         };
-        self.rpc(
-            AMQPClass::Queue(queue::AMQPMethod::Unbind(m)),
-            QUEUE_UNBIND_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Queue(queue::AMQPMethod::Unbind(m)),
+                QUEUE_UNBIND_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Remove every ready message from a queue; returns how many there were.
@@ -723,12 +340,13 @@ impl Channel {
             nowait: false,
         };
         match method(
-            self.rpc(
-                AMQPClass::Queue(queue::AMQPMethod::Purge(m)),
-                QUEUE_PURGE_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Queue(queue::AMQPMethod::Purge(m)),
+                    QUEUE_PURGE_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Queue(queue::AMQPMethod::PurgeOk(ok)) => Ok(ok.message_count),
             other => Err(wrong_reply(other)),
@@ -744,12 +362,13 @@ impl Channel {
             nowait: false,
         };
         match method(
-            self.rpc(
-                AMQPClass::Queue(queue::AMQPMethod::Delete(m)),
-                QUEUE_DELETE_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Queue(queue::AMQPMethod::Delete(m)),
+                    QUEUE_DELETE_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Queue(queue::AMQPMethod::DeleteOk(ok)) => Ok(ok.message_count),
             other => Err(wrong_reply(other)),
@@ -764,7 +383,8 @@ impl Channel {
             prefetch_count,
             global: options.global,
         };
-        self.rpc(AMQPClass::Basic(basic::AMQPMethod::Qos(m)), QOS_OK, None)
+        self.inner
+            .rpc(AMQPClass::Basic(basic::AMQPMethod::Qos(m)), QOS_OK, None)
             .await?;
         self.inner.state.lock().prefetch = prefetch_count;
         Ok(())
@@ -862,16 +482,17 @@ impl Channel {
             arguments,
         };
         match method(
-            self.rpc(
-                AMQPClass::Basic(basic::AMQPMethod::Consume(m)),
-                CONSUME_OK,
-                Some(slot),
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Basic(basic::AMQPMethod::Consume(m)),
+                    CONSUME_OK,
+                    Some(slot),
+                )
+                .await?,
         )? {
             AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)) => Ok(Consumer::new(
                 ok.consumer_tag.to_string(),
-                self.clone(),
+                self.inner.clone(),
                 rx,
                 end,
                 options.no_ack,
@@ -882,55 +503,22 @@ impl Channel {
 
     /// Cancel a consumer; its stream ends after the deliveries already buffered.
     pub async fn basic_cancel(&self, consumer_tag: &str) -> Result<()> {
-        let m = basic::Cancel {
-            consumer_tag: short(consumer_tag)?,
-            nowait: false,
-        };
-        self.rpc(
-            AMQPClass::Basic(basic::AMQPMethod::Cancel(m)),
-            CANCEL_OK,
-            None,
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Cancel without waiting, for `Drop` (no reply is sent, none is awaited).
-    pub(crate) fn cancel_nowait(&self, consumer_tag: &str) {
-        if !self.is_open() {
-            return;
-        }
-        let Ok(tag) = short(consumer_tag) else { return };
-        let m = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-            consumer_tag: tag,
-            nowait: true,
-        }));
-        if let Ok(bytes) = encode(self.id(), m) {
-            send_detached(&self.inner.handle.out, bytes);
-        }
-    }
-
-    /// Requeue a delivery from a `Drop` (which cannot await).
-    pub(crate) fn reject_nowait(&self, delivery_tag: u64) {
-        if !self.is_open() {
-            return;
-        }
-        let m = AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-            delivery_tag,
-            requeue: true,
-        }));
-        if let Ok(bytes) = encode(self.id(), m) {
-            send_detached(&self.inner.handle.out, bytes);
-        }
+        self.inner.cancel(consumer_tag).await
     }
 
     /// Fetch one message from `queue`, or `None` if it is empty.
-    pub async fn basic_get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>> {
+    pub async fn basic_get(
+        &self,
+        queue: &str,
+        options: BasicGetOptions,
+    ) -> Result<Option<GetMessage>> {
+        let no_ack = options.no_ack;
         let m = basic::Get {
             queue: short(queue)?,
             no_ack,
         };
         match self
+            .inner
             .rpc(
                 AMQPClass::Basic(basic::AMQPMethod::Get(m)),
                 GET_OK_OR_EMPTY,
@@ -960,8 +548,7 @@ impl Channel {
                         routing_key: ok.routing_key.to_string(),
                         properties: Content::take_properties(properties),
                         body,
-                        channel: self.clone(),
-                        no_ack,
+                        acker: Acker::new(self.inner.clone(), ok.delivery_tag, no_ack),
                     },
                 }))
             }
@@ -969,56 +556,64 @@ impl Channel {
         }
     }
 
-    /// Acknowledge `delivery_tag` (and all before it with `multiple`).
-    pub async fn basic_ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        self.send(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-            delivery_tag,
-            multiple,
-        })))
-        .await
+    /// Acknowledge `delivery_tag` (and all before it with `multiple`). A delivery
+    /// can ack itself: [`Delivery::ack`].
+    pub async fn basic_ack(&self, delivery_tag: u64, options: BasicAckOptions) -> Result<()> {
+        self.inner
+            .send(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag,
+                multiple: options.multiple,
+            })))
+            .await
     }
 
     /// Negatively acknowledge `delivery_tag` (and all before it with `multiple`).
-    pub async fn basic_nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        self.send(AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-            delivery_tag,
-            multiple,
-            requeue,
-        })))
-        .await
+    pub async fn basic_nack(&self, delivery_tag: u64, options: BasicNackOptions) -> Result<()> {
+        self.inner
+            .send(AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag,
+                multiple: options.multiple,
+                requeue: options.requeue,
+            })))
+            .await
     }
 
     /// Reject one delivery.
-    pub async fn basic_reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        self.send(AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
-            delivery_tag,
-            requeue,
-        })))
-        .await
+    pub async fn basic_reject(&self, delivery_tag: u64, options: BasicRejectOptions) -> Result<()> {
+        self.inner
+            .send(AMQPClass::Basic(basic::AMQPMethod::Reject(basic::Reject {
+                delivery_tag,
+                requeue: options.requeue,
+            })))
+            .await
     }
 
     /// Redeliver every unacknowledged message of the channel (`requeue`: to any
     /// consumer, as RabbitMQ requires).
-    pub async fn basic_recover(&self, requeue: bool) -> Result<()> {
-        self.rpc(
-            AMQPClass::Basic(basic::AMQPMethod::Recover(basic::Recover { requeue })),
-            RECOVER_OK,
-            None,
-        )
-        .await
-        .map(drop)
+    pub async fn basic_recover(&self, options: BasicRecoverOptions) -> Result<()> {
+        self.inner
+            .rpc(
+                AMQPClass::Basic(basic::AMQPMethod::Recover(basic::Recover {
+                    requeue: options.requeue,
+                })),
+                RECOVER_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Ask the broker to pause (`false`) or resume (`true`) deliveries on this channel;
     /// returns the state the broker reports. (RabbitMQ refuses `false` with 540.)
     pub async fn channel_flow(&self, active: bool) -> Result<bool> {
         match method(
-            self.rpc(
-                AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active })),
-                FLOW_OK,
-                None,
-            )
-            .await?,
+            self.inner
+                .rpc(
+                    AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active })),
+                    FLOW_OK,
+                    None,
+                )
+                .await?,
         )? {
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(ok)) => Ok(ok.active),
             other => Err(wrong_reply(other)),
@@ -1027,24 +622,25 @@ impl Channel {
 
     /// Put the channel in confirm mode: from now on every publish is acked or nacked.
     pub async fn confirm_select(&self) -> Result<()> {
-        self.rpc_then(
-            AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
-                nowait: false,
-            })),
-            CONFIRM_SELECT_OK,
-            None,
-            // The broker numbers every publish it reads after confirm.select, so
-            // numbering starts when the select is queued, not when select-ok arrives:
-            // a publish from another task in between must be counted too.
-            |inner| {
-                inner.confirms.get_or_insert(Confirms {
-                    next: 1,
-                    ..Default::default()
-                });
-            },
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc_then(
+                AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+                    nowait: false,
+                })),
+                CONFIRM_SELECT_OK,
+                None,
+                // The broker numbers every publish it reads after confirm.select, so
+                // numbering starts when the select is queued, not when select-ok arrives:
+                // a publish from another task in between must be counted too.
+                |inner| {
+                    inner.confirms.get_or_insert(Confirms {
+                        next: 1,
+                        ..Default::default()
+                    });
+                },
+            )
+            .await
+            .map(drop)
     }
 
     /// Wait until every publish made so far on this channel is confirmed. Returns
@@ -1082,35 +678,38 @@ impl Channel {
 
     /// Put the channel in transaction mode.
     pub async fn tx_select(&self) -> Result<()> {
-        self.rpc(
-            AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})),
-            TX_SELECT_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})),
+                TX_SELECT_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Commit the current transaction.
     pub async fn tx_commit(&self) -> Result<()> {
-        self.rpc(
-            AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {})),
-            TX_COMMIT_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {})),
+                TX_COMMIT_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// Roll the current transaction back.
     pub async fn tx_rollback(&self) -> Result<()> {
-        self.rpc(
-            AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
-            TX_ROLLBACK_OK,
-            None,
-        )
-        .await
-        .map(drop)
+        self.inner
+            .rpc(
+                AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
+                TX_ROLLBACK_OK,
+                None,
+            )
+            .await
+            .map(drop)
     }
 
     /// A stream of the `mandatory` messages the broker returns on this channel.
@@ -1130,90 +729,5 @@ fn wrong_reply(other: AMQPClass) -> Error {
     Error::Protocol {
         code: 505,
         message: format!("unexpected reply {other:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn waiting(state: &ChannelState, n: u64) -> Vec<oneshot::Receiver<Result<Confirmation>>> {
-        let mut inner = state.lock();
-        let confirms = inner.confirms.get_or_insert(Confirms {
-            next: 1,
-            ..Default::default()
-        });
-        (0..n)
-            .map(|_| {
-                let (tx, rx) = oneshot::channel();
-                confirms.waiting.insert(confirms.next, tx);
-                confirms.next += 1;
-                rx
-            })
-            .collect()
-    }
-
-    #[test]
-    fn confirms_single_multiple_and_everything() {
-        let state = ChannelState::new(1);
-        let mut rx = waiting(&state, 6);
-        state.confirm(2, false, Confirmation::Nack);
-        state.confirm(3, true, Confirmation::Ack);
-        assert_eq!(rx[0].try_recv().unwrap().unwrap(), Confirmation::Ack);
-        assert_eq!(rx[1].try_recv().unwrap().unwrap(), Confirmation::Nack);
-        assert_eq!(rx[2].try_recv().unwrap().unwrap(), Confirmation::Ack);
-        assert!(rx[3].try_recv().is_err(), "4 is not confirmed yet");
-        // multiple with tag 0: everything outstanding.
-        state.confirm(0, true, Confirmation::Ack);
-        for r in &mut rx[3..] {
-            assert_eq!(r.try_recv().unwrap().unwrap(), Confirmation::Ack);
-        }
-    }
-
-    #[test]
-    fn finish_fails_outstanding_confirms_and_calls() {
-        let state = ChannelState::new(1);
-        let mut rx = waiting(&state, 2);
-        let (tx, mut call) = oneshot::channel();
-        state.lock().pending.push_back(Pending {
-            expect: QOS_OK,
-            reply: tx,
-            consumer: None,
-        });
-        let reason = crate::CloseReason {
-            reply_code: 406,
-            reply_text: "PRECONDITION_FAILED - test".into(),
-            class_id: 60,
-            method_id: 40,
-        };
-        state.finish(Error::ChannelClosed(reason.clone()));
-        for r in &mut rx {
-            assert_eq!(
-                r.try_recv().unwrap().unwrap_err().close_reason(),
-                Some(&reason)
-            );
-        }
-        assert!(call.try_recv().unwrap().is_err());
-        // Later use reports the same error.
-        assert_eq!(state.error().unwrap().close_reason(), Some(&reason));
-    }
-
-    #[test]
-    fn a_reply_that_does_not_match_the_oldest_call_is_a_protocol_error() {
-        let state = ChannelState::new(1);
-        let (tx, mut call) = oneshot::channel();
-        state.lock().pending.push_back(Pending {
-            expect: QOS_OK,
-            reply: tx,
-            consumer: None,
-        });
-        let wrong = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
-        assert_eq!(
-            state.reply(Reply::Method(wrong)).unwrap_err().reply_code(),
-            Some(505)
-        );
-        assert!(call.try_recv().unwrap().is_err());
-        let unsolicited = AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}));
-        assert!(state.reply(Reply::Method(unsolicited)).is_err());
     }
 }

@@ -14,6 +14,7 @@ use amq_protocol::{
         basic::{self, AMQPProperties},
         constants, AMQPClass,
     },
+    types::ShortString,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -397,6 +398,23 @@ fn short_string(input: &[u8]) -> Option<(String, &[u8])> {
         std::str::from_utf8(text).ok()?.to_owned()
     };
     Some((text, &rest[len..]))
+}
+
+/// A `ShortString`, or an error instead of amq-protocol's panic on > 255 bytes.
+pub(crate) fn short(s: &str) -> crate::error::Result<ShortString> {
+    check_short(s)?;
+    Ok(ShortString::from(s))
+}
+
+/// The error `short` gives, without building the string (for names written by hand).
+pub(crate) fn check_short(s: &str) -> crate::error::Result<()> {
+    if s.len() <= 255 {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "{:?}… is longer than 255 bytes",
+        s.chars().take(32).collect::<String>()
+    )))
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! The future a publish returns: resolves to the broker's ack or nack.
+//! What the broker answers to a publish: its confirm (the future a publish returns,
+//! resolving to the broker's ack or nack) and, for a `mandatory` message that no queue
+//! took, its return.
 
 use std::{
     future::Future,
@@ -6,12 +8,11 @@ use std::{
     task::{Context, Poll},
 };
 
+use amq_protocol::protocol::BasicProperties;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::{
-    error::{Error, Result},
-    message::Confirmation,
-};
+use crate::error::{Error, Result};
 
 /// Resolves when the broker confirms (acks or nacks) one publish.
 ///
@@ -46,5 +47,42 @@ impl Future for PublisherConfirm {
                 Err(_) => Err(Error::ConnectionClosedByClient),
             }),
         }
+    }
+}
+
+/// A `mandatory` message that no queue took, sent back by the broker.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReturnedMessage {
+    /// Why it came back, e.g. 312.
+    pub reply_code: u16,
+    /// e.g. `NO_ROUTE`.
+    pub reply_text: String,
+    /// Exchange it was published to.
+    pub exchange: String,
+    /// Routing key it was published with.
+    pub routing_key: String,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// How the broker answered a publish on a channel in confirm mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Confirmation {
+    /// The broker took responsibility for the message (`basic.ack`).
+    Ack,
+    /// The broker could not take it (`basic.nack`).
+    Nack,
+    /// The channel is not in confirm mode: nothing was asked.
+    NotRequested,
+}
+
+impl Confirmation {
+    /// True for [`Confirmation::Ack`].
+    pub fn is_ack(self) -> bool {
+        self == Confirmation::Ack
     }
 }

@@ -8,14 +8,14 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
 use amq_protocol::{
     protocol::{connection, AMQPClass},
-    types::{AMQPValue, FieldTable, LongString, ShortString},
+    types::{AMQPValue, FieldTable, LongString},
 };
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
@@ -26,170 +26,19 @@ use tokio::{
 };
 
 use crate::{
-    channel::{Channel, ChannelState},
-    codec::{self, Frame},
-    error::{CloseReason, Error, Result},
+    channel::Channel,
+    codec::{self, short, Frame},
+    error::{close_reason, Error, Result},
     io,
+    state::{BufPool, ConnState, Handle, Tuned, OUTGOING_QUEUE},
     url::ConnectionConfig,
 };
 
-/// How many encoded messages (a method, or a whole publish) may wait for the socket.
-/// A full queue makes publishers wait: back-pressure instead of unbounded memory.
-const OUTGOING_QUEUE: usize = 256;
 /// Frame size proposed when neither side limits it (RabbitMQ's default too).
 const DEFAULT_FRAME_MAX: u32 = 131_072;
 /// Used when the config sets no `connection_timeout`, so that a broker that never
 /// answers cannot hang a test forever.
 const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What tune settled on, plus what the broker said about itself.
-#[derive(Debug)]
-pub(crate) struct Tuned {
-    pub(crate) channel_max: u16,
-    pub(crate) frame_max: u32,
-    pub(crate) heartbeat: u16,
-    pub(crate) server_properties: FieldTable,
-}
-
-/// State shared by the connection task and every handle.
-#[derive(Debug)]
-pub(crate) struct ConnState {
-    pub(crate) tuned: Tuned,
-    /// Open channels by id. A std mutex: it is only held to look up, insert or remove.
-    /// Looked up for every frame the broker sends: Fx, not SipHash.
-    pub(crate) channels: Mutex<FxHashMap<u16, Arc<ChannelState>>>,
-    /// `None` while open; the reason once closed. A watch so that any number of tasks
-    /// can await the close.
-    pub(crate) closed: watch::Sender<Option<Error>>,
-    /// Set by `connection.blocked` / `connection.unblocked`; publishers wait while true.
-    pub(crate) blocked: watch::Sender<bool>,
-    /// Set once `close()` was called, so that no channel opens after it.
-    pub(crate) closing: AtomicBool,
-    /// How long `close()` waits for close-ok before dropping the socket anyway.
-    pub(crate) close_timeout: Duration,
-    /// To drop the socket when the broker never answers a close. A std mutex: set once.
-    pub(crate) task: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Buffers the connection task has written, for publishes to encode into again.
-    pub(crate) spare: BufPool,
-}
-
-/// Written buffers kept for reuse: a publish then neither allocates its buffer nor
-/// has the connection task free it (together a few hundred instructions a message,
-/// against two short uncontended locks). Only small buffers are kept, where the
-/// allocation weighs against the copy, and at most 256 KiB of them.
-#[derive(Debug, Default)]
-pub(crate) struct BufPool(Mutex<Vec<BytesMut>>);
-
-/// Buffers kept at most: as many as the outgoing queue holds, else a full queue
-/// drained by the writer leaves publishers allocating again (measured: 64 saved
-/// nothing).
-const SPARE_BUFFERS: usize = OUTGOING_QUEUE;
-/// Larger buffers are freed rather than kept.
-const SPARE_CAPACITY: usize = 1024;
-
-impl BufPool {
-    fn lock(&self) -> MutexGuard<'_, Vec<BytesMut>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// An empty buffer with room for at least `capacity` bytes.
-    pub(crate) fn take(&self, capacity: usize) -> BytesMut {
-        match self.lock().pop() {
-            Some(mut buf) => {
-                buf.reserve(capacity);
-                buf
-            }
-            None => BytesMut::with_capacity(capacity),
-        }
-    }
-
-    /// Hands back a buffer whose bytes were written.
-    pub(crate) fn give(&self, mut buf: BytesMut) {
-        if buf.capacity() > SPARE_CAPACITY {
-            return;
-        }
-        buf.clear();
-        let mut spare = self.lock();
-        if spare.len() < SPARE_BUFFERS {
-            spare.push(buf);
-        }
-    }
-}
-
-impl ConnState {
-    pub(crate) fn channels(&self) -> MutexGuard<'_, FxHashMap<u16, Arc<ChannelState>>> {
-        self.channels.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Record why the connection ended and fail every channel with it.
-    pub(crate) fn finish(&self, err: Error) {
-        self.closed.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(err.clone());
-                true
-            } else {
-                false
-            }
-        });
-        let channels: Vec<_> = self.channels().drain().map(|(_, c)| c).collect();
-        for channel in channels {
-            channel.finish(err.clone());
-        }
-    }
-}
-
-/// A cheap clone held by every channel, consumer and delivery: the way to the socket.
-///
-/// The connection task ends (after a polite `connection.close`) when the last handle is
-/// dropped, because the outgoing queue then has no sender left.
-#[derive(Clone, Debug)]
-pub(crate) struct Handle {
-    /// Encoded frames to write, as the handles built them: a `BytesMut` goes
-    /// through as it is, where freezing it would allocate (its capacity is rarely
-    /// its length).
-    pub(crate) out: mpsc::Sender<BytesMut>,
-    pub(crate) conn: Arc<ConnState>,
-}
-
-impl Handle {
-    /// Why the connection is unusable (called after a send found it closed).
-    pub(crate) fn error(&self) -> Error {
-        self.conn
-            .closed
-            .borrow()
-            .clone()
-            .unwrap_or(Error::ConnectionClosedByClient)
-    }
-
-    /// A slot in the outgoing queue. Taking the slot before touching channel state lets
-    /// callers assign sequence numbers and queue frames under one lock, in one order.
-    pub(crate) async fn reserve(&self) -> Result<mpsc::Permit<'_, BytesMut>> {
-        // Tried first because there usually is room, and then `try_reserve` is much
-        // cheaper than the `reserve` future (a semaphore acquire with its wait node,
-        // polled once). It takes no slot a waiting sender was promised: freed slots
-        // go to waiters before anyone else can take them.
-        match self.out.try_reserve() {
-            Ok(permit) => Ok(permit),
-            Err(mpsc::error::TrySendError::Full(())) => {
-                self.out.reserve().await.map_err(|_| self.error())
-            }
-            Err(mpsc::error::TrySendError::Closed(())) => Err(self.error()),
-        }
-    }
-
-    /// Wait while the broker has blocked publishing on this connection.
-    pub(crate) async fn wait_unblocked(&self) -> Result<()> {
-        if !*self.conn.blocked.borrow() {
-            return Ok(());
-        }
-        let mut blocked = self.conn.blocked.subscribe();
-        let mut closed = self.conn.closed.subscribe();
-        tokio::select! {
-            r = blocked.wait_for(|b| !*b) => r.map(|_| ()).map_err(|_| self.error()),
-            _ = closed.wait_for(|c| c.is_some()) => Err(self.error()),
-        }
-    }
-}
 
 /// A connection to an AMQP 0-9-1 broker. Clones share it.
 ///
@@ -481,23 +330,6 @@ fn client_properties(config: &ConnectionConfig) -> FieldTable {
     props
 }
 
-/// A `ShortString`, or an error instead of amq-protocol's panic on > 255 bytes.
-pub(crate) fn short(s: &str) -> Result<ShortString> {
-    check_short(s)?;
-    Ok(ShortString::from(s))
-}
-
-/// The error `short` gives, without building the string (for names written by hand).
-pub(crate) fn check_short(s: &str) -> Result<()> {
-    if s.len() <= 255 {
-        return Ok(());
-    }
-    Err(Error::InvalidArgument(format!(
-        "{:?}… is longer than 255 bytes",
-        s.chars().take(32).collect::<String>()
-    )))
-}
-
 fn unexpected(wanted: &str, got: &connection::AMQPMethod) -> Error {
     if let connection::AMQPMethod::Close(close) = got {
         return Error::ConnectionClosed(close_reason(close));
@@ -505,15 +337,6 @@ fn unexpected(wanted: &str, got: &connection::AMQPMethod) -> Error {
     Error::Protocol {
         code: 503,
         message: format!("expected {wanted}, got {got:?}"),
-    }
-}
-
-pub(crate) fn close_reason(close: &connection::Close) -> CloseReason {
-    CloseReason {
-        reply_code: close.reply_code,
-        reply_text: close.reply_text.to_string(),
-        class_id: close.class_id,
-        method_id: close.method_id,
     }
 }
 
@@ -619,23 +442,5 @@ mod tests {
             proptest::prop_assert!(t.frame_max >= codec::FRAME_MIN_SIZE);
             proptest::prop_assert_eq!(t.heartbeat, client.2.unwrap_or(server.2));
         }
-    }
-
-    #[test]
-    fn spare_buffers_come_back_empty_and_bounded() {
-        let pool = BufPool::default();
-        let mut buf = pool.take(100);
-        buf.extend_from_slice(b"written");
-        pool.give(buf);
-        let again = pool.take(10);
-        assert!(again.is_empty());
-        assert!(again.capacity() >= 100, "the same buffer, reused");
-        pool.give(BytesMut::with_capacity(SPARE_CAPACITY + 1));
-        assert!(pool.lock().is_empty(), "large buffers are freed");
-        for _ in 0..SPARE_BUFFERS + 10 {
-            pool.give(BytesMut::with_capacity(64));
-        }
-        assert_eq!(pool.lock().len(), SPARE_BUFFERS);
-        assert!(pool.take(5000).capacity() >= 5000);
     }
 }

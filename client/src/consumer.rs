@@ -12,10 +12,12 @@ use futures_core::Stream;
 use tokio::sync::mpsc;
 
 use crate::{
-    channel::Channel,
+    acker::Acker,
+    confirm::ReturnedMessage,
     content::{Content, ContentMethod},
     error::{Error, Result},
-    message::{Delivery, ReturnedMessage},
+    message::Delivery,
+    state::ChannelHandle,
 };
 
 /// A consumer: a stream of deliveries.
@@ -26,13 +28,14 @@ use crate::{
 /// cancels it, and deliveries still arriving for it are requeued.
 ///
 /// Back-pressure: deliveries wait in a buffer sized to the channel's prefetch (set with
-/// [`Channel::basic_qos`] before consuming), else to 1024. When a buffer is full the
+/// [`Channel::basic_qos`](crate::Channel::basic_qos) before consuming), else to 1024. When a buffer is full the
 /// connection stops reading from the socket until the consumer catches up, so memory
 /// stays bounded; other channels of the connection wait too. Set a prefetch (it is
 /// what RabbitMQ recommends anyway) and this never happens.
 pub struct Consumer {
     tag: String,
-    channel: Channel,
+    /// Its channel, kept open while the consumer lives.
+    channel: Arc<ChannelHandle>,
     rx: mpsc::Receiver<Content>,
     end: Arc<Mutex<Option<Error>>>,
     no_ack: bool,
@@ -45,7 +48,7 @@ impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
             .field("tag", &self.tag)
-            .field("channel", &self.channel.id())
+            .field("channel", &self.channel.state.id)
             .finish()
     }
 }
@@ -53,7 +56,7 @@ impl fmt::Debug for Consumer {
 impl Consumer {
     pub(crate) fn new(
         tag: String,
-        channel: Channel,
+        channel: Arc<ChannelHandle>,
         rx: mpsc::Receiver<Content>,
         end: Arc<Mutex<Option<Error>>>,
         no_ack: bool,
@@ -74,18 +77,13 @@ impl Consumer {
         &self.tag
     }
 
-    /// The channel the consumer lives on.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
-    }
-
     /// Cancel the consumer and wait for the broker's `cancel-ok`. Deliveries already
     /// buffered (or still arriving before the `cancel-ok`) are still yielded; then the
     /// stream ends.
     pub async fn cancel(&mut self) -> Result<()> {
         self.cancelled = true;
         let channel = self.channel.clone();
-        let cancel = channel.basic_cancel(&self.tag);
+        let cancel = channel.cancel(&self.tag);
         tokio::pin!(cancel);
         // Keep draining while waiting: with a full buffer the connection task cannot
         // read the cancel-ok that sits behind further deliveries.
@@ -117,8 +115,7 @@ impl Consumer {
             routing_key: deliver.routing_key,
             properties: Content::take_properties(content.properties),
             body: content.body,
-            channel: self.channel.clone(),
-            no_ack: self.no_ack,
+            acker: Acker::new(self.channel.clone(), deliver.delivery_tag, self.no_ack),
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::{fmt, io, sync::Arc};
 
+use amq_protocol::protocol::connection;
+
 /// What a broker (or this client) said when it closed a channel or a connection:
 /// the four fields of `channel.close` / `connection.close`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,3 +125,13 @@ impl From<io::Error> for Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The reason a broker gave in `connection.close`.
+pub(crate) fn close_reason(close: &connection::Close) -> CloseReason {
+    CloseReason {
+        reply_code: close.reply_code,
+        reply_text: close.reply_text.to_string(),
+        class_id: close.class_id,
+        method_id: close.method_id,
+    }
+}

@@ -21,12 +21,11 @@ use tokio::{
 };
 
 use crate::{
-    channel::{ChannelState, ConsumerSlot, Offer, Reply},
     codec::{self, DeliverArgs, Frame},
-    connection::{close_reason, BufPool, ConnState},
+    confirm::{Confirmation, ReturnedMessage},
     content::{Assembly, Content, ContentMethod},
-    error::{CloseReason, Error},
-    message::{Confirmation, ReturnedMessage},
+    error::{close_reason, CloseReason, Error},
+    state::{BufPool, ChannelState, ConnState, ConsumerSlot, Offer, Reply},
 };
 
 /// What the reader asks the writer to do: answer the broker, or stop.

@@ -17,7 +17,7 @@
 //! assert!(confirm.await?.is_ack());
 //! let mut consumer = ch.basic_consume(&q.name, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
 //! if let Some(delivery) = consumer.recv().await {
-//!     delivery?.ack().await?;
+//!     delivery?.ack(BasicAckOptions::default()).await?;
 //! }
 //! conn.close().await?;
 //! # Ok(()) }
@@ -52,9 +52,12 @@
 //! - `content`: reassembly of method + header + body frames (no I/O).
 //! - `connection`: handshake, tune negotiation, [`Connection`].
 //! - `io`: the one task per connection that owns the socket: reader, writer, heartbeats.
-//! - `channel`: [`Channel`] and the per-channel state the task updates.
-//! - `consumer`: [`Consumer`] and [`Returns`] streams; `confirm`: [`PublisherConfirm`].
-//! - `message`: [`Delivery`], [`GetMessage`], [`ReturnedMessage`], [`Confirmation`].
+//! - `state`: what the connection task shares with the handles (connection and
+//!   channel state, the way to the socket), below both.
+//! - `channel`: [`Channel`], the methods a client calls.
+//! - `consumer`: [`Consumer`] and [`Returns`] streams.
+//! - `confirm`: [`PublisherConfirm`], [`Confirmation`], [`ReturnedMessage`].
+//! - `message`: [`Delivery`], [`GetMessage`]; `acker`: [`Acker`], how they settle.
 //! - `options`: flags of each method; `error`: [`Error`], soft vs hard vs I/O.
 //!
 //! # Architecture invariants
@@ -66,6 +69,7 @@
 
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod acker;
 mod channel;
 mod codec;
 mod confirm;
@@ -76,16 +80,18 @@ mod error;
 mod io;
 mod message;
 mod options;
+mod state;
 pub mod url;
 
+pub use acker::Acker;
 pub use amq_protocol;
 pub use amq_protocol::protocol::BasicProperties;
 pub use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 pub use channel::{Channel, Queue};
-pub use confirm::PublisherConfirm;
+pub use confirm::{Confirmation, PublisherConfirm, ReturnedMessage};
 pub use connection::Connection;
 pub use consumer::{Consumer, Returns};
 pub use error::{CloseReason, Error, Result};
-pub use message::{Confirmation, Delivery, GetMessage, ReturnedMessage};
+pub use message::{Delivery, GetMessage};
 pub use options::*;
 pub use url::ConnectionConfig;

@@ -1,8 +1,13 @@
-//! Messages as they arrive: deliveries (from a consumer or `basic.get`) and returns.
+//! Messages as they arrive: deliveries, from a consumer or `basic.get`.
 
 use bytes::Bytes;
 
-use crate::{channel::Channel, error::Error, BasicProperties};
+use crate::{
+    acker::Acker,
+    error::Result,
+    options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
+    BasicProperties,
+};
 
 /// A message delivered to this client, with the means to acknowledge it.
 #[derive(Debug)]
@@ -20,53 +25,26 @@ pub struct Delivery {
     pub properties: BasicProperties,
     /// Its body.
     pub body: Bytes,
-    // The channel is kept alive by its deliveries: acks must go out on the channel the
-    // delivery came from, and a channel dropped with unacked deliveries would requeue them.
-    pub(crate) channel: Channel,
-    pub(crate) no_ack: bool,
+    /// Acks, nacks or rejects this delivery on its channel (which it keeps open).
+    pub acker: Acker,
 }
 
 impl Delivery {
-    fn check_ackable(&self) -> Result<(), Error> {
-        if self.no_ack {
-            Err(Error::InvalidArgument(
-                "this delivery was consumed with no_ack and cannot be acknowledged".into(),
-            ))
-        } else {
-            Ok(())
-        }
+    /// Acknowledge this delivery (with `multiple`, every earlier unacknowledged one on
+    /// its channel too).
+    pub async fn ack(&self, options: BasicAckOptions) -> Result<()> {
+        self.acker.ack(options).await
     }
 
-    /// Acknowledge this delivery.
-    pub async fn ack(&self) -> Result<(), Error> {
-        self.check_ackable()?;
-        self.channel.basic_ack(self.delivery_tag, false).await
-    }
-
-    /// Acknowledge this delivery and every earlier unacknowledged one on its channel.
-    pub async fn ack_multiple(&self) -> Result<(), Error> {
-        self.check_ackable()?;
-        self.channel.basic_ack(self.delivery_tag, true).await
-    }
-
-    /// Negatively acknowledge; `requeue` puts it back in its queue, else it is dropped or
-    /// dead-lettered.
-    pub async fn nack(&self, requeue: bool) -> Result<(), Error> {
-        self.check_ackable()?;
-        self.channel
-            .basic_nack(self.delivery_tag, false, requeue)
-            .await
+    /// Negatively acknowledge; with `requeue` it goes back to its queue, else it is
+    /// dropped or dead-lettered.
+    pub async fn nack(&self, options: BasicNackOptions) -> Result<()> {
+        self.acker.nack(options).await
     }
 
     /// Reject (the single-message form of nack).
-    pub async fn reject(&self, requeue: bool) -> Result<(), Error> {
-        self.check_ackable()?;
-        self.channel.basic_reject(self.delivery_tag, requeue).await
-    }
-
-    /// The channel this delivery arrived on.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    pub async fn reject(&self, options: BasicRejectOptions) -> Result<()> {
+        self.acker.reject(options).await
     }
 }
 
@@ -78,41 +56,4 @@ pub struct GetMessage {
     pub delivery: Delivery,
     /// Messages left in the queue after this one.
     pub message_count: u32,
-}
-
-/// A `mandatory` message that no queue took, sent back by the broker.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ReturnedMessage {
-    /// Why it came back, e.g. 312.
-    pub reply_code: u16,
-    /// e.g. `NO_ROUTE`.
-    pub reply_text: String,
-    /// Exchange it was published to.
-    pub exchange: String,
-    /// Routing key it was published with.
-    pub routing_key: String,
-    /// Its properties.
-    pub properties: BasicProperties,
-    /// Its body.
-    pub body: Bytes,
-}
-
-/// How the broker answered a publish on a channel in confirm mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Confirmation {
-    /// The broker took responsibility for the message (`basic.ack`).
-    Ack,
-    /// The broker could not take it (`basic.nack`).
-    Nack,
-    /// The channel is not in confirm mode: nothing was asked.
-    NotRequested,
-}
-
-impl Confirmation {
-    /// True for [`Confirmation::Ack`].
-    pub fn is_ack(self) -> bool {
-        self == Confirmation::Ack
-    }
 }

@@ -74,3 +74,41 @@ pub struct BasicQosOptions {
     /// to each new consumer.
     pub global: bool,
 }
+
+/// Flags of `basic.ack`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BasicAckOptions {
+    /// Also acknowledge every earlier unacknowledged delivery of the channel.
+    pub multiple: bool,
+}
+
+/// Flags of `basic.nack`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BasicNackOptions {
+    /// Also nack every earlier unacknowledged delivery of the channel.
+    pub multiple: bool,
+    /// Put the messages back in their queues; else they are dropped or dead-lettered.
+    pub requeue: bool,
+}
+
+/// Flags of `basic.reject`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BasicRejectOptions {
+    /// Put the message back in its queue; else it is dropped or dead-lettered.
+    pub requeue: bool,
+}
+
+/// Flags of `basic.get`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BasicGetOptions {
+    /// The broker considers the message acknowledged as soon as it is sent.
+    pub no_ack: bool,
+}
+
+/// Flags of `basic.recover`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BasicRecoverOptions {
+    /// Redeliver to any consumer. RabbitMQ supports only `true`: `false` closes the
+    /// connection with 540 NOT_IMPLEMENTED.
+    pub requeue: bool,
+}

@@ -72,11 +72,15 @@ async fn publish_get_consume_ack() {
         assert_eq!(publish(&ch, "", &q, b"one").await, Confirmation::Ack);
         assert_eq!(publish(&ch, "", &q, b"two").await, Confirmation::Ack);
 
-        let got = ch.basic_get(&q, false).await.unwrap().expect("a message");
+        let got = ch
+            .basic_get(&q, BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a message");
         assert_eq!(&got.delivery.body[..], b"one");
         assert_eq!(got.message_count, 1);
         assert!(!got.delivery.redelivered);
-        got.delivery.ack().await.unwrap();
+        got.delivery.ack(BasicAckOptions::default()).await.unwrap();
 
         let mut consumer = ch
             .basic_consume(&q, "", BasicConsumeOptions::default(), no_args())
@@ -87,10 +91,14 @@ async fn publish_get_consume_ack() {
         assert_eq!(&d.body[..], b"two");
         assert_eq!(d.routing_key, q);
         assert_eq!(d.exchange, "");
-        d.ack().await.unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
         consumer.cancel().await.unwrap();
         assert!(consumer.next().await.is_none(), "cancelled stream ends");
-        assert!(ch.basic_get(&q, false).await.unwrap().is_none());
+        assert!(ch
+            .basic_get(&q, BasicGetOptions::default())
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(
             ch.queue_delete(&q, QueueDeleteOptions::default())
                 .await
@@ -102,6 +110,39 @@ async fn publish_get_consume_ack() {
         conn.close().await.unwrap();
         assert!(!conn.is_open());
         assert!(conn.create_channel().await.is_err());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_acker_keeps_its_channel_open_after_every_handle_is_dropped() {
+    run("an_acker_keeps_its_channel", |t: Target| async move {
+        let conn = t.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let q = unique("acker");
+        declare(&ch, &q).await;
+        ch.confirm_select().await.unwrap();
+        assert_eq!(publish(&ch, "", &q, b"kept").await, Confirmation::Ack);
+        let mut consumer = ch
+            .basic_consume(&q, "", BasicConsumeOptions::default(), no_args())
+            .await
+            .unwrap();
+        let acker = consumer.next().await.unwrap().unwrap().acker;
+        // Were the channel closed now, the delivery would go back to the queue and
+        // the ack below would fail.
+        drop(consumer);
+        drop(ch);
+        acker.ack(BasicAckOptions::default()).await.unwrap();
+        drop(acker);
+        conn.close().await.unwrap();
+
+        let conn = t.connect().await;
+        assert_eq!(ready_count(&conn, &q).await, 0, "the ack settled it");
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_delete(&q, QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
     })
     .await;
 }
@@ -150,7 +191,10 @@ async fn fanout_to_exclusive_server_named_queues() {
             for c in &mut consumers {
                 let d = c.next().await.unwrap().unwrap();
                 assert_eq!(&d.body[..], b"log line");
-                assert!(d.ack().await.is_err(), "no_ack deliveries cannot be acked");
+                assert!(
+                    d.ack(BasicAckOptions::default()).await.is_err(),
+                    "no_ack deliveries cannot be acked"
+                );
             }
             ch.exchange_delete(&ex, ExchangeDeleteOptions::default())
                 .await
@@ -361,13 +405,20 @@ async fn nack_requeue_redelivers() {
         assert_eq!(consumer.tag(), "my-tag");
         let d = consumer.next().await.unwrap().unwrap();
         assert!(!d.redelivered);
-        d.nack(true).await.unwrap();
+        d.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let d = consumer.next().await.unwrap().unwrap();
         assert!(d.redelivered);
-        d.reject(true).await.unwrap();
+        d.reject(BasicRejectOptions { requeue: true })
+            .await
+            .unwrap();
         let d = consumer.next().await.unwrap().unwrap();
         assert!(d.redelivered);
-        d.reject(false).await.unwrap();
+        d.reject(BasicRejectOptions::default()).await.unwrap();
         consumer.cancel().await.unwrap();
         assert_eq!(ready_count(&conn, &q).await, 0);
         ch.queue_delete(&q, QueueDeleteOptions::default())
@@ -404,11 +455,14 @@ async fn prefetch_limits_unacked_deliveries() {
             );
             // Two unacked: the broker holds the other three back.
             assert_eq!(ready_count(&conn, &q).await, 3);
-            second.ack_multiple().await.unwrap();
+            second
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .unwrap();
             for i in 2..5u8 {
                 let d = consumer.next().await.unwrap().unwrap();
                 assert_eq!(&d.body[..], &[i]);
-                d.ack().await.unwrap();
+                d.ack(BasicAckOptions::default()).await.unwrap();
             }
             consumer.cancel().await.unwrap();
             ch.queue_delete(&q, QueueDeleteOptions::default())
@@ -464,7 +518,7 @@ async fn channel_close_error_reaches_consumers_and_confirms() {
                 .await
                 .unwrap();
             // Acking an unknown delivery tag is a channel error (406).
-            ch.basic_ack(999, false).await.unwrap();
+            ch.basic_ack(999, BasicAckOptions::default()).await.unwrap();
             match consumer.next().await {
                 Some(Err(err)) => assert_eq!(err.reply_code(), Some(406), "{err}"),
                 other => panic!("expected the channel error, got {other:?}"),
@@ -530,12 +584,22 @@ async fn unacked_deliveries_return_when_channel_closes_or_consumer_drops() {
 
         // basic.recover: redelivered on the same channel.
         let ch = conn.create_channel().await.unwrap();
-        let got = ch.basic_get(&q, false).await.unwrap().unwrap();
+        let got = ch
+            .basic_get(&q, BasicGetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(got.delivery.redelivered);
-        ch.basic_recover(true).await.unwrap();
-        let got = ch.basic_get(&q, false).await.unwrap().unwrap();
+        ch.basic_recover(BasicRecoverOptions { requeue: true })
+            .await
+            .unwrap();
+        let got = ch
+            .basic_get(&q, BasicGetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(got.delivery.redelivered);
-        got.delivery.ack().await.unwrap();
+        got.delivery.ack(BasicAckOptions::default()).await.unwrap();
         ch.close().await.unwrap();
         admin
             .queue_delete(&q, QueueDeleteOptions::default())
@@ -566,14 +630,22 @@ async fn exchange_to_exchange_bindings_and_unbind() {
             ch.queue_bind(&q, &dst, "a.b", no_args()).await.unwrap();
             ch.confirm_select().await.unwrap();
             publish(&ch, &src, "a.b", b"routed").await;
-            let got = ch.basic_get(&q, true).await.unwrap().unwrap();
+            let got = ch
+                .basic_get(&q, BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(&got.delivery.body[..], b"routed");
             ch.exchange_unbind(&dst, &src, "a.*", no_args())
                 .await
                 .unwrap();
             ch.queue_unbind(&q, &dst, "a.b", no_args()).await.unwrap();
             publish(&ch, &src, "a.b", b"dropped").await;
-            assert!(ch.basic_get(&q, true).await.unwrap().is_none());
+            assert!(ch
+                .basic_get(&q, BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .is_none());
             for name in [&src, &dst] {
                 ch.exchange_delete(name, ExchangeDeleteOptions::default())
                     .await
@@ -618,7 +690,11 @@ async fn tune_and_heartbeats() {
         let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         channels[0].confirm_select().await.unwrap();
         publish(&channels[0], "", &q, &body).await;
-        let got = channels[1].basic_get(&q, true).await.unwrap().unwrap();
+        let got = channels[1]
+            .basic_get(&q, BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&got.delivery.body[..], &body[..]);
         conn.close().await.unwrap();
     })
@@ -668,7 +744,7 @@ async fn a_channel_id_reused_after_close_gets_its_deliveries() {
                     .unwrap()
                     .unwrap();
                 assert_eq!(&d.body[..], &[round]);
-                d.ack().await.unwrap();
+                d.ack(BasicAckOptions::default()).await.unwrap();
                 ch.close().await.unwrap();
             }
             conn.close().await.unwrap();
@@ -760,7 +836,7 @@ async fn slow_consumer_without_prefetch_can_still_cancel() {
                 seen += 1;
             }
             assert!(seen <= 3000);
-            last.ack_multiple().await.unwrap();
+            last.ack(BasicAckOptions { multiple: true }).await.unwrap();
             assert_eq!(ready_count(&conn, &q).await, 3000 - seen);
             ch.queue_delete(&q, QueueDeleteOptions::default())
                 .await
@@ -810,7 +886,7 @@ async fn dropped_consumer_requeues_what_it_buffered() {
                 tokio::task::yield_now().await;
             }
             assert!(ch.is_open(), "the channel is still held by the delivery");
-            held.ack().await.unwrap();
+            held.ack(BasicAckOptions::default()).await.unwrap();
             ch.queue_delete(&q, QueueDeleteOptions::default())
                 .await
                 .unwrap();
@@ -1039,7 +1115,10 @@ async fn recover_without_requeue_is_not_implemented() {
         |t: Target| async move {
             let conn = t.connect().await;
             let ch = conn.create_channel().await.unwrap();
-            let err = ch.basic_recover(false).await.unwrap_err();
+            let err = ch
+                .basic_recover(BasicRecoverOptions::default())
+                .await
+                .unwrap_err();
             assert_eq!(err.reply_code(), Some(540));
             assert_eq!(
                 err.close_reason().map(|r| (r.class_id, r.method_id)),
@@ -1224,7 +1303,11 @@ async fn warren_restart_keeps_only_durable_state() {
         .await
         .unwrap();
     assert_eq!(q.message_count, 1, "only the persistent message survives");
-    let got = ch.basic_get("kept", true).await.unwrap().unwrap();
+    let got = ch
+        .basic_get("kept", BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&got.delivery.body[..], &[2]);
     let err = ch
         .queue_declare(

@@ -244,7 +244,7 @@ fn publish_consume_round_trip_is_exact() {
                         .await
                         .expect("a delivery")
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    d.ack()
+                    d.ack(BasicAckOptions::default())
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(d.body.len(), body.len());

@@ -2,10 +2,15 @@
 //!
 //! - `cargo xtask conformance [ARGS]`: builds and runs `warren-conformance` with ARGS
 //!   (`--rabbitmq URL`, `--target URL`, `--only SUBSTRING`, `--jobs N`, `--verbose`).
+//! - `cargo xtask bench [--quick]`, `cargo xtask fuzz [--seconds N]`: see their modules.
+//! - `cargo xtask tidy [--verbose]`: the house rules over the whole workspace (module
+//!   docs, file sizes, `unsafe`, leftovers, import circles); `--graph` prints every
+//!   crate's module graph instead.
 
 mod bench;
 mod charts;
 mod fuzz;
+mod tidy;
 
 use std::process::{Command, ExitCode};
 
@@ -15,9 +20,17 @@ fn main() -> ExitCode {
         Some("conformance") => conformance(args.collect()),
         Some("bench") => bench::bench(args.collect()),
         Some("fuzz") => fuzz::run(args.collect()),
+        Some("tidy") => {
+            let args: Vec<String> = args.collect();
+            if args.iter().any(|a| a == "--graph") {
+                tidy::report()
+            } else {
+                tidy::run(args)
+            }
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]"
+                "usage: cargo xtask conformance [--rabbitmq URL | --target URL] [--only SUBSTRING]\n       cargo xtask bench [--quick] | fuzz [--seconds N] | tidy [--verbose | --graph]"
             );
             ExitCode::from(2)
         }

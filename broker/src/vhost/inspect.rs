@@ -209,3 +209,36 @@ impl VhostState {
         true
     }
 }
+
+/// One open channel, as the management API lists it.
+#[derive(Clone, Debug)]
+pub struct ChannelInfo {
+    pub connection: ConnId,
+    pub number: u16,
+    /// basic.qos with global=false: each new consumer's prefetch.
+    pub prefetch_count: u16,
+    /// basic.qos with global=true: shared by the channel's consumers.
+    pub global_prefetch_count: u16,
+    pub messages_unacknowledged: usize,
+    pub consumer_count: usize,
+}
+
+impl VhostState {
+    /// Every open channel of the vhost, by connection and number.
+    pub fn channel_infos(&self) -> Vec<ChannelInfo> {
+        let mut out: Vec<ChannelInfo> = self
+            .channels
+            .iter()
+            .map(|((conn, ch), st)| ChannelInfo {
+                connection: *conn,
+                number: *ch,
+                prefetch_count: st.consumer_prefetch,
+                global_prefetch_count: st.channel_prefetch,
+                messages_unacknowledged: st.unacked.len(),
+                consumer_count: st.consumers.len(),
+            })
+            .collect();
+        out.sort_by_key(|c| (c.connection, c.number));
+        out
+    }
+}

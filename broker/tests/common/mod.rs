@@ -1058,6 +1058,8 @@ pub fn exchange_decl(name: &str, kind: &str) -> exchange::Declare {
 pub struct Warren {
     /// The first line it printed: the URL it serves.
     pub url: String,
+    /// The second line, with `--management-bind`: the management API's base URL.
+    pub management: Option<String>,
     child: tokio::process::Child,
     stderr: tokio::process::ChildStderr,
 }
@@ -1079,7 +1081,16 @@ impl Warren {
             .await
             .expect("read stdout")
             .expect("warren printed no line before closing stdout");
-        Warren { child, url, stderr }
+        let mut management = None;
+        if args.contains(&"--management-bind") {
+            management = within(lines.next_line()).await.expect("read stdout");
+        }
+        Warren {
+            child,
+            url,
+            management,
+            stderr,
+        }
     }
 
     /// The port in the printed URL.
