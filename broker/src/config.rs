@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::alarms::{parse_size, MemoryHighWatermark};
-use crate::auth::{Permissions, User};
+use crate::auth::{Permissions, User, Users};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -81,5 +81,33 @@ impl Default for Config {
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
             management: None,
         }
+    }
+}
+
+impl Config {
+    /// The users a broker starts with: the default user (tagged `administrator`,
+    /// with full permissions in each of `vhosts` that `permissions` does not
+    /// name for it, as RabbitMQ gives its default user on the default vhost),
+    /// the further users, and the permissions listed.
+    pub(crate) fn initial_users<'a>(
+        &self,
+        vhosts: impl Iterator<Item = &'a str>,
+    ) -> std::io::Result<Users> {
+        let users = Users::new(self.loopback_users.clone());
+        users.put_user(User::new(&self.user, &self.password, &["administrator"]));
+        for user in &self.users {
+            users.put_user(user.clone());
+        }
+        for vhost in vhosts {
+            users
+                .set_permissions(&self.user, vhost, Permissions::full())
+                .expect(".* compiles");
+        }
+        for (user, vhost, permissions) in &self.permissions {
+            users
+                .set_permissions(user, vhost, permissions.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        Ok(users)
     }
 }

@@ -121,7 +121,7 @@ impl Shared {
         });
         let gauge =
             memory::Gauge::new(alarms::watermark_bytes(config.memory_high_watermark) as usize);
-        let users = Arc::new(auth::users_from(&config, names.iter().copied())?);
+        let users = Arc::new(config.initial_users(names.iter().copied())?);
         let mut vhosts = HashMap::new();
         for name in names {
             let vhost = Vhost::new(name);
