@@ -572,7 +572,7 @@ impl Connection {
             }
             (Phase::Open, M::Open(o)) => {
                 let name = o.virtual_host.as_str();
-                let Some(vhost) = self.shared.vhosts.get(name).cloned() else {
+                let Some(vhost) = self.shared.vhosts.get(name) else {
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
                         format!("vhost {name} not found"),

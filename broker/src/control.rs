@@ -88,10 +88,8 @@ impl Shared {
 
     pub(crate) fn snapshot(&self) -> BrokerSnapshot {
         let mut snap = BrokerSnapshot::default();
-        let mut names: Vec<&String> = self.vhosts.keys().collect();
-        names.sort();
-        for name in names {
-            let v = self.vhosts[name].lock();
+        for (_, vhost) in self.vhosts.all() {
+            let v = vhost.lock();
             snap.queues.extend(v.queue_snapshots());
             snap.exchanges.extend(v.exchange_snapshots());
             snap.bindings.extend(v.binding_snapshots());
@@ -165,5 +163,48 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// Adds an empty vhost while the broker runs; false when it exists.
+    pub(crate) fn add_vhost(&self, name: &str) -> bool {
+        if self.vhosts.contains_key(name) {
+            return false;
+        }
+        let vhost = crate::vhost::Vhost::new(name);
+        {
+            let mut state = vhost.lock();
+            state.set_clock(self.clock.clone());
+            state.set_gauge(self.gauge.clone());
+            if let Some(store) = &self.store {
+                state.set_store(store.clone());
+            }
+        }
+        self.vhosts.insert(name, Arc::new(vhost))
+    }
+
+    /// Deletes a vhost as RabbitMQ does: its connections are closed with 320
+    /// CONNECTION_FORCED, and its queues and exchanges go (the durable ones
+    /// from the store too). False when there is none; `/` can be deleted too.
+    pub(crate) fn delete_vhost(&self, name: &str) -> bool {
+        let Some(vhost) = self.vhosts.remove(name) else {
+            return false;
+        };
+        for info in self.connection_infos() {
+            let on = info.vhost.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if on.as_deref() == Some(name) {
+                info.command(faults::Command::CloseConnection {
+                    code: 320,
+                    text: format!("vhost '{name}' is deleted"),
+                });
+            }
+        }
+        let mut state = vhost.lock();
+        for q in state.queue_snapshots() {
+            let _ = state.delete_queue(0, &q.name, false, false);
+        }
+        for e in state.exchange_snapshots() {
+            let _ = state.delete_exchange(&e.name, false);
+        }
+        true
     }
 }

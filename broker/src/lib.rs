@@ -37,6 +37,7 @@ mod management;
 mod memory;
 mod outbox;
 mod pacing;
+mod page;
 mod routing;
 mod server;
 mod store;
@@ -68,11 +69,63 @@ use server::Tracker;
 use store::Store;
 use vhost::Vhost;
 
+/// The broker's virtual hosts by name. The management API adds and removes
+/// them while the broker runs. The map's lock is a leaf held only to clone
+/// an `Arc` out: never while a vhost's lock is taken.
+#[derive(Debug, Default)]
+pub(crate) struct Vhosts(std::sync::RwLock<HashMap<String, Arc<Vhost>>>);
+
+impl Vhosts {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Vhost>>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.read().get(name).cloned()
+    }
+
+    pub(crate) fn contains_key(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    /// Every vhost, by name.
+    pub(crate) fn all(&self) -> Vec<(String, Arc<Vhost>)> {
+        let mut v: Vec<(String, Arc<Vhost>)> = self
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.all().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Adds `vhost` unless one of that name exists; true when it was added.
+    pub(crate) fn insert(&self, name: &str, vhost: Arc<Vhost>) -> bool {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(name) {
+            return false;
+        }
+        map.insert(name.to_owned(), vhost);
+        true
+    }
+
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+}
+
 /// What every connection of a broker shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) vhosts: HashMap<String, Arc<Vhost>>,
+    pub(crate) vhosts: Vhosts,
     /// The durable log, when there is a data directory.
     pub(crate) store: Option<Arc<Store>>,
     /// Time for TTLs and expiry: real, or virtual and moved by the test.
@@ -122,7 +175,7 @@ impl Shared {
         let gauge =
             memory::Gauge::new(alarms::watermark_bytes(config.memory_high_watermark) as usize);
         let users = Arc::new(config.initial_users(names.iter().copied())?);
-        let mut vhosts = HashMap::new();
+        let vhosts = Vhosts::default();
         for name in names {
             let vhost = Vhost::new(name);
             {
@@ -136,7 +189,7 @@ impl Shared {
                     state.restore(rec);
                 }
             }
-            vhosts.insert(name.to_owned(), Arc::new(vhost));
+            vhosts.insert(name, Arc::new(vhost));
         }
         Ok(Self {
             config,
@@ -165,7 +218,7 @@ impl Shared {
             return;
         }
         store.begin_snapshot();
-        for vhost in self.vhosts.values() {
+        for (_, vhost) in self.vhosts.all() {
             let state = vhost.lock();
             for rec in state.snapshot() {
                 store.append(&rec);
@@ -177,7 +230,7 @@ impl Shared {
     /// Lets every vhost expire what is due, and closes the channels whose
     /// oldest delivery outlived the consumer timeout.
     pub(crate) fn tick(&self) {
-        for vhost in self.vhosts.values() {
+        for (_, vhost) in self.vhosts.all() {
             let overdue = {
                 let mut v = vhost.lock();
                 v.tick();
@@ -242,7 +295,7 @@ impl Shared {
 
     /// Without a data directory: what a restart keeps, from memory.
     fn keep_durable_in_memory(&self) {
-        for vhost in self.vhosts.values() {
+        for (_, vhost) in self.vhosts.all() {
             vhost.lock().restart();
         }
     }
@@ -250,10 +303,10 @@ impl Shared {
     /// Every vhost as the files hold it (one the files never saw ends up empty).
     fn restore(&self, recovered: &store::Recovered) {
         let empty = store::RecoveredVhost::default();
-        for (name, vhost) in &self.vhosts {
+        for (name, vhost) in self.vhosts.all() {
             vhost
                 .lock()
-                .restore(recovered.vhosts.get(name).unwrap_or(&empty));
+                .restore(recovered.vhosts.get(&name).unwrap_or(&empty));
         }
     }
 
@@ -926,7 +979,10 @@ impl Broker {
         body: impl Into<bytes::Bytes>,
         properties: amq_protocol::protocol::BasicProperties,
     ) -> Result<(), AmqpError> {
-        self.shared.vhosts["/"]
+        self.shared
+            .vhosts
+            .get("/")
+            .expect("vhost / always exists")
             .lock()
             .seed(queue, body.into(), properties)
     }
@@ -976,7 +1032,10 @@ impl Broker {
     /// Cancels a consumer from the broker's side (`basic.cancel` to a client that
     /// asked for cancel notifications), as when RabbitMQ deletes its queue.
     pub fn cancel_consumer(&self, queue: &str, consumer_tag: &str) -> bool {
-        self.shared.vhosts["/"]
+        self.shared
+            .vhosts
+            .get("/")
+            .expect("vhost / always exists")
             .lock()
             .cancel_consumer(queue, consumer_tag)
     }
@@ -1012,6 +1071,41 @@ impl Broker {
     /// them (each entry's `seq`).
     pub fn trace_all(&self) -> Vec<TraceEntry> {
         self.shared.tracer.entries(None)
+    }
+
+    /// The trace as a Mermaid sequence diagram (`sequenceDiagram`): the broker and
+    /// one participant per connection, an arrow per frame (heartbeats left out),
+    /// a note where a scripted fault fired. For a test's failure message or a
+    /// README; paste it into any Mermaid renderer.
+    pub fn trace_mermaid(&self) -> String {
+        let trace = self.shared.tracer.entries(None);
+        let mut names = std::collections::BTreeMap::new();
+        for e in trace.iter().filter(|e| e.method == "connection.start-ok") {
+            let name = ["connection_name", "product"]
+                .into_iter()
+                .find_map(|k| match e.field(k) {
+                    Some(TraceValue::Text(s)) => Some(s.clone()),
+                    _ => None,
+                });
+            names.insert(e.connection, name.unwrap_or_default());
+        }
+        page::mermaid(&trace, &names)
+    }
+
+    /// Writes one self-contained HTML file to `path`: the frame trace as a
+    /// sequence diagram and the broker's state now (queues with their messages,
+    /// exchanges, bindings, connections), the page of the management listener
+    /// with its data inside. It opens in any browser with no network: a CI job
+    /// can keep it as the artifact of a failed test.
+    pub fn trace_html(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        let vhosts = self.shared.vhosts.names();
+        let clock = (self.shared.clock.is_virtual(), self.shared.clock.now_ms());
+        let snapshot = page::snapshot_json(&self.snapshot(), &vhosts, clock);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let html = page::trace_file(snapshot, &self.shared.tracer.entries(None), now);
+        std::fs::write(path, html)
     }
 
     /// Every connection's traced frames, printable on a test failure: grouped by

@@ -30,6 +30,7 @@ mod queue;
 mod reply;
 mod stream;
 
+pub use inspect::ApiGet;
 use message::Deadline;
 pub use message::{Message, Route, RouteCache};
 pub use reply::REPLY_TO;

@@ -2,6 +2,8 @@
 //! (docs/control-plane.md) and RabbitMQ's management API subset, including the
 //! bad input each must refuse in RabbitMQ's shape without harm to the broker.
 
+mod common;
+
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
@@ -427,4 +429,197 @@ async fn the_management_listener_stops_with_the_broker() {
     .await
     .unwrap();
     assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn rabbitmq_paths_declare_publish_get_bind_and_delete() {
+    let api = Api::start().await;
+    let put = |path: &'static str, body: Value| api.call(Method::PUT, path, Some(body));
+    assert_eq!(
+        put("/api/queues/%2F/caf%C3%A9%2Fq", json!({"durable": true}))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        put("/api/queues/%2F/caf%C3%A9%2Fq", json!({"durable": true}))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, body) = put("/api/queues/%2F/caf%C3%A9%2Fq", json!({"durable": false})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("inequivalent arg 'durable'"),
+        "{body}"
+    );
+    assert!(api.broker.try_queue("café/q").is_some_and(|q| q.durable));
+    assert_eq!(
+        put("/api/queues/nohost/q", json!({})).await,
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": "not_found", "reason": "vhost_not_found"})
+        )
+    );
+    assert_eq!(
+        put("/api/exchanges/%2F/fan", json!({"type": "fanout"}))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (status, _) = api
+        .post(
+            "/api/bindings/%2F/e/fan/q/caf%C3%A9%2Fq",
+            json!({"routing_key": "k k"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let publish = json!({"properties": {"delivery_mode": 2}, "routing_key": "any",
+                         "payload": "hi", "payload_encoding": "string"});
+    let (status, routed) = api
+        .post("/api/exchanges/%2F/fan/publish", publish.clone())
+        .await;
+    assert_eq!((status, routed), (StatusCode::OK, json!({"routed": true})));
+    let (_, unrouted) = api
+        .post("/api/exchanges/%2F/amq.direct/publish", publish)
+        .await;
+    assert_eq!(unrouted, json!({"routed": false}));
+
+    let get = json!({"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"});
+    let (status, got) = api
+        .post("/api/queues/%2F/caf%C3%A9%2Fq/get", get.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got[0]["payload"], "hi");
+    assert_eq!(got[0]["properties"]["delivery_mode"], 2);
+    assert_eq!(got[0]["message_count"], 0);
+    // Requeued: still there, now redelivered.
+    let (_, again) = api.post("/api/queues/%2F/caf%C3%A9%2Fq/get", get).await;
+    assert_eq!(again[0]["redelivered"], true);
+
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            "/api/queues/%2F/caf%C3%A9%2Fq?if-empty=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["reason"], "queue 'café/q' in vhost '/' not empty");
+    assert_eq!(
+        api.call(
+            Method::DELETE,
+            "/api/queues/%2F/caf%C3%A9%2Fq/contents",
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    api.broker.queue("café/q").assert_empty();
+
+    let (_, bindings) = api.get("/api/bindings/%2F/e/fan/q/caf%C3%A9%2Fq").await;
+    let key = bindings[0]["properties_key"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B");
+    assert_eq!(key, "k%2Bk");
+    let path = format!("/api/bindings/%2F/e/fan/q/caf%C3%A9%2Fq/{key}");
+    assert_eq!(
+        api.call(Method::DELETE, &path, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::DELETE, "/api/exchanges/%2F/amq.direct", None)
+            .await,
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "not_authorised", "reason": "Access refused."})
+        )
+    );
+}
+
+#[tokio::test]
+async fn vhosts_come_and_go_at_runtime_and_definitions_round_trip() {
+    let api = Api::start().await;
+    assert_eq!(
+        api.call(Method::PUT, "/api/vhosts/staging", None).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.call(Method::PUT, "/api/vhosts/staging", None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let url = api.broker.url().replace("%2f", "staging");
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("orders".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    let (_, defs) = api.get("/api/definitions").await;
+    assert!(defs["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["vhost"] == "staging"));
+
+    assert_eq!(
+        api.call(Method::DELETE, "/api/vhosts/staging", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(Method::DELETE, "/api/vhosts/staging", None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    api.broker
+        .wait_for(Duration::from_secs(5), |s| s.connections.is_empty())
+        .await
+        .expect("its connections are closed");
+    assert!(api.broker.queue_in("staging", "orders").is_none());
+
+    let (status, _) = api.post("/api/definitions", defs).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(api
+        .broker
+        .queue_in("staging", "orders")
+        .is_some_and(|q| q.durable));
+}
+
+#[tokio::test]
+async fn deleting_a_connection_closes_it_with_320_and_the_x_reason_text() {
+    let api = Api::start().await;
+    let mut raw = common::open1(&common::Target::at(&api.broker.url())).await;
+    let (_, list) = api.get("/api/connections").await;
+    let name = list[0]["name"].as_str().unwrap().to_owned();
+    assert!(list[0]["client_properties"].is_object());
+    let path = name.replace(' ', "%20").replace('>', "%3E");
+    let resp = api
+        .http
+        .delete(format!("{}/api/connections/{path}", api.base))
+        .basic_auth("guest", Some("guest"))
+        .header("X-Reason", "maintenance window")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    raw.expect_connection_close(320, (0, 0), "CONNECTION_FORCED - maintenance window")
+        .await;
 }

@@ -317,6 +317,15 @@ async fn the_trace_orders_every_connection_s_frames_and_marks_the_fault_that_fir
     assert!(broker
         .trace_dump()
         .contains(&format!("connection {first} (closed):")));
+    let mermaid = broker.trace_mermaid();
+    assert!(mermaid.starts_with("sequenceDiagram\n"), "{mermaid}");
+    let publish =
+        format!("C{first}->>B: ch1 basic.publish exchange=#34;#34; routing_key=#34;orders#34;");
+    assert!(mermaid.contains(&publish), "{mermaid}");
+    assert!(
+        mermaid.contains("Note over B: fault fired#58; nack_confirm"),
+        "{mermaid}"
+    );
     broker.shutdown().await;
 }
 

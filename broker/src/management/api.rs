@@ -10,10 +10,12 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
+use super::definitions as defs;
+use super::entities as e;
 use super::warren::{connection_name, queue_type};
 use super::{json as j, ApiError, App, User};
 use crate::faults::{Command, ConnInfo};
@@ -28,15 +30,37 @@ pub fn routes() -> Router<App> {
         .route("/overview", get(overview))
         .route("/whoami", get(whoami))
         .route("/vhosts", get(vhosts))
-        .route("/vhosts/{vhost}", get(vhost))
+        .route(
+            "/vhosts/{vhost}",
+            get(vhost).put(e::put_vhost).delete(e::delete_vhost),
+        )
         .route("/queues", get(queues))
         .route("/queues/{vhost}", get(queues_in))
-        .route("/queues/{vhost}/{name}", get(queue))
+        .route(
+            "/queues/{vhost}/{name}",
+            get(queue).put(e::put_queue).delete(e::delete_queue),
+        )
+        .route("/queues/{vhost}/{name}/contents", delete(e::purge_queue))
+        .route("/queues/{vhost}/{name}/get", post(e::get_messages))
         .route("/exchanges", get(exchanges))
         .route("/exchanges/{vhost}", get(exchanges_in))
-        .route("/exchanges/{vhost}/{name}", get(exchange))
+        .route(
+            "/exchanges/{vhost}/{name}",
+            get(exchange)
+                .put(e::put_exchange)
+                .delete(e::delete_exchange),
+        )
+        .route("/exchanges/{vhost}/{name}/publish", post(e::publish))
         .route("/bindings", get(bindings))
         .route("/bindings/{vhost}", get(bindings_in))
+        .route(
+            "/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(e::list_between).post(e::post_binding),
+        )
+        .route(
+            "/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(e::get_binding).delete(e::delete_binding),
+        )
         .route("/connections", get(connections))
         .route(
             "/connections/{name}",
@@ -45,6 +69,7 @@ pub fn routes() -> Router<App> {
         .route("/channels", get(channels))
         .route("/consumers", get(consumers))
         .route("/consumers/{vhost}", get(consumers_in))
+        .route("/definitions", get(defs::export).post(defs::import))
         .route("/aliveness-test/{vhost}", get(aliveness))
         .route("/health/checks/alarms", get(health_alarms))
         .route("/health/checks/virtual-hosts", get(health_ok))
@@ -52,9 +77,7 @@ pub fn routes() -> Router<App> {
 }
 
 fn vhost_names(s: &Shared) -> Vec<String> {
-    let mut v: Vec<String> = s.vhosts.keys().cloned().collect();
-    v.sort();
-    v
+    s.vhosts.names()
 }
 
 fn check_vhost(s: &Shared, vhost: &str) -> Result<(), ApiError> {
@@ -290,13 +313,25 @@ async fn exchange(
     found.pop().map(Json).ok_or_else(ApiError::not_found)
 }
 
-/// RabbitMQ's `properties_key`: the routing key, percent-encoded, then `~`
-/// and a hash of the arguments when there are any.
-pub fn properties_key(routing_key: &str, arguments: &Value) -> String {
+/// RabbitMQ's `properties_key` for a binding: the routing key as
+/// `quote_plus` writes it ("~" when empty), then `~` and a hash of the
+/// arguments when there are any. RabbitMQ hashes the Erlang term
+/// (`erlang:phash2`), which Warren cannot reproduce: its hash differs, but
+/// stays stable for one binding, which is all a client that lists bindings
+/// and deletes one by its key needs.
+pub fn properties_key_of(routing_key: &str, arguments: &Value) -> String {
     let key = if routing_key.is_empty() {
         "~".to_owned()
     } else {
-        percent_encode(routing_key)
+        let mut out = String::new();
+        for b in routing_key.bytes() {
+            match b {
+                b' ' => out.push('+'),
+                b if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) => out.push(b as char),
+                b => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
     };
     match arguments.as_object() {
         Some(m) if !m.is_empty() => {
@@ -311,16 +346,51 @@ pub fn properties_key(routing_key: &str, arguments: &Value) -> String {
     }
 }
 
-fn percent_encode(s: &str) -> String {
+/// A path segment percent-encoded (as in a `Location` header).
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
     out
+}
+
+/// The bindings from `source` to one destination, as `GET
+/// /api/bindings/{vhost}/e/{source}/q/{destination}` lists them; 404 when
+/// the vhost, the source or the destination is not there.
+pub fn bindings_between(
+    s: &Shared,
+    vhost: &str,
+    source: &str,
+    destination: &str,
+    to_exchange: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let v = s.vhosts.get(vhost).ok_or_else(ApiError::not_found)?;
+    {
+        let state = v.lock();
+        let has_exchange =
+            |n: &str| n.is_empty() || state.exchange_snapshots().iter().any(|e| e.name == n);
+        let dest_there = if to_exchange {
+            has_exchange(destination)
+        } else {
+            state.queue_snapshot(destination).is_some()
+        };
+        if !has_exchange(source) || !dest_there {
+            return Err(ApiError::not_found());
+        }
+    }
+    Ok(bindings_json(s, Some(vhost))
+        .into_iter()
+        .filter(|b| {
+            b["source"] == source
+                && b["destination"] == destination
+                && b["destination_type"] == if to_exchange { "exchange" } else { "queue" }
+        })
+        .collect())
 }
 
 fn bindings_json(s: &Shared, vhost: Option<&str>) -> Vec<Value> {
@@ -348,7 +418,7 @@ fn bindings_json(s: &Shared, vhost: Option<&str>) -> Vec<Value> {
             json!({"source": b.source, "vhost": b.vhost, "destination": b.destination,
                         "destination_type": if b.to_exchange { "exchange" } else { "queue" },
                         "routing_key": b.routing_key,
-                        "properties_key": properties_key(&b.routing_key, &args),
+                        "properties_key": properties_key_of(&b.routing_key, &args),
                         "arguments": args}),
         );
     }

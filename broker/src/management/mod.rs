@@ -7,11 +7,14 @@
 //!
 //! # Layout
 //! - `mod.rs`: the listener, the router, authentication, errors, request bodies.
-//! - `api`: RabbitMQ's paths.
+//! - `api`: RabbitMQ's paths that read; `entities`: those that change things.
+//! - `definitions`: RabbitMQ's definitions export and import.
 //! - `warren`: `/api/warren/…`.
 //! - `json`: AMQP tables, properties and bodies in the management API's JSON.
 
 mod api;
+mod definitions;
+mod entities;
 mod json;
 mod warren;
 
@@ -192,6 +195,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body of at most [`BODY_LIMIT`] bytes; a larger one is a 413.
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+            .await
+            .map(RawBody)
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "bad_request",
+                    format!("request body larger than {BODY_LIMIT} bytes"),
+                )
+            })
+    }
+}
+
 /// A request body parsed as JSON, at most [`BODY_LIMIT`] bytes. An empty body
 /// reads as `{}`, so that a POST whose fields are all optional needs none.
 #[derive(Debug)]
@@ -200,16 +224,8 @@ pub struct JsonBody(pub Value);
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "bad_request",
-                    format!("request body larger than {BODY_LIMIT} bytes"),
-                )
-            })?;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }

@@ -58,8 +58,7 @@ async fn snapshot(State(app): State<App>, Query(f): Query<VhostFilter>) -> Json<
     let s = &app.shared;
     let snap = s.snapshot();
     let keep = |v: &str| f.vhost.as_deref().is_none_or(|x| x == v);
-    let mut vhosts: Vec<&String> = s.vhosts.keys().filter(|v| keep(v)).collect();
-    vhosts.sort();
+    let vhosts: Vec<String> = s.vhosts.names().into_iter().filter(|v| keep(v)).collect();
     let connections: Vec<Value> = s
         .connection_infos()
         .iter()

@@ -242,3 +242,90 @@ impl VhostState {
         out
     }
 }
+
+/// What the management API's `POST /api/queues/{vhost}/{name}/get` does with
+/// the messages it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiGet {
+    /// Back to their places, marked redelivered (`ack_requeue_true`,
+    /// `reject_requeue_true`).
+    Requeue,
+    /// Gone (`ack_requeue_false`, `reject_requeue_false`).
+    Remove,
+}
+
+impl VhostState {
+    /// Up to `count` ready messages of `queue`, each with the count left
+    /// behind it, as RabbitMQ's management plugin takes them (a `basic.get`
+    /// on a channel of its own, settled at once).
+    pub fn get_for_api(
+        &mut self,
+        queue: &str,
+        count: usize,
+        mode: ApiGet,
+    ) -> Result<Vec<(MessageSnapshot, u32)>, AmqpError> {
+        // No connection has id 0: exclusive queues of others are refused.
+        if self.queue_for(0, queue)?.stream.is_some() {
+            return Err(super::stream::not_supported("basic.get", queue, &self.name));
+        }
+        let now = self.clock.now_ms();
+        if self.timed {
+            self.expire(queue, now);
+        }
+        let q = self.queues.get_mut(queue).expect("checked above");
+        q.last_used = now;
+        let mut taken = Vec::new();
+        while taken.len() < count {
+            let Some(item) = q.ready.pop_front() else {
+                break;
+            };
+            let left = q.ready.len() as u32;
+            taken.push((item, left));
+        }
+        let shown = taken
+            .iter()
+            .map(|(i, left)| (message(&i.msg, i.redelivered), *left))
+            .collect();
+        match mode {
+            ApiGet::Requeue => {
+                for (mut item, _) in taken {
+                    item.redelivered = true;
+                    q.ready.requeue(item);
+                }
+                self.dispatch(queue);
+            }
+            ApiGet::Remove => {
+                for (item, _) in &taken {
+                    if item.persisted {
+                        self.log_removed(queue, &item.msg);
+                    }
+                }
+            }
+        }
+        Ok(shown)
+    }
+
+    /// `POST /api/exchanges/{vhost}/{name}/publish`: routes and enqueues a
+    /// message as a publish on no connection; true when a queue took it.
+    pub fn publish_for_api(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: Bytes,
+        properties: BasicProperties,
+    ) -> Result<bool, AmqpError> {
+        let targets = self.route(exchange, routing_key, properties.headers().as_ref())?;
+        if targets.is_empty() {
+            return Ok(false);
+        }
+        let header = codec::encode_header(body.len() as u64, &properties);
+        let msg = Message::new(
+            Route::new(exchange, routing_key, &self.gauge),
+            &properties,
+            header,
+            body,
+        );
+        self.enqueue(&targets, msg);
+        Ok(true)
+    }
+}
