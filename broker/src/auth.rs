@@ -338,36 +338,6 @@ impl Users {
     }
 }
 
-/// The users a broker starts with: the default user (tagged `administrator`,
-/// with full permissions in each of `vhosts` that `config.permissions` does not
-/// name for it, as RabbitMQ gives its default user on the default vhost), the
-/// further users, and the permissions listed.
-pub(crate) fn users_from<'a>(
-    config: &crate::Config,
-    vhosts: impl Iterator<Item = &'a str>,
-) -> std::io::Result<Users> {
-    let users = Users::new(config.loopback_users.clone());
-    users.put_user(User::new(
-        &config.user,
-        &config.password,
-        &["administrator"],
-    ));
-    for user in &config.users {
-        users.put_user(user.clone());
-    }
-    for vhost in vhosts {
-        users
-            .set_permissions(&config.user, vhost, Permissions::full())
-            .expect(".* compiles");
-    }
-    for (user, vhost, permissions) in &config.permissions {
-        users
-            .set_permissions(user, vhost, permissions.clone())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    }
-    Ok(users)
-}
-
 /// RabbitMQ's `rabbit_net:is_loopback`: 127.0.0.0/8, ::1 and IPv4-mapped
 /// 127.x addresses.
 fn is_loopback(ip: IpAddr) -> bool {

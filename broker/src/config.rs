@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::{Permissions, User};
+pub use crate::alarms::{parse_size, MemoryHighWatermark};
+use crate::auth::{Permissions, User, Users};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -41,8 +42,13 @@ pub struct Config {
     /// TTLs, queue expiry and consumer timeouts follow a virtual clock that only
     /// `Broker::advance` moves, instead of real time.
     pub virtual_clock: bool,
-    /// Bytes of messages held above which publishers are blocked; 0 never blocks.
-    pub memory_high_watermark: usize,
+    /// Process memory above which publishers are blocked (RabbitMQ's
+    /// `vm_memory_high_watermark`): 0.4 of the memory the process may use by
+    /// default.
+    pub memory_high_watermark: MemoryHighWatermark,
+    /// With a data directory, free bytes on its file system below which
+    /// publishers are blocked (RabbitMQ's `disk_free_limit`, 50 MB); 0: never.
+    pub disk_free_limit: u64,
     /// A delivery left unacknowledged longer than this closes its channel with
     /// 406 PRECONDITION_FAILED (RabbitMQ's `consumer_timeout`, 30 minutes in
     /// 3.10); `None` never does.
@@ -70,9 +76,38 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
             virtual_clock: false,
-            memory_high_watermark: 0,
+            memory_high_watermark: MemoryHighWatermark::default(),
+            disk_free_limit: crate::alarms::DEFAULT_DISK_FREE_LIMIT,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
             management: None,
         }
+    }
+}
+
+impl Config {
+    /// The users a broker starts with: the default user (tagged `administrator`,
+    /// with full permissions in each of `vhosts` that `permissions` does not
+    /// name for it, as RabbitMQ gives its default user on the default vhost),
+    /// the further users, and the permissions listed.
+    pub(crate) fn initial_users<'a>(
+        &self,
+        vhosts: impl Iterator<Item = &'a str>,
+    ) -> std::io::Result<Users> {
+        let users = Users::new(self.loopback_users.clone());
+        users.put_user(User::new(&self.user, &self.password, &["administrator"]));
+        for user in &self.users {
+            users.put_user(user.clone());
+        }
+        for vhost in vhosts {
+            users
+                .set_permissions(&self.user, vhost, Permissions::full())
+                .expect(".* compiles");
+        }
+        for (user, vhost, permissions) in &self.permissions {
+            users
+                .set_permissions(user, vhost, permissions.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        Ok(users)
     }
 }

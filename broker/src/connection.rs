@@ -1793,7 +1793,7 @@ impl Connection {
         self.told_blocked = blocked;
         let m = if blocked {
             connection::AMQPMethod::Blocked(connection::Blocked {
-                reason: "low on memory".into(),
+                reason: self.shared.gauge.reason().into(),
             })
         } else {
             connection::AMQPMethod::Unblocked(connection::Unblocked {})

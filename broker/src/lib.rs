@@ -23,6 +23,7 @@
 //! - [`config`]: settings and limits.
 //! - [`testing`]: the protocol core driven byte by byte, with no sockets or tasks.
 
+mod alarms;
 pub mod auth;
 mod clock;
 pub mod codec;
@@ -171,8 +172,9 @@ impl Shared {
         } else {
             Clock::real()
         });
-        let gauge = memory::Gauge::new(config.memory_high_watermark);
-        let users = Arc::new(auth::users_from(&config, names.iter().copied())?);
+        let gauge =
+            memory::Gauge::new(alarms::watermark_bytes(config.memory_high_watermark) as usize);
+        let users = Arc::new(config.initial_users(names.iter().copied())?);
         let vhosts = Vhosts::default();
         for name in names {
             let vhost = Vhost::new(name);
@@ -468,11 +470,29 @@ impl BrokerBuilder {
         self
     }
 
-    /// Above this many bytes of messages held, publishing connections are
-    /// blocked (and told so with `connection.blocked` when they asked) until
-    /// consumers bring it back down; 0, the default, never blocks.
+    /// Above this many bytes of process memory (its resident set), publishing
+    /// connections are blocked (and told so with `connection.blocked` when they
+    /// asked) until consumers bring it back down, as RabbitMQ's
+    /// `vm_memory_high_watermark.absolute`; 0 never blocks. The default is
+    /// relative: see [`BrokerBuilder::memory_high_watermark_relative`].
     pub fn memory_high_watermark(mut self, bytes: usize) -> Self {
-        self.config.memory_high_watermark = bytes;
+        self.config.memory_high_watermark = config::MemoryHighWatermark::Absolute(bytes as u64);
+        self
+    }
+
+    /// The memory high watermark as a fraction of the memory the process may
+    /// use (its cgroup's limit where there is one, else physical memory);
+    /// RabbitMQ's `vm_memory_high_watermark`, 0.4 by default. 0 never blocks.
+    pub fn memory_high_watermark_relative(mut self, fraction: f64) -> Self {
+        self.config.memory_high_watermark = config::MemoryHighWatermark::Relative(fraction);
+        self
+    }
+
+    /// With a data directory: below this many free bytes on its file system,
+    /// publishers are blocked as by the memory alarm (RabbitMQ's
+    /// `disk_free_limit`, 50 MB by default); 0 never blocks.
+    pub fn disk_free_limit(mut self, bytes: u64) -> Self {
+        self.config.disk_free_limit = bytes;
         self
     }
 
@@ -545,6 +565,12 @@ impl BrokerBuilder {
         let tracker = Arc::new(Tracker::default());
         let close_rx = shared.close.subscribe();
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Only a broker with sockets needs descriptors (and raises its limit).
+        let capacity = if listeners.is_empty() {
+            usize::MAX
+        } else {
+            usize::try_from(alarms::connection_capacity()).unwrap_or(usize::MAX)
+        };
         let mut accept_tasks: Vec<JoinHandle<()>> = listeners
             .into_iter()
             .map(|l| {
@@ -554,9 +580,21 @@ impl BrokerBuilder {
                     tracker.clone(),
                     close_rx.clone(),
                     stop_rx.clone(),
+                    capacity,
                 ))
             })
             .collect();
+        let limits = alarms::Limits {
+            data_dir: shared.config.data_dir.clone(),
+            disk_free_limit: shared.config.disk_free_limit,
+        };
+        if shared.gauge.high_watermark() > 0 || limits.data_dir.is_some() {
+            accept_tasks.push(tokio::spawn(alarms::monitor(
+                shared.gauge.clone(),
+                limits,
+                stop_rx.clone(),
+            )));
+        }
         if shared.store.is_some() {
             accept_tasks.push(tokio::spawn(compaction_loop(
                 shared.clone(),
@@ -665,7 +703,7 @@ impl Broker {
     /// The broker's users and permissions, changed at run time as RabbitMQ's
     /// management API changes them (a change applies to open connections from
     /// their next operation).
-    pub fn users(&self) -> &auth::Users {
+    pub fn users(&self) -> &Arc<auth::Users> {
         &self.shared.users
     }
 

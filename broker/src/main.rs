@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use warren_broker::config::MemoryHighWatermark;
 
 /// An AMQP 0-9-1 broker that stands in for RabbitMQ in tests.
 #[derive(Parser, Debug)]
@@ -42,9 +43,16 @@ struct Args {
     /// Heartbeat interval proposed to clients, in seconds (0 disables).
     #[arg(long, default_value_t = 60)]
     heartbeat: u16,
-    /// Bytes of messages held above which publishers are blocked (0: never).
-    #[arg(long, default_value_t = 0)]
-    memory_high_watermark: usize,
+    /// Process memory above which publishers are blocked (RabbitMQ's
+    /// vm_memory_high_watermark): a fraction of the memory the process may use
+    /// (the cgroup limit where there is one, else physical memory) such as 0.4,
+    /// or bytes (268435456, 256MiB, 2GB); 0: never.
+    #[arg(long, default_value = "0.4", value_parser = warren_broker::config::MemoryHighWatermark::parse)]
+    memory_high_watermark: warren_broker::config::MemoryHighWatermark,
+    /// With --data-dir: free bytes on its file system below which publishers
+    /// are blocked (RabbitMQ's disk_free_limit; 50MB, 1GiB, ...); 0: never.
+    #[arg(long, default_value = "50000000", value_parser = warren_broker::config::parse_size)]
+    disk_free_limit: u64,
     /// Milliseconds a delivery may stay unacknowledged before its channel is
     /// closed with 406, as RabbitMQ's `consumer_timeout` (0: never).
     #[arg(long, default_value_t = 1_800_000)]
@@ -75,7 +83,13 @@ async fn main() -> ExitCode {
     let mut builder = warren_broker::Broker::builder()
         .credentials(&args.user, &args.password)
         .heartbeat(args.heartbeat)
-        .memory_high_watermark(args.memory_high_watermark);
+        .disk_free_limit(args.disk_free_limit);
+    builder = match args.memory_high_watermark {
+        MemoryHighWatermark::Relative(f) => builder.memory_high_watermark_relative(f),
+        MemoryHighWatermark::Absolute(b) => {
+            builder.memory_high_watermark(usize::try_from(b).unwrap_or(usize::MAX))
+        }
+    };
     builder = match args.consumer_timeout {
         0 => builder.no_consumer_timeout(),
         ms => builder.consumer_timeout(std::time::Duration::from_millis(ms)),

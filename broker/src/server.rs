@@ -71,13 +71,23 @@ pub async fn accept_loop(
     tracker: Arc<Tracker>,
     mut close: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
+    capacity: usize,
 ) {
+    // Near the descriptor limit a connection is refused (accepted and closed at
+    // once), never left in the backlog or failing later inside the broker.
+    let limit = shared.config.max_connections.min(capacity);
+    let mut spare = crate::alarms::Spare::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    if tracker.live() >= shared.config.max_connections {
-                        tracing::warn!(%peer, "connection refused: max_connections reached");
+                    if tracker.live() >= limit {
+                        tracing::warn!(
+                            %peer,
+                            "connection refused: {} connections open, the most the {} allows",
+                            tracker.live(),
+                            if limit == capacity { "file descriptor limit" } else { "max_connections" }
+                        );
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
@@ -100,8 +110,20 @@ pub async fn accept_loop(
                         paced,
                     ));
                 }
+                Err(e) if crate::alarms::out_of_descriptors(&e) => {
+                    // Something else took the descriptors: free the spare one to
+                    // take the waiting connection and refuse it.
+                    spare.release();
+                    if let Ok(Ok((_stream, peer))) =
+                        tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+                    {
+                        tracing::warn!(%peer, "connection refused: out of file descriptors");
+                    }
+                    spare.restore();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off rather than spin.
+                    // Back off rather than spin.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

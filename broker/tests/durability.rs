@@ -473,7 +473,14 @@ async fn a_full_disk_nacks_and_never_confirms_what_was_not_written() {
         eprintln!("SKIPPED a_full_disk_nacks…: cannot mount a tmpfs here (needs root)");
         return;
     }
-    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    // The disk alarm off (256 KiB is far below its 50 MB): this test is about
+    // the writes that fail when the disk is full after all.
+    let broker = Broker::builder()
+        .data_dir(&dir)
+        .disk_free_limit(0)
+        .start()
+        .await
+        .unwrap();
     let (conn, ch) = channel(&broker.url()).await;
     within(ch.confirm_select(ConfirmSelectOptions::default()))
         .await

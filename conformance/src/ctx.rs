@@ -43,6 +43,8 @@ pub struct Ctx {
     shared: Arc<Shared>,
     // std Mutex: only pushed to and drained, never held across an await.
     conns: Arc<Mutex<Vec<Conn>>>,
+    /// Users the scenario added, deleted at cleanup (same kind of Mutex).
+    users: Arc<Mutex<Vec<String>>>,
 }
 
 impl Ctx {
@@ -52,7 +54,23 @@ impl Ctx {
             url,
             shared: Arc::new(Shared::new(suffix)),
             conns: Arc::default(),
+            users: Arc::default(),
         }
+    }
+
+    /// Adds a user named `{prefix}-{suffix}` with password `password` and, when
+    /// given, (configure, write, read) permissions in the URL's vhost; it is
+    /// deleted at cleanup, whatever the scenario's outcome.
+    pub async fn add_user(
+        &self,
+        prefix: &str,
+        password: &str,
+        permissions: Option<(&str, &str, &str)>,
+    ) -> R<String> {
+        let name = self.name(prefix);
+        lock(&self.users).push(name.clone());
+        crate::admin::put_user(&self.url, &name, password, permissions).await?;
+        Ok(name)
     }
 
     /// The URL under test.
@@ -100,6 +118,10 @@ impl Ctx {
         let conns: Vec<Conn> = lock(&self.conns).drain(..).collect();
         for conn in conns {
             let _ = conn.close().await;
+        }
+        let users: Vec<String> = lock(&self.users).drain(..).collect();
+        for user in users {
+            let _ = crate::admin::delete_user(&self.url, &user).await;
         }
         let (queues, exchanges) = self.shared.created();
         if queues.is_empty() && exchanges.is_empty() {

@@ -20,6 +20,7 @@ impl Warren {
             .map_err(|e| e.to_string())?;
         let mut url = Url::parse(&broker.url()).map_err(|e| e.to_string())?;
         url.management = broker.management_url();
+        crate::admin::register_embedded(&url.addr, broker.users().clone());
         Ok(Warren { broker, url })
     }
 

@@ -8,6 +8,7 @@
 //! - [`driver`]: a frame-level AMQP client over amq-protocol's codec, so that scenarios
 //!   see exact replies (delivery tags, redelivered flags, close codes with class/method).
 //! - [`ctx`]: the scenario context and one helper per AMQP operation.
+//! - [`admin`]: users and permissions on the broker under test (the access scenarios).
 //! - [`transcript`]: normalization of observations and comparison.
 //! - [`scenarios`]: the scenarios, one module per area, listed in one table.
 //! - [`runner`]: runs scenarios against a URL and reports the comparison.
@@ -30,6 +31,7 @@
 //! Write `pub async fn name(cx: Ctx) -> R` in the right module of `scenarios/` and add
 //! its name to the table in `scenarios/mod.rs`.
 
+pub mod admin;
 pub mod ctx;
 pub mod differential;
 pub mod driver;

@@ -49,10 +49,6 @@ const KNOWN_CIRCLES: &[(&str, &[&str])] = &[
         "broker",
         &["connection", "routing", "store", "vhost", "vhost::reply"],
     ),
-    // `auth` checks a login against the users `config` holds, and `config` holds
-    // `auth`'s types (landed with users and permissions, issue 18): the user table
-    // wants to live in `auth` alone.
-    ("broker", &["auth", "config"]),
     // The client's, until its shared state moves below its handles (issue 19).
     (
         "client",

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use crate::ctx::Ctx;
 use crate::driver::R;
 
+pub mod access;
 pub mod basic;
 pub mod confirms;
 pub mod connection;
@@ -53,6 +54,14 @@ table! {
         exchanges_bindings_and_publish,
         vhosts_and_identity,
         errors_in_rabbitmq_shape,
+    ]
+    access: [
+        queue_methods_refused,
+        publish_to_default_exchange_refused,
+        bindings_refused,
+        exchange_methods_refused,
+        dead_letter_exchange_refused,
+        vhost_without_permissions_refused,
     ]
     connection: [
         open_and_close,
