@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU16;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass, BasicProperties};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -338,15 +338,9 @@ impl Url {
     }
 }
 
-/// Encodes one frame to bytes.
-pub fn encode(frame: &AMQPFrame) -> Vec<u8> {
-    let ctx = WriteContext::from(Vec::new());
-    match gen_frame(frame)(ctx) {
-        Ok(ctx) => ctx.into_inner().0,
-        // Only an over-long short string can fail, and scenarios never build one.
-        Err(e) => panic!("cannot encode {frame:?}: {e:?}"),
-    }
-}
+/// Encodes one frame to bytes (the one encoder every test shares; kept here so
+/// that scenarios can go on calling `driver::encode`).
+pub use warren_frames::encode;
 
 impl Conn {
     /// Opens a TCP connection and sends nothing yet.
@@ -484,19 +478,13 @@ impl Conn {
         body: &[u8],
     ) -> R<()> {
         let mut inner = self.inner.lock().await;
-        let mut bytes = encode(&AMQPFrame::Method(channel, method));
-        bytes.extend(encode(&AMQPFrame::Header(
+        let mut bytes = warren_frames::method(channel, method);
+        bytes.extend(warren_frames::content(
             channel,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: body.len() as u64,
-                properties: props,
-            },
-        )));
-        let chunk = (inner.frame_max as usize).saturating_sub(8).max(1);
-        for piece in body.chunks(chunk) {
-            bytes.extend(encode(&AMQPFrame::Body(channel, piece.to_vec())));
-        }
+            props,
+            body,
+            inner.frame_max,
+        ));
         write_all(&mut inner, &bytes).await
     }
 
@@ -778,34 +766,25 @@ async fn read_more(inner: &mut Inner, deadline: Instant, waiting_on: u16) -> R<(
     }
 }
 
-/// Cuts one complete frame off the front of `rbuf`, if there is one.
+/// Cuts one complete frame off the front of `rbuf`, if there is one, with its size.
 fn take_frame(rbuf: &mut Vec<u8>) -> R<Option<(AMQPFrame, usize)>> {
-    if rbuf.first() == Some(&b'A') {
+    let before = rbuf.len();
+    match warren_frames::take_frame(rbuf) {
+        Ok(frame) => Ok(frame.map(|f| (f, before - rbuf.len()))),
         // The server answered our protocol header with its own: it refuses the version.
-        if rbuf.len() < 8 {
-            return Ok(None);
+        Err(warren_frames::TakeError::ProtocolHeader(header)) => {
+            Err(Fail::msg(format!("server sent protocol header {header:?}")))
         }
-        let header: Vec<u8> = rbuf.drain(..8).collect();
-        return Err(Fail::msg(format!("server sent protocol header {header:?}")));
-    }
-    if rbuf.len() < 7 {
-        return Ok(None);
-    }
-    let size = u32::from_be_bytes([rbuf[3], rbuf[4], rbuf[5], rbuf[6]]) as usize;
-    if rbuf.len() < size + 8 {
-        return Ok(None);
-    }
-    let bytes: Vec<u8> = rbuf.drain(..size + 8).collect();
-    match parse_frame(bytes.as_slice()) {
-        Ok((_, frame)) => Ok(Some((frame, size + 8))),
-        Err(e) => Err(Fail::msg(format!("server sent an unparsable frame: {e:?}"))),
+        Err(warren_frames::TakeError::Unparsable { error, .. }) => Err(Fail::msg(format!(
+            "server sent an unparsable frame: {error}"
+        ))),
     }
 }
 
 async fn file_frame(inner: &mut Inner, frame: AMQPFrame) -> R<()> {
     match frame {
         AMQPFrame::Method(ch, method) => {
-            if carries_content(&method) {
+            if warren_frames::carries_content(&method) {
                 inner.partial.insert(
                     ch,
                     Partial {
@@ -899,17 +878,6 @@ fn complete(inner: &mut Inner, ch: u16) {
             inner.inbox.entry(ch).or_default().push_back(event);
         }
     }
-}
-
-fn carries_content(method: &AMQPClass) -> bool {
-    matches!(
-        method,
-        AMQPClass::Basic(
-            basic::AMQPMethod::Deliver(_)
-                | basic::AMQPMethod::GetOk(_)
-                | basic::AMQPMethod::Return(_)
-        )
-    )
 }
 
 /// A failure for a reply that was not the one awaited.

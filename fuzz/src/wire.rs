@@ -1,8 +1,9 @@
 //! The client's side of the wire: frames written with amq-protocol's generator (an
-//! implementation independent of Warren's hand-written paths) and the broker's
-//! output parsed back with amq-protocol's parser, grouped into whole messages.
+//! implementation independent of Warren's hand-written paths, through `warren-frames`,
+//! which every test shares) and the broker's output parsed back with amq-protocol's
+//! parser, grouped into whole messages.
 
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
@@ -11,34 +12,10 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 pub const FRAME_MAX: u32 = 131_072;
 
 /// One frame as bytes.
-pub fn frame(frame: &AMQPFrame) -> Vec<u8> {
-    let (vec, _) = gen_frame(frame)(WriteContext::from(Vec::new()))
-        .expect("writing into a Vec cannot fail")
-        .into_inner();
-    vec
-}
-
-/// A method frame as bytes.
-pub fn method(channel: u16, m: AMQPClass) -> Vec<u8> {
-    frame(&AMQPFrame::Method(channel, m))
-}
-
-/// A content header and its body, cut into frames of at most `frame_max` bytes.
-pub fn content(channel: u16, properties: AMQPProperties, body: &[u8], frame_max: u32) -> Vec<u8> {
-    let mut out = frame(&AMQPFrame::Header(
-        channel,
-        AMQPContentHeader {
-            class_id: 60,
-            body_size: body.len() as u64,
-            properties,
-        },
-    ));
-    let chunk = (frame_max as usize - 8).max(1);
-    for piece in body.chunks(chunk) {
-        out.extend(frame(&AMQPFrame::Body(channel, piece.to_vec())));
-    }
-    out
-}
+pub use warren_frames::encode as frame;
+/// A method frame as bytes; a content header and its body cut into frames of at
+/// most `frame_max` bytes; every frame of a byte string that holds whole frames.
+pub use warren_frames::{content, method, parse_frames};
 
 /// `basic.publish` with its content.
 pub fn publish(channel: u16, exchange: &str, routing_key: &str, body: &[u8]) -> Vec<u8> {
@@ -102,27 +79,6 @@ pub fn channel_open(channel: u16) -> Vec<u8> {
     )
 }
 
-/// Every frame in `bytes`, which must hold whole frames only.
-pub fn parse_frames(mut bytes: &[u8]) -> Result<Vec<AMQPFrame>, String> {
-    let mut frames = Vec::new();
-    while !bytes.is_empty() {
-        match parse_frame(bytes) {
-            Ok((rest, f)) => {
-                frames.push(f);
-                bytes = rest;
-            }
-            Err(e) => {
-                return Err(format!(
-                    "unparsable output after {} frames: {e:?} at {:?}",
-                    frames.len(),
-                    &bytes[..bytes.len().min(64)]
-                ))
-            }
-        }
-    }
-    Ok(frames)
-}
-
 /// What a client sees: methods, with the content that follows a delivery, a get-ok
 /// or a return gathered into the method's event.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,7 +105,7 @@ pub fn events(frames: Vec<AMQPFrame>) -> Result<Vec<Event>, String> {
     let mut it = frames.into_iter().peekable();
     while let Some(f) = it.next() {
         match f {
-            AMQPFrame::Method(ch, m) if carries_content(&m) => {
+            AMQPFrame::Method(ch, m) if warren_frames::carries_content(&m) => {
                 let Some(AMQPFrame::Header(hch, header)) = it.next() else {
                     return Err(format!("{m:?} on channel {ch} without a content header"));
                 };
@@ -186,17 +142,6 @@ pub fn events(frames: Vec<AMQPFrame>) -> Result<Vec<Event>, String> {
         }
     }
     Ok(out)
-}
-
-fn carries_content(m: &AMQPClass) -> bool {
-    matches!(
-        m,
-        AMQPClass::Basic(
-            basic::AMQPMethod::Deliver(_)
-                | basic::AMQPMethod::GetOk(_)
-                | basic::AMQPMethod::Return(_)
-        )
-    )
 }
 
 /// Parses a connection's output into events.

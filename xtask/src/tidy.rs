@@ -64,7 +64,15 @@ const KNOWN_CIRCLES: &[(&str, &[&str])] = &[
 ];
 
 /// The crates of the workspace, and where their Rust files are.
-const CRATES: &[&str] = &["bench", "broker", "client", "conformance", "fuzz", "xtask"];
+const CRATES: &[&str] = &[
+    "bench",
+    "broker",
+    "client",
+    "conformance",
+    "frames",
+    "fuzz",
+    "xtask",
+];
 const FILE_DIRS: &[&str] = &["src", "tests", "examples", "benches"];
 /// Rust files outside the usual folders that the rules cover too.
 const EXTRA_DIRS: &[&str] = &["fuzz/libfuzzer/fuzz_targets", "fuzz/record"];

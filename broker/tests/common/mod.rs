@@ -2,7 +2,8 @@
 //!
 //! General-purpose clients hide exactly what error tests must see (they answer closes,
 //! retry, refuse to send malformed input), so these tests speak frames themselves
-//! through amq-protocol's codec, over a TCP socket or over
+//! through `warren-frames` (amq-protocol's codec, shared with the conformance driver,
+//! the fuzzers and the client's tests), over a TCP socket or over
 //! `Broker::connect_in_process()`.
 //!
 //! # Target
@@ -29,7 +30,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{
     basic, channel, confirm, connection, exchange, queue, tx, AMQPClass, BasicProperties,
 };
@@ -50,14 +51,12 @@ pub async fn within<F: std::future::Future>(f: F) -> F::Output {
         .expect("timeout waiting for the broker")
 }
 
-/// The protocol header of AMQP 0-9-1.
-pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+// Part of this module's surface; each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use warren_frames::{encode, raw_frame, FRAME_END, PROTOCOL_HEADER};
 
 /// The channel [`Raw::put`] publishes on; far above what tests use.
 pub const PUT_CHANNEL: u16 = 999;
-
-/// The octet that ends every frame.
-pub const FRAME_END: u8 = 0xCE;
 
 /// A name no other test (nor an earlier run against a shared broker) uses.
 pub fn unique(prefix: &str) -> String {
@@ -255,28 +254,9 @@ methods! {
     tx::Select => Tx, tx::Commit => Tx, tx::Rollback => Tx,
 }
 
-/// Encodes one frame.
-pub fn encode(frame: &AMQPFrame) -> Vec<u8> {
-    match gen_frame(frame)(WriteContext::from(Vec::new())) {
-        Ok(ctx) => ctx.into_inner().0,
-        Err(e) => panic!("cannot encode {frame:?}: {e:?}"),
-    }
-}
-
 /// Encodes a method frame.
 pub fn method_frame(ch: u16, m: impl Method) -> Vec<u8> {
     encode(&AMQPFrame::Method(ch, m.class()))
-}
-
-/// A frame with any type, channel and payload; `end` is the frame-end octet (0xCE
-/// when well formed).
-pub fn raw_frame(kind: u8, ch: u16, payload: &[u8], end: u8) -> Vec<u8> {
-    let mut out = vec![kind];
-    out.extend_from_slice(&ch.to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out.push(end);
-    out
 }
 
 /// A message received with `basic.deliver`, `basic.get-ok` or `basic.return`.
@@ -371,20 +351,12 @@ impl Raw {
     }
 
     pub async fn send_header(&mut self, ch: u16, body_size: u64, props: BasicProperties) {
-        let frame = AMQPFrame::Header(
-            ch,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size,
-                properties: props,
-            },
-        );
-        self.send_raw(&encode(&frame)).await;
+        self.send_raw(&warren_frames::header(ch, body_size, props))
+            .await;
     }
 
     pub async fn send_body(&mut self, ch: u16, body: &[u8]) {
-        self.send_raw(&encode(&AMQPFrame::Body(ch, body.to_vec())))
-            .await;
+        self.send_raw(&warren_frames::body(ch, body)).await;
     }
 
     /// `basic.publish` with its header and one body frame (none for an empty body).
@@ -396,16 +368,9 @@ impl Raw {
         body: &[u8],
     ) {
         let mut bytes = method_frame(ch, publish);
-        bytes.extend(encode(&AMQPFrame::Header(
-            ch,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: body.len() as u64,
-                properties: props,
-            },
-        )));
+        bytes.extend(warren_frames::header(ch, body.len() as u64, props));
         if !body.is_empty() {
-            bytes.extend(encode(&AMQPFrame::Body(ch, body.to_vec())));
+            bytes.extend(warren_frames::body(ch, body));
         }
         self.send_raw(&bytes).await;
     }
@@ -482,21 +447,15 @@ impl Raw {
         if self.rbuf.first() == Some(&b'A') {
             panic!("the server sent a protocol header: {:?}", self.rbuf);
         }
-        if self.rbuf.len() < 7 {
-            return None;
-        }
-        let size = u32::from_be_bytes([self.rbuf[3], self.rbuf[4], self.rbuf[5], self.rbuf[6]]);
-        let total = size as usize + 8;
-        if self.rbuf.len() < total {
-            return None;
-        }
-        let bytes: Vec<u8> = self.rbuf.drain(..total).collect();
-        match parse_frame(bytes.as_slice()) {
-            Ok((_, frame)) => Some(frame),
-            Err(e) => match parse_close_lossy(&bytes) {
-                Some(frame) => Some(frame),
-                None => panic!("the server sent an unparsable frame {bytes:?}: {e:?}"),
-            },
+        match warren_frames::take_frame(&mut self.rbuf) {
+            Ok(frame) => frame,
+            Err(warren_frames::TakeError::Unparsable { bytes, error }) => {
+                match warren_frames::parse_close_lossy(&bytes) {
+                    Some(frame) => Some(frame),
+                    None => panic!("the server sent an unparsable frame {bytes:?}: {error}"),
+                }
+            }
+            Err(e) => panic!("{e:?}"),
         }
     }
 
@@ -978,40 +937,6 @@ impl Raw {
         self.delete_queue(ch, ok.queue.as_str()).await;
         self.close_channel(ch).await;
     }
-}
-
-/// RabbitMQ quotes the offending octets of a bad frame in its reply text, which then
-/// is not UTF-8 and amq-protocol refuses to parse it: decode such a `channel.close`
-/// or `connection.close` by hand, with the text made lossy.
-fn parse_close_lossy(bytes: &[u8]) -> Option<AMQPFrame> {
-    let u16_at = |i: usize| -> Option<u16> {
-        Some(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]))
-    };
-    if bytes.first() != Some(&1) {
-        return None;
-    }
-    let ch = u16_at(1)?;
-    let (class, method) = (u16_at(7)?, u16_at(9)?);
-    let code = u16_at(11)?;
-    let len = *bytes.get(13)? as usize;
-    let text = String::from_utf8_lossy(bytes.get(14..14 + len)?).into_owned();
-    let (class_id, method_id) = (u16_at(14 + len)?, u16_at(16 + len)?);
-    let m = match (class, method) {
-        (10, 50) => AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: code,
-            reply_text: text.into(),
-            class_id,
-            method_id,
-        })),
-        (20, 40) => AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-            reply_code: code,
-            reply_text: text.into(),
-            class_id,
-            method_id,
-        })),
-        _ => return None,
-    };
-    Some(AMQPFrame::Method(ch, m))
 }
 
 fn check_close(
