@@ -10,6 +10,7 @@ pub mod access;
 pub mod basic;
 pub mod confirms;
 pub mod connection;
+pub mod errors;
 pub mod exchange;
 pub mod extensions;
 pub mod http;
@@ -432,5 +433,35 @@ table! {
         stream_recover,
         stream_exclusive_consumer_not_enforced,
         stream_delete_ignores_counts,
+    ]
+    errors: [
+        declare_default_exchange,
+        delete_default_exchange_refused,
+        delete_system_exchange,
+        bind_to_default_exchange,
+        unbind_from_default_exchange,
+        declare_queue_with_amq_prefix,
+        passive_declare_missing_exchange,
+        passive_declare_missing_queue,
+        bind_to_missing_exchange,
+        bind_of_missing_queue,
+        bind_with_both_ends_missing,
+        exchange_bind_from_missing_source,
+        consume_from_missing_queue,
+        get_from_missing_queue,
+        purge_of_missing_queue,
+        redeclare_exchange_other_type,
+        redeclare_exchange_other_durable,
+        redeclare_queue_other_durable,
+        redeclare_queue_other_auto_delete,
+        ack_of_unknown_tag,
+        nack_of_unknown_tag,
+        reject_of_unknown_tag,
+        commit_without_tx_select,
+        rollback_without_tx_select,
+        unknown_exchange_type,
+        empty_exchange_type,
+        recover_without_requeue,
+        channel_flow_inactive_refused,
     ]
 }
