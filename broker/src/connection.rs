@@ -20,12 +20,13 @@ use crate::auth::{self, Access, Grant, Resource};
 use crate::codec::{self, Frame, PROTOCOL_HEADER};
 use crate::error::{code, AmqpError, Scope};
 use crate::faults::{Action, ConnInfo, PublishEvent};
+use crate::names::random_token;
 use crate::outbox::Outbox;
+use crate::shared::Shared;
 use crate::trace::Direction;
 use crate::vhost::{
     ConnId, ConsumeOptions, Message, QueueDeclare, Route, RouteCache, Targets, Vhost, REPLY_TO,
 };
-use crate::Shared;
 
 /// What the I/O driver should do after feeding input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1854,20 +1855,4 @@ fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
         _ => None,
     };
     Some((text("LOGIN")?, text("PASSWORD")?))
-}
-
-/// 22 characters of URL-safe base64 from 128 random bits, as in RabbitMQ's
-/// `amq.gen-` and `amq.ctag-` names.
-pub fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits: u128 = 0;
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(bits as u64);
-        bits = (bits << 64) | h.finish() as u128;
-    }
-    (0..22)
-        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect()
 }

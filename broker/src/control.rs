@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::faults;
 use crate::inspect::{BrokerSnapshot, ConnectionSnapshot};
+use crate::shared::Shared;
 use crate::trace::TraceEntry;
-use crate::Shared;
 
 impl Shared {
     pub(crate) async fn restart(self: &Arc<Self>) -> std::io::Result<()> {

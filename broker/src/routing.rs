@@ -6,7 +6,77 @@ use rustc_hash::FxHashMap as HashMap;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
-use crate::vhost::{Binding, ExchangeKind};
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "direct" => Self::Direct,
+            "fanout" => Self::Fanout,
+            "topic" => Self::Topic,
+            "headers" => Self::Headers,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+            Self::Headers => "headers",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    /// Bindings with this exchange as their source.
+    pub bindings: Vec<Binding>,
+    /// `bindings` arranged for routing; reset whenever they change.
+    pub(crate) index: OnceLock<Index>,
+}
+
+impl Exchange {
+    pub(crate) fn bindings_changed(&mut self) {
+        self.index = OnceLock::new();
+    }
+
+    /// The bindings that take a message.
+    pub(crate) fn matching(&self, routing_key: &str, headers: Option<&FieldTable>) -> Vec<usize> {
+        self.index
+            .get_or_init(|| Index::build(self.kind, &self.bindings))
+            .matching(self.kind, &self.bindings, routing_key, headers)
+    }
+}
+
+/// Where a binding leads: a queue, or another exchange (exchange-to-exchange).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Queue(String),
+    Exchange(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
 
 /// An exchange's bindings arranged for lookup; rebuilt when they change.
 #[derive(Debug, Default)]
@@ -127,7 +197,7 @@ pub fn headers_match(binding: &FieldTable, headers: Option<&FieldTable>) -> bool
         .filter(|(k, _)| k.as_str() != "x-match" && (with_x || !k.as_str().starts_with("x-")));
     let hit = |(k, v): (&amq_protocol::types::ShortString, &AMQPValue)| match headers.get(k) {
         None => false,
-        Some(h) => matches!(v, AMQPValue::Void) || crate::vhost::same_value(h, v),
+        Some(h) => matches!(v, AMQPValue::Void) || crate::table::same_value(h, v),
     };
     if any {
         considered.any(hit)

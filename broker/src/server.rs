@@ -18,8 +18,8 @@ use crate::connection::{Connection, Outcome};
 use crate::faults::{Command, ConnInfo};
 use crate::outbox::{Outbox, HIGH_WATER};
 use crate::pacing::PacedSocket;
+use crate::shared::Shared;
 use crate::trace::Direction;
-use crate::Shared;
 
 /// Counts live connection tasks so that shutdown and restart can wait for them.
 #[derive(Debug, Default)]

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::connection::{Connection, Outcome};
 use crate::faults::ConnInfo;
 use crate::outbox::Outbox;
-use crate::Shared;
+use crate::shared::Shared;
 
 /// A broker's shared state (vhosts, exchanges, queues) with no listener.
 #[derive(Debug, Clone)]

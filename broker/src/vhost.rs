@@ -19,8 +19,9 @@ use crate::codec;
 use crate::error::AmqpError;
 use crate::memory::Gauge;
 use crate::outbox::Outbox;
-use crate::routing;
+pub use crate::routing::{Binding, Destination, Exchange, ExchangeKind};
 use crate::store::{Record, Store};
+use crate::table::{as_integer, same_value, type_name, value_text};
 
 mod deadletter;
 mod inspect;
@@ -61,76 +62,6 @@ pub struct Published {
     pub lsn: Option<u64>,
     /// A full queue refused it (`x-overflow` reject-publish): nack.
     pub refused: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExchangeKind {
-    Direct,
-    Fanout,
-    Topic,
-    Headers,
-}
-
-impl ExchangeKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "direct" => Self::Direct,
-            "fanout" => Self::Fanout,
-            "topic" => Self::Topic,
-            "headers" => Self::Headers,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Fanout => "fanout",
-            Self::Topic => "topic",
-            Self::Headers => "headers",
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct Exchange {
-    pub name: String,
-    pub kind: ExchangeKind,
-    pub durable: bool,
-    pub auto_delete: bool,
-    pub internal: bool,
-    pub arguments: FieldTable,
-    /// Bindings with this exchange as their source.
-    pub bindings: Vec<Binding>,
-    /// `bindings` arranged for routing; reset whenever they change.
-    index: OnceLock<routing::Index>,
-}
-
-impl Exchange {
-    fn bindings_changed(&mut self) {
-        self.index = OnceLock::new();
-    }
-
-    /// The bindings that take a message.
-    fn matching(&self, routing_key: &str, headers: Option<&FieldTable>) -> Vec<usize> {
-        self.index
-            .get_or_init(|| routing::Index::build(self.kind, &self.bindings))
-            .matching(self.kind, &self.bindings, routing_key, headers)
-    }
-}
-
-/// Where a binding leads: a queue, or another exchange (exchange-to-exchange).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    Queue(String),
-    Exchange(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Binding {
-    pub destination: Destination,
-    pub routing_key: String,
-    pub arguments: FieldTable,
 }
 
 #[derive(Debug)]
@@ -2191,72 +2122,11 @@ fn check_equivalent_args(
     Ok(())
 }
 
-/// Integers compare by value whatever their wire type, as clients choose types
-/// freely (pika sends `l`, others `I`).
-pub(crate) fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
-    match (as_integer(a), as_integer(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-pub(crate) fn as_integer(v: &AMQPValue) -> Option<i128> {
-    Some(match v {
-        AMQPValue::ShortShortInt(n) => *n as i128,
-        AMQPValue::ShortShortUInt(n) => *n as i128,
-        AMQPValue::ShortInt(n) => *n as i128,
-        AMQPValue::ShortUInt(n) => *n as i128,
-        AMQPValue::LongInt(n) => *n as i128,
-        AMQPValue::LongUInt(n) => *n as i128,
-        AMQPValue::LongLongInt(n) => *n as i128,
-        AMQPValue::Timestamp(n) => *n as i128,
-        _ => return None,
-    })
-}
-
-fn value_text(v: &AMQPValue) -> String {
-    match v {
-        AMQPValue::Boolean(b) => b.to_string(),
-        AMQPValue::ShortString(s) => s.to_string(),
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::Float(n) => n.to_string(),
-        AMQPValue::Double(n) => n.to_string(),
-        other => match as_integer(other) {
-            Some(n) => n.to_string(),
-            None => format!("{other:?}"),
-        },
-    }
-}
-
 /// How RabbitMQ words an argument value in an inequivalence message.
 fn describe_arg(v: Option<&AMQPValue>) -> String {
     match v {
         None => "none".to_owned(),
         Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
-    }
-}
-
-/// RabbitMQ's name for a field's wire type.
-pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
-    match v {
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) => "byte",
-        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
-        AMQPValue::ShortInt(_) => "short",
-        AMQPValue::ShortUInt(_) => "unsignedshort",
-        AMQPValue::LongInt(_) => "signedint",
-        AMQPValue::LongUInt(_) => "unsignedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::Float(_) => "float",
-        AMQPValue::Double(_) => "double",
-        AMQPValue::DecimalValue(_) => "decimal",
-        AMQPValue::ShortString(_) => "shortstr",
-        AMQPValue::LongString(_) => "longstr",
-        AMQPValue::FieldArray(_) => "array",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::ByteArray(_) => "binary",
-        AMQPValue::Void => "void",
     }
 }
 

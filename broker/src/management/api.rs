@@ -17,7 +17,7 @@ use super::warren::{connection_name, queue_type};
 use super::{json as j, ApiError, App, User};
 use crate::faults::{Command, ConnInfo};
 use crate::inspect::QueueSnapshot;
-use crate::Shared;
+use crate::shared::Shared;
 
 /// The version whose management API this copies.
 pub const RABBITMQ_VERSION: &str = "3.10.8";

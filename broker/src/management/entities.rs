@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use super::api::{bindings_between, properties_key_of};
 use super::{json as j, ApiError, App, JsonBody, User};
 use crate::error::{code, AmqpError};
+use crate::shared::Shared;
 use crate::vhost::{ApiGet, QueueDeclare, Vhost};
-use crate::Shared;
 
 /// An AMQP error as RabbitMQ's management plugin answers it.
 pub fn amqp_error(e: AmqpError) -> ApiError {

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1 << 20;

@@ -15,8 +15,8 @@ use serde_json::{json, Map, Value};
 use super::{json as j, ApiError, App, JsonBody};
 use crate::faults::{Action, ArmedFault, Command, Fault, Trigger};
 use crate::inspect::QueueSnapshot;
+use crate::shared::Shared;
 use crate::trace::TraceEntry;
-use crate::Shared;
 
 pub fn routes() -> Router<App> {
     Router::new()

@@ -424,7 +424,7 @@ fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "warren-store-{name}-{}-{}",
         std::process::id(),
-        crate::connection::random_token()
+        crate::names::random_token()
     ));
     fs::create_dir_all(&dir).unwrap();
     dir

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use super::stream::{parse_age, Retention};
-use super::{as_integer, Queued};
+use super::Queued;
+use crate::table::as_integer;
 
 /// What `x-overflow` does when a queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

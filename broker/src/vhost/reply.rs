@@ -5,8 +5,8 @@
 
 use super::{ConnId, ConsumeOptions, Message, VhostState};
 use crate::codec;
-use crate::connection::random_token;
 use crate::error::AmqpError;
+use crate::names::random_token;
 
 /// The pseudo-queue's name, and the prefix of every reply address.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";

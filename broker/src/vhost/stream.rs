@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use amq_protocol::types::AMQPValue;
 
-use super::{as_integer, Message};
+use super::Message;
 use crate::error::{code, AmqpError};
+use crate::table::as_integer;
 
 /// RabbitMQ's default `x-stream-max-segment-size-bytes` (500 MB).
 const DEFAULT_SEGMENT_BYTES: u64 = 500_000_000;
