@@ -15,8 +15,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::auth::{self, Grant};
 use crate::codec::{self, Frame};
+use crate::commands::ConnInfo;
 use crate::error::{code, AmqpError, Scope};
-use crate::faults::ConnInfo;
 use crate::outbox::Outbox;
 use crate::shared::Shared;
 use crate::trace::Direction;

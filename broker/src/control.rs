@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::faults;
 use crate::inspect::{BrokerSnapshot, ConnectionSnapshot};
 use crate::shared::Shared;
 use crate::trace::TraceEntry;
@@ -45,7 +44,7 @@ impl Shared {
     /// next, since it holds the gate the loop waits for.
     async fn take_down(
         &self,
-        end: impl Fn(&faults::ConnInfo),
+        end: impl Fn(&crate::commands::ConnInfo),
     ) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         let mut ended = std::collections::HashSet::new();
         let down = self.gate.write();
@@ -71,7 +70,7 @@ impl Shared {
             .map_err(std::io::Error::other)?;
         // Every connection dies, with no close: the socket just goes.
         let _down = self
-            .take_down(|info| info.command(faults::Command::Drop))
+            .take_down(|info| info.command(crate::commands::Command::Drop))
             .await;
         let shared = self.clone();
         tokio::task::spawn_blocking(move || shared.crash_state())
@@ -123,7 +122,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn command(&self, connection: u64, command: faults::Command) -> bool {
+    pub(crate) fn command(&self, connection: u64, command: crate::commands::Command) -> bool {
         let info = self
             .connections
             .lock()
@@ -192,7 +191,7 @@ impl Shared {
         for info in self.connection_infos() {
             let on = info.vhost.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if on.as_deref() == Some(name) {
-                info.command(faults::Command::CloseConnection {
+                info.command(crate::commands::Command::CloseConnection {
                     code: 320,
                     text: format!("vhost '{name}' is deleted"),
                 });

@@ -32,6 +32,7 @@ mod alarms;
 pub mod auth;
 mod clock;
 pub mod codec;
+mod commands;
 pub mod config;
 mod connection;
 mod control;

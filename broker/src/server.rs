@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::codec;
+use crate::commands::{Command, ConnInfo};
 use crate::connection::{Connection, Outcome};
-use crate::faults::{Command, ConnInfo};
 use crate::outbox::{Outbox, HIGH_WATER};
 use crate::pacing::PacedSocket;
 use crate::shared::Shared;

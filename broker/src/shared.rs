@@ -79,7 +79,7 @@ pub(crate) struct Shared {
     /// Users, their permissions and who may log in only over loopback.
     pub(crate) users: Arc<auth::Users>,
     /// Live connections, for inspection and fault injection.
-    pub(crate) connections: std::sync::Mutex<HashMap<u64, Arc<faults::ConnInfo>>>,
+    pub(crate) connections: std::sync::Mutex<HashMap<u64, Arc<crate::commands::ConnInfo>>>,
     /// Scripted faults in force.
     pub(crate) rules: faults::Rules,
     /// Every connection's frames, while tracing is on.
@@ -208,7 +208,7 @@ impl Shared {
             .get(&conn)
             .cloned();
         if let Some(info) = info {
-            info.command(faults::Command::ConsumerTimeout {
+            info.command(crate::commands::Command::ConsumerTimeout {
                 channel,
                 text: format!(
                     "delivery acknowledgement on channel {channel} timed out. \
@@ -281,7 +281,7 @@ impl Shared {
         recovered.map(drop)
     }
 
-    pub(crate) fn register(&self, info: Arc<faults::ConnInfo>) {
+    pub(crate) fn register(&self, info: Arc<crate::commands::ConnInfo>) {
         self.connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -295,7 +295,7 @@ impl Shared {
             .remove(&id);
     }
 
-    pub(crate) fn connection_infos(&self) -> Vec<Arc<faults::ConnInfo>> {
+    pub(crate) fn connection_infos(&self) -> Vec<Arc<crate::commands::ConnInfo>> {
         let mut v: Vec<_> = self
             .connections
             .lock()

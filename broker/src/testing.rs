@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
+use crate::commands::ConnInfo;
 use crate::config::Config;
 use crate::connection::{Connection, Outcome};
-use crate::faults::ConnInfo;
 use crate::outbox::Outbox;
 use crate::shared::Shared;
 

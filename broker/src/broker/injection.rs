@@ -3,12 +3,12 @@
 
 use crate::broker::Broker;
 use crate::faults::Fault;
+use crate::page;
 use crate::trace::{TraceEntry, TraceValue};
-use crate::{faults, page};
 
 /// Fault injection: what a test does to the broker to see how its code copes.
 impl Broker {
-    fn command(&self, connection: u64, command: faults::Command) -> bool {
+    fn command(&self, connection: u64, command: crate::commands::Command) -> bool {
         self.shared.command(connection, command)
     }
 
@@ -18,7 +18,7 @@ impl Broker {
     pub fn close_connection(&self, connection: u64, code: u16, text: &str) -> bool {
         self.command(
             connection,
-            faults::Command::CloseConnection {
+            crate::commands::Command::CloseConnection {
                 code,
                 text: text.to_owned(),
             },
@@ -29,7 +29,7 @@ impl Broker {
     pub fn close_channel(&self, connection: u64, channel: u16, code: u16, text: &str) -> bool {
         self.command(
             connection,
-            faults::Command::CloseChannel {
+            crate::commands::Command::CloseChannel {
                 channel,
                 code,
                 text: text.to_owned(),
@@ -39,12 +39,12 @@ impl Broker {
 
     /// The connection's socket just dies: no `connection.close`.
     pub fn drop_connection(&self, connection: u64) -> bool {
-        self.command(connection, faults::Command::Drop)
+        self.command(connection, crate::commands::Command::Drop)
     }
 
     /// Half a frame goes out, then the socket dies.
     pub fn cut_connection(&self, connection: u64) -> bool {
-        self.command(connection, faults::Command::CutMidFrame)
+        self.command(connection, crate::commands::Command::CutMidFrame)
     }
 
     /// Cancels a consumer from the broker's side (`basic.cancel` to a client that

@@ -144,7 +144,7 @@ impl Connection {
                     }
                 }
                 let cfg = &self.shared.config;
-                let _ = self.info.client.set(crate::faults::ClientInfo {
+                let _ = self.info.client.set(crate::commands::ClientInfo {
                     user: self
                         .user
                         .as_ref()

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::warren::{connection_name, queue_type};
 use super::{json as j, ApiError, App, User};
-use crate::faults::{Command, ConnInfo};
+use crate::commands::{Command, ConnInfo};
 use crate::inspect::QueueSnapshot;
 use crate::shared::Shared;
 

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{json as j, ApiError, App, JsonBody};
-use crate::faults::{Action, ArmedFault, Command, Fault, Trigger};
+use crate::commands::Command;
+use crate::faults::{Action, ArmedFault, Fault, Trigger};
 use crate::inspect::QueueSnapshot;
 use crate::shared::Shared;
 use crate::trace::TraceEntry;
@@ -100,7 +101,7 @@ async fn snapshot(State(app): State<App>, Query(f): Query<VhostFilter>) -> Json<
 }
 
 /// RabbitMQ's name for a connection: `peer -> listener`.
-pub fn connection_name(info: &crate::faults::ConnInfo) -> String {
+pub fn connection_name(info: &crate::commands::ConnInfo) -> String {
     match info.local.get() {
         Some(local) => format!("{} -> {local}", info.peer),
         None => info.peer.clone(),
