@@ -7,18 +7,38 @@
 //! the binary: no build step, and nothing fetched from elsewhere, because the
 //! machines that run tests are often offline.
 
-mod snapshot;
-
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::trace::{Direction, TraceEntry};
-
-pub use snapshot::snapshot as snapshot_json;
+use crate::trace::{Direction, TraceEntry, TraceValue};
 
 const TEMPLATE: &str = include_str!("page/page.html");
 const STYLE: &str = include_str!("page/page.css");
 const SCRIPT: &str = include_str!("page/page.js");
+
+/// The page served at `/`. With `auth` (an `Authorization` header value) it calls
+/// the API with those credentials at once; without, it asks for a user first.
+/// Only a listener on loopback should hand out its credentials this way.
+pub fn live(auth: Option<&str>) -> String {
+    let config = serde_json::json!({"mode": "live", "auth": auth});
+    fill(&config, &serde_json::Value::Null)
+}
+
+/// A trace as Mermaid, its connections named as their clients named them in
+/// `connection.start-ok` (`connection_name`, else `product`).
+pub fn mermaid_named(trace: &[TraceEntry]) -> String {
+    let mut names = BTreeMap::new();
+    for e in trace.iter().filter(|e| e.method == "connection.start-ok") {
+        let name = ["connection_name", "product"]
+            .into_iter()
+            .find_map(|k| match e.field(k) {
+                Some(TraceValue::Text(s)) => Some(s.clone()),
+                _ => None,
+            });
+        names.insert(e.connection, name.unwrap_or_default());
+    }
+    mermaid(trace, &names)
+}
 
 /// The page as one file that needs no server and no network: the trace and the
 /// snapshot are inside it. `generated` is when, in ms since the Unix epoch.
@@ -138,7 +158,6 @@ fn mermaid_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::TraceValue;
 
     fn entry(seq: u64, direction: Direction, method: &str, key: &str) -> TraceEntry {
         TraceEntry {

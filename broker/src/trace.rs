@@ -200,9 +200,18 @@ impl Tracer {
 
     /// The entries kept, oldest first; only one connection's with `Some`.
     pub fn entries(&self, connection: Option<u64>) -> Vec<TraceEntry> {
+        self.entries_after(connection, 0)
+    }
+
+    /// The entries whose seq is above `after`: a poller's new ones, found
+    /// without walking the older ones (seqs are contiguous in the ring).
+    pub fn entries_after(&self, connection: Option<u64>, after: u64) -> Vec<TraceEntry> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let first = ring.entries.front().map_or(1, |e| e.seq);
+        let skip = after.saturating_add(1).saturating_sub(first);
         ring.entries
             .iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
             .filter(|e| connection.is_none_or(|c| c == e.connection))
             .cloned()
             .collect()
@@ -661,5 +670,9 @@ mod tests {
         assert_eq!(last.seq, TRACE_LIMIT as u64 + 5);
         assert_eq!(last.faults[0].action, "nack_confirm");
         assert!(tracer.entries(Some(8)).is_empty());
+        let newest = tracer.entries_after(None, TRACE_LIMIT as u64 + 3);
+        let seqs: Vec<u64> = newest.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [TRACE_LIMIT as u64 + 4, TRACE_LIMIT as u64 + 5]);
+        assert_eq!(tracer.entries_after(None, 2).len(), TRACE_LIMIT);
     }
 }

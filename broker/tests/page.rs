@@ -20,6 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_broker::{Broker, Fault};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +35,7 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 /// HTML, quotes, and characters beyond ASCII.
 const SCRIPT_NAME: &str = "<script>document.body.dataset.pwned='script'</script>";
 const IMG_NAME: &str = "<img src=x onerror=\"document.body.dataset.pwned='img'\">";
-const QUOTED_NAME: &str = "\"quoted\" 'single' ünïcødé ✓ 队列";
+const QUOTED_NAME: &str = "\"quoted\" 'single' ünïcødé ✓ ουρά";
 
 fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WARREN_CHROMIUM") {
@@ -307,6 +308,37 @@ fn check_trace(dom: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_queues_counts_and_the_arrows_of_a_filled_broker() {
+    let Some(chromium) = skip_without_chromium() else {
+        return;
+    };
+    let broker = Broker::builder()
+        .management("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let _filled = fill(&broker).await;
+    let base = broker.management_url().unwrap();
+    let chromium2 = chromium.clone();
+    let (overview, trace) = tokio::task::spawn_blocking(move || {
+        let overview = dump(&chromium2, &format!("{base}/#overview"), &[]);
+        let trace = dump(&chromium2, &format!("{base}/#trace"), &[]);
+        screenshot(&chromium2, &format!("{base}/#overview"), "page.png", &[]);
+        screenshot(&chromium2, &format!("{base}/#trace"), "page-trace.png", &[]);
+        let q = format!("{base}/#queue/%2F/tasks");
+        screenshot(&chromium2, &q, "page-queue.png", &[]);
+        (overview, trace)
+    })
+    .await
+    .unwrap();
+    // On loopback the page logs in by itself.
+    assert!(overview.contains("id=\"login\" hidden"), "{overview}");
+    check_overview(&overview);
+    check_trace(&trace);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trace_file_renders_the_same_with_the_network_off() {
     let Some(chromium) = skip_without_chromium() else {
         return;
@@ -397,4 +429,48 @@ async fn a_trace_of_100_000_frames_loads() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(conn);
     broker.shutdown().await;
+}
+
+/// GET / over plain HTTP/1.1.
+async fn get_page(base: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    within(s.read_to_string(&mut out)).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn only_a_loopback_listener_hands_the_page_its_credentials() {
+    let local = Broker::builder()
+        .management("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let page = get_page(&local.management_url().unwrap()).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    // guest:guest
+    assert!(
+        page.contains("\"auth\":\"Basic Z3Vlc3Q6Z3Vlc3Q=\""),
+        "{page}"
+    );
+    local.shutdown().await;
+
+    let open = Broker::builder()
+        .management("0.0.0.0:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let port = open.management_url().unwrap();
+    let port = port.rsplit(':').next().unwrap();
+    let page = get_page(&format!("http://127.0.0.1:{port}")).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("\"auth\":null") && !page.contains("Z3Vlc3Q6Z3Vlc3Q="),
+        "{page}"
+    );
+    open.shutdown().await;
 }

@@ -176,7 +176,9 @@ impl BrokerBuilder {
     }
 
     /// Serves the management HTTP API (RabbitMQ's subset and `/api/warren/`,
-    /// see docs/control-plane.md) on `addr`; port 0 picks a free port.
+    /// see docs/control-plane.md) and the page to watch a run at `/` on `addr`;
+    /// port 0 picks a free port. Frames are traced from the start
+    /// ([`Broker::set_tracing`] turns it off).
     pub fn management(mut self, addr: SocketAddr) -> Self {
         self.config.management = Some(addr);
         self
@@ -251,6 +253,10 @@ impl BrokerBuilder {
             accept_tasks.push(tokio::spawn(timer_loop(shared.clone(), stop_rx.clone())));
         }
         if let Some(listener) = management {
+            // Whoever serves the page wants to watch the run from its start:
+            // the frames are traced from the first connection on (the last
+            // 100 000 are kept; `POST /api/warren/trace {"on": false}` stops it).
+            shared.tracer.set(true);
             accept_tasks.push(tokio::spawn(management::serve(
                 listener,
                 shared.clone(),

@@ -3,8 +3,8 @@
 
 use crate::broker::Broker;
 use crate::faults::Fault;
-use crate::page;
-use crate::trace::{TraceEntry, TraceValue};
+use crate::trace::TraceEntry;
+use crate::{management, page};
 
 /// Fault injection: what a test does to the broker to see how its code copes.
 impl Broker {
@@ -96,18 +96,7 @@ impl Broker {
     /// a note where a scripted fault fired. For a test's failure message or a
     /// README; paste it into any Mermaid renderer.
     pub fn trace_mermaid(&self) -> String {
-        let trace = self.shared.tracer.entries(None);
-        let mut names = std::collections::BTreeMap::new();
-        for e in trace.iter().filter(|e| e.method == "connection.start-ok") {
-            let name = ["connection_name", "product"]
-                .into_iter()
-                .find_map(|k| match e.field(k) {
-                    Some(TraceValue::Text(s)) => Some(s.clone()),
-                    _ => None,
-                });
-            names.insert(e.connection, name.unwrap_or_default());
-        }
-        page::mermaid(&trace, &names)
+        page::mermaid_named(&self.shared.tracer.entries(None))
     }
 
     /// Writes one self-contained HTML file to `path`: the frame trace as a
@@ -116,14 +105,7 @@ impl Broker {
     /// with its data inside. It opens in any browser with no network: a CI job
     /// can keep it as the artifact of a failed test.
     pub fn trace_html(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
-        let vhosts = self.shared.vhosts.names();
-        let clock = (self.shared.clock.is_virtual(), self.shared.clock.now_ms());
-        let snapshot = page::snapshot_json(&self.snapshot(), &vhosts, clock);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let html = page::trace_file(snapshot, &self.shared.tracer.entries(None), now);
-        std::fs::write(path, html)
+        std::fs::write(path, management::trace_file(&self.shared))
     }
 
     /// Every connection's traced frames, printable on a test failure: grouped by

@@ -20,6 +20,7 @@ mod warren;
 
 use definitions as defs;
 use entities as e;
+pub use warren::trace_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,13 +153,19 @@ fn rabbitmq_routes() -> Router<App> {
         .route("/health/checks/port-listener/{port}", get(api::health_port))
 }
 
-/// Until the watch page lands: where to look instead.
-async fn page() -> Html<&'static str> {
-    Html(
-        "<!doctype html><title>Warren</title><p>Warren's management listener. \
-         The API is under <a href=\"/api/warren/snapshot\">/api/warren/</a> \
-         and RabbitMQ's paths under /api/.</p>",
-    )
+/// The page to watch a run (`broker/src/page/`). On a loopback listener it
+/// comes with the broker's own credentials, so that a developer's browser opens
+/// it without a login; on any other address it asks for a user.
+async fn page(State(app): State<App>) -> Html<String> {
+    let auth = app.addr.ip().is_loopback().then(|| {
+        let c = &app.shared.config;
+        let pair = format!("{}:{}", c.user, c.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    });
+    Html(crate::page::live(auth.as_deref()))
 }
 
 async fn not_found() -> ApiError {

@@ -46,6 +46,8 @@ pub fn routes() -> Router<App> {
         .route("/warren/storage/stall", post(stall_storage))
         .route("/warren/seed", post(seed))
         .route("/warren/trace", get(trace).post(set_trace))
+        .route("/warren/trace.html", get(trace_html))
+        .route("/warren/trace.mmd", get(trace_mermaid))
 }
 
 // ---- snapshot ------------------------------------------------------------------
@@ -56,9 +58,15 @@ struct VhostFilter {
 }
 
 async fn snapshot(State(app): State<App>, Query(f): Query<VhostFilter>) -> Json<Value> {
-    let s = &app.shared;
+    Json(snapshot_json(&app.shared, f.vhost.as_deref()))
+}
+
+/// The snapshot in the contract's shape, of one vhost or all: for the API and
+/// for the trace file (`Broker::trace_html`).
+pub fn snapshot_json(s: &Shared, vhost: Option<&str>) -> Value {
     let snap = s.snapshot();
-    let keep = |v: &str| f.vhost.as_deref().is_none_or(|x| x == v);
+    let only = vhost;
+    let keep = |v: &str| only.is_none_or(|x| x == v);
     let vhosts: Vec<String> = s.vhosts.names().into_iter().filter(|v| keep(v)).collect();
     let connections: Vec<Value> = s
         .connection_infos()
@@ -66,7 +74,7 @@ async fn snapshot(State(app): State<App>, Query(f): Query<VhostFilter>) -> Json<
         .filter_map(|info| {
             let c = snap.connections.iter().find(|c| c.id == info.id)?;
             let vhost = c.vhost.as_deref();
-            if f.vhost.is_some() && vhost.is_none_or(|v| !keep(v)) {
+            if only.is_some() && vhost.is_none_or(|v| !keep(v)) {
                 return None;
             }
             let client = info.client.get();
@@ -81,7 +89,7 @@ async fn snapshot(State(app): State<App>, Query(f): Query<VhostFilter>) -> Json<
             }))
         })
         .collect();
-    Json(json!({
+    json!({
         "clock": clock_json(s),
         "vhosts": vhosts,
         "queues": snap.queues.iter().filter(|q| keep(&q.vhost)).map(queue_json).collect::<Vec<_>>(),
@@ -97,7 +105,7 @@ async fn snapshot(State(app): State<App>, Query(f): Query<VhostFilter>) -> Json<
         })).collect::<Vec<_>>(),
         "connections": connections,
         "faults": s.rules.list().iter().map(fault_json).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 /// RabbitMQ's name for a connection: `peer -> listener`.
@@ -597,6 +605,8 @@ async fn set_trace(State(app): State<App>, body: JsonBody) -> Result<StatusCode,
 struct TraceQuery {
     connection: Option<u64>,
     format: Option<String>,
+    /// Only the entries after this seq: what a page that polls has not seen.
+    since: Option<u64>,
 }
 
 async fn trace(State(app): State<App>, Query(q): Query<TraceQuery>) -> Result<Response, ApiError> {
@@ -608,9 +618,30 @@ async fn trace(State(app): State<App>, Query(q): Query<TraceQuery>) -> Result<Re
             "unknown format {f:?} (json, text)"
         )));
     }
-    let entries = app.shared.tracer.entries(q.connection);
+    let entries = app
+        .shared
+        .tracer
+        .entries_after(q.connection, q.since.unwrap_or(0));
     Ok(Json(Value::Array(
         entries.iter().map(TraceEntry::to_json).collect(),
     ))
     .into_response())
+}
+
+/// The trace file of a broker as it is now: the page with its trace and its
+/// snapshot inside (`Broker::trace_html` writes it).
+pub fn trace_file(s: &Shared) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    crate::page::trace_file(snapshot_json(s, None), &s.tracer.entries(None), now)
+}
+
+async fn trace_html(State(app): State<App>) -> Response {
+    axum::response::Html(trace_file(&app.shared)).into_response()
+}
+
+/// The trace as Mermaid text.
+async fn trace_mermaid(State(app): State<App>) -> Response {
+    crate::page::mermaid_named(&app.shared.tracer.entries(None)).into_response()
 }

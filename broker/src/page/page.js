@@ -626,7 +626,9 @@
         { class: "meta" },
         meta,
         ` · from exchange '${m.exchange ?? ""}' with key '${m.routing_key ?? ""}'`,
-        m.redelivered ? el("span", { class: "chip warn" }, "redelivered") : null
+        // An unacked delivery's flag says how it will come back if requeued,
+        // not how it went out: only a ready message's is shown.
+        !unacked && m.redelivered ? el("span", { class: "chip warn" }, "redelivered") : null
       ),
       el("div", { class: "body" }, bodyText(m, 2000)),
       props.length ? el("div", { class: "kv" }, props.map(([k, v]) => [el("span", null, k), el("span", null, typeof v === "object" ? JSON.stringify(v) : String(v))])) : null,
@@ -701,7 +703,7 @@
       el("label", null, "find ", filters.text),
       el("label", null, filters.heartbeats, " heartbeats"),
       el("label", null, follow, " follow"),
-      state.live ? el("button", { onclick: () => act("trace on", "POST", "/api/warren/trace", { on: true }) }, "start tracing") : null,
+      state.live ? el("button", { onclick: () => act("trace on", "POST", "/api/warren/trace", { on: true }) }, "trace on") : null,
       count
     ),
     head,
