@@ -44,7 +44,12 @@ enum Phase {
     TuneOk,
     Open,
     Opened,
-    /// The broker sent `connection.close` and waits for `close-ok`.
+    /// A `connection.close` went one way or the other: every further
+    /// `connection.close` gets a `close-ok`, a `close-ok` ends the connection, and
+    /// everything else is ignored, until the client hangs up or the close timeout
+    /// passes. RabbitMQ's reader in its `closed` state (rabbit_reader.erl:1257-1268,
+    /// 1307): it never ends the socket under a client that has yet to read its
+    /// `close-ok`.
     Closing,
     Closed,
 }
@@ -59,13 +64,17 @@ enum Pending {
     /// A content-carrying method only a server may send (basic.deliver, return,
     /// get-ok): RabbitMQ takes its content, then refuses it.
     Refused(u16),
+    /// Any content method on a closing channel: its frames are still checked,
+    /// as RabbitMQ's reader assembles them for every channel it knows, and the
+    /// message is dropped, as the closing channel process drops every method.
+    Dropped(u16),
 }
 
 impl Pending {
     fn method_id(&self) -> u16 {
         match self {
             Pending::Publish { .. } => 40,
-            Pending::Refused(id) => *id,
+            Pending::Refused(id) | Pending::Dropped(id) => *id,
         }
     }
 }
@@ -92,6 +101,11 @@ enum Content {
     /// dropped and further body frames swallowed; the next other frame on the
     /// channel is the error. Holds the content method's id.
     Overflow(u16),
+    /// The body of a dropped message: `left` more bytes are swallowed unkept.
+    Skip {
+        id: u16,
+        left: u64,
+    },
 }
 
 /// What the broker remembers of a publish made inside a transaction.
@@ -147,8 +161,17 @@ struct Committing {
 
 #[derive(Debug)]
 struct ChannelProto {
-    /// The broker sent `channel.close`: everything but close/close-ok is dropped.
+    /// The broker sent `channel.close`, or answered the client's: RabbitMQ's
+    /// channel process in its `closing` state (rabbit_channel.erl:1237-1247)
+    /// answers `close` with `close-ok`, ends on `close-ok`, refuses a second
+    /// `open`, and drops every other method.
     closing: bool,
+    /// The client's `channel.close` was answered: the channel is forgotten once
+    /// the read that brought the close is handled. RabbitMQ's reader hands the
+    /// rest of a read to the closing channel process, and frees the channel
+    /// number only when it next looks at its mailbox (rabbit_reader.erl:468-471,
+    /// 560-563; rabbit_channel.erl:1249-1261).
+    answered: bool,
     content: Content,
     /// Publisher confirms, once `confirm.select` was seen.
     confirm: Option<Confirms>,
@@ -164,6 +187,7 @@ impl ChannelProto {
     fn new() -> Self {
         Self {
             closing: false,
+            answered: false,
             content: Content::Idle,
             confirm: None,
             tx: None,
@@ -194,6 +218,8 @@ pub struct Connection {
     grant: Option<Arc<Grant>>,
     grant_generation: u64,
     channels: HashMap<u16, ChannelProto>,
+    /// Channels whose client close was answered in the read being handled.
+    answered: Vec<u16>,
     /// Capabilities the client announced in `connection.start-ok`.
     cancel_notify: bool,
     auth_failure_close: bool,
@@ -232,6 +258,7 @@ impl Connection {
             grant: None,
             grant_generation: 0,
             channels: HashMap::default(),
+            answered: Vec::new(),
             frames_in: 0,
             cancel_notify: false,
             auth_failure_close: false,
@@ -304,6 +331,11 @@ impl Connection {
             };
             self.on_decoded(frame, buf);
         }
+        for ch in self.answered.drain(..) {
+            if self.channels.get(&ch).is_some_and(|c| c.answered) {
+                self.channels.remove(&ch);
+            }
+        }
         self.flush_confirms();
         self.outcome()
     }
@@ -363,12 +395,11 @@ impl Connection {
                 if let Frame::Method(0, AMQPClass::Connection(m)) = frame.general() {
                     match m {
                         connection::AMQPMethod::CloseOk(_) => self.phase = Phase::Closed,
-                        connection::AMQPMethod::Close(_) => {
-                            self.send_connection(connection::AMQPMethod::CloseOk(
-                                connection::CloseOk {},
-                            ));
-                            self.phase = Phase::Closed;
-                        }
+                        // A close crossing ours, or a second close from a client
+                        // whose threads each close: each is answered.
+                        connection::AMQPMethod::Close(_) => self.send_connection(
+                            connection::AMQPMethod::CloseOk(connection::CloseOk {}),
+                        ),
                         _ => {}
                     }
                 }
@@ -417,9 +448,10 @@ impl Connection {
         let err = match frame {
             Frame::Heartbeat(_) => return,
             Frame::Method(_, AMQPClass::Connection(M::Close(_))) => {
+                // The socket stays until the client, having read close-ok, hangs up.
                 self.send_connection(M::CloseOk(connection::CloseOk {}));
                 self.release();
-                self.phase = Phase::Closed;
+                self.phase = Phase::Closing;
                 return;
             }
             Frame::Method(_, AMQPClass::Connection(M::UpdateSecret(_))) => {
@@ -481,29 +513,7 @@ impl Connection {
             };
             return self.fail(ch, err);
         };
-        if chan.closing {
-            match frame {
-                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                    self.fail(
-                        ch,
-                        AmqpError::connection(code::CHANNEL_ERROR, "second 'channel.open' seen")
-                            .on_method(20, 10),
-                    );
-                }
-                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
-                    self.channels.remove(&ch);
-                }
-                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                    self.outbox.push(method(
-                        ch,
-                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                    ));
-                    self.channels.remove(&ch);
-                }
-                _ => {}
-            }
-            return;
-        }
+        let closing = chan.closing;
         if let Some(commit) = &mut chan.committing {
             // A client may give up waiting: the channel closes at once, the
             // commit unanswered, as when the channel fails. What the channel
@@ -519,6 +529,10 @@ impl Connection {
         }
         let content = std::mem::replace(&mut chan.content, Content::Idle);
         let result = match (content, frame) {
+            (Content::Idle, Frame::Publish(_, _)) if closing => {
+                self.channel(ch).content = Content::Header(Pending::Dropped(40));
+                Ok(())
+            }
             (Content::Idle, Frame::Publish(_, p)) => {
                 let (exchange, routing_key) = p.names();
                 self.on_publish(ch, exchange, routing_key, p.mandatory, p.immediate)
@@ -526,7 +540,12 @@ impl Connection {
             }
             (Content::Idle, Frame::Method(_, m)) => {
                 let (c, id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
-                self.on_method(ch, m).map_err(|e| e.on_method(c, id))
+                if closing {
+                    self.on_closing_method(ch, m)
+                } else {
+                    self.on_method(ch, m)
+                }
+                .map_err(|e| e.on_method(c, id))
             }
             (Content::Idle, _) => Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
@@ -588,6 +607,19 @@ impl Connection {
                 self.channel(ch).content = Content::Overflow(id);
                 Ok(())
             }
+            (Content::Skip { id, left }, Frame::Body(_, chunk)) => {
+                self.channel(ch).content = match left.checked_sub(chunk.len() as u64) {
+                    None => Content::Overflow(id),
+                    Some(0) => Content::Idle,
+                    Some(left) => Content::Skip { id, left },
+                };
+                Ok(())
+            }
+            (Content::Skip { id, .. }, _) => Err(AmqpError::connection(
+                code::UNEXPECTED_FRAME,
+                "expected content body, got non content body frame instead",
+            )
+            .on_method(60, id)),
             (Content::Body { publish, .. }, _) => Err(AmqpError::connection(
                 code::UNEXPECTED_FRAME,
                 "expected content body, got non content body frame instead",
@@ -645,7 +677,21 @@ impl Connection {
             self.with_vhost(|v, id| v.close_channel(id, ch));
             let chan = self.channel(ch);
             chan.closing = true;
-            chan.content = Content::Idle;
+            // The frames of a message under way still arrive and are still
+            // checked, as RabbitMQ's reader goes on assembling them; the message
+            // is dropped.
+            chan.content = match std::mem::replace(&mut chan.content, Content::Idle) {
+                Content::Header(p) => Content::Header(Pending::Dropped(p.method_id())),
+                Content::Body {
+                    publish,
+                    size,
+                    body,
+                    ..
+                } => skip(publish.method_id(), size - body.len() as u64),
+                other => other,
+            };
+            // A closing channel sends no confirms (rabbit_channel.erl:2320).
+            chan.confirm = None;
             chan.tx = None;
             // Never answered: its publishes are enqueued, its settles dropped
             // (the channel's unacked deliveries go back to their queues).
@@ -728,5 +774,14 @@ impl Connection {
         if self.phase == Phase::Opened {
             self.with_vhost(|v, id| v.resume_connection(id));
         }
+    }
+}
+
+/// The content state that swallows the `size` bytes of a dropped message's body.
+fn skip(id: u16, size: u64) -> Content {
+    if size == 0 {
+        Content::Idle
+    } else {
+        Content::Skip { id, left: size }
     }
 }

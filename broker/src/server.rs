@@ -178,6 +178,9 @@ pub async fn serve<S>(
     let mut conn = Connection::new(shared.clone(), info.clone());
     // Set by a `Drop` or `CutMidFrame` command: the socket dies without a word.
     let mut abort = false;
+    // Whether, once its last bytes are written, the socket is read until the
+    // client hangs up: false once it has, or is gone, or a timer ended it.
+    let mut linger = true;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // Taken from the outbox, not yet accepted by the socket; always written before
     // anything taken later, which keeps the order of appends.
@@ -212,7 +215,10 @@ pub async fn serve<S>(
         tokio::select! {
             // `write` is cancel-safe: a write that did not complete wrote nothing.
             written = writer.write(&out), if !out.is_empty() => match written {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    linger = false;
+                    break;
+                }
                 Ok(n) => {
                     out.advance(n);
                     if out.is_empty() && std::mem::take(&mut backed_up) {
@@ -234,7 +240,10 @@ pub async fn serve<S>(
                 conn.flush_confirms();
             }
             read = reader.read_buf(&mut buf), if !paused => match read {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    linger = false;
+                    break;
+                }
                 Ok(_) => {
                     if take_input(&mut conn, &mut buf, &mut paced, &mut last_read, &outbox) == Outcome::Close {
                         break;
@@ -246,7 +255,10 @@ pub async fn serve<S>(
             _ = &mut hold, if hold_until.is_some() && !paused => {
                 let Some(p) = paced.as_mut() else { continue };
                 match p.read_now(&mut buf) {
-                    Ok(Some(0)) | Err(_) => break,
+                    Ok(Some(0)) | Err(_) => {
+                        linger = false;
+                        break;
+                    }
                     Ok(None) => p.after_read(0, outbox.answers()),
                     Ok(Some(_)) => {
                         if take_input(&mut conn, &mut buf, &mut paced, &mut last_read, &outbox) == Outcome::Close {
@@ -296,12 +308,14 @@ pub async fn serve<S>(
                 if conn.is_closing() {
                     let since = *closing_since.get_or_insert(now);
                     if now - since >= shared.config.close_timeout {
+                        linger = false;
                         break;
                     }
                     continue;
                 }
                 if !conn.is_open() && now - started >= shared.config.handshake_timeout {
                     tracing::info!(conn = id, "handshake timed out");
+                    linger = false;
                     break;
                 }
                 let hb = conn.heartbeat();
@@ -309,6 +323,7 @@ pub async fn serve<S>(
                     let interval = Duration::from_secs(hb as u64);
                     if now - last_read >= interval * 2 {
                         tracing::info!(conn = id, "missed heartbeats from client, closing");
+                        linger = false;
                         break;
                     }
                     if now - last_heartbeat >= interval / 2 {
@@ -336,6 +351,14 @@ pub async fn serve<S>(
         }
     } else {
         let _ = tokio::time::timeout_at(deadline, finish_writing(writer, &info, out)).await;
+        if linger {
+            // Closing a socket with unread input makes the kernel answer with a
+            // reset, which can destroy what was just written (the close-ok a
+            // client waits for) before the client reads it: what the client
+            // still sends is read and dropped until it hangs up, within the
+            // same deadline.
+            let _ = tokio::time::timeout_at(deadline, read_to_end(&mut reader, &mut buf)).await;
+        }
     }
     drop(reader);
     tracing::debug!(conn = id, "closed");
@@ -397,6 +420,18 @@ async fn finish_writing<W: AsyncWrite>(
     }
     writer.flush().await?;
     writer.shutdown().await
+}
+
+/// Reads and drops everything until the peer hangs up, through the
+/// connection's read buffer (an array here would grow every connection's task).
+async fn read_to_end<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) {
+    loop {
+        buf.clear();
+        match reader.read_buf(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Records the frames in bytes about to be written (the outbox holds whole frames).

@@ -95,6 +95,12 @@ impl CoreConnection {
     pub fn is_closed(&self) -> bool {
         self.closed
     }
+
+    /// A `connection.close` went one way or the other: the broker answers
+    /// nothing but closes now, and its socket would stay until the client hangs up.
+    pub fn is_closing(&self) -> bool {
+        self.conn.is_closing()
+    }
 }
 
 impl Drop for CoreConnection {

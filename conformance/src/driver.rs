@@ -557,6 +557,28 @@ impl Conn {
         }
     }
 
+    /// Waits for the next event of any kind on `channel`, in the order the server
+    /// sent them, for scenarios about that order. A close is reported as such.
+    pub async fn next_event(&self, channel: u16) -> R<Event> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut inner = self.inner.lock().await;
+        loop {
+            if let Some(event) = inner.inbox.get_mut(&channel).and_then(|q| q.pop_front()) {
+                return self.surface(channel, event, None, true);
+            }
+            if let Some(close) = self.take_close(&mut inner) {
+                return Err(Fail::Closed {
+                    close,
+                    during: None,
+                });
+            }
+            if inner.eof {
+                return Err(Fail::msg(DROPPED));
+            }
+            read_more(&mut inner, deadline, channel).await?;
+        }
+    }
+
     /// Asynchronous events accepted by `filter` already received on `channel`.
     pub async fn pending(&self, channel: u16, filter: impl Fn(&Event) -> bool) -> usize {
         let inner = self.inner.lock().await;

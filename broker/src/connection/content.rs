@@ -11,6 +11,7 @@ use crate::faults::{Action, PublishEvent};
 use crate::vhost::{Message, REPLY_TO};
 
 use super::methods::server_only;
+use super::skip;
 use super::*;
 
 /// RabbitMQ's check of the `expiration` property: a non-negative integer of
@@ -53,8 +54,15 @@ impl Connection {
             )
             .on_method(60, 40));
         }
+        if let Pending::Dropped(id) = publish {
+            self.channel(ch).content = skip(id, size);
+            return Ok(());
+        }
         let max = self.shared.config.max_message_size;
         if size > max {
+            // RabbitMQ refuses the message once it has its body: the body
+            // frames still to come belong to it, not to the closed channel.
+            self.channel(ch).content = skip(publish.method_id(), size);
             return Err(AmqpError::precondition(format!(
                 "message size {size} is larger than configured max size {max}"
             ))
@@ -108,6 +116,7 @@ impl Connection {
         let (route, mandatory) = match publish {
             Pending::Publish { route, mandatory } => (route, mandatory),
             Pending::Refused(id) => return Err(server_only().on_method(60, id)),
+            Pending::Dropped(_) => return Ok(()),
         };
         // Checked once the content is in, before anything else about the
         // message (rabbit_channel.erl:1299).

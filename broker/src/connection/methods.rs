@@ -79,12 +79,49 @@ impl Connection {
             M::FlowOk(_) => Ok(()),
             M::Close(_) => {
                 self.with_vhost(|v, id| v.close_channel(id, ch));
-                self.channels.remove(&ch);
+                let chan = self.channel(ch);
+                chan.closing = true;
+                chan.answered = true;
+                chan.confirm = None;
+                chan.tx = None;
+                self.answered.push(ch);
                 self.send(ch, AMQPClass::Channel(M::CloseOk(channel::CloseOk {})));
                 Ok(())
             }
             // The broker sent no channel.close this close-ok could answer.
             M::CloseOk(_) | M::OpenOk(_) => Err(server_only()),
+        }
+    }
+
+    /// A method on a closing channel (rabbit_channel.erl:1225-1247): `close` is
+    /// answered, `close-ok` ends the channel, a second `open` is a connection
+    /// error, and anything else is dropped, its content with it.
+    pub(super) fn on_closing_method(&mut self, ch: u16, m: AMQPClass) -> Result<(), AmqpError> {
+        use channel::AMQPMethod as M;
+        match m {
+            AMQPClass::Channel(M::Open(_)) => Err(AmqpError::connection(
+                code::CHANNEL_ERROR,
+                "second 'channel.open' seen",
+            )),
+            AMQPClass::Channel(M::Close(_)) => {
+                self.send(ch, AMQPClass::Channel(M::CloseOk(channel::CloseOk {})));
+                Ok(())
+            }
+            AMQPClass::Channel(M::CloseOk(_)) => {
+                self.channels.remove(&ch);
+                Ok(())
+            }
+            AMQPClass::Basic(
+                m @ (basic::AMQPMethod::Publish(_)
+                | basic::AMQPMethod::Deliver(_)
+                | basic::AMQPMethod::Return(_)
+                | basic::AMQPMethod::GetOk(_)),
+            ) => {
+                let id = AMQPClass::Basic(m).get_amqp_method_id();
+                self.channel(ch).content = Content::Header(Pending::Dropped(id));
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::driver::R;
 
 pub mod access;
 pub mod basic;
+pub mod closing;
 pub mod confirms;
 pub mod connection;
 pub mod errors;
@@ -98,6 +99,16 @@ table! {
         access_request_ok,
         channel_flow_inactive,
         update_secret,
+    ]
+    closing: [
+        channel_close_crosses_server_close,
+        closing_channel_drops_what_follows,
+        frames_after_client_close_are_dropped,
+        open_on_closing_channel,
+        closing_channel_checks_frames,
+        late_close_ok_is_a_connection_error,
+        every_connection_close_is_answered,
+        connection_close_crosses_server_close,
     ]
     exchange: [
         declare_each_type,
