@@ -765,6 +765,24 @@ func (b *Broker) TraceText() (string, error) {
 	return out, err
 }
 
+// TraceHTML writes the trace as one self-contained HTML file (the sequence diagram
+// of every frame and the broker's state now) that opens in a browser with no server
+// and no network: an artifact for a failing test.
+func (b *Broker) TraceHTML(path string) error {
+	var html string
+	if err := b.call("GET", "/api/warren/trace.html", nil, &html, httpTimeout); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(html), 0o644)
+}
+
+// TraceMermaid returns the trace as a Mermaid sequence diagram, for a failure message.
+func (b *Broker) TraceMermaid() (string, error) {
+	var out string
+	err := b.call("GET", "/api/warren/trace.mmd", nil, &out, httpTimeout)
+	return out, err
+}
+
 // AddVhost creates a virtual host (RabbitMQ's PUT /api/vhosts/{name}).
 func (b *Broker) AddVhost(name string) error {
 	return b.call("PUT", "/api/vhosts/"+esc(name), nil, nil, httpTimeout)

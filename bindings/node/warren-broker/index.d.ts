@@ -153,6 +153,10 @@ export class Broker {
   trace(on?: boolean): Promise<void>;
   traceEntries(options?: { connection?: number }): Promise<any[]>;
   traceText(): Promise<string>;
+  /** Writes one self-contained HTML file (sequence diagram and state); resolves to the path. */
+  traceHtml(path: string): Promise<string>;
+  /** The trace as a Mermaid sequence diagram. */
+  traceMermaid(): Promise<string>;
   addVhost(name: string): Promise<void>;
   deleteVhost(name: string): Promise<void>;
   urlFor(vhost: string): string;

@@ -484,6 +484,20 @@ class Broker {
   traceText() {
     return this.#call("GET", "/api/warren/trace?format=text", undefined, { text: true });
   }
+  /**
+   * Writes the trace as one self-contained HTML file (the sequence diagram of every
+   * frame and the broker's state now) that opens with no server and no network: an
+   * artifact for a failing test. Resolves to the path.
+   */
+  async traceHtml(file) {
+    const html = await this.#call("GET", "/api/warren/trace.html", undefined, { text: true });
+    await fs.promises.writeFile(file, html);
+    return file;
+  }
+  /** The trace as a Mermaid sequence diagram (text), for a failure message. */
+  traceMermaid() {
+    return this.#call("GET", "/api/warren/trace.mmd", undefined, { text: true });
+  }
   async addVhost(name) {
     await this.#call("PUT", `/api/vhosts/${q(name)}`);
   }

@@ -105,6 +105,45 @@ def test_the_virtual_clock_moves():
         assert broker.clock()['now_ms'] == before + 90_000
 
 
+def test_the_trace_file_and_the_mermaid_text_show_what_the_test_did(tmp_path):
+    pika = pytest.importorskip('pika', reason='the trace test drives the broker with pika')
+    with Broker.start() as broker:
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        ch = conn.channel()
+        ch.queue_declare(queue='orders-py')
+        ch.basic_publish(exchange='', routing_key='orders-py', body=b'order 1')
+        for method, _, body in ch.consume('orders-py', inactivity_timeout=10):
+            assert body == b'order 1'
+            ch.basic_ack(method.delivery_tag)
+            break
+        ch.cancel()
+        broker.wait_for('orders-py', empty=True, no_unacked=True)
+
+        path = broker.trace_html(tmp_path / 'trace.html')
+        html = (tmp_path / 'trace.html').read_text('utf-8')
+        assert path == tmp_path / 'trace.html'
+        assert html.lstrip().lower().startswith('<!doctype html>')
+        # One file: nothing to fetch from elsewhere.
+        assert '<script src' not in html and '<link' not in html
+        for seen in ('orders-py', 'basic.publish', 'basic.deliver', 'basic.ack'):
+            assert seen in html, seen
+
+        diagram = broker.trace_mermaid()
+        conn.close()
+    lines = diagram.splitlines()
+    assert lines[0] == 'sequenceDiagram'
+    assert '    participant B as broker' in lines
+    arrows = [line.strip() for line in lines if '->>' in line]
+    publish = next(a for a in arrows if 'basic.publish' in a)
+    assert publish.startswith('C') and '->>B: ch1 basic.publish' in publish
+    assert 'orders-py' in publish
+    assert any(a.startswith('B->>C') and 'basic.deliver' in a for a in arrows), arrows
+    assert any(a.startswith('C') and '->>B: ch1 basic.ack' in a for a in arrows), arrows
+    # In the order they happened.
+    order = [m for a in arrows for m in ('basic.publish', 'basic.deliver', 'basic.ack') if f' {m}' in a]
+    assert order == ['basic.publish', 'basic.deliver', 'basic.ack'], order
+
+
 def test_the_warren_fixture_is_a_running_broker(warren):
     assert warren.running
     assert warren.queues() == []

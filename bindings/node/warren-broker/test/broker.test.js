@@ -102,3 +102,112 @@ test("the virtual clock moves", withReal, async () => {
     await broker.stop();
   }
 });
+
+// A few AMQP 0-9-1 frames by hand (this package has no AMQP client to lean on):
+// connect, declare a queue, publish to it, get the message, ack it, close. Every
+// frame is written at once; the broker reads them in order, and basic.get's
+// answer carries delivery tag 1, which the ack names.
+function amqpSession(url, queue, body) {
+  const short = (s) => Buffer.concat([Buffer.from([Buffer.byteLength(s)]), Buffer.from(s)]);
+  const long = (b) => {
+    const n = Buffer.alloc(4);
+    n.writeUInt32BE(b.length);
+    return Buffer.concat([n, b]);
+  };
+  const u16 = (v) => Buffer.from([v >> 8, v & 255]);
+  const frame = (type, channel, payload) => {
+    const head = Buffer.alloc(7);
+    head.writeUInt8(type, 0);
+    head.writeUInt16BE(channel, 1);
+    head.writeUInt32BE(payload.length, 3);
+    return Buffer.concat([head, payload, Buffer.from([0xce])]);
+  };
+  const method = (channel, cls, id, ...args) => frame(1, channel, Buffer.concat([u16(cls), u16(id), ...args]));
+  const empty = Buffer.alloc(4);
+  const u64 = (v) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(BigInt(v));
+    return b;
+  };
+  // Warren's (and RabbitMQ's) limits: 0 channels would mean "no limit", refused.
+  const tuneOk = Buffer.alloc(8);
+  tuneOk.writeUInt16BE(2047, 0);
+  tuneOk.writeUInt32BE(131072, 2);
+  const data = Buffer.from(body);
+  const header = Buffer.concat([u16(60), u16(0), u64(data.length), u16(0)]);
+  const out = Buffer.concat([
+    Buffer.from("AMQP\x00\x00\x09\x01", "latin1"),
+    method(0, 10, 11, empty, short("PLAIN"), long(Buffer.from("\0guest\0guest")), short("en_US")),
+    method(0, 10, 31, tuneOk),
+    method(0, 10, 40, short("/"), short(""), Buffer.from([0])),
+    method(1, 20, 10, short("")),
+    method(1, 50, 10, u16(0), short(queue), Buffer.from([0]), empty),
+    method(1, 60, 40, u16(0), short(""), short(queue), Buffer.from([0])),
+    frame(2, 1, header),
+    frame(3, 1, data),
+    method(1, 60, 70, u16(0), short(queue), Buffer.from([0])),
+    method(1, 60, 80, u64(1), Buffer.from([0])),
+    method(0, 10, 50, u16(200), short(""), u16(0), u16(0)),
+  ]);
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(out));
+    let seen = Buffer.alloc(0);
+    socket.on("data", (chunk) => {
+      seen = Buffer.concat([seen, chunk]);
+      // Frames in: stop at connection.close-ok (class 10, method 51).
+      for (let at = 0; at + 7 <= seen.length; ) {
+        const size = seen.readUInt32BE(at + 3);
+        if (at + 8 + size > seen.length) break;
+        if (seen[at] === 1 && seen.readUInt16BE(at + 7) === 10 && seen.readUInt16BE(at + 9) === 51) {
+          socket.end();
+          resolve();
+          return;
+        }
+        at += 8 + size;
+      }
+    });
+    socket.on("error", reject);
+    socket.on("close", () => reject(new Error("the broker closed the socket before close-ok")));
+  });
+}
+
+test("the trace file and the Mermaid text show what the test did", withReal, async (t) => {
+  const broker = await start();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "warren-trace-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  try {
+    await amqpSession(broker.url, "orders-node", "order 1");
+    const q = await broker.waitFor("orders-node", { empty: true, noUnacked: true });
+    assert.equal(q.unacked, 0);
+
+    const file = path.join(dir, "trace.html");
+    assert.equal(await broker.traceHtml(file), file);
+    const html = fs.readFileSync(file, "utf8");
+    assert.match(html.trimStart(), /^<!doctype html>/i);
+    // One file: nothing to fetch from elsewhere.
+    assert.ok(!html.includes("<script src") && !html.includes("<link"));
+    for (const seen of ["orders-node", "basic.publish", "basic.get-ok", "basic.ack"]) assert.ok(html.includes(seen), seen);
+
+    const lines = (await broker.traceMermaid()).split("\n");
+    assert.equal(lines[0], "sequenceDiagram");
+    assert.ok(lines.includes("    participant B as broker"));
+    const arrows = lines.filter((l) => l.includes("->>")).map((l) => l.trim());
+    const index = (re) => {
+      const i = arrows.findIndex((a) => re.test(a));
+      assert.ok(i >= 0, `no arrow ${re} in\n${arrows.join("\n")}`);
+      return i;
+    };
+    // The frames were sent at once, so the client's arrows come in the order
+    // written; the broker's answers in the order it gave them.
+    const publish = index(/^C\d+->>B: ch1 basic\.publish .*orders-node/);
+    const body = index(/^C\d+-->>B: ch1 content-body .*order 1/);
+    const get = index(/^C\d+->>B: ch1 basic\.get queue=.*orders-node/);
+    const ack = index(/^C\d+->>B: ch1 basic\.ack delivery_tag=1/);
+    const getOk = index(/^B->>C\d+: ch1 basic\.get-ok delivery_tag=1/);
+    const closeOk = index(/^B->>C\d+: ch0 connection\.close-ok/);
+    assert.ok(publish < body && body < get && get < ack && getOk < closeOk, arrows.join("\n"));
+  } finally {
+    await broker.stop();
+  }
+});

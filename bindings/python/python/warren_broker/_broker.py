@@ -533,12 +533,26 @@ class Broker:
     def trace_text(self):
         return self._raw_get("/api/warren/trace?format=text")
 
-    def _raw_get(self, path):
+    def trace_html(self, path):
+        """Writes the trace as one self-contained HTML file (the sequence diagram of
+        every frame and the broker's state now) that opens in a browser with no
+        server and no network: an artifact for a failing test. Returns the path."""
+        html = self._raw_get("/api/warren/trace.html", raw=True)
+        with open(path, "wb") as f:
+            f.write(html)
+        return path
+
+    def trace_mermaid(self):
+        """The trace as a Mermaid sequence diagram (text), for a failure message."""
+        return self._raw_get("/api/warren/trace.mmd")
+
+    def _raw_get(self, path, raw=False):
         request = urllib.request.Request(self.management_url + path)
         request.add_header("Authorization", self._auth)
         try:
             with _OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
-                return response.read().decode("utf-8")
+                body = response.read()
+                return body if raw else body.decode("utf-8")
         except (urllib.error.URLError, OSError) as e:
             if not self.running:
                 raise self._died(f"GET {path}") from e
