@@ -135,7 +135,10 @@ impl AmqpError {
     }
 
     /// The reply text exactly as it goes on the wire, e.g.
-    /// `NOT_FOUND - no queue 'x' in vhost '/'`, cut to a short string's 255 bytes.
+    /// `NOT_FOUND - no queue 'x' in vhost '/'`. One longer than a short string's
+    /// 255 bytes is cut to 252 and ends in `...`, as RabbitMQ cuts it
+    /// (rabbit_binary_generator.erl:230-235, `amqp_exception_explanation`); where
+    /// RabbitMQ would cut a UTF-8 character in two, Warren cuts before it.
     pub fn reply_text(&self) -> String {
         let mut text = if self.text.is_empty() {
             code_name(self.code).to_owned()
@@ -143,11 +146,12 @@ impl AmqpError {
             format!("{} - {}", code_name(self.code), self.text)
         };
         if text.len() > 255 {
-            let mut end = 255;
+            let mut end = 252;
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
             text.truncate(end);
+            text.push_str("...");
         }
         text
     }
@@ -167,3 +171,23 @@ impl fmt::Display for AmqpError {
 }
 
 impl std::error::Error for AmqpError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reply_texts_are_cut_to_252_bytes_and_dots() {
+        let short = AmqpError::not_found(format!("no queue '{}' in vhost '/'", "q".repeat(200)));
+        assert_eq!(short.reply_text().len(), 236, "kept whole");
+        let long = AmqpError::not_found(format!("no queue '{}' in vhost '/'", "q".repeat(240)));
+        let text = long.reply_text();
+        assert_eq!(text.len(), 255);
+        assert!(text.starts_with("NOT_FOUND - no queue 'qqq"));
+        assert!(text.ends_with("qqq..."));
+        // A two-byte character across byte 252 is left out rather than split.
+        let wide = AmqpError::not_found(format!("{}é{}", "a".repeat(239), "b".repeat(20)));
+        let text = wide.reply_text();
+        assert_eq!(text, format!("NOT_FOUND - {}...", "a".repeat(239)));
+    }
+}

@@ -448,7 +448,7 @@ impl VhostState {
             .map(|q| q.name.clone())
             .collect();
         for name in exclusive {
-            self.delete_queue_entity(&name);
+            self.delete_queue_entity(&name, None);
         }
         self.conns.remove(&conn);
     }
@@ -835,6 +835,8 @@ impl VhostState {
         Ok(purged.len() as u32)
     }
 
+    /// Deletes a queue for the management API or the test double (no channel):
+    /// returns how many messages it held.
     pub fn delete_queue(
         &mut self,
         conn: ConnId,
@@ -842,10 +844,28 @@ impl VhostState {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32, AmqpError> {
+        self.delete_queue_on(conn, 0, name, if_unused, if_empty)
+            .map(|(n, _)| n)
+    }
+
+    /// `queue.delete` on channel `ch`: returns how many messages the queue held
+    /// and the tags of `ch`'s own consumers of it, whose `basic.cancel` must
+    /// follow `delete-ok`. RabbitMQ's channel process learns that the queue is
+    /// gone from the queue process's exit, which it reads only after the reply
+    /// to its own delete call (rabbit_channel.erl:1668-1676 replies,
+    /// :815-835 and :1844-1884 cancel); every other channel hears of it at once.
+    pub fn delete_queue_on(
+        &mut self,
+        conn: ConnId,
+        ch: u16,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<(u32, Vec<Arc<str>>), AmqpError> {
         let q = match self.queue_for(conn, name) {
             Ok(q) => q,
             // RabbitMQ answers delete-ok for a queue that is not there.
-            Err(e) if e.code == crate::error::code::NOT_FOUND => return Ok(0),
+            Err(e) if e.code == crate::error::code::NOT_FOUND => return Ok((0, Vec::new())),
             Err(e) => return Err(e),
         };
         // For a stream both read RabbitMQ's counts, which are 0.
@@ -861,12 +881,20 @@ impl VhostState {
                 self.name
             )));
         }
-        Ok(self.delete_queue_entity(name))
+        let mut own = Vec::new();
+        let n = self.delete_queue_entity(name, Some((conn, ch, &mut own)));
+        Ok((n, own))
     }
 
     /// Removes a queue with its bindings; its consumers are told (`basic.cancel`)
-    /// when their client asked for that. Returns how many messages it held.
-    fn delete_queue_entity(&mut self, name: &str) -> u32 {
+    /// when their client asked for that, except those of the `deleter` channel,
+    /// whose tags are collected for it to cancel after its reply. Returns how
+    /// many messages it held.
+    fn delete_queue_entity(
+        &mut self,
+        name: &str,
+        mut deleter: Option<(ConnId, u16, &mut Vec<Arc<str>>)>,
+    ) -> u32 {
         let Some(q) = self.queues.remove(name) else {
             return 0;
         };
@@ -889,6 +917,12 @@ impl VhostState {
         for c in &q.consumers {
             if let Some(st) = self.channels.get_mut(&(c.conn, c.channel)) {
                 st.consumers.remove(&*c.tag);
+            }
+            if let Some((conn, ch, own)) = &mut deleter {
+                if (*conn, *ch) == (c.conn, c.channel) {
+                    own.push(c.tag.clone());
+                    continue;
+                }
             }
             if let Some(conn) = self.conns.get(&c.conn) {
                 if conn.cancel_notify {
@@ -921,7 +955,7 @@ impl VhostState {
     fn auto_delete_if_unused(&mut self, name: &str) {
         if let Some(q) = self.queues.get(name) {
             if q.auto_delete && q.consumers.is_empty() && q.had_consumer {
-                self.delete_queue_entity(name);
+                self.delete_queue_entity(name, None);
             }
         }
     }
@@ -1156,7 +1190,7 @@ impl VhostState {
                     .expires
                     .is_some_and(|e| now >= q.last_used.saturating_add(e));
             if unused {
-                self.delete_queue_entity(&name);
+                self.delete_queue_entity(&name, None);
                 continue;
             }
             still_timed |= q.limits.expires.is_some()

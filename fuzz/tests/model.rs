@@ -259,6 +259,8 @@ struct Model {
     consumers_made: u64,
     /// What each connection is expected to receive in the current step.
     out: [Vec<Event>; CONNS],
+    /// Cancels that wait for the reply of the `queue.delete` that caused them.
+    deferred: Vec<Event>,
     /// The order in which a closing connection's channels give back their
     /// unacked messages.
     close_order: [u16; 2],
@@ -510,14 +512,15 @@ impl Model {
             .as_ref()
             .is_some_and(|x| x.auto_delete && x.had_consumer && x.consumers.is_empty())
         {
-            self.delete_queue(q);
+            self.delete_queue(q, None);
         }
     }
 
     /// Removes a queue with its bindings; its consumers are told with
-    /// `basic.cancel` (the client announced consumer_cancel_notify). Returns how
-    /// many ready messages it held.
-    fn delete_queue(&mut self, q: usize) -> u32 {
+    /// `basic.cancel` (the client announced consumer_cancel_notify), those of the
+    /// `deleter` channel after its reply (kept in `deferred`). Returns how many
+    /// ready messages it held.
+    fn delete_queue(&mut self, q: usize, deleter: Option<(usize, u16)>) -> u32 {
         let queue = self.queues[q].take().expect("checked by the caller");
         for c in &queue.consumers {
             if let Some(st) = self.chans.get_mut(&(c.conn, c.ch)) {
@@ -527,10 +530,12 @@ impl Model {
                 consumer_tag: c.tag.as_str().into(),
                 nowait: true,
             };
-            self.emit(
-                c.conn,
-                m(c.ch, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel))),
-            );
+            let e = m(c.ch, AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)));
+            if deleter == Some((c.conn, c.ch)) {
+                self.deferred.push(e);
+            } else {
+                self.emit(c.conn, e);
+            }
         }
         self.direct.retain(|(_, b)| *b != q);
         self.fanout.retain(|b| *b != q);
@@ -938,7 +943,7 @@ impl Model {
                         self.fail(conn, ch, 406, text, (50, 40));
                         return true;
                     }
-                    Some(_) => self.delete_queue(q),
+                    Some(_) => self.delete_queue(q, Some((conn, ch))),
                 };
                 let ok = queue::DeleteOk {
                     message_count: count,
@@ -947,6 +952,10 @@ impl Model {
                     conn,
                     reply(AMQPClass::Queue(queue::AMQPMethod::DeleteOk(ok))),
                 );
+                // The deleting channel's own consumer hears of it after delete-ok.
+                for e in std::mem::take(&mut self.deferred) {
+                    self.emit(conn, e);
+                }
             }
             Op::CloseChannel => {
                 self.close_channel(conn, ch);

@@ -205,6 +205,23 @@ impl Connection {
             let confirms = self.channel(ch).confirm.as_mut().expect("confirming");
             confirms.last += 1;
             let seq = confirms.last;
+            if targets.is_empty() && fault.is_none() {
+                // Routed to no queue (direct reply-to included): RabbitMQ's channel
+                // records the confirm at once (rabbit_channel.erl:2262-2264) and
+                // sends what it recorded before its next method (:916-920), so
+                // each such publish gets its own ack, multiple=false
+                // (:2322-2324), after what was due before it and even while
+                // earlier publishes still wait for the disk.
+                self.flush_channel_confirms(ch);
+                self.send(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: seq,
+                        multiple: false,
+                    })),
+                );
+                return Ok(());
+            }
             let withheld = fault == Some(Action::WithholdConfirm);
             confirms.pending.push_back(PendingConfirm {
                 seq,

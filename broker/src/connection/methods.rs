@@ -358,12 +358,24 @@ impl Connection {
             M::Delete(d) => {
                 let q = self.queue_name(ch, d.queue.as_str())?;
                 self.permit(Access::Configure, Resource::Queue, &q)?;
-                let n = self.with_vhost(|v, id| v.delete_queue(id, &q, d.if_unused, d.if_empty))?;
+                let (n, own) = self
+                    .with_vhost(|v, id| v.delete_queue_on(id, ch, &q, d.if_unused, d.if_empty))?;
                 if !d.nowait {
                     self.send(
                         ch,
                         AMQPClass::Queue(M::DeleteOk(queue::DeleteOk { message_count: n })),
                     );
+                }
+                if self.cancel_notify {
+                    for tag in own {
+                        self.send(
+                            ch,
+                            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                                consumer_tag: tag.to_string().into(),
+                                nowait: true,
+                            })),
+                        );
+                    }
                 }
                 Ok(())
             }

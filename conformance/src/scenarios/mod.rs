@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod extensions;
 pub mod http;
 pub mod malformed;
+pub mod order;
 pub mod queue;
 pub mod streams;
 
@@ -109,6 +110,15 @@ table! {
         late_close_ok_is_a_connection_error,
         every_connection_close_is_answered,
         connection_close_crosses_server_close,
+    ]
+    order: [
+        delete_ok_before_own_cancel,
+        delete_ok_before_own_cancels_others_cancelled,
+        delete_nowait_cancels_own_consumer,
+        long_not_found_text_is_cut,
+        long_locked_text_is_cut,
+        unroutable_acked_one_by_one,
+        unroutable_mandatory_returned_then_acked,
     ]
     exchange: [
         declare_each_type,
