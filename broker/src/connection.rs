@@ -454,6 +454,9 @@ impl Connection {
                 self.phase = Phase::Closing;
                 return;
             }
+            // Never checked, as RabbitMQ's internal users: it hands the new secret
+            // only to backends whose credentials can expire, and theirs cannot
+            // (rabbit_access_control.erl:236-257, rabbit_auth_backend_internal.erl:98).
             Frame::Method(_, AMQPClass::Connection(M::UpdateSecret(_))) => {
                 self.send_connection(M::UpdateSecretOk(connection::UpdateSecretOk {}));
                 return;

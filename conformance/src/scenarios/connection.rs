@@ -533,12 +533,27 @@ pub async fn channel_flow_inactive(cx: Ctx) -> R {
 
 /// connection.update-secret with the same password is accepted.
 pub async fn update_secret(cx: Ctx) -> R {
+    let secret = cx.url().password.clone();
+    update_secret_with(cx, &secret).await
+}
+
+/// connection.update-secret with a wrong password is accepted too, and the
+/// connection goes on: RabbitMQ passes the new secret only to backends whose
+/// credentials can expire (`rabbit_access_control:update_state/2`,
+/// rabbit_access_control.erl:236-257 at v3.10.8), and the internal user
+/// database's cannot (`state_can_expire() -> false`,
+/// rabbit_auth_backend_internal.erl:98).
+pub async fn update_secret_not_checked_by_internal_users(cx: Ctx) -> R {
+    update_secret_with(cx, "not-the-password").await
+}
+
+async fn update_secret_with(cx: Ctx, secret: &str) -> R {
     let conn = cx.connect().await?;
     conn.send(
         0,
         AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
             connection::UpdateSecret {
-                new_secret: cx.url().password.clone().into(),
+                new_secret: secret.into(),
                 reason: "rotation".into(),
             },
         )),

@@ -100,6 +100,7 @@ table! {
         access_request_ok,
         channel_flow_inactive,
         update_secret,
+        update_secret_not_checked_by_internal_users,
     ]
     closing: [
         channel_close_crosses_server_close,
