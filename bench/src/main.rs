@@ -11,6 +11,7 @@
 //! Every run is bounded in time and count, works on uniquely named queues, and deletes
 //! them afterwards.
 
+mod clients;
 mod inprocess;
 mod lapin_load;
 mod procs;
@@ -38,6 +39,10 @@ struct Args {
     out: Option<PathBuf>,
     /// Only the figures whose name contains this (for profiling and debugging).
     only: Option<String>,
+    /// The Go build of `bench/go/clients`, when it built.
+    go_clients: Option<PathBuf>,
+    /// Where `cargo xtask bench` installed pika and amqplib.
+    bench_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -48,6 +53,8 @@ fn parse_args() -> std::result::Result<Args, String> {
     let mut rounds = None;
     let mut out = None;
     let mut only = None;
+    let mut go_clients = None;
+    let mut bench_dir = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or(format!("{a} needs a value"));
@@ -59,6 +66,8 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--rounds" => rounds = Some(value()?.parse().map_err(|e| format!("--rounds: {e}"))?),
             "--out" => out = Some(PathBuf::from(value()?)),
             "--only" => only = Some(value()?),
+            "--go-clients" => go_clients = Some(PathBuf::from(value()?)),
+            "--bench-dir" => bench_dir = Some(PathBuf::from(value()?)),
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -70,6 +79,8 @@ fn parse_args() -> std::result::Result<Args, String> {
         rounds,
         out,
         only,
+        go_clients,
+        bench_dir,
     })
 }
 
@@ -94,6 +105,7 @@ struct Sizes {
     inproc_ack: usize,
     sink_go: usize,
     sink_lapin: usize,
+    end_to_end: usize,
 }
 
 impl Sizes {
@@ -118,6 +130,7 @@ impl Sizes {
             inproc_ack: 200_000,
             sink_go: 200_000,
             sink_lapin: 50_000,
+            end_to_end: 300_000,
         }
     }
 
@@ -142,6 +155,7 @@ impl Sizes {
             inproc_ack: 20_000,
             sink_go: 20_000,
             sink_lapin: 5_000,
+            end_to_end: 30_000,
         }
     }
 }
@@ -257,6 +271,18 @@ struct Bench {
     /// Client ceilings against the read-only sink, beside the same client's publish
     /// rate against each broker.
     ceilings: Vec<(String, String, Vec<f64>)>,
+    /// The `clients` section: per client and pattern, the samples on each broker.
+    clients: Vec<ClientRow>,
+}
+
+/// One cell row of the `clients` section.
+struct ClientRow {
+    client: &'static str,
+    pattern: clients::Pattern,
+    /// Samples on Warren in memory, Warren with `--data-dir`, RabbitMQ.
+    samples: [Vec<f64>; 3],
+    /// Why a side has no samples (a client that is not installed).
+    missing: Option<String>,
 }
 
 fn rate(n: usize, secs: f64) -> f64 {
@@ -702,6 +728,234 @@ impl Bench {
         Ok(())
     }
 
+    /// The `clients` section: every pattern through every client, on a fresh Warren
+    /// in memory, a fresh Warren with `--data-dir` and RabbitMQ, the three in an
+    /// order that rotates with each round.
+    async fn clients_section(&mut self) -> Result<()> {
+        let bench_dir = self
+            .args
+            .bench_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("warren-bench"));
+        let programs = clients::programs(&bench_dir, self.args.go_clients.clone());
+        let figure = |c: &clients::ClientProgram, p: clients::Pattern| {
+            format!("clients: {} {}", c.name, p.label())
+        };
+        if !programs.iter().any(|c| {
+            clients::PATTERNS
+                .iter()
+                .any(|p| self.wanted(&figure(c, *p)))
+        }) {
+            return Ok(());
+        }
+        let dir = std::env::temp_dir().join(format!("warren-bench-clients.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let memory = Warren::start(&self.args.warren, &[]).await?;
+        let durable =
+            Warren::start(&self.args.warren, &["--data-dir", &dir.to_string_lossy()]).await?;
+        let urls = [
+            memory.url.clone(),
+            durable.url.clone(),
+            self.args.rabbitmq.clone(),
+        ];
+        let names = ["Warren", "Warren --data-dir", "RabbitMQ"];
+        for c in &programs {
+            for p in clients::PATTERNS {
+                if !self.wanted(&figure(c, p)) {
+                    continue;
+                }
+                let mut row = ClientRow {
+                    client: c.name,
+                    pattern: p,
+                    samples: Default::default(),
+                    missing: c.missing.clone(),
+                };
+                if c.missing.is_none() {
+                    let n = clients::count(p, self.args.quick, c.slow);
+                    for round in 0..self.sizes.rounds {
+                        for k in 0..3 {
+                            let side = (round + k) % 3;
+                            let name = self.fresh_name();
+                            procs::settle().await;
+                            let r =
+                                clients::run(c, p, &urls[side], &name, n, self.sizes.timeout).await;
+                            let queues = [name.clone()];
+                            let clean = lapin_load::cleanup(&urls[side], &queues, &[]);
+                            if let Ok(Err(e)) | Err(e) =
+                                tokio::time::timeout(Duration::from_secs(30), clean)
+                                    .await
+                                    .map_err(|_| "cleanup timed out".into())
+                            {
+                                eprintln!("warning: cleanup of {name} on {}: {e}", names[side]);
+                            }
+                            match r {
+                                Ok(v) => {
+                                    eprintln!(
+                                        "  {} [{}, round {}]: {} {}",
+                                        figure(c, p),
+                                        names[side],
+                                        round + 1,
+                                        fmt_num(v),
+                                        p.unit()
+                                    );
+                                    row.samples[side].push(v);
+                                }
+                                Err(e) => {
+                                    let msg = format!("{} on {}: {e}", figure(c, p), names[side]);
+                                    eprintln!("  FAILED {msg}");
+                                    self.errors.push(msg);
+                                }
+                            }
+                        }
+                    }
+                }
+                self.clients.push(row);
+            }
+        }
+        memory.stop().await;
+        durable.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    /// One producer and one consumer over TCP through warren-client (no-ack, and a
+    /// manual ack each), the round trip of one message, and the loopback floor: a
+    /// plain TCP ping-pong of the same bytes in this process.
+    async fn end_to_end(&mut self, warren_url: &str) {
+        let noack = "end to end, 1 producer + 1 consumer, 16 B, no-ack (warren-client)";
+        let ack = "end to end, 1 producer + 1 consumer, 16 B, manual ack (warren-client)";
+        let rt = "round trip publish → delivery, p50 (warren-client)";
+        let floor = "loopback floor: TCP ping-pong of the same bytes, p50";
+        if ![noack, ack, rt, floor].iter().any(|f| self.wanted(f)) {
+            return;
+        }
+        self.table
+            .row(noack, "msg/s", Some(Target::WarrenAbove(800_000.0)));
+        self.table.row(ack, "msg/s", None);
+        self.table.row(rt, "µs", Some(Target::RatioAtMost(0.5)));
+        self.table.row(floor, "µs", None).rabbitmq_missing = "n/a (no broker)".into();
+        let n = self.sizes.end_to_end;
+        let t = self.sizes.timeout;
+        let body = [b'x'; 16];
+        for round in 0..self.sizes.rounds {
+            let order = if round % 2 == 0 {
+                [Side::Warren, Side::RabbitMq]
+            } else {
+                [Side::RabbitMq, Side::Warren]
+            };
+            for side in order {
+                let url = match side {
+                    Side::Warren => warren_url.to_owned(),
+                    Side::RabbitMq => self.args.rabbitmq.clone(),
+                };
+                for (figure, with_ack) in [(noack, false), (ack, true)] {
+                    let name = self.fresh_name();
+                    procs::settle().await;
+                    let r = tokio::time::timeout(
+                        t,
+                        wc_load::end_to_end(&url, &name, n, &body, with_ack),
+                    )
+                    .await;
+                    let _ = lapin_load::cleanup(&url, &[name], &[]).await;
+                    match r {
+                        Ok(Ok(d)) => {
+                            let v = rate(n, d.as_secs_f64());
+                            eprintln!("  {figure} [{side:?}]: {} msg/s", fmt_num(v));
+                            self.table.add(figure, side, v);
+                        }
+                        Ok(Err(e)) => self.errors.push(format!("{figure} on {side:?}: {e}")),
+                        Err(_) => self.errors.push(format!("{figure} on {side:?}: timed out")),
+                    }
+                }
+                let name = self.fresh_name();
+                procs::settle().await;
+                let r = tokio::time::timeout(
+                    t,
+                    wc_load::round_trip(&url, &name, self.sizes.latency, &body),
+                )
+                .await;
+                let _ = lapin_load::cleanup(&url, &[name], &[]).await;
+                match r {
+                    Ok(Ok(d)) => self.table.add(rt, side, micros(d)),
+                    Ok(Err(e)) => self.errors.push(format!("{rt} on {side:?}: {e}")),
+                    Err(_) => self.errors.push(format!("{rt} on {side:?}: timed out")),
+                }
+            }
+            // A 16 B publish from warren-client is 82 bytes of frames on a short
+            // queue name, its delivery about 120.
+            match tokio::time::timeout(t, wc_load::loopback_floor(self.sizes.latency, 82, 120))
+                .await
+            {
+                Ok(Ok(d)) => self.table.add(floor, Side::Warren, micros(d)),
+                Ok(Err(e)) => self.errors.push(format!("{floor}: {e}")),
+                Err(_) => self.errors.push(format!("{floor}: timed out")),
+            }
+        }
+    }
+
+    /// The `clients` section as Markdown: one table per client.
+    fn render_clients(&self) -> String {
+        let mut out = String::new();
+        if self.clients.is_empty() {
+            return out;
+        }
+        out.push_str(
+            "\n## Clients as their users write them\n\nEach client's own idiom (lapin's \
+             `basic_publish(..).await?.await?`, amqp091's `PublishWithContext`, pika's \
+             `BlockingConnection`, amqplib's `sendToQueue`), 16 B bodies, against a fresh \
+             Warren in memory, a fresh Warren with `--data-dir` and RabbitMQ, in an order that \
+             rotates each round; medians. Rates are msg/s, round trips µs (lower is better). \
+             The publish patterns are timed until a passive `queue.declare` counts every \
+             message in the queue; the consume patterns start on a filled queue; pika's \
+             confirms are one publish at a time, since its `BlockingChannel` waits for each \
+             confirm inside `basic_publish`.\n",
+        );
+        let mut clients: Vec<&str> = Vec::new();
+        for r in &self.clients {
+            if !clients.contains(&r.client) {
+                clients.push(r.client);
+            }
+        }
+        for client in clients {
+            out.push_str(&format!(
+                "\n### {client}\n\n| pattern | Warren | Warren --data-dir | RabbitMQ | Warren ÷ RabbitMQ | --data-dir ÷ RabbitMQ |\n| --- | ---: | ---: | ---: | ---: | ---: |\n"
+            ));
+            for r in self.clients.iter().filter(|r| r.client == client) {
+                let m: Vec<Option<f64>> = r.samples.iter().map(|v| median(v)).collect();
+                let cell = |v: Option<f64>| match (v, &r.missing) {
+                    (Some(v), _) => fmt_num(v),
+                    (None, Some(why)) => why.clone(),
+                    (None, None) => "n/a".into(),
+                };
+                let ratio = |w: Option<f64>| match (w, m[2]) {
+                    (Some(w), Some(rb)) if rb > 0.0 => {
+                        let x = w / rb;
+                        // Better is above 1 for rates, below 1 for times; the cell
+                        // says which way it went.
+                        let worse = if r.pattern.is_time() {
+                            x > 1.0
+                        } else {
+                            x < 1.0
+                        };
+                        format!("{x:.2}×{}", if worse { " ✘" } else { "" })
+                    }
+                    _ => "—".into(),
+                };
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    r.pattern.label(),
+                    cell(m[0]),
+                    cell(m[1]),
+                    cell(m[2]),
+                    ratio(m[0]),
+                    ratio(m[1]),
+                ));
+            }
+        }
+        out
+    }
+
     fn render(&self, load_before: f64, load_after: f64, took: Duration, machine: &str) -> String {
         let mut out = String::new();
         let mut mode = String::from(if self.args.quick {
@@ -746,6 +1000,7 @@ impl Bench {
                 show(row.and_then(|r| median(&r.rabbitmq))),
             ));
         }
+        out.push_str(&self.render_clients());
         if !self.notes.is_empty() || !self.errors.is_empty() || load_before > 0.7 {
             out.push_str("\nNotes:\n");
             if load_before > 0.7 {
@@ -815,6 +1070,7 @@ async fn main() -> ExitCode {
         notes: Vec::new(),
         seq: 0,
         ceilings: Vec::new(),
+        clients: Vec::new(),
     };
     let warren = match Warren::start(&bench.args.warren, &[]).await {
         Ok(w) => w,
@@ -859,6 +1115,7 @@ async fn main() -> ExitCode {
             bench.measure(s, c, &url).await;
         }
     }
+    bench.end_to_end(&url).await;
     warren.stop().await;
     bench.confirmed_persistent().await;
     if bench.wanted("RSS") {
@@ -871,6 +1128,9 @@ async fn main() -> ExitCode {
         if let Err(e) = bench.ceilings().await {
             bench.errors.push(format!("client ceilings: {e}"));
         }
+    }
+    if let Err(e) = bench.clients_section().await {
+        bench.errors.push(format!("clients: {e}"));
     }
 
     let report = bench.render(

@@ -89,6 +89,24 @@ pub fn bench(args: Vec<String>) -> ExitCode {
         }
     }
 
+    // The `clients` section's other clients: Go's amqp091 as above, pika and
+    // amqplib from their registries into the target directory. A client that does
+    // not install leaves its rows saying so; the rest of the bench still runs.
+    let go_clients = out_dir.join("go-clients");
+    let built = Command::new("go")
+        .current_dir(root.join("bench/go/clients"))
+        .env("GOPATH", &gopath)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", out_dir.join("gocache"))
+        .arg("build")
+        .arg("-o")
+        .arg(&go_clients)
+        .arg(".")
+        .status();
+    let go_clients = matches!(built, Ok(s) if s.success()).then_some(go_clients);
+    install_clients(&out_dir);
+
     let quick = args.iter().any(|a| a == "--quick");
     let mut pass = args.clone();
     let report: PathBuf = match args.iter().position(|a| a == "--out") {
@@ -110,6 +128,13 @@ pub fn bench(args: Vec<String>) -> ExitCode {
         .arg(target.join("release/warren"))
         .arg("--go")
         .arg(&loadgen)
+        .args(
+            go_clients
+                .iter()
+                .flat_map(|p| [std::ffi::OsStr::new("--go-clients"), p.as_os_str()]),
+        )
+        .arg("--bench-dir")
+        .arg(&out_dir)
         .args(pass)
         .status();
     match status {
@@ -137,6 +162,57 @@ fn charts(report: &Path) -> ExitCode {
                 report.display()
             );
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// pika in a virtualenv (`venv/`) and amqplib in `node/`, both under `dir`; each step
+/// skipped when already there, and only warned about when it fails.
+fn install_clients(dir: &Path) {
+    let venv = dir.join("venv");
+    let python = venv.join("bin/python");
+    let has_pika = || {
+        Command::new(&python)
+            .args(["-c", "import pika"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has_pika() {
+        eprintln!("xtask bench: installing pika into {}", venv.display());
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status();
+        let installed = made.is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "pika",
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!("xtask bench: pika could not be installed; its rows will say so");
+        }
+    }
+    let node = dir.join("node");
+    if !node.join("node_modules/amqplib").exists() {
+        eprintln!("xtask bench: installing amqplib into {}", node.display());
+        let _ = std::fs::create_dir_all(&node);
+        let installed = Command::new("npm")
+            .arg("install")
+            .arg("--prefix")
+            .arg(&node)
+            .args(["--silent", "--no-audit", "--no-fund", "amqplib"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!("xtask bench: amqplib could not be installed; its rows will say so");
         }
     }
 }
