@@ -7,6 +7,7 @@ use std::time::Duration;
 
 pub use crate::alarms::{parse_size, MemoryHighWatermark};
 use crate::auth::{Permissions, User, Users};
+use crate::profile::Profile;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,8 +33,9 @@ pub struct Config {
     pub frame_max: u32,
     /// Heartbeat interval proposed in `connection.tune`, in seconds.
     pub heartbeat: u16,
-    /// Largest message body accepted (RabbitMQ's `max_message_size`).
-    pub max_message_size: u64,
+    /// Largest message body accepted (RabbitMQ's `max_message_size`); `None`
+    /// takes the profile's default (see [`Config::max_message_size`]).
+    pub max_message_size: Option<u64>,
     pub max_connections: usize,
     /// How long a client may take from TCP connect to `connection.open`.
     pub handshake_timeout: Duration,
@@ -55,6 +57,11 @@ pub struct Config {
     pub consumer_timeout: Option<Duration>,
     /// Where the management HTTP API listens; `None`: no HTTP listener.
     pub management: Option<SocketAddr>,
+    /// The RabbitMQ release imitated (3.10 by default) and the deprecated
+    /// features permitted or denied on top of it. `profile.release()` and
+    /// `profile.product_name()` are what RabbitMQ reports as its version and
+    /// product, in `connection.start` and in the management API.
+    pub profile: Profile,
 }
 
 impl Default for Config {
@@ -71,7 +78,7 @@ impl Default for Config {
             channel_max: 2047,
             frame_max: 131_072,
             heartbeat: 60,
-            max_message_size: 128 * 1024 * 1024,
+            max_message_size: None,
             max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
@@ -80,11 +87,19 @@ impl Default for Config {
             disk_free_limit: crate::alarms::DEFAULT_DISK_FREE_LIMIT,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
             management: None,
+            profile: Profile::default(),
         }
     }
 }
 
 impl Config {
+    /// The largest message body accepted: the configured one, or the profile's
+    /// default (128 MiB before RabbitMQ 4.0, 16 MiB from 4.0).
+    pub fn max_message_size(&self) -> u64 {
+        self.max_message_size
+            .unwrap_or_else(|| self.profile.max_message_size_default())
+    }
+
     /// The users a broker starts with: the default user (tagged `administrator`,
     /// with full permissions in each of `vhosts` that `permissions` does not
     /// name for it, as RabbitMQ gives its default user on the default vhost),

@@ -174,6 +174,7 @@ impl Shared {
             let mut state = vhost.lock();
             state.set_clock(self.clock.clone());
             state.set_gauge(self.gauge.clone());
+            state.set_profile(Arc::new(self.config.profile.clone()));
             if let Some(store) = &self.store {
                 state.set_store(store.clone());
             }

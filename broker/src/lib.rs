@@ -26,6 +26,7 @@
 //! - `outbox`: the ordered bytes waiting for a connection's socket.
 //! - `server`: accept loops and the tasks that drive a connection's I/O.
 //! - [`config`]: settings and limits.
+//! - [`profile`]: which RabbitMQ release is imitated, and what differs between them.
 //! - [`testing`]: the protocol core driven byte by byte, with no sockets or tasks.
 
 mod alarms;
@@ -45,6 +46,7 @@ mod names;
 mod outbox;
 mod pacing;
 mod page;
+pub mod profile;
 mod routing;
 mod server;
 mod store;
@@ -64,4 +66,5 @@ pub use inspect::{
     BindingSnapshot, BrokerSnapshot, ConnectionSnapshot, ConsumerSnapshot, ExchangeSnapshot,
     MessageSnapshot, QueueSnapshot, UnackedSnapshot,
 };
+pub use profile::{DeprecatedFeature, Profile, RabbitVersion};
 pub use trace::{Direction, FaultMark, TraceEntry, TraceValue};

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use warren_broker::config::MemoryHighWatermark;
+use warren_broker::{DeprecatedFeature, RabbitVersion};
 
 /// An AMQP 0-9-1 broker that stands in for RabbitMQ in tests.
 #[derive(Parser, Debug)]
@@ -65,6 +66,18 @@ struct Args {
     /// `POST /api/warren/clock/advance` moves.
     #[arg(long)]
     virtual_clock: bool,
+    /// Which RabbitMQ to behave like: 3.10 (the default), 3.11, 3.12, 3.13, 4.0,
+    /// 4.1, 4.2 or 4.3.
+    #[arg(long, default_value = "3.10")]
+    rabbitmq_version: RabbitVersion,
+    /// Permit a deprecated feature the version denies by default, as
+    /// rabbitmq.conf's `deprecated_features.permit.NAME = true` (repeatable).
+    #[arg(long = "permit-deprecated", value_name = "NAME")]
+    permit_deprecated: Vec<DeprecatedFeature>,
+    /// Deny a deprecated feature the version still permits, as
+    /// `deprecated_features.permit.NAME = false` (repeatable).
+    #[arg(long = "deny-deprecated", value_name = "NAME")]
+    deny_deprecated: Vec<DeprecatedFeature>,
 }
 
 #[tokio::main]
@@ -83,7 +96,14 @@ async fn main() -> ExitCode {
     let mut builder = warren_broker::Broker::builder()
         .credentials(&args.user, &args.password)
         .heartbeat(args.heartbeat)
-        .disk_free_limit(args.disk_free_limit);
+        .disk_free_limit(args.disk_free_limit)
+        .rabbitmq_version(args.rabbitmq_version);
+    for feature in &args.permit_deprecated {
+        builder = builder.permit_deprecated(*feature);
+    }
+    for feature in &args.deny_deprecated {
+        builder = builder.deny_deprecated(*feature);
+    }
     builder = match args.memory_high_watermark {
         MemoryHighWatermark::Relative(f) => builder.memory_high_watermark_relative(f),
         MemoryHighWatermark::Absolute(b) => {
@@ -133,15 +153,20 @@ async fn main() -> ExitCode {
     if let Some(url) = broker.management_url() {
         println!("{url}");
     }
+    let imitates = format!(
+        "Warren {} behaving as RabbitMQ {}",
+        env!("CARGO_PKG_VERSION"),
+        args.rabbitmq_version.release()
+    );
     match broker.data_dir() {
         Some(dir) => tracing::info!(
             addrs = ?broker.local_addrs(),
-            "warren ready; durable state kept in {}",
+            "{imitates} ready; durable state kept in {}",
             dir.display()
         ),
         None => tracing::info!(
             addrs = ?broker.local_addrs(),
-            "warren ready; storage in memory: everything is gone at exit"
+            "{imitates} ready; storage in memory: everything is gone at exit"
         ),
     }
     signals.wait().await;

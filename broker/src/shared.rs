@@ -100,6 +100,11 @@ pub(crate) struct Shared {
 impl Shared {
     /// The broker's state: empty, or recovered from the data directory.
     pub(crate) fn new(config: Config) -> std::io::Result<Self> {
+        config
+            .profile
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let profile = Arc::new(config.profile.clone());
         let (store, recovered) = match &config.data_dir {
             Some(dir) => {
                 let (store, recovered) = Store::open(dir)?;
@@ -126,6 +131,7 @@ impl Shared {
                 let mut state = vhost.lock();
                 state.set_clock(clock.clone());
                 state.set_gauge(gauge.clone());
+                state.set_profile(profile.clone());
                 if let Some(store) = &store {
                     state.set_store(store.clone());
                 }

@@ -19,6 +19,7 @@ use crate::codec;
 use crate::error::AmqpError;
 use crate::memory::Gauge;
 use crate::outbox::Outbox;
+use crate::profile::{DeprecatedFeature, Profile};
 pub use crate::routing::{Binding, Destination, Exchange, ExchangeKind};
 use crate::store::{Record, Store};
 use crate::table::{as_integer, same_value, type_name, value_text};
@@ -304,6 +305,8 @@ pub struct VhostState {
     replies: HashMap<String, (ConnId, u16, String)>,
     clock: Arc<Clock>,
     gauge: Arc<Gauge>,
+    /// The RabbitMQ imitated: which deprecated features a declaration may use.
+    profile: Arc<Profile>,
     /// Queues and messages with a time limit exist: the ticker has work.
     timed: bool,
     /// A queue that may refuse a publish was declared (never reset): until one
@@ -336,6 +339,7 @@ impl VhostState {
             replies: HashMap::default(),
             clock: Arc::new(Clock::real()),
             gauge: Gauge::new(0),
+            profile: Arc::default(),
             timed: false,
             refusing: false,
         };
@@ -688,6 +692,24 @@ impl VhostState {
     // ---- queues -------------------------------------------------------------------
 
     /// Declares (or checks) a queue; returns its name, message and consumer counts.
+    /// The deprecated features a new queue's declaration may use, checked where
+    /// RabbitMQ checks them: after the arguments' values, before the queue type's
+    /// own checks (`rabbit_amqqueue:declare/7`, then `rabbit_classic_queue:declare/2`).
+    fn check_deprecated_declare(&self, d: &QueueDeclare, limits: &Limits) -> Result<(), AmqpError> {
+        let refusal = |f| match self.profile.deprecated_feature_refusal(f) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+        if !d.durable && !d.exclusive {
+            refusal(DeprecatedFeature::TransientNonexclQueues)?;
+        }
+        let classic = !limits.quorum && !limits.stream;
+        if classic && d.arguments.contains_key("x-queue-master-locator") {
+            refusal(DeprecatedFeature::QueueMasterLocator)?;
+        }
+        Ok(())
+    }
+
     pub fn declare_queue(
         &mut self,
         conn: ConnId,
@@ -708,8 +730,11 @@ impl VhostState {
         if new {
             check_type_args(&d.name, &vhost, &d.arguments)?;
         }
-        validate_queue_args(&d.name, &vhost, &d.arguments)?;
+        validate_queue_args(&d.name, &vhost, &d.arguments, &self.profile)?;
         let limits = Limits::from_args(&d.arguments);
+        if new {
+            self.check_deprecated_declare(&d, &limits)?;
+        }
         if new && limits.quorum {
             check_quorum(&d, &vhost)?;
         }
@@ -1038,10 +1063,17 @@ impl VhostState {
         msg: Message,
     ) -> Published {
         if targets.is_empty() {
-            let reply = msg.exchange().is_empty()
-                && msg.routing_key().starts_with(REPLY_TO)
-                && self.deliver_reply(&msg);
-            if mandatory && !reply {
+            let to_reply = msg.exchange().is_empty() && msg.routing_key().starts_with(REPLY_TO);
+            if to_reply {
+                self.deliver_reply(&msg);
+            }
+            // Up to 4.1 a reply is no routed queue, so a mandatory one is returned
+            // even when delivered (rabbit_exchange.erl:417-420 at v3.10.8); 4.2+
+            // routes to any address it can decode (rabbit_db_queue.erl:550 at v4.2.9).
+            let routed = to_reply
+                && self.profile.reply_to_is_routed()
+                && reply::is_reply_address(msg.routing_key());
+            if mandatory && !routed {
                 self.write_return(conn, ch, msg.exchange(), &msg);
             }
             return Published::default();
@@ -1762,8 +1794,9 @@ impl VhostState {
             return false;
         };
         let over_limit = q.limits.quorum
-            && q.limits
-                .delivery_limit
+            && self
+                .profile
+                .quorum_delivery_limit(q.limits.delivery_limit)
                 .is_some_and(|limit| u64::from(u.returns) + 1 > limit);
         if !over_limit {
             q.requeue(u);
@@ -1968,8 +2001,14 @@ fn check_quorum(d: &QueueDeclare, vhost: &str) -> Result<(), AmqpError> {
     Ok(())
 }
 
-/// RabbitMQ's validation of the queue arguments it knows.
-fn validate_queue_args(queue: &str, vhost: &str, args: &FieldTable) -> Result<(), AmqpError> {
+/// RabbitMQ's validation of the queue arguments it knows (which ones, and how,
+/// depends on the version imitated).
+fn validate_queue_args(
+    queue: &str,
+    vhost: &str,
+    args: &FieldTable,
+    profile: &Profile,
+) -> Result<(), AmqpError> {
     for (key, value) in args.inner() {
         let int = || {
             as_integer(value)
@@ -2007,8 +2046,17 @@ fn validate_queue_args(queue: &str, vhost: &str, args: &FieldTable) -> Result<()
             "x-message-ttl"
             | "x-max-length"
             | "x-max-length-bytes"
-            | "x-delivery-limit"
             | "x-stream-max-segment-size-bytes" => non_negative().map(|_| ()),
+            // No validator in `rabbit_amqqueue:declare_args/0` in any version:
+            // RabbitMQ 3.10.8 takes -1, and 4.0+ reads a negative limit as none.
+            "x-delivery-limit" => int().map(|_| ()),
+            "x-queue-version" => non_negative().and_then(|n| {
+                if profile.queue_versions().contains(&(n as i64)) {
+                    Ok(())
+                } else {
+                    Err(format!("\"unsupported queue version '{n}'\""))
+                }
+            }),
             "x-initial-cluster-size" => int().and_then(|n| match n {
                 0 => Err("{value_zero,0}".to_owned()),
                 n if n < 0 => Err(format!("{{value_negative,{n}}}")),
@@ -2037,7 +2085,18 @@ fn validate_queue_args(queue: &str, vhost: &str, args: &FieldTable) -> Result<()
             "x-dead-letter-exchange" | "x-dead-letter-routing-key" => text().map(|_| ()),
             "x-overflow" => one_of(&["drop-head", "reject-publish", "reject-publish-dlx"])
                 .map_err(|_| "invalid_overflow".to_owned()),
-            "x-queue-mode" => one_of(&["default", "lazy"]),
+            // rabbit_amqqueue:check_queue_mode/2, gone in 4.3.
+            "x-queue-mode" if profile.checks_queue_mode() => match value {
+                AMQPValue::LongString(s) => {
+                    let mode = String::from_utf8_lossy(s.as_bytes());
+                    if mode == "default" || mode == "lazy" {
+                        Ok(())
+                    } else {
+                        Err(format!("\"unsupported queue mode '{mode}'\""))
+                    }
+                }
+                other => Err(format!("{{unacceptable_type,{}}}", type_name(other))),
+            },
             "x-single-active-consumer" => match value {
                 AMQPValue::Boolean(_) => Ok(()),
                 other => Err(format!("\"expected bool, got {}\"", type_name(other))),

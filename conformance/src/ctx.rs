@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use amq_protocol::protocol::{
     basic, channel, confirm, exchange, queue, tx, AMQPClass, BasicProperties,
 };
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::driver::{unexpected, Close, Conn, ConnectOpts, Content, Event, Fail, Url, R};
 use crate::transcript::Shared;
@@ -76,6 +76,21 @@ impl Ctx {
     /// The URL under test.
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The RabbitMQ release the target is or imitates.
+    pub fn version(&self) -> warren_broker::RabbitVersion {
+        self.url.profile.version()
+    }
+
+    /// Whether the target was told to permit (`Some(true)`) or deny
+    /// (`Some(false)`) a deprecated feature; `None`: the version's default.
+    pub fn permitted(&self, feature: warren_broker::DeprecatedFeature) -> Option<bool> {
+        self.url
+            .profile
+            .overrides()
+            .find(|(f, _)| *f == feature)
+            .map(|(_, p)| p)
     }
 
     /// The transcript and cleanup registry.
@@ -1187,4 +1202,31 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+/// The release the broker names in `connection.start`'s `version`, as a
+/// profile's version; an error names a release no profile covers.
+pub async fn detect_version(url: &Url) -> R<warren_broker::RabbitVersion> {
+    let cx = Ctx::new(url.clone(), "detect".into());
+    let conn = cx.connect().await?;
+    let release = conn
+        .start
+        .as_ref()
+        .and_then(|s| match s.server_properties.inner().get("version") {
+            Some(AMQPValue::LongString(v)) => {
+                Some(String::from_utf8_lossy(v.as_bytes()).into_owned())
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    let _ = conn.close().await;
+    warren_broker::RabbitVersion::from_release(&release).ok_or_else(|| {
+        Fail::msg(format!(
+            "{} says it is version {release:?}, which no profile covers (known: {})",
+            url.addr,
+            warren_broker::RabbitVersion::ALL
+                .map(|v| v.series())
+                .join(", ")
+        ))
+    })
 }

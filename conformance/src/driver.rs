@@ -320,6 +320,10 @@ pub struct Url {
     /// The broker's management HTTP API (`http://host:port`), for the
     /// `http::` scenarios; `None` when there is none to compare.
     pub management: Option<String>,
+    /// The RabbitMQ release the broker at this URL is (or imitates), and the
+    /// deprecated features permitted or denied on it: what the `versions::`
+    /// scenarios expect. 3.10 until [`crate::ctx::detect_version`] says otherwise.
+    pub profile: warren_broker::Profile,
 }
 
 impl Url {
@@ -334,6 +338,7 @@ impl Url {
             password: uri.authority.userinfo.password,
             vhost: uri.vhost,
             management: None,
+            profile: warren_broker::Profile::default(),
         })
     }
 }

@@ -6,6 +6,12 @@
 //! Warren and, given `--rabbitmq` or `AMQP_URL`, against RabbitMQ as well.
 //! `--differential` runs random operation sequences against both instead of the
 //! scenarios (against `--target` instead of Warren when given).
+//!
+//! The scenarios expect what the target's RabbitMQ release does (`versions::`
+//! differ by release): the release is read from `connection.start`, RabbitMQ's
+//! or `--target`'s, and the embedded Warren imitates RabbitMQ's. Without a
+//! RabbitMQ, `--profile X.Y` runs Warren imitating X.Y against the expectations
+//! recorded in the scenarios (3.10 by default).
 
 use std::process::ExitCode;
 
@@ -25,6 +31,8 @@ struct Args {
     cases: u32,
     max_len: usize,
     without: Vec<String>,
+    /// The release the embedded Warren imitates when no RabbitMQ is given.
+    profile: Option<warren_broker::RabbitVersion>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         cases: 100,
         max_len: 12,
         without: Vec::new(),
+        profile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -60,6 +69,13 @@ fn parse_args() -> Result<Args, String> {
             "--list" => args.list = true,
             "--differential" => args.differential = true,
             "--without" => args.without.push(value("--without")?),
+            "--profile" => {
+                args.profile = Some(
+                    value("--profile")?
+                        .parse()
+                        .map_err(|e| format!("--profile: {e}"))?,
+                )
+            }
             "--cases" => {
                 args.cases = value("--cases")?
                     .parse()
@@ -72,7 +88,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--help" | "-h" => {
                 return Err("usage: warren-conformance [--target URL | --rabbitmq URL \
-                     [--rabbitmq-management URL]] [--only SUBSTRING]... [--jobs N] [--verbose] [--list] \
+                     [--rabbitmq-management URL] | --profile X.Y] [--only SUBSTRING]... [--jobs N] [--verbose] [--list] \
                      [--differential [--cases N] [--max-len N] [--without PATTERN]...]"
                     .into())
             }
@@ -135,13 +151,21 @@ async fn main() -> ExitCode {
     }
 
     if let Some(target) = &args.target {
-        let url = match parse(target) {
+        let mut url = match parse(target) {
             Ok(u) => u,
             Err(e) => {
                 eprintln!("{e}");
                 return ExitCode::from(2);
             }
         };
+        match warren_conformance::ctx::detect_version(&url).await {
+            Ok(v) => url.profile = warren_broker::Profile::new(v),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        println!("target: RabbitMQ {}", url.profile.version());
         let outcomes = run_all(&scenarios, &url, args.jobs).await;
         let report = compare(None, Some(&outcomes));
         print!("{}", report.table().replace("rabbitmq", "target  "));
@@ -173,7 +197,56 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let warren = match warren_conformance::embedded::Warren::start().await {
+    let mut rabbit_url = rabbit_url;
+    let version = match &mut rabbit_url {
+        Some(u) => match warren_conformance::ctx::detect_version(u).await {
+            Ok(v) => {
+                if args.profile.is_some_and(|p| p != v) {
+                    eprintln!(
+                        "--profile {} and the RabbitMQ at {} ({v}) differ: give one of them",
+                        args.profile.unwrap_or_default(),
+                        u.addr
+                    );
+                    return ExitCode::from(2);
+                }
+                u.profile = warren_broker::Profile::new(v);
+                v
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => args.profile.unwrap_or_default(),
+    };
+    println!(
+        "profile: RabbitMQ {version}{}",
+        if rabbit_url.is_some() {
+            ", read from the RabbitMQ given"
+        } else {
+            ", against the recorded expectations"
+        }
+    );
+    let profile = warren_broker::Profile::new(version);
+    // Without a RabbitMQ of that release, only the versions:: scenarios have
+    // expectations for it (each cites its source line); the rest were recorded
+    // against RabbitMQ 3.10 and would report 3.10's answers as Warren's failures
+    // (a 4.3 refuses their transient queues, for one).
+    let scenarios: Vec<_> =
+        if rabbit_url.is_none() && version != warren_broker::RabbitVersion::default() {
+            let only: Vec<_> = scenarios
+                .into_iter()
+                .filter(|s| s.name.starts_with("versions::"))
+                .collect();
+            println!(
+                "profile {version}: the {} versions:: scenarios (the others expect 3.10)",
+                only.len()
+            );
+            only
+        } else {
+            scenarios
+        };
+    let warren = match warren_conformance::embedded::Warren::start(&profile).await {
         Ok(w) => w,
         Err(e) => {
             eprintln!("cannot start an embedded Warren: {e}");

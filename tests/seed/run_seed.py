@@ -19,6 +19,12 @@ to be used, and their output is checked:
                      while nobody is subscribed reaches no one
 
 Everything depends on the URL only, so the same script checks RabbitMQ and Warren.
+
+With --refuses-transient-queues (a RabbitMQ 4.3, or `warren --rabbitmq-version
+4.3`) the hello world scenarios are replaced by one that expects hello_send.py's
+queue_declare(queue='hello') to be refused: RabbitMQ 4.3 denies queues that are
+neither durable nor exclusive by default (deprecated feature
+transient_nonexcl_queues), closing the connection with 541 INTERNAL_ERROR.
 Every wait is bounded. The queues and the exchange the examples use (hello,
 task_queue, logs) are deleted before and after, since the broker may be shared.
 Exit status 0 only if every scenario passed; the last line is `N passed, N failed`.
@@ -256,6 +262,21 @@ def hello_world_sender_first(s):
     receiver.wait_line(received(b"Hello World!"), DELIVERY_TIMEOUT)
 
 
+def hello_world_refused(s):
+    """RabbitMQ 4.3: the first queue_declare of the tutorial closes the connection."""
+    proc = s.start("hello_send.py")
+    try:
+        proc.finish(RUN_TIMEOUT)
+    except Failure:
+        pass
+    out = "\n".join(proc.snapshot())
+    if proc.p.returncode in (0, None):
+        raise Failure("hello_send.py exited with %s, expected the declare to be refused" % proc.p.returncode)
+    for expected in ("541", "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated."):
+        if expected not in out:
+            raise Failure("hello_send.py's error does not say %r:\n%s" % (expected, out))
+
+
 def task_lines(lines, prefix):
     out = []
     for line in lines:
@@ -358,10 +379,20 @@ def wait_for_broker(target, timeout=15.0):
             time.sleep(0.2)
 
 
+REFUSED_SCENARIOS = [
+    ("hello world: queue_declare(queue='hello') is refused (transient_nonexcl_queues)", hello_world_refused),
+] + [sc for sc in SCENARIOS if not sc[0].startswith("hello world")]
+
+
 def main():
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: run_seed.py amqp://USER:PASSWORD@HOST:PORT/VHOST")
-    target = parse_url(sys.argv[1])
+    global SCENARIOS
+    args = sys.argv[1:]
+    if "--refuses-transient-queues" in args:
+        args.remove("--refuses-transient-queues")
+        SCENARIOS = REFUSED_SCENARIOS
+    if len(args) != 1:
+        raise SystemExit("usage: run_seed.py amqp://USER:PASSWORD@HOST:PORT/VHOST [--refuses-transient-queues]")
+    target = parse_url(args[0])
     try:
         import pika  # noqa: F401  (the examples need it too; fail early and clearly)
     except ImportError:

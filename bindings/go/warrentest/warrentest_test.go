@@ -1,8 +1,12 @@
 package warrentest
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,6 +135,38 @@ func TestAWaitThatRunsOutIsErrWaitTimeout(t *testing.T) {
 	_, err := b.WaitFor("nothing-here", Messages(1), Within(200*time.Millisecond))
 	if !errors.Is(err, ErrWaitTimeout) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestRabbitMQVersionChoosesWhichRabbitMQTheBrokerSaysItIs(t *testing.T) {
+	realBinary(t)
+	b := Start(t, RabbitMQVersion("4.3"))
+	u, err := url.Parse(b.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
+		t.Fatal(err)
+	}
+	// connection.start, the first frame after the protocol header, names the release.
+	head := make([]byte, 7)
+	if _, err := io.ReadFull(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, binary.BigEndian.Uint32(head[3:])+1)
+	if _, err := io.ReadFull(conn, payload); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\x07productS\x00\x00\x00\x08RabbitMQ", "\x07versionS\x00\x00\x00\x054.3.5"} {
+		if !bytes.Contains(payload, []byte(want)) {
+			t.Fatalf("connection.start lacks %q: %q", want, payload)
+		}
 	}
 }
 

@@ -105,6 +105,25 @@ def test_the_virtual_clock_moves():
         assert broker.clock()['now_ms'] == before + 90_000
 
 
+def test_rabbitmq_version_chooses_which_rabbitmq_to_behave_like():
+    pika = pytest.importorskip('pika', reason='the version test drives the broker with pika')
+    with Broker.start(rabbitmq_version='4.3') as broker:
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        props = conn._impl.server_properties
+        text = lambda v: v.decode() if isinstance(v, bytes) else v
+        assert text(props['product']) == 'RabbitMQ'
+        assert text(props['version']) == '4.3.5'
+        # RabbitMQ 4.3 denies queues neither durable nor exclusive by default.
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as refused:
+            conn.channel().queue_declare('hello')
+        assert refused.value.reply_code == 541
+        assert 'transient_nonexcl_queues' in refused.value.reply_text
+        conn = pika.BlockingConnection(pika.URLParameters(broker.url))
+        conn.channel().queue_declare('task_queue', durable=True)
+        conn.close()
+        assert [q.name for q in broker.queues()] == ['task_queue']
+
+
 def test_the_trace_file_and_the_mermaid_text_show_what_the_test_did(tmp_path):
     pika = pytest.importorskip('pika', reason='the trace test drives the broker with pika')
     with Broker.start() as broker:

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::profile::{DeprecatedFeature, RabbitVersion};
 use crate::server::Tracker;
 use crate::shared::{compaction_loop, timer_loop, Shared};
 use crate::{alarms, auth, config, management, server};
@@ -112,7 +113,28 @@ impl BrokerBuilder {
     }
 
     pub fn max_message_size(mut self, bytes: u64) -> Self {
-        self.config.max_message_size = bytes;
+        self.config.max_message_size = Some(bytes);
+        self
+    }
+
+    /// Which RabbitMQ to behave like (3.10 by default): `"4.3".parse()?`, or
+    /// [`RabbitVersion::V4_3`]. See `docs/rabbitmq-versions.md` for what differs.
+    pub fn rabbitmq_version(mut self, version: RabbitVersion) -> Self {
+        self.config.profile.set_version(version);
+        self
+    }
+
+    /// Permits a deprecated feature the version denies by default, as
+    /// rabbitmq.conf's `deprecated_features.permit.NAME = true`.
+    pub fn permit_deprecated(mut self, feature: DeprecatedFeature) -> Self {
+        self.config.profile.set_permitted(feature, true);
+        self
+    }
+
+    /// Denies a deprecated feature the version still permits, as rabbitmq.conf's
+    /// `deprecated_features.permit.NAME = false`.
+    pub fn deny_deprecated(mut self, feature: DeprecatedFeature) -> Self {
+        self.config.profile.set_permitted(feature, false);
         self
     }
 

@@ -58,7 +58,7 @@ impl Connection {
             self.channel(ch).content = skip(id, size);
             return Ok(());
         }
-        let max = self.shared.config.max_message_size;
+        let max = self.shared.config.max_message_size();
         if size > max {
             // RabbitMQ refuses the message once it has its body: the body
             // frames still to come belong to it, not to the closed channel.

@@ -2,7 +2,7 @@
 //! SASL (PLAIN, AMQPLAIN) checked against the users, tune and `connection.open`.
 
 use amq_protocol::protocol::{connection, AMQPClass};
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::AMQPValue;
 use bytes::BytesMut;
 
 use crate::codec::PROTOCOL_HEADER;
@@ -54,33 +54,7 @@ impl Connection {
     }
 
     pub(super) fn send_start(&self) {
-        let mut caps = FieldTable::default();
-        for cap in [
-            "publisher_confirms",
-            "basic.nack",
-            "consumer_cancel_notify",
-            "authentication_failure_close",
-            "per_consumer_qos",
-            "exchange_exchange_bindings",
-            "consumer_priorities",
-            "direct_reply_to",
-            "connection.blocked",
-        ] {
-            caps.insert(cap.into(), AMQPValue::Boolean(true));
-        }
-        let mut props = FieldTable::default();
-        let mut text = |k: &str, v: &str| {
-            props.insert(k.into(), AMQPValue::LongString(v.into()));
-        };
-        text("product", "Warren");
-        text("version", env!("CARGO_PKG_VERSION"));
-        text("platform", "Rust");
-        text(
-            "information",
-            "An AMQP 0-9-1 broker that stands in for RabbitMQ in tests",
-        );
-        text("cluster_name", "warren");
-        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        let props = self.shared.config.profile.server_properties();
         self.outbox.push(method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
@@ -179,10 +153,11 @@ impl Connection {
                         format!("frame_max={} > {} max size", t.frame_max, cfg.frame_max),
                     ));
                 }
-                if t.frame_max < 4096 {
+                let min = cfg.profile.frame_min_size();
+                if t.frame_max < min {
                     return Err(AmqpError::connection(
                         code::NOT_ALLOWED,
-                        format!("frame_max={} < 4096 min size", t.frame_max),
+                        format!("frame_max={} < {min} min size", t.frame_max),
                     ));
                 }
                 self.channel_max = t.channel_max;

@@ -401,7 +401,10 @@ impl Connection {
             M::Qos(q) => {
                 // RabbitMQ answers before it delivers what a larger prefetch allows.
                 self.send(ch, AMQPClass::Basic(M::QosOk(basic::QosOk {})));
-                self.with_vhost(|v, id| v.qos(id, ch, q.prefetch_count, q.global));
+                // A denied `global_qos` makes RabbitMQ (3.13+) take the qos as per
+                // consumer (rabbit_channel.erl:1445-1468 at v4.3.5).
+                let global = q.global && self.shared.config.profile.global_qos();
+                self.with_vhost(|v, id| v.qos(id, ch, q.prefetch_count, global));
                 Ok(())
             }
             M::Consume(c) => {

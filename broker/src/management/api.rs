@@ -19,9 +19,6 @@ use crate::commands::{Command, ConnInfo};
 use crate::inspect::QueueSnapshot;
 use crate::shared::Shared;
 
-/// The version whose management API this copies.
-pub const RABBITMQ_VERSION: &str = "3.10.8";
-
 fn vhost_names(s: &Shared) -> Vec<String> {
     s.vhosts.names()
 }
@@ -48,11 +45,15 @@ pub async fn overview(State(app): State<App>) -> Json<Value> {
         .map(|a| listener("amqp", a))
         .chain(std::iter::once(listener("http", &app.addr)))
         .collect();
+    // The release the broker imitates, as connection.start says (its profile).
+    let profile = &app.shared.config.profile;
+    let version = profile.release();
     Json(json!({
-        "management_version": RABBITMQ_VERSION,
-        "rabbitmq_version": RABBITMQ_VERSION,
-        "product_name": "RabbitMQ",
-        "product_version": RABBITMQ_VERSION,
+        "management_version": version,
+        "rabbitmq_version": version,
+        "product_name": profile.product_name(),
+        "product_version": version,
+        "warren_version": env!("CARGO_PKG_VERSION"),
         "cluster_name": "warren",
         "node": "warren@localhost",
         "object_totals": {

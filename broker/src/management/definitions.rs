@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::api::RABBITMQ_VERSION;
 use super::entities::amqp_error;
 use super::{json as j, ApiError, App, RawBody};
 use crate::auth::{Permissions, User};
@@ -70,11 +69,12 @@ pub async fn export(State(app): State<App>) -> Json<Value> {
         .iter()
         .map(|v| json!({"name": v}))
         .collect();
+    let version = s.config.profile.release();
     Json(json!({
-        "rabbit_version": RABBITMQ_VERSION,
-        "rabbitmq_version": RABBITMQ_VERSION,
-        "product_name": "RabbitMQ",
-        "product_version": RABBITMQ_VERSION,
+        "rabbit_version": version,
+        "rabbitmq_version": version,
+        "product_name": s.config.profile.product_name(),
+        "product_version": version,
         "users": users,
         "vhosts": vhosts,
         "permissions": permissions,

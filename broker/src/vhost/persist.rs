@@ -24,6 +24,11 @@ impl VhostState {
         self.gauge = gauge;
     }
 
+    /// Which RabbitMQ this vhost imitates (the broker's profile).
+    pub fn set_profile(&mut self, profile: Arc<crate::profile::Profile>) {
+        self.profile = profile;
+    }
+
     /// Appends a record when the broker has a store; returns its LSN.
     pub(super) fn log(&self, rec: Record) -> Option<u64> {
         self.store.as_ref().map(|s| s.append(&rec))
@@ -120,10 +125,12 @@ impl VhostState {
         let store = self.store.take();
         let clock = self.clock.clone();
         let gauge = self.gauge.clone();
+        let profile = self.profile.clone();
         *self = VhostState::new(&self.name);
         self.store = store;
         self.clock = clock;
         self.gauge = gauge;
+        self.profile = profile;
         let now = self.clock.now_ms();
         for (name, (kind, auto_delete, internal, arguments)) in &rec.exchanges {
             let Some(kind) = ExchangeKind::parse(kind) else {

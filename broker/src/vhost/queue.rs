@@ -35,8 +35,9 @@ pub(crate) struct Limits {
     /// `x-queue-type: quorum`: deliveries carry `x-delivery-count`, global
     /// prefetch is refused.
     pub quorum: bool,
-    /// A quorum queue's `x-delivery-limit`: returns beyond it drop the message.
-    pub delivery_limit: Option<u64>,
+    /// A quorum queue's `x-delivery-limit` as given (it may be negative):
+    /// returns beyond the limit the profile makes of it drop the message.
+    pub delivery_limit: Option<i64>,
     /// `x-queue-type: stream`: an append-only log read by offset.
     pub stream: bool,
     /// A stream's `x-max-length-bytes`, `x-max-age`, segment size.
@@ -76,7 +77,9 @@ impl Limits {
                 Some(AMQPValue::Boolean(true))
             ),
             quorum: get("x-queue-type").and_then(text).as_deref() == Some("quorum"),
-            delivery_limit: num("x-delivery-limit"),
+            delivery_limit: get("x-delivery-limit")
+                .and_then(as_integer)
+                .map(|n| n.clamp(i64::MIN.into(), i64::MAX.into()) as i64),
             stream,
             retention: Retention {
                 max_bytes: num("x-max-length-bytes"),

@@ -8,6 +8,20 @@ use crate::codec;
 use crate::error::AmqpError;
 use crate::names::random_token;
 
+/// Whether `key` has the shape of an address this broker hands out (the prefix,
+/// a dot and a 22-character token), whether or not its consumer is still there:
+/// RabbitMQ 4.2+ routes to any address it can decode and returns the rest.
+pub fn is_reply_address(key: &str) -> bool {
+    key.strip_prefix(REPLY_TO)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|token| {
+            token.len() == 22
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// The pseudo-queue's name, and the prefix of every reply address.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 

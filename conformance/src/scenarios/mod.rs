@@ -19,6 +19,7 @@ pub mod malformed;
 pub mod order;
 pub mod queue;
 pub mod streams;
+pub mod versions;
 
 /// A scenario's body: takes a fresh context, returns whether its expectations held.
 pub type Body = fn(Ctx) -> Pin<Box<dyn Future<Output = R> + Send>>;
@@ -485,5 +486,17 @@ table! {
         empty_exchange_type,
         recover_without_requeue,
         channel_flow_inactive_refused,
+    ]
+    versions: [
+        start_names_rabbitmq_and_release,
+        transient_non_exclusive_queue,
+        global_qos_on_a_quorum_queue,
+        queue_version_1,
+        queue_mode_unknown,
+        frame_max_4096,
+        default_max_message_size,
+        mandatory_direct_reply,
+        quorum_default_delivery_limit,
+        queue_master_locator,
     ]
 }

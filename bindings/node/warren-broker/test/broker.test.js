@@ -92,6 +92,30 @@ test("a wait that runs out is a WaitTimeout", withReal, async () => {
   }
 });
 
+test("rabbitmqVersion chooses which RabbitMQ the broker says it is", withReal, async () => {
+  const broker = await start({ rabbitmqVersion: "4.3" });
+  try {
+    const { hostname, port } = new URL(broker.url);
+    // connection.start, the first frame after the protocol header, names the release.
+    const start = await new Promise((resolve, reject) => {
+      const sock = net.connect(Number(port), hostname, () => sock.write(Buffer.from("AMQP\x00\x00\x09\x01", "latin1")));
+      let got = Buffer.alloc(0);
+      sock.on("data", (d) => {
+        got = Buffer.concat([got, d]);
+        if (got.length >= 7 && got.length >= 8 + got.readUInt32BE(3)) {
+          sock.destroy();
+          resolve(got.toString("latin1"));
+        }
+      });
+      sock.on("error", reject);
+    });
+    assert.match(start, /product.{5}RabbitMQ/s);
+    assert.match(start, /version.{5}4\.3\.5/s);
+  } finally {
+    await broker.stop();
+  }
+});
+
 test("the virtual clock moves", withReal, async () => {
   const broker = await start({ virtualClock: true });
   try {

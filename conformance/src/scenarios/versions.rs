@@ -1,0 +1,348 @@
+//! What differs between RabbitMQ releases. Each scenario states its expected
+//! outcome per version (the target's, from `connection.start`), and each
+//! expectation cites the rabbitmq-server source line it comes from, at the tag the
+//! profile follows (`docs/rabbitmq-versions.md` has the whole table).
+
+use amq_protocol::protocol::{basic, AMQPClass, BasicProperties};
+use amq_protocol::types::AMQPValue;
+use warren_broker::{DeprecatedFeature, RabbitVersion as V};
+
+use crate::ctx::{expect_eq, ConsumeOpts, Ctx, PublishOpts, QueueOpts};
+use crate::driver::{ConnectOpts, Expect, R};
+use crate::ensure;
+
+/// `connection.start` names RabbitMQ and the release, as every RabbitMQ does
+/// (`rabbit_reader:server_properties/1`).
+pub async fn start_names_rabbitmq_and_release(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let start = conn
+        .start
+        .clone()
+        .expect("handshake keeps connection.start");
+    let text = |k: &str| match start.server_properties.inner().get(k) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        _ => String::new(),
+    };
+    expect_eq("product", text("product").as_str(), "RabbitMQ")?;
+    let version = cx.version();
+    ensure!(
+        V::from_release(&text("version")) == Some(version),
+        "version {:?} is not of the {version} series",
+        text("version")
+    );
+    // Not the exact release: the patch level is the installation's.
+    cx.note(format!("start: product RabbitMQ, series {version}"));
+    conn.close().await
+}
+
+/// Whether the target permits `feature`: its configuration's override, else
+/// `default` (the phase the version's source gives it).
+fn permitted(cx: &Ctx, feature: DeprecatedFeature, default: bool) -> bool {
+    cx.permitted(feature).unwrap_or(default)
+}
+
+/// `queue.declare` of a queue neither durable nor exclusive.
+pub async fn transient_non_exclusive_queue(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("transient");
+    let v = cx.version();
+    // rabbit_amqqueue.erl:115 at v4.3.5: denied_by_default; 3.13.7 (:117) to
+    // 4.2.9 (:116): permitted_by_default; before 3.13 not a deprecated feature.
+    let default = v < V::V4_3;
+    let allowed =
+        v < V::V3_13 || permitted(&cx, DeprecatedFeature::TransientNonexclQueues, default);
+    let res = ch.queue_declare(&q).await;
+    if allowed {
+        res?;
+        cx.note("transient non-exclusive queue declared");
+        return conn.close().await;
+    }
+    // rabbit_amqqueue.erl:239 at v4.3.5: {protocol_error, internal_error, "~ts",
+    // [Warning]}; the warning from rabbit_deprecated_features.erl:416.
+    let close = res.connection_closed(541)?;
+    let expected = if default {
+        "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.\n\
+         Its use is not permitted per the configuration"
+    } else {
+        "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.\n\
+         By default, this feature is not permitted anymore.\n"
+    };
+    ensure!(
+        close.text.starts_with(expected),
+        "reply text {:?} does not start with {expected:?}",
+        close.text
+    );
+    Ok(())
+}
+
+/// A consumer on a quorum queue on a channel with a global prefetch: refused
+/// (540) while `global_qos` is honoured; taken where it is denied (4.3), since
+/// the qos is then per consumer.
+pub async fn global_qos_on_a_quorum_queue(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("qq");
+    let quorum = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    ch.queue_declare_with(&q, quorum).await?;
+    ch.qos(10, true).await?;
+    let v = cx.version();
+    // rabbit_channel.erl:237 at v4.3.5 (denied_by_default), taken as global=false
+    // at :1445; permitted_by_default from 3.13.7 (:243) to 4.2.9 (:240).
+    let global = v < V::V3_13 || permitted(&cx, DeprecatedFeature::GlobalQos, v < V::V4_3);
+    let res = ch.consume(&q).await;
+    if global {
+        // rabbit_channel.erl:1479 at v3.10.8 … rabbit_quorum_queue.erl:1233 at v4.3.5.
+        let close = res.connection_closed(540)?;
+        ensure!(
+            close.text.ends_with("does not support global qos"),
+            "reply text {:?}",
+            close.text
+        );
+        return Ok(());
+    }
+    res?;
+    ch.publish("", &q, "m1").await?;
+    ch.expect_deliver("m1").await?;
+    conn.close().await
+}
+
+/// `x-queue-version` 1: taken until 4.2, refused by 4.3, which removed CQv1.
+pub async fn queue_version_1(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("cqv1");
+    let opts = QueueOpts::default()
+        .exclusive()
+        .arg("x-queue-version", AMQPValue::LongInt(1));
+    let res = ch.queue_declare_with(&q, opts).await;
+    if cx.version() < V::V4_3 {
+        // rabbit_amqqueue.erl:1086 at v3.10.8 … :1193 at v4.2.9: 1 and 2.
+        res?;
+        return conn.close().await;
+    }
+    // rabbit_amqqueue.erl:1180 at v4.3.5: only 2.
+    let close = res.channel_closed(406)?;
+    expect_eq(
+        "reply text",
+        close.text.as_str(),
+        &format!(
+            "PRECONDITION_FAILED - invalid arg 'x-queue-version' for queue '{q}' in vhost \
+             '{}': \"unsupported queue version '1'\"",
+            cx.url().vhost
+        ),
+    )?;
+    Ok(())
+}
+
+/// An `x-queue-mode` RabbitMQ does not know: refused until 4.2, ignored by 4.3.
+pub async fn queue_mode_unknown(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("moded");
+    let opts = QueueOpts::default()
+        .exclusive()
+        .arg("x-queue-mode", AMQPValue::LongString("bogus".into()));
+    let res = ch.queue_declare_with(&q, opts).await;
+    if cx.version() >= V::V4_3 {
+        // rabbit_amqqueue.erl:950 at v4.3.5: no validator left for x-queue-mode.
+        res?;
+        return conn.close().await;
+    }
+    // rabbit_amqqueue.erl:1071 at v3.10.8 (check_queue_mode/2).
+    let close = res.channel_closed(406)?;
+    expect_eq(
+        "reply text",
+        close.text.as_str(),
+        &format!(
+            "PRECONDITION_FAILED - invalid arg 'x-queue-mode' for queue '{q}' in vhost \
+             '{}': \"unsupported queue mode 'bogus'\"",
+            cx.url().vhost
+        ),
+    )?;
+    Ok(())
+}
+
+/// `connection.tune-ok` with `frame_max` 4096: the minimum until 4.0, below the
+/// 8192 minimum from 4.1 (the socket is dropped).
+pub async fn frame_max_4096(cx: Ctx) -> R {
+    let opts = ConnectOpts {
+        frame_max: Some(4096),
+        ..Default::default()
+    };
+    let res = cx.connect_with(opts).await;
+    if cx.version() >= V::V4_1 {
+        // rabbit_framing.hrl:14 at v4.1.8: FRAME_MIN_SIZE 8192; checked at
+        // rabbit_reader.erl:1261.
+        return res.dropped();
+    }
+    // amqp-rabbitmq-0.9.1.json:77 at v3.10.8: FRAME-MIN-SIZE 4096.
+    res?.close().await
+}
+
+/// The smallest message refused when no `max_message_size` is configured.
+pub async fn default_max_message_size(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("big");
+    ch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
+    // deps/rabbit/Makefile:112 at v4.0.9: 16777216; :119 at v3.10.8: 134217728.
+    let max: u64 = if cx.version() >= V::V4_0 {
+        16 * 1024 * 1024
+    } else {
+        128 * 1024 * 1024
+    };
+    // The whole body: RabbitMQ 3.10 checks the size of the assembled message
+    // (rabbit_channel:check_msg_size/2), so it answers only once the body is in.
+    let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+        exchange: "".into(),
+        routing_key: q.as_str().into(),
+        mandatory: false,
+        immediate: false,
+    }));
+    let mut bytes = warren_frames::method(ch.id, publish);
+    bytes.extend(warren_frames::header(
+        ch.id,
+        max + 1,
+        BasicProperties::default(),
+    ));
+    conn.send_raw(&bytes).await?;
+    let chunk = vec![b'x'; conn.tune.frame_max.min(131_072) as usize - 8];
+    let mut sent = 0u64;
+    while sent < max + 1 {
+        let n = (chunk.len() as u64).min(max + 1 - sent) as usize;
+        // A broker may refuse the message before its body ends and stop reading.
+        if conn
+            .send_raw(&warren_frames::body(ch.id, &chunk[..n]))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += n as u64;
+    }
+    let close = ch.wait_close().await?;
+    expect_eq("close code", close.code, 406)?;
+    expect_eq(
+        "reply text",
+        close.text.as_str(),
+        &format!(
+            "PRECONDITION_FAILED - message size {} is larger than configured max size {max}",
+            max + 1
+        ),
+    )?;
+    conn.close().await
+}
+
+/// A responder's mandatory reply to a direct reply-to address whose requester
+/// is there: delivered, and also returned 312 NO_ROUTE until 4.1 (the reply is
+/// not a routed queue); delivered only, from 4.2 (the address is a queue).
+pub async fn mandatory_direct_reply(cx: Ctx) -> R {
+    let client = cx.connect().await?;
+    let cch = client.channel().await?;
+    let server = cx.connect().await?;
+    let sch = server.channel().await?;
+    let q = cx.name("rpc");
+    sch.queue_declare_with(&q, QueueOpts::default().exclusive())
+        .await?;
+    cch.consume_with(
+        "amq.rabbitmq.reply-to",
+        ConsumeOpts::default().tag("replies").no_ack(),
+    )
+    .await?;
+    let props = BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into());
+    cch.publish_with("", &q, b"request", PublishOpts::default().props(props))
+        .await?;
+    let req = sch.poll_get(&q, true).await?;
+    let reply_to = req
+        .props
+        .reply_to()
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    sch.publish_with("", &reply_to, b"reply", PublishOpts::default().mandatory())
+        .await?;
+    cch.expect_deliver("reply").await?;
+    if cx.version() >= V::V4_2 {
+        // rabbit_db_queue.erl:550 and rabbit_volatile_queue.erl:99 at v4.2.9.
+        sch.expect_no_return().await?;
+    } else {
+        // rabbit_exchange.erl:417-420 at v3.10.8; rabbit_channel.erl:1248 at v4.1.8.
+        let r = sch.returned().await?;
+        expect_eq("return", (r.code, r.text.as_str()), (312, "NO_ROUTE"))?;
+    }
+    server.close().await?;
+    client.close().await
+}
+
+/// How many returns a quorum queue message survives without `x-delivery-limit`:
+/// any number until 3.13, 20 from 4.0.
+pub async fn quorum_default_delivery_limit(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("poison");
+    let quorum = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    ch.queue_declare_with(&q, quorum).await?;
+    ch.publish("", &q, "m").await?;
+    for _ in 0..20 {
+        let d = ch.poll_get(&q, false).await?;
+        ch.reject(d.delivery_tag, true).await?;
+    }
+    // The 21st return.
+    let d = ch.poll_get(&q, false).await?;
+    ch.reject(d.delivery_tag, true).await?;
+    let kept = if cx.version() >= V::V4_0 {
+        // rabbit_quorum_queue.erl:111 at v4.0.9: ?DEFAULT_DELIVERY_LIMIT 20; the
+        // 21st return is over it and drops the message (no dead-letter exchange).
+        // Only Warren runs this branch here, where the drop is synchronous.
+        let left = ch.get(&q, true).await?;
+        ensure!(left.is_none(), "the message survived 21 returns: {left:?}");
+        false
+    } else {
+        // No limit: the message comes back (asynchronously on RabbitMQ).
+        ch.poll_get(&q, true).await?;
+        true
+    };
+    cx.note(format!(
+        "after 21 returns: {}",
+        if kept { "kept" } else { "dropped" }
+    ));
+    ch.queue_delete(&q).await?;
+    conn.close().await
+}
+
+/// `x-queue-master-locator` on a classic queue: taken until 4.2, refused by 4.3
+/// (deprecated feature `queue_master_locator`, denied by default).
+pub async fn queue_master_locator(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("located");
+    let opts = QueueOpts::default().exclusive().arg(
+        "x-queue-master-locator",
+        AMQPValue::LongString("client-local".into()),
+    );
+    let res = ch.queue_declare_with(&q, opts).await;
+    let v = cx.version();
+    // rabbit_queue_location.erl:26: permitted_by_default at v4.0.9 to v4.2.9,
+    // denied_by_default at v4.3.5; not a deprecated feature before 4.0.
+    let allowed = v < V::V4_0 || permitted(&cx, DeprecatedFeature::QueueMasterLocator, v < V::V4_3);
+    if allowed {
+        res?;
+        return conn.close().await;
+    }
+    // rabbit_classic_queue.erl:143 at v4.3.5.
+    let close = res.connection_closed(541)?;
+    ensure!(
+        close
+            .text
+            .starts_with("INTERNAL_ERROR - Feature `queue_master_locator` is deprecated."),
+        "reply text {:?}",
+        close.text
+    );
+    Ok(())
+}
