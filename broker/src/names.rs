@@ -16,3 +16,12 @@ pub fn random_token() -> String {
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect()
 }
+
+/// A number in `0..n` (`n > 0`), different from run to run: for choices RabbitMQ
+/// makes at random, where nothing needs it to be unpredictable.
+pub fn random_below(n: usize) -> usize {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(n);
+    (h.finish() % n as u64) as usize
+}

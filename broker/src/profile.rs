@@ -490,6 +490,12 @@ impl Profile {
             .allows()
     }
 
+    /// Whether the `x-local-random` exchange type exists: from 4.0
+    /// (rabbit_exchange_type_local_random.erl, first in v4.0.0).
+    pub fn local_random_exchange(&self) -> bool {
+        self.version >= RabbitVersion::V4_0
+    }
+
     /// `connection.start`'s server-properties as this RabbitMQ sends them
     /// (`rabbit_reader:server_properties/1` and `server_capabilities/1`), with
     /// Warren's own version in a key of its own.

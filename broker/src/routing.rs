@@ -14,6 +14,10 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// RabbitMQ 4.0's `x-local-random`: one of the bound queues, at random
+    /// (rabbit_exchange_type_local_random.erl:45-55 at v4.3.5; on one node every
+    /// queue is local).
+    LocalRandom,
 }
 
 impl ExchangeKind {
@@ -23,6 +27,7 @@ impl ExchangeKind {
             "fanout" => Self::Fanout,
             "topic" => Self::Topic,
             "headers" => Self::Headers,
+            "x-local-random" => Self::LocalRandom,
             _ => return None,
         })
     }
@@ -33,6 +38,7 @@ impl ExchangeKind {
             Self::Fanout => "fanout",
             Self::Topic => "topic",
             Self::Headers => "headers",
+            Self::LocalRandom => "x-local-random",
         }
     }
 }
@@ -116,7 +122,7 @@ impl Index {
                     }
                     node.ends.push(i);
                 }
-                ExchangeKind::Fanout | ExchangeKind::Headers => {}
+                ExchangeKind::Fanout | ExchangeKind::Headers | ExchangeKind::LocalRandom => {}
             }
         }
         index
@@ -133,6 +139,12 @@ impl Index {
         match kind {
             ExchangeKind::Direct => self.direct.get(routing_key).cloned().unwrap_or_default(),
             ExchangeKind::Fanout => (0..bindings.len()).collect(),
+            // Its bindings all have the empty key (`validate_binding/2`); the
+            // message's routing key plays no part.
+            ExchangeKind::LocalRandom => match bindings.len() {
+                0 => Vec::new(),
+                n => vec![crate::names::random_below(n)],
+            },
             ExchangeKind::Headers => (0..bindings.len())
                 .filter(|&i| headers_match(&bindings[i].arguments, headers))
                 .collect(),
@@ -221,7 +233,7 @@ mod tests {
     ) -> bool {
         match kind {
             ExchangeKind::Direct => binding.routing_key == routing_key,
-            ExchangeKind::Fanout => true,
+            ExchangeKind::Fanout | ExchangeKind::LocalRandom => true,
             ExchangeKind::Topic => topic_matches(&binding.routing_key, routing_key),
             ExchangeKind::Headers => headers_match(&binding.arguments, headers),
         }

@@ -489,7 +489,11 @@ impl VhostState {
         if passive {
             return self.exchange(name).map(|_| ());
         }
-        let Some(kind) = ExchangeKind::parse(kind) else {
+        // x-local-random is a type from RabbitMQ 4.0 on; before, the name is as
+        // unknown as any other (live 3.10.8).
+        let known = ExchangeKind::parse(kind)
+            .filter(|k| *k != ExchangeKind::LocalRandom || self.profile.local_random_exchange());
+        let Some(kind) = known else {
             return Err(AmqpError::connection(
                 crate::error::code::COMMAND_INVALID,
                 // RabbitMQ says "invalid" for type names its Erlang VM already
@@ -643,6 +647,10 @@ impl VhostState {
         self.exchange(destination)?;
         if bind {
             check_x_match(self.exchanges[source].kind, arguments)?;
+            if self.exchanges[source].kind == ExchangeKind::LocalRandom {
+                // validate_binding/2 looks the destination up as a queue.
+                local_random_binding(routing_key, None)?;
+            }
         }
         self.change_binding(
             source,
@@ -815,8 +823,18 @@ impl VhostState {
             return Err(default_exchange_refused());
         }
         self.exchange(exchange)?;
-        self.queue_for(conn, queue)?;
+        let q = self.queue_for(conn, queue)?;
+        let queue_type = if q.limits.quorum {
+            "rabbit_quorum_queue"
+        } else if q.limits.stream {
+            "rabbit_stream_queue"
+        } else {
+            "rabbit_classic_queue"
+        };
         check_x_match(self.exchanges[exchange].kind, arguments)?;
+        if self.exchanges[exchange].kind == ExchangeKind::LocalRandom {
+            local_random_binding(routing_key, Some(queue_type))?;
+        }
         self.change_binding(exchange, queue_binding(queue, routing_key, arguments), true);
         Ok(())
     }
@@ -2119,6 +2137,25 @@ fn validate_queue_args(
 
 /// The default exchange has no other name: RabbitMQ 3.10 knows no
 /// "amq.default" on the wire.
+/// What an `x-local-random` exchange may be bound to: classic queues, with the
+/// empty key (rabbit_exchange_type_local_random.erl:85-106 at v4.3.5, answered
+/// 406 by rabbit_channel.erl:1859-1860). `queue_type` is the destination queue's
+/// type module, `None` for an exchange, which its queue lookup does not find.
+fn local_random_binding(routing_key: &str, queue_type: Option<&str>) -> Result<(), AmqpError> {
+    if !routing_key.is_empty() {
+        return Err(AmqpError::precondition(format!(
+            "Non empty binding '{routing_key}' key not permitted"
+        )));
+    }
+    match queue_type {
+        None => Err(AmqpError::precondition("Destination not found")),
+        Some("rabbit_classic_queue") => Ok(()),
+        Some(other) => Err(AmqpError::precondition(format!(
+            "Queue type {other} not valid for this exchange type"
+        ))),
+    }
+}
+
 /// A headers binding's `x-match` must be one RabbitMQ knows.
 fn check_x_match(kind: ExchangeKind, arguments: &FieldTable) -> Result<(), AmqpError> {
     if kind != ExchangeKind::Headers {

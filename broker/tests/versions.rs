@@ -587,3 +587,47 @@ async fn mandatory_direct_replies_are_returned_until_4_2() {
         }
     }
 }
+
+#[tokio::test]
+async fn local_random_spreads_messages_over_its_queues_one_each_from_4_0() {
+    let Some(t) = warren(RabbitVersion::V4_0).await else {
+        return;
+    };
+    let mut c = open1(&t).await;
+    let x = unique("lrx");
+    c.declare_exchange(1, &x, "x-local-random").await;
+    let (a, b) = (unique("lra"), unique("lrb"));
+    for q in [&a, &b] {
+        c.declare_exclusive(1, q).await;
+        c.bind_queue(1, q, &x, "").await;
+    }
+    for i in 0..200 {
+        c.publish(1, &x, &format!("key-{i}"), b"m").await;
+    }
+    let depth = |ok: queue::DeclareOk| ok.message_count;
+    let na = depth(
+        c.queue_declare(
+            1,
+            queue::Declare {
+                passive: true,
+                ..plain(&a)
+            },
+        )
+        .await,
+    );
+    let nb = depth(
+        c.queue_declare(
+            1,
+            queue::Declare {
+                passive: true,
+                ..plain(&b)
+            },
+        )
+        .await,
+    );
+    // Each message to exactly one queue, and a random one: both are used (all 200
+    // in one queue would happen once in 2^199 runs).
+    assert_eq!(na + nb, 200);
+    assert!(na > 0 && nb > 0, "{na} and {nb}");
+    c.assert_alive().await;
+}

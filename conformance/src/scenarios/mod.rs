@@ -498,5 +498,6 @@ table! {
         mandatory_direct_reply,
         quorum_default_delivery_limit,
         queue_master_locator,
+        local_random_exchange,
     ]
 }

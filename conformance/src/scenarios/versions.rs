@@ -346,3 +346,74 @@ pub async fn queue_master_locator(cx: Ctx) -> R {
     );
     Ok(())
 }
+
+/// The `x-local-random` exchange type: unknown until 3.13 (503); from 4.0 each
+/// message goes to one of the bound classic queues, whatever its routing key,
+/// and only classic queues bound with the empty key may be bound.
+pub async fn local_random_exchange(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let x = cx.name("lrx");
+    let res = ch.exchange_declare(&x, "x-local-random").await;
+    if cx.version() < V::V4_0 {
+        // Live 3.10.8: no such type (rabbit_exchange_type_local_random.erl is new in v4.0.0).
+        let close = res.connection_closed(503)?;
+        expect_eq(
+            "reply text",
+            close.text.as_str(),
+            "COMMAND_INVALID - unknown exchange type 'x-local-random'",
+        )?;
+        return Ok(());
+    }
+    res?;
+    let (a, b) = (cx.name("lra"), cx.name("lrb"));
+    for q in [&a, &b] {
+        ch.queue_declare_with(q, QueueOpts::default().exclusive())
+            .await?;
+        ch.queue_bind(q, &x, "").await?;
+    }
+    // route/3 at rabbit_exchange_type_local_random.erl:45-55 (v4.3.5): one binding.
+    for i in 0..20 {
+        ch.publish(&x, &format!("any.key.{i}"), "m").await?;
+    }
+    ch.sync().await?;
+    let (na, nb) = (
+        ch.queue_declare_with(&a, QueueOpts::default().passive())
+            .await?
+            .messages,
+        ch.queue_declare_with(&b, QueueOpts::default().passive())
+            .await?
+            .messages,
+    );
+    expect_eq("messages in the two queues together", na + nb, 20)?;
+    // validate_binding/2 at :85-106, answered 406 by rabbit_channel.erl:1859-1860.
+    let close = ch.queue_bind(&a, &x, "k").await.channel_closed(406)?;
+    expect_eq(
+        "reply text",
+        close.text.as_str(),
+        "PRECONDITION_FAILED - Non empty binding 'k' key not permitted",
+    )?;
+    let ch = conn.channel().await?;
+    let qq = cx.name("lrq");
+    let quorum = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    ch.queue_declare_with(&qq, quorum).await?;
+    let close = ch.queue_bind(&qq, &x, "").await.channel_closed(406)?;
+    expect_eq(
+        "reply text",
+        close.text.as_str(),
+        "PRECONDITION_FAILED - Queue type rabbit_quorum_queue not valid for this exchange type",
+    )?;
+    let ch = conn.channel().await?;
+    let close = ch
+        .exchange_bind("amq.fanout", &x, "")
+        .await
+        .channel_closed(406)?;
+    expect_eq(
+        "reply text",
+        close.text.as_str(),
+        "PRECONDITION_FAILED - Destination not found",
+    )?;
+    conn.close().await
+}
