@@ -242,7 +242,10 @@ fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
 
 impl Connection {
     pub fn new(shared: Arc<Shared>, info: Arc<ConnInfo>) -> Self {
-        let frame_max = shared.config.frame_max;
+        // Until tune-ok settles it, frames are held to RabbitMQ's initial_frame_max,
+        // FRAME_MIN_SIZE (rabbit_reader.erl:311 at v3.10.8, :300 at v4.1.8): a
+        // larger start-ok is a frame error, which before open ends the socket.
+        let frame_max = shared.config.profile.frame_min_size();
         Self {
             id: info.id,
             shared,
@@ -669,7 +672,15 @@ impl Connection {
     /// closes that channel, anything else the connection.
     pub fn fail(&mut self, ch: u16, err: AmqpError) {
         tracing::debug!(conn = self.id, channel = ch, error = %err, "protocol error");
-        if err.scope == Scope::Socket {
+        // Before tune-ok RabbitMQ answers only a refused login and a refused
+        // tuning; anything else (a frame over initial_frame_max, say) ends the
+        // socket unanswered (rabbit_reader.erl:804-855 at v3.10.8).
+        let answered = match self.phase {
+            Phase::StartOk => err.code == code::ACCESS_REFUSED,
+            Phase::TuneOk => err.code == code::NOT_ALLOWED,
+            _ => true,
+        };
+        if err.scope == Scope::Socket || !answered {
             self.release();
             self.phase = Phase::Closed;
             return;

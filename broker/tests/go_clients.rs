@@ -85,9 +85,9 @@ fn run(test: &str, mode: &str) {
     };
     let (broker, url) = start_warren();
     let mut targets = vec![("Warren", url)];
-    match std::env::var("AMQP_URL") {
-        Ok(rabbit) => targets.push(("RabbitMQ", rabbit)),
-        Err(_) => eprintln!("{test}: AMQP_URL is not set; RabbitMQ skipped"),
+    match std::env::var("AMQP_URL").ok().filter(|u| !u.is_empty()) {
+        Some(rabbit) => targets.push(("RabbitMQ", rabbit)),
+        None => eprintln!("{test}: AMQP_URL is not set; RabbitMQ skipped"),
     }
     for (who, url) in targets {
         let out = run_bounded(&program, &[mode, &url, ITERATIONS]);

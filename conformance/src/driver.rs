@@ -649,7 +649,12 @@ impl Conn {
     /// Reads raw bytes until the server closes the socket (bounded), for scenarios
     /// where the server answers with something other than frames.
     pub async fn read_to_eof(&self) -> R<Vec<u8>> {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
+        self.read_to_eof_within(REPLY_TIMEOUT).await
+    }
+
+    /// As [`Conn::read_to_eof`], waiting up to `wait`.
+    pub async fn read_to_eof_within(&self, wait: Duration) -> R<Vec<u8>> {
+        let deadline = Instant::now() + wait;
         let mut inner = self.inner.lock().await;
         let mut out = std::mem::take(&mut inner.rbuf);
         loop {

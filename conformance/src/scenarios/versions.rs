@@ -417,3 +417,49 @@ pub async fn local_random_exchange(cx: Ctx) -> R {
     )?;
     conn.close().await
 }
+
+/// A `connection.start-ok` larger than the frame size allowed before tune-ok
+/// (`initial_frame_max`, FRAME_MIN_SIZE: 4096 until 4.0, 8192 from 4.1): the
+/// server ends the socket with nothing after its `connection.start`
+/// (rabbit_reader.erl:1021-1027 and 851-855 at v3.10.8; :300 at v4.1.8).
+pub async fn start_ok_over_initial_frame_max(cx: Ctx) -> R {
+    let min: usize = if cx.version() >= V::V4_1 { 8192 } else { 4096 };
+    let mut props = amq_protocol::types::FieldTable::default();
+    props.insert(
+        "product".into(),
+        AMQPValue::LongString("x".repeat(min).into()),
+    );
+    let mut response = vec![0u8];
+    response.extend(cx.url().user.as_bytes());
+    response.push(0);
+    response.extend(cx.url().password.as_bytes());
+    let start_ok = AMQPClass::Connection(amq_protocol::protocol::connection::AMQPMethod::StartOk(
+        amq_protocol::protocol::connection::StartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: String::from_utf8_lossy(&response).into_owned().into(),
+            locale: "en_US".into(),
+        },
+    ));
+    let conn = cx.raw().await?;
+    let mut bytes = b"AMQP\x00\x00\x09\x01".to_vec();
+    bytes.extend(warren_frames::method(0, start_ok));
+    conn.send_raw(&bytes).await?;
+    // RabbitMQ closes after its SILENT_CLOSE_DELAY of 3 s (rabbit_reader.erl:61).
+    let reply = conn
+        .read_to_eof_within(std::time::Duration::from_secs(10))
+        .await?;
+    // Only connection.start came back: one frame, then the end of the stream.
+    let first = reply
+        .get(3..7)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize + 8);
+    ensure!(
+        first == Some(reply.len()) && reply[0] == 1,
+        "expected connection.start alone, got {} bytes",
+        reply.len()
+    );
+    cx.note(format!(
+        "start-ok over {min}: connection.start, then the socket closed unanswered"
+    ));
+    Ok(())
+}
