@@ -25,6 +25,7 @@ use crate::store::{Record, Store};
 use crate::table::{as_integer, same_value, type_name, value_text};
 
 mod deadletter;
+use deadletter::DeathReason;
 mod inspect;
 mod message;
 mod persist;
@@ -1133,7 +1134,7 @@ impl VhostState {
         for name in &refused {
             let dlx = self.queues[name].limits.overflow == Overflow::RejectPublishDlx;
             if dlx {
-                self.dead_letter(name, &msg, "maxlen");
+                self.dead_letter(name, &msg, DeathReason::MaxLen);
             }
         }
         for name in accepted.iter() {
@@ -1183,7 +1184,7 @@ impl VhostState {
                     None => break,
                 }
             }
-            self.discard(name, dropped, "maxlen");
+            self.discard(name, dropped, DeathReason::MaxLen);
             self.deliver_ready(name);
             if self.timed {
                 let now = *now.get_or_insert_with(|| self.clock.now_ms());
@@ -1198,7 +1199,7 @@ impl VhostState {
 
     /// Messages that left a queue without being acked (expired, over a length
     /// limit, rejected): off the store, and to the dead-letter exchange if any.
-    fn discard(&mut self, queue: &str, items: Vec<Queued>, reason: &str) {
+    fn discard(&mut self, queue: &str, items: Vec<Queued>, reason: DeathReason) {
         for item in items {
             if item.persisted {
                 self.log_removed(queue, &item.msg);
@@ -1218,7 +1219,7 @@ impl VhostState {
             expired.extend(q.ready.pop_front());
         }
         if !expired.is_empty() {
-            self.discard(queue, expired, "expired");
+            self.discard(queue, expired, DeathReason::Expired);
         }
     }
 
@@ -1781,7 +1782,7 @@ impl VhostState {
                     self.log_removed(&u.queue, &u.msg);
                 }
                 if requeue == Some(false) {
-                    self.dead_letter(&u.queue, &u.msg, "rejected");
+                    self.dead_letter(&u.queue, &u.msg, DeathReason::Rejected);
                 }
             }
         }
@@ -1823,7 +1824,7 @@ impl VhostState {
         if u.persisted {
             self.log_removed(&u.queue, &u.msg);
         }
-        self.dead_letter(&u.queue, &u.msg, "delivery_limit");
+        self.dead_letter(&u.queue, &u.msg, DeathReason::DeliveryLimit);
         true
     }
 

@@ -9,8 +9,35 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use super::{Message, Route, Targets, VhostState};
 use crate::codec;
 
+/// Why a message left its queue unacked: the `reason` of its `x-death` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DeathReason {
+    /// `basic.reject` or `basic.nack` without requeue.
+    Rejected,
+    /// Its TTL (per message or per queue) passed.
+    Expired,
+    /// Dropped from the head by `x-max-length` / `x-max-length-bytes`
+    /// (`x-overflow` drop-head or reject-publish-dlx).
+    MaxLen,
+    /// A quorum queue's `x-delivery-limit` was passed.
+    DeliveryLimit,
+}
+
+impl DeathReason {
+    /// As RabbitMQ writes it in `x-death` and `x-first-death-reason`.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::MaxLen => "maxlen",
+            Self::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
 impl VhostState {
-    pub(super) fn dead_letter(&mut self, queue: &str, msg: &Arc<Message>, reason: &str) {
+    pub(super) fn dead_letter(&mut self, queue: &str, msg: &Arc<Message>, why: DeathReason) {
+        let reason = why.as_str();
         let Some(q) = self.queues.get(queue) else {
             return;
         };
@@ -51,7 +78,7 @@ impl VhostState {
         // rejection on the way, is dropped: RabbitMQ's cycle detection.
         let targets: Targets = targets
             .into_iter()
-            .filter(|t| reason == "rejected" || !died_in(&history, t))
+            .filter(|t| why == DeathReason::Rejected || !died_in(&history, t))
             .collect();
         if targets.is_empty() {
             return;
