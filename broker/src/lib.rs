@@ -37,6 +37,7 @@ mod commands;
 pub mod config;
 mod connection;
 mod control;
+mod erlang_hash;
 pub mod error;
 mod faults;
 pub mod inspect;

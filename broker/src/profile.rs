@@ -496,6 +496,14 @@ impl Profile {
         self.version >= RabbitVersion::V4_0
     }
 
+    /// Whether the `x-modulus-hash` exchange type exists: from 4.3, which moved
+    /// it from the sharding plugin into the core
+    /// (deps/rabbit/src/rabbit_exchange_type_modulus_hash.erl, first in v4.3.0;
+    /// release-notes/4.3.0.md:236).
+    pub fn modulus_hash_exchange(&self) -> bool {
+        self.version >= RabbitVersion::V4_3
+    }
+
     /// `connection.start`'s server-properties as this RabbitMQ sends them
     /// (`rabbit_reader:server_properties/1` and `server_capabilities/1`), with
     /// Warren's own version in a key of its own.

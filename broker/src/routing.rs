@@ -18,6 +18,10 @@ pub enum ExchangeKind {
     /// (rabbit_exchange_type_local_random.erl:45-55 at v4.3.5; on one node every
     /// queue is local).
     LocalRandom,
+    /// RabbitMQ 4.3's `x-modulus-hash`: one destination, chosen by the hash of
+    /// the message's routing keys among the bindings in order of destination
+    /// (rabbit_exchange_type_modulus_hash.erl:41-52 at v4.3.5).
+    ModulusHash,
 }
 
 impl ExchangeKind {
@@ -28,6 +32,7 @@ impl ExchangeKind {
             "topic" => Self::Topic,
             "headers" => Self::Headers,
             "x-local-random" => Self::LocalRandom,
+            "x-modulus-hash" => Self::ModulusHash,
             _ => return None,
         })
     }
@@ -39,6 +44,7 @@ impl ExchangeKind {
             Self::Topic => "topic",
             Self::Headers => "headers",
             Self::LocalRandom => "x-local-random",
+            Self::ModulusHash => "x-modulus-hash",
         }
     }
 }
@@ -122,7 +128,10 @@ impl Index {
                     }
                     node.ends.push(i);
                 }
-                ExchangeKind::Fanout | ExchangeKind::Headers | ExchangeKind::LocalRandom => {}
+                ExchangeKind::Fanout
+                | ExchangeKind::Headers
+                | ExchangeKind::LocalRandom
+                | ExchangeKind::ModulusHash => {}
             }
         }
         index
@@ -145,6 +154,9 @@ impl Index {
                 0 => Vec::new(),
                 n => vec![crate::names::random_below(n)],
             },
+            ExchangeKind::ModulusHash => modulus_hash(bindings, routing_key, headers)
+                .into_iter()
+                .collect(),
             ExchangeKind::Headers => (0..bindings.len())
                 .filter(|&i| headers_match(&bindings[i].arguments, headers))
                 .collect(),
@@ -158,6 +170,41 @@ impl Index {
             }
         }
     }
+}
+
+/// The binding an `x-modulus-hash` exchange routes a message by: every binding
+/// counts, whatever its key (`match_routing_key(Name, ['_'])`), sorted as
+/// Erlang sorts their destinations (`#resource{}`: exchanges before queues,
+/// then by name), and the one at `phash2(RoutingKeys, 2^27) rem Count`. The
+/// routing keys are the message's and its `CC` and `BCC` headers' strings
+/// (`mc_amqpl:message/4`, `rabbit_basic:header_routes/1`).
+fn modulus_hash(
+    bindings: &[Binding],
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+) -> Option<usize> {
+    if bindings.is_empty() {
+        return None;
+    }
+    let mut keys: Vec<&[u8]> = vec![routing_key.as_bytes()];
+    for header in ["CC", "BCC"] {
+        if let Some(AMQPValue::FieldArray(routes)) = headers.and_then(|h| h.inner().get(header)) {
+            keys.extend(routes.as_slice().iter().filter_map(|v| match v {
+                AMQPValue::LongString(s) => Some(s.as_bytes()),
+                _ => None,
+            }));
+        }
+    }
+    let mut order: Vec<usize> = (0..bindings.len()).collect();
+    fn rank(d: &Destination) -> (u8, &[u8]) {
+        match d {
+            Destination::Exchange(name) => (0, name.as_bytes()),
+            Destination::Queue(name) => (1, name.as_bytes()),
+        }
+    }
+    order.sort_by(|&a, &b| rank(&bindings[a].destination).cmp(&rank(&bindings[b].destination)));
+    let hash = crate::erlang_hash::phash2_binaries(&keys, 1 << 27);
+    Some(order[hash as usize % order.len()])
 }
 
 /// The words of a topic key or pattern: "" has none, "a..b" has an empty one.
@@ -233,7 +280,7 @@ mod tests {
     ) -> bool {
         match kind {
             ExchangeKind::Direct => binding.routing_key == routing_key,
-            ExchangeKind::Fanout | ExchangeKind::LocalRandom => true,
+            ExchangeKind::Fanout | ExchangeKind::LocalRandom | ExchangeKind::ModulusHash => true,
             ExchangeKind::Topic => topic_matches(&binding.routing_key, routing_key),
             ExchangeKind::Headers => headers_match(&binding.arguments, headers),
         }

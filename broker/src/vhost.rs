@@ -492,8 +492,12 @@ impl VhostState {
         }
         // x-local-random is a type from RabbitMQ 4.0 on; before, the name is as
         // unknown as any other (live 3.10.8).
-        let known = ExchangeKind::parse(kind)
-            .filter(|k| *k != ExchangeKind::LocalRandom || self.profile.local_random_exchange());
+        // x-modulus-hash from 4.3 (a plugin's, off by default, before).
+        let known = ExchangeKind::parse(kind).filter(|k| match k {
+            ExchangeKind::LocalRandom => self.profile.local_random_exchange(),
+            ExchangeKind::ModulusHash => self.profile.modulus_hash_exchange(),
+            _ => true,
+        });
         let Some(kind) = known else {
             return Err(AmqpError::connection(
                 crate::error::code::COMMAND_INVALID,

@@ -631,3 +631,82 @@ async fn local_random_spreads_messages_over_its_queues_one_each_from_4_0() {
     assert!(na > 0 && nb > 0, "{na} and {nb}");
     c.assert_alive().await;
 }
+
+/// `x-modulus-hash`: unknown until 4.2 (a plugin's, off by default), from 4.3
+/// each message goes to the one binding `phash2(RoutingKeys, 2^27) rem Count`
+/// picks among the bindings sorted by destination. The expected queues were
+/// computed with `erlang:phash2/2` on Erlang/OTP 25.
+#[tokio::test]
+async fn modulus_hash_routes_by_erlangs_hash_of_the_keys_from_4_3() {
+    let Some(t) = warren(RabbitVersion::V4_2).await else {
+        return;
+    };
+    let mut c = open1(&t).await;
+    c.send(
+        1,
+        amq_protocol::protocol::exchange::Declare {
+            exchange: "mh".into(),
+            kind: "x-modulus-hash".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_connection_close(
+        503,
+        (40, 10),
+        "COMMAND_INVALID - unknown exchange type 'x-modulus-hash'",
+    )
+    .await;
+
+    let Some(t) = warren(RabbitVersion::V4_3).await else {
+        return;
+    };
+    let mut c = open1(&t).await;
+    c.declare_exchange(1, "mh", "x-modulus-hash").await;
+    // Four bindings, mh-a twice: sorted [mh-a, mh-a, mh-b, mh-c].
+    for (q, key) in [
+        ("mh-c", ""),
+        ("mh-a", ""),
+        ("mh-b", "any"),
+        ("mh-a", "other"),
+    ] {
+        c.declare_exclusive(1, q).await;
+        c.bind_queue(1, q, "mh", key).await;
+    }
+    let expected = [
+        ("key-0", "mh-a"),
+        ("key-1", "mh-b"),
+        ("key-2", "mh-c"),
+        ("key-3", "mh-b"),
+        ("key-5", "mh-a"),
+        ("key-7", "mh-c"),
+    ];
+    for (key, queue) in expected {
+        c.publish(1, "mh", key, key.as_bytes()).await;
+        let got = c.get(1, queue, true).await;
+        assert_eq!(
+            got.map(|m| m.body),
+            Some(key.as_bytes().to_vec()),
+            "{key} to {queue}"
+        );
+    }
+    // The CC header's keys are hashed too: [key-0, cc-1] goes to mh-b.
+    let cc = FieldTable::from(std::collections::BTreeMap::from([(
+        "CC".into(),
+        AMQPValue::FieldArray(vec![long_str("cc-1")].into()),
+    )]));
+    c.publish_with(
+        1,
+        basic::Publish {
+            exchange: "mh".into(),
+            routing_key: "key-0".into(),
+            ..Default::default()
+        },
+        amq_protocol::protocol::BasicProperties::default().with_headers(cc),
+        b"with cc",
+    )
+    .await;
+    let got = c.get(1, "mh-b", true).await.expect("routed to mh-b");
+    assert_eq!(got.body, b"with cc");
+    c.assert_alive().await;
+}

@@ -499,6 +499,7 @@ table! {
         quorum_default_delivery_limit,
         queue_master_locator,
         local_random_exchange,
+        modulus_hash_exchange,
         start_ok_over_initial_frame_max,
     ]
 }
