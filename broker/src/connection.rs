@@ -242,9 +242,8 @@ fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
 
 impl Connection {
     pub fn new(shared: Arc<Shared>, info: Arc<ConnInfo>) -> Self {
-        // Until tune-ok settles it, frames are held to RabbitMQ's initial_frame_max,
-        // FRAME_MIN_SIZE (rabbit_reader.erl:311 at v3.10.8, :300 at v4.1.8): a
-        // larger start-ok is a frame error, which before open ends the socket.
+        // Until tune-ok, RabbitMQ's initial_frame_max: FRAME_MIN_SIZE
+        // (rabbit_reader.erl:311 at v3.10.8, :300 at v4.1.8).
         let frame_max = shared.config.profile.frame_min_size();
         Self {
             id: info.id,

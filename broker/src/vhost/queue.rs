@@ -1,4 +1,5 @@
-//! One queue's ready messages — in priority, then publish order — and the
+//! A queue and its consumers, its ready messages — in priority, then publish
+//! order — and the
 //! arguments RabbitMQ enforces on them: TTL, length limits, dead-lettering,
 //! priorities, single active consumer, expiry of the queue itself.
 
@@ -7,7 +8,7 @@ use std::collections::VecDeque;
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use super::stream::{parse_age, Retention};
-use super::Queued;
+use super::*;
 use crate::table::as_integer;
 
 /// What `x-overflow` does when a queue is full.
@@ -201,5 +202,118 @@ impl Ready {
         }
         self.len = self.levels.iter().map(VecDeque::len).sum();
         self.bytes = self.iter().map(|q| q.msg.body().len()).sum();
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Queued {
+    /// Position in the queue's publish order; a requeued message goes back to it.
+    pub(super) seq: u64,
+    pub(super) msg: Arc<Message>,
+    pub(super) redelivered: bool,
+    /// The store holds this message for this queue.
+    pub(super) persisted: bool,
+    /// When it expires, in the broker clock's milliseconds (TTL).
+    pub(super) expires_at: Deadline,
+    /// How often it came back to the queue (a quorum queue's `x-delivery-count`).
+    pub(super) returns: u32,
+}
+
+#[derive(Debug)]
+pub(super) struct Consumer {
+    /// Shared with every unacked delivery it got, without a copy per delivery.
+    pub(super) tag: Arc<str>,
+    pub(super) conn: ConnId,
+    pub(super) channel: u16,
+    pub(super) no_ack: bool,
+    pub(super) exclusive: bool,
+    /// Per-consumer prefetch (basic.qos global=false before basic.consume); 0 is none.
+    pub(super) prefetch: u16,
+    pub(super) unacked: u32,
+    /// `x-priority`: higher-priority consumers are served first.
+    pub(super) priority: i64,
+    /// A stream consumer's next offset to read.
+    pub(super) cursor: u64,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    /// Distinguishes a queue from a later one of the same name, so that a requeue
+    /// never lands in a queue that was deleted and declared again.
+    pub(super) id: u64,
+    pub name: String,
+    /// The name again, shared with every unacked delivery from this queue.
+    pub(super) key: Arc<str>,
+    pub durable: bool,
+    pub exclusive_owner: Option<ConnId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    pub(super) limits: Limits,
+    pub(super) ready: Ready,
+    /// A stream's log; streams keep nothing in `ready`.
+    pub(super) stream: Option<stream::Log>,
+    pub(super) next_seq: u64,
+    /// When it was last used (declared, consumed from, got from), for `x-expires`.
+    pub(super) last_used: u64,
+    pub(super) consumers: Vec<Consumer>,
+    /// Index into `consumers` of the next one to try: round-robin dispatch.
+    pub(super) next_consumer: usize,
+    /// Auto-delete applies only to a queue that has had a consumer.
+    pub(super) had_consumer: bool,
+}
+
+impl Queue {
+    /// RabbitMQ 3.10 reports a stream's counts from metrics refreshed every few
+    /// seconds: right after a publish they read 0, and the consumer count always
+    /// does. 0 is the only figure a client can rely on.
+    pub fn message_count(&self) -> u32 {
+        if self.stream.is_some() {
+            return 0;
+        }
+        self.ready.len() as u32
+    }
+
+    pub fn consumer_count(&self) -> u32 {
+        if self.stream.is_some() {
+            return 0;
+        }
+        self.consumers.len() as u32
+    }
+
+    pub(super) fn requeue(&mut self, u: Unacked) {
+        self.ready.requeue(Queued {
+            seq: u.seq,
+            msg: u.msg,
+            redelivered: true,
+            persisted: u.persisted,
+            expires_at: u.expires_at,
+            returns: u.returns + 1,
+        });
+    }
+
+    pub(super) fn new(id: u64, d: QueueDeclare, owner: Option<ConnId>, now: u64) -> Queue {
+        let limits = Limits::from_args(&d.arguments);
+        Queue {
+            id,
+            key: d.name.as_str().into(),
+            name: d.name,
+            durable: d.durable,
+            exclusive_owner: owner,
+            auto_delete: d.auto_delete,
+            arguments: d.arguments,
+            ready: Ready::new(limits.max_priority),
+            stream: limits.stream.then(stream::Log::default),
+            limits,
+            next_seq: 0,
+            last_used: now,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            had_consumer: false,
+        }
+    }
+
+    /// Durable in the store's sense: survives a restart.
+    pub(super) fn is_durable(&self) -> bool {
+        self.durable && self.exclusive_owner.is_none()
     }
 }

@@ -1,0 +1,259 @@
+//! Connections and channels as the vhost sees them: their opening and closing,
+//! a channel's delivery state (unacked deliveries, delivery tags, the prefetch
+//! counters), and the vhost methods that only read or set it.
+
+use super::*;
+
+#[derive(Debug)]
+pub(super) struct Unacked {
+    pub(super) queue: Arc<str>,
+    pub(super) queue_id: u64,
+    pub(super) seq: u64,
+    pub(super) msg: Arc<Message>,
+    /// `None` for a `basic.get`, which counts against no prefetch.
+    pub(super) consumer: Option<Arc<str>>,
+    pub(super) persisted: bool,
+    pub(super) expires_at: Deadline,
+    pub(super) returns: u32,
+    /// When it was delivered, on the broker's clock, for the consumer timeout.
+    pub(super) delivered_at: u64,
+}
+
+impl Unacked {
+    /// `item`, taken from queue `key` (incarnation `queue_id`) at `now`.
+    pub(super) fn of(
+        key: &Arc<str>,
+        queue_id: u64,
+        item: &Queued,
+        consumer: Option<Arc<str>>,
+        now: u64,
+    ) -> Self {
+        Unacked {
+            queue: key.clone(),
+            queue_id,
+            seq: item.seq,
+            msg: item.msg.clone(),
+            consumer,
+            persisted: item.persisted,
+            expires_at: item.expires_at,
+            returns: item.returns,
+            delivered_at: now,
+        }
+    }
+}
+
+impl ChannelState {
+    pub(super) fn take_tag(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        tag
+    }
+
+    /// Keeps a delivery to consumer `c` until it is settled; meanwhile it
+    /// counts against the consumer's prefetch and the channel's.
+    pub(super) fn hold_for(&mut self, c: &mut Consumer, tag: u64, delivery: Unacked) {
+        c.unacked += 1;
+        self.consumer_unacked += 1;
+        self.unacked.insert(tag, delivery);
+    }
+}
+
+/// A channel's delivery state: what it was sent and has not acknowledged.
+#[derive(Debug, Default)]
+pub(super) struct ChannelState {
+    pub(super) next_tag: u64,
+    pub(super) unacked: BTreeMap<u64, Unacked>,
+    /// Prefetch given to consumers created from now on (basic.qos global=false).
+    pub(super) consumer_prefetch: u16,
+    /// Prefetch shared by all consumers of the channel (basic.qos global=true).
+    pub(super) channel_prefetch: u16,
+    /// Unacked deliveries to this channel's consumers, for `channel_prefetch`.
+    pub(super) consumer_unacked: u32,
+    /// Consumer tag → queue name.
+    pub(super) consumers: HashMap<String, String>,
+    /// The channel's direct reply-to address, while it consumes from
+    /// `amq.rabbitmq.reply-to`.
+    pub(super) reply_to: Option<String>,
+    /// Its consumer timeout fired: the close is on its way, so it is not
+    /// reported again.
+    pub(super) timed_out: bool,
+}
+
+impl VhostState {
+    /// Channels whose oldest unacked delivery (from a consumer or a `basic.get`)
+    /// has waited longer than `timeout`, each reported once: RabbitMQ's
+    /// consumer timeout, which looks only at the oldest delivery of a channel.
+    pub fn timed_out_channels(&mut self, timeout: std::time::Duration) -> Vec<(ConnId, u16)> {
+        let now = self.clock.now_ms();
+        let limit = timeout.as_millis() as u64;
+        let mut out = Vec::new();
+        for (&(conn, channel), st) in &mut self.channels {
+            let overdue = st
+                .unacked
+                .first_key_value()
+                .is_some_and(|(_, u)| now.saturating_sub(u.delivered_at) > limit);
+            if overdue && !st.timed_out {
+                st.timed_out = true;
+                out.push((conn, channel));
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Whether the channel open as `channel` is the one whose consumer timeout
+    /// fired: a channel opened again under that number starts afresh.
+    pub fn consumer_timed_out(&self, conn: ConnId, channel: u16) -> bool {
+        self.channels
+            .get(&(conn, channel))
+            .is_some_and(|st| st.timed_out)
+    }
+
+    pub fn qos(&mut self, conn: ConnId, channel: u16, prefetch: u16, global: bool) {
+        let Some(st) = self.channels.get_mut(&(conn, channel)) else {
+            return;
+        };
+        if global {
+            st.channel_prefetch = prefetch;
+        } else {
+            st.consumer_prefetch = prefetch;
+        }
+        let queues: Vec<String> = st.consumers.values().cloned().collect();
+        for q in queues {
+            self.dispatch(&q);
+        }
+    }
+
+    /// Whether a delivery tag is unacked on a channel (0 means "all" with multiple).
+    pub fn is_unacked(&self, conn: ConnId, channel: u16, tag: u64) -> bool {
+        self.channels
+            .get(&(conn, channel))
+            .is_some_and(|st| st.unacked.contains_key(&tag))
+    }
+
+    /// Whether the channel holds unacked deliveries from a stream, which
+    /// `basic.recover` cannot take back: RabbitMQ 3.10 crashes on it (541).
+    pub fn has_stream_deliveries(&self, conn: ConnId, channel: u16) -> bool {
+        self.channels.get(&(conn, channel)).is_some_and(|st| {
+            st.unacked.values().any(|u| {
+                self.queues
+                    .get(&*u.queue)
+                    .is_some_and(|q| q.id == u.queue_id && q.stream.is_some())
+            })
+        })
+    }
+
+    /// `basic.recover` with requeue: every unacked delivery of the channel goes back.
+    pub fn recover(&mut self, conn: ConnId, channel: u16) {
+        let _ = self.settle(conn, channel, 0, true, Some(true));
+    }
+}
+
+impl VhostState {
+    pub fn register_connection(
+        &mut self,
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+        frame_max: u32,
+        cancel_notify: bool,
+    ) {
+        self.conns.insert(
+            conn,
+            ConnEntry {
+                outbox,
+                frame_max,
+                cancel_notify,
+            },
+        );
+    }
+
+    pub fn open_channel(&mut self, conn: ConnId, channel: u16) {
+        self.channels.insert(
+            (conn, channel),
+            ChannelState {
+                next_tag: 1,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// A channel went away (closed by either side, or with its connection): its
+    /// consumers are cancelled and its unacked deliveries go back to their queues.
+    pub fn close_channel(&mut self, conn: ConnId, channel: u16) {
+        let Some(state) = self.channels.remove(&(conn, channel)) else {
+            return;
+        };
+        if let Some(address) = &state.reply_to {
+            self.replies.remove(address);
+        }
+        let mut touched = Vec::new();
+        for (tag, queue) in state.consumers {
+            self.remove_consumer(&queue, conn, channel, &tag);
+            touched.push(queue);
+        }
+        for (_, u) in state.unacked {
+            let queue = u.queue.to_string();
+            if self.return_to_queue(u) {
+                touched.push(queue);
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for queue in touched {
+            self.auto_delete_if_unused(&queue);
+            self.dispatch(&queue);
+        }
+    }
+
+    /// The connection is gone: close its channels, delete its exclusive queues.
+    pub fn close_connection(&mut self, conn: ConnId) {
+        let channels: Vec<u16> = self
+            .channels
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, ch)| *ch)
+            .collect();
+        // Every consumer of the connection goes before any message is requeued, so
+        // that nothing is handed to a channel of the connection that is closing.
+        for &ch in &channels {
+            let consumers = self
+                .channels
+                .get_mut(&(conn, ch))
+                .map(|st| std::mem::take(&mut st.consumers))
+                .unwrap_or_default();
+            for (tag, queue) in consumers {
+                if queue == REPLY_TO {
+                    continue;
+                }
+                self.remove_consumer(&queue, conn, ch, &tag);
+                self.auto_delete_if_unused(&queue);
+            }
+        }
+        for ch in channels {
+            self.close_channel(conn, ch);
+        }
+        let exclusive: Vec<String> = self
+            .queues
+            .values()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .map(|q| q.name.clone())
+            .collect();
+        for name in exclusive {
+            self.delete_queue_entity(&name, None);
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// The connection's outbox drained: give its consumers what waited for it.
+    pub fn resume_connection(&mut self, conn: ConnId) {
+        let queues: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|((c, _), _)| *c == conn)
+            .flat_map(|(_, st)| st.consumers.values().cloned())
+            .collect();
+        for q in queues {
+            self.dispatch(&q);
+        }
+    }
+}
