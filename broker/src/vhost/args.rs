@@ -1,6 +1,9 @@
 //! Queue and exchange arguments as RabbitMQ checks them: which a queue type
-//! takes, their values, and what a redeclaration must repeat.
+//! takes, their values, and what a redeclaration must repeat; and `Limits`, the
+//! queue arguments that change behaviour, read once at declaration.
 
+use super::queue::Ready;
+use super::stream::{parse_age, Retention};
 use super::*;
 
 /// `invalid arg 'x-…' for queue 'q' in vhost '/' of queue type rabbit_…_queue`:
@@ -364,5 +367,110 @@ impl VhostState {
             refusal(DeprecatedFeature::QueueMasterLocator)?;
         }
         Ok(())
+    }
+}
+
+/// What `x-overflow` does when a queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Overflow {
+    #[default]
+    DropHead,
+    RejectPublish,
+    RejectPublishDlx,
+}
+
+/// The queue arguments that change behaviour, read once at declaration.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Limits {
+    pub message_ttl: Option<u64>,
+    pub expires: Option<u64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    /// `x-dead-letter-exchange` ("" is the default exchange).
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    pub max_priority: Option<u8>,
+    pub single_active_consumer: bool,
+    /// `x-queue-type: quorum`: deliveries carry `x-delivery-count`, global
+    /// prefetch is refused.
+    pub quorum: bool,
+    /// A quorum queue's `x-delivery-limit` as given (it may be negative):
+    /// returns beyond the limit the profile makes of it drop the message.
+    pub delivery_limit: Option<i64>,
+    /// `x-queue-type: stream`: an append-only log read by offset.
+    pub stream: bool,
+    /// A stream's `x-max-length-bytes`, `x-max-age`, segment size.
+    pub retention: Retention,
+}
+
+fn text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+impl Limits {
+    /// Reads arguments already checked by `validate_queue_args`.
+    pub fn from_args(args: &FieldTable) -> Self {
+        let get = |k: &str| args.inner().get(k);
+        let num = |k: &str| get(k).and_then(as_integer).map(|n| n.max(0) as u64);
+        let stream = get("x-queue-type").and_then(text).as_deref() == Some("stream");
+        Limits {
+            message_ttl: num("x-message-ttl"),
+            expires: num("x-expires"),
+            max_length: num("x-max-length"),
+            // A stream's is retention: it drops old segments, never refuses.
+            max_length_bytes: num("x-max-length-bytes").filter(|_| !stream),
+            overflow: match get("x-overflow").and_then(text).as_deref() {
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => Overflow::DropHead,
+            },
+            dead_letter_exchange: get("x-dead-letter-exchange").and_then(text),
+            dead_letter_routing_key: get("x-dead-letter-routing-key").and_then(text),
+            max_priority: num("x-max-priority").map(|n| n.min(255) as u8),
+            single_active_consumer: matches!(
+                get("x-single-active-consumer"),
+                Some(AMQPValue::Boolean(true))
+            ),
+            quorum: get("x-queue-type").and_then(text).as_deref() == Some("quorum"),
+            delivery_limit: get("x-delivery-limit")
+                .and_then(as_integer)
+                .map(|n| n.clamp(i64::MIN.into(), i64::MAX.into()) as i64),
+            stream,
+            retention: Retention {
+                max_bytes: num("x-max-length-bytes"),
+                max_age_ms: get("x-max-age")
+                    .and_then(text)
+                    .and_then(|t| parse_age(&t).ok()),
+                segment_bytes: num("x-stream-max-segment-size-bytes"),
+            },
+        }
+    }
+
+    /// Whether the queue may ever refuse a publish (`x-overflow` reject-publish
+    /// with a length limit).
+    pub fn may_refuse(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+
+    /// Whether one more message of `size` bytes would take the queue over a limit.
+    pub fn full(&self, ready: &Ready, size: usize) -> bool {
+        self.max_length.is_some_and(|max| ready.len() as u64 >= max)
+            || self
+                .max_length_bytes
+                .is_some_and(|max| (ready.bytes() + size) as u64 > max)
+    }
+
+    /// Whether the queue is over a limit now (drop-head trims it back).
+    pub fn over(&self, ready: &Ready) -> bool {
+        self.max_length.is_some_and(|max| ready.len() as u64 > max)
+            || self
+                .max_length_bytes
+                .is_some_and(|max| ready.bytes() as u64 > max)
     }
 }
