@@ -475,35 +475,20 @@ impl VhostState {
         // Read once, and only for a delivery that waits for its ack.
         let mut now = None;
         while !q.ready.is_empty() && !q.consumers.is_empty() {
-            // With a single active consumer only the first one is served.
-            let n = if q.limits.single_active_consumer {
-                1
-            } else {
-                q.consumers.len()
-            };
-            let mut chosen: Option<usize> = None;
-            for i in 0..n {
-                let idx = (q.next_consumer + i) % n;
-                let c = &q.consumers[idx];
-                if chosen.is_some_and(|best| q.consumers[best].priority >= c.priority) {
-                    continue;
-                }
+            let chosen = q.choose_consumer(|c| {
                 let (Some(st), Some(conn)) = (
                     self.channels.get(&(c.conn, c.channel)),
                     self.conns.get(&c.conn),
                 ) else {
-                    continue;
+                    return false;
                 };
                 let has_room = c.no_ack
                     || ((c.prefetch == 0 || c.unacked < c.prefetch as u32)
                         && (st.channel_prefetch == 0
                             || st.consumer_unacked < st.channel_prefetch as u32));
-                if has_room && !conn.outbox.is_backed_up() {
-                    chosen = Some(idx);
-                }
-            }
+                has_room && !conn.outbox.is_backed_up()
+            });
             let Some(idx) = chosen else { break };
-            q.next_consumer = (idx + 1) % n;
             let item = q.ready.pop_front().expect("not empty");
             let props = delivery_props(q.limits.quorum, &item);
             let c = &mut q.consumers[idx];

@@ -201,6 +201,35 @@ impl Queue {
         }
     }
 
+    /// The consumer the next ready message goes to, among those `can_take`
+    /// accepts: round-robin from where the last choice left off, a higher
+    /// `x-priority` first, and with a single active consumer only the first.
+    /// The round-robin moves past the one chosen.
+    pub(super) fn choose_consumer(
+        &mut self,
+        can_take: impl Fn(&Consumer) -> bool,
+    ) -> Option<usize> {
+        let n = if self.limits.single_active_consumer {
+            1
+        } else {
+            self.consumers.len()
+        };
+        let mut chosen: Option<usize> = None;
+        for i in 0..n {
+            let idx = (self.next_consumer + i) % n;
+            let c = &self.consumers[idx];
+            if chosen.is_some_and(|best| self.consumers[best].priority >= c.priority) {
+                continue;
+            }
+            if can_take(c) {
+                chosen = Some(idx);
+            }
+        }
+        let idx = chosen?;
+        self.next_consumer = (idx + 1) % n;
+        Some(idx)
+    }
+
     /// Durable in the store's sense: survives a restart.
     pub(super) fn is_durable(&self) -> bool {
         self.durable && self.exclusive_owner.is_none()
