@@ -482,10 +482,7 @@ impl VhostState {
                 ) else {
                     return false;
                 };
-                let has_room = c.no_ack
-                    || ((c.prefetch == 0 || c.unacked < c.prefetch as u32)
-                        && (st.channel_prefetch == 0
-                            || st.consumer_unacked < st.channel_prefetch as u32));
+                let has_room = c.no_ack || st.credit.has_room(&c.credit);
                 has_room && !conn.outbox.is_backed_up()
             });
             let Some(idx) = chosen else { break };
@@ -576,7 +573,7 @@ impl VhostState {
             }
         }
         let from_consumers = settled.iter().filter(|(_, u)| u.consumer.is_some()).count();
-        st.consumer_unacked = st.consumer_unacked.saturating_sub(from_consumers as u32);
+        st.credit.release(from_consumers);
         let mut touched: SmallVec<[Arc<str>; 1]> = SmallVec::new();
         for (_, u) in settled {
             let mut live = false;
@@ -587,7 +584,7 @@ impl VhostState {
                         .iter_mut()
                         .find(|c| c.conn == conn && c.channel == channel && &c.tag == tag)
                     {
-                        c.unacked = c.unacked.saturating_sub(1);
+                        c.credit.release();
                     }
                 }
                 live = q.id == u.queue_id;

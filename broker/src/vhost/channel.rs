@@ -52,9 +52,103 @@ impl ChannelState {
     /// Keeps a delivery to consumer `c` until it is settled; meanwhile it
     /// counts against the consumer's prefetch and the channel's.
     pub(super) fn hold_for(&mut self, c: &mut Consumer, tag: u64, delivery: Unacked) {
-        c.unacked += 1;
-        self.consumer_unacked += 1;
+        self.credit.take(&mut c.credit);
         self.unacked.insert(tag, delivery);
+    }
+}
+
+/// A channel's prefetch (`basic.qos`) and what counts against it. Both limits
+/// live here, and both counts change only through it: the channel's own
+/// (global=true, shared by all its consumers) and each consumer's
+/// (`ConsumerCredit`, global=false, fixed when the consumer is created).
+/// A prefetch of 0 is no limit.
+#[derive(Debug, Default)]
+pub(super) struct Credit {
+    /// Given to consumers created from now on (global=false).
+    consumer_prefetch: u16,
+    /// Shared by all consumers of the channel (global=true).
+    channel_prefetch: u16,
+    /// Unacked deliveries to the channel's consumers, against `channel_prefetch`.
+    unacked: u32,
+}
+
+/// One consumer's part of its channel's `Credit`: its prefetch and its
+/// deliveries not yet settled.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ConsumerCredit {
+    prefetch: u16,
+    unacked: u32,
+}
+
+impl Credit {
+    /// `basic.qos`: `global` sets the channel's limit, otherwise the limit of
+    /// the consumers created from now on.
+    pub(super) fn qos(&mut self, prefetch: u16, global: bool) {
+        if global {
+            self.channel_prefetch = prefetch;
+        } else {
+            self.consumer_prefetch = prefetch;
+        }
+    }
+
+    pub(super) fn consumer_prefetch(&self) -> u16 {
+        self.consumer_prefetch
+    }
+
+    pub(super) fn channel_prefetch(&self) -> u16 {
+        self.channel_prefetch
+    }
+
+    /// The credit of a consumer created now.
+    pub(super) fn for_new_consumer(&self) -> ConsumerCredit {
+        ConsumerCredit {
+            prefetch: self.consumer_prefetch,
+            unacked: 0,
+        }
+    }
+
+    /// Whether a consumer with credit `c` may be sent one more delivery that
+    /// waits for its ack: under its own limit and under the channel's.
+    pub(super) fn has_room(&self, c: &ConsumerCredit) -> bool {
+        (c.prefetch == 0 || c.unacked < u32::from(c.prefetch))
+            && (self.channel_prefetch == 0 || self.unacked < u32::from(self.channel_prefetch))
+    }
+
+    /// One more delivery to the consumer with credit `c`, counted against both.
+    pub(super) fn take(&mut self, c: &mut ConsumerCredit) {
+        c.unacked += 1;
+        self.unacked += 1;
+    }
+
+    /// `n` deliveries to the channel's consumers were settled: the channel's
+    /// share is freed for all of them at once, each consumer's as `settle`
+    /// handles its delivery (`ConsumerCredit::release`), which is the order in
+    /// which a dead-lettered message dispatched meanwhile sees them.
+    pub(super) fn release(&mut self, n: usize) {
+        self.unacked = self.unacked.saturating_sub(n as u32);
+    }
+}
+
+impl ConsumerCredit {
+    /// One of the consumer's deliveries was settled (the channel's share goes
+    /// through `Credit::release`).
+    pub(super) fn release(&mut self) {
+        self.unacked = self.unacked.saturating_sub(1);
+    }
+
+    /// Whether a stream consumer may be sent one more entry. A stream consumer
+    /// always has a prefetch of its own, and the channel's is not applied to it
+    /// (it may attach only while the channel has none).
+    pub(super) fn stream_room(&self) -> bool {
+        self.unacked < u32::from(self.prefetch)
+    }
+
+    pub(super) fn prefetch(&self) -> u16 {
+        self.prefetch
+    }
+
+    pub(super) fn unacked(&self) -> u32 {
+        self.unacked
     }
 }
 
@@ -63,12 +157,8 @@ impl ChannelState {
 pub(super) struct ChannelState {
     pub(super) next_tag: u64,
     pub(super) unacked: BTreeMap<u64, Unacked>,
-    /// Prefetch given to consumers created from now on (basic.qos global=false).
-    pub(super) consumer_prefetch: u16,
-    /// Prefetch shared by all consumers of the channel (basic.qos global=true).
-    pub(super) channel_prefetch: u16,
-    /// Unacked deliveries to this channel's consumers, for `channel_prefetch`.
-    pub(super) consumer_unacked: u32,
+    /// Prefetch limits and counts, the channel's and its consumers'.
+    pub(super) credit: Credit,
     /// Consumer tag → queue name.
     pub(super) consumers: HashMap<String, String>,
     /// The channel's direct reply-to address, while it consumes from
@@ -113,11 +203,7 @@ impl VhostState {
         let Some(st) = self.channels.get_mut(&(conn, channel)) else {
             return;
         };
-        if global {
-            st.channel_prefetch = prefetch;
-        } else {
-            st.consumer_prefetch = prefetch;
-        }
+        st.credit.qos(prefetch, global);
         let queues: Vec<String> = st.consumers.values().cloned().collect();
         for q in queues {
             self.dispatch(&q);

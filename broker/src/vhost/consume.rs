@@ -21,7 +21,7 @@ impl VhostState {
             ) else {
                 continue;
             };
-            while c.unacked < u32::from(c.prefetch) && !conn.outbox.is_backed_up() {
+            while c.credit.stream_room() && !conn.outbox.is_backed_up() {
                 // Retention may have removed what a slow consumer had not read.
                 c.cursor = c.cursor.max(log.first());
                 let Some(entry) = log.get(c.cursor) else {
@@ -91,12 +91,12 @@ impl VhostState {
             .channels
             .get(&(conn, channel))
             .expect("channel is open");
-        if st.consumer_prefetch == 0 {
+        if st.credit.consumer_prefetch() == 0 {
             return Err(AmqpError::precondition(format!(
                 "consumer prefetch count is not set for 'queue '{queue}' in vhost '{vhost}''"
             )));
         }
-        if st.channel_prefetch != 0 {
+        if st.credit.channel_prefetch() != 0 {
             return Err(AmqpError::connection(
                 crate::error::code::NOT_IMPLEMENTED,
                 format!("queue '{queue}' in vhost '{vhost}' does not support global qos"),
@@ -158,7 +158,7 @@ impl VhostState {
         let global_qos = self
             .channels
             .get(&(conn, channel))
-            .is_some_and(|st| st.channel_prefetch != 0);
+            .is_some_and(|st| st.credit.channel_prefetch() != 0);
         if q.limits.quorum && global_qos {
             return Err(AmqpError::connection(
                 crate::error::code::NOT_IMPLEMENTED,
@@ -184,7 +184,7 @@ impl VhostState {
             ));
         }
         st.consumers.insert(tag.clone(), queue.to_owned());
-        let prefetch = st.consumer_prefetch;
+        let credit = st.credit.for_new_consumer();
         // consume-ok goes out before the first delivery.
         on_ok(&tag);
         let q = self.queues.get_mut(queue).expect("checked above");
@@ -194,8 +194,7 @@ impl VhostState {
             channel,
             no_ack,
             exclusive,
-            prefetch,
-            unacked: 0,
+            credit,
             priority,
             cursor,
         });

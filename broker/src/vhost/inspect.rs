@@ -78,8 +78,8 @@ impl VhostState {
                     channel: c.channel,
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
-                    prefetch: c.prefetch,
-                    unacked: c.unacked,
+                    prefetch: c.credit.prefetch(),
+                    unacked: c.credit.unacked(),
                     priority: c.priority,
                 })
                 .collect(),
@@ -232,8 +232,8 @@ impl VhostState {
             .map(|((conn, ch), st)| ChannelInfo {
                 connection: *conn,
                 number: *ch,
-                prefetch_count: st.consumer_prefetch,
-                global_prefetch_count: st.channel_prefetch,
+                prefetch_count: st.credit.consumer_prefetch(),
+                global_prefetch_count: st.credit.channel_prefetch(),
                 messages_unacknowledged: st.unacked.len(),
                 consumer_count: st.consumers.len(),
             })

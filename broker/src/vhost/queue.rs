@@ -116,9 +116,9 @@ pub(super) struct Consumer {
     pub(super) channel: u16,
     pub(super) no_ack: bool,
     pub(super) exclusive: bool,
-    /// Per-consumer prefetch (basic.qos global=false before basic.consume); 0 is none.
-    pub(super) prefetch: u16,
-    pub(super) unacked: u32,
+    /// Its prefetch (basic.qos global=false before basic.consume) and unacked
+    /// deliveries, changed only through its channel's `Credit`.
+    pub(super) credit: ConsumerCredit,
     /// `x-priority`: higher-priority consumers are served first.
     pub(super) priority: i64,
     /// A stream consumer's next offset to read.
