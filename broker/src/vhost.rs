@@ -487,7 +487,7 @@ impl VhostState {
             });
             let Some(idx) = chosen else { break };
             let item = q.ready.pop_front().expect("not empty");
-            let props = delivery_props(q.limits.quorum, &item);
+            let props = delivery_props(q.limits.kind, &item);
             let c = &mut q.consumers[idx];
             let st = self
                 .channels
@@ -625,7 +625,7 @@ impl VhostState {
             // A stream still holds every message it delivered.
             return false;
         };
-        let over_limit = q.limits.quorum
+        let over_limit = q.limits.kind == QueueType::Quorum
             && self
                 .profile
                 .quorum_delivery_limit(q.limits.delivery_limit)
@@ -674,8 +674,8 @@ fn unknown_tag(tag: u64) -> AmqpError {
 
 /// The properties a delivery carries: the publisher's, or for a quorum queue
 /// the same with `x-delivery-count` (how often it came back) added.
-fn delivery_props(quorum: bool, item: &Queued) -> std::borrow::Cow<'_, [u8]> {
-    if !quorum {
+fn delivery_props(kind: QueueType, item: &Queued) -> std::borrow::Cow<'_, [u8]> {
+    if kind != QueueType::Quorum {
         return item.msg.props().into();
     }
     item.msg

@@ -48,23 +48,21 @@ pub(super) fn check_type_args(
     args: &FieldTable,
 ) -> Result<(), AmqpError> {
     let kind = match args.inner().get("x-queue-type") {
-        None => "classic".to_owned(),
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.to_string(),
-        // Left to the value check, which names the type problem.
-        Some(_) => return Ok(()),
+        None => QueueType::Classic,
+        // An unknown name, or not a string, is left to the value check, which
+        // names the type problem.
+        Some(v) => match text(v).as_deref().and_then(QueueType::parse) {
+            Some(kind) => kind,
+            None => return Ok(()),
+        },
     };
-    let (refused, name): (&dyn Fn(&str) -> bool, &str) = match kind.as_str() {
-        "classic" => (
-            &|k| STREAM_ONLY_ARGS.contains(&k) || k == "x-queue-leader-locator",
-            "rabbit_classic_queue",
-        ),
-        "quorum" => (&|k| STREAM_ONLY_ARGS.contains(&k), "rabbit_quorum_queue"),
-        "stream" => (&|k| NOT_FOR_STREAMS.contains(&k), "rabbit_stream_queue"),
-        _ => return Ok(()),
+    let refused = |k: &str| match kind {
+        QueueType::Classic => STREAM_ONLY_ARGS.contains(&k) || k == "x-queue-leader-locator",
+        QueueType::Quorum => STREAM_ONLY_ARGS.contains(&k),
+        QueueType::Stream => NOT_FOR_STREAMS.contains(&k),
     };
     match args.inner().keys().find(|k| refused(k.as_str())) {
-        Some(k) => Err(wrong_type_arg(k.as_str(), queue, vhost, name)),
+        Some(k) => Err(wrong_type_arg(k.as_str(), queue, vhost, kind.module())),
         None => Ok(()),
     }
 }
@@ -217,10 +215,9 @@ pub(super) fn validate_queue_args(
                 AMQPValue::Boolean(_) => Ok(()),
                 other => Err(format!("\"expected bool, got {}\"", type_name(other))),
             },
-            "x-queue-type" => text().and_then(|t| match t.as_str() {
-                "classic" => Ok(()),
-                "quorum" | "stream" => Ok(()),
-                _ => Err(format!("\"unsupported queue type '{t}'\"")),
+            "x-queue-type" => text().and_then(|t| match QueueType::parse(&t) {
+                Some(_) => Ok(()),
+                None => Err(format!("\"unsupported queue type '{t}'\"")),
             }),
             _ => Ok(()),
         };
@@ -233,15 +230,13 @@ pub(super) fn validate_queue_args(
     Ok(())
 }
 
-/// The default exchange has no other name: RabbitMQ 3.10 knows no
-/// "amq.default" on the wire.
 /// What an `x-local-random` exchange may be bound to: classic queues, with the
 /// empty key (rabbit_exchange_type_local_random.erl:85-106 at v4.3.5, answered
 /// 406 by rabbit_channel.erl:1859-1860). `queue_type` is the destination queue's
-/// type module, `None` for an exchange, which its queue lookup does not find.
+/// type, `None` for an exchange, which its queue lookup does not find.
 pub(super) fn local_random_binding(
     routing_key: &str,
-    queue_type: Option<&str>,
+    queue_type: Option<QueueType>,
 ) -> Result<(), AmqpError> {
     if !routing_key.is_empty() {
         return Err(AmqpError::precondition(format!(
@@ -250,9 +245,10 @@ pub(super) fn local_random_binding(
     }
     match queue_type {
         None => Err(AmqpError::precondition("Destination not found")),
-        Some("rabbit_classic_queue") => Ok(()),
+        Some(QueueType::Classic) => Ok(()),
         Some(other) => Err(AmqpError::precondition(format!(
-            "Queue type {other} not valid for this exchange type"
+            "Queue type {} not valid for this exchange type",
+            other.module()
         ))),
     }
 }
@@ -362,11 +358,43 @@ impl VhostState {
         if !d.durable && !d.exclusive {
             refusal(DeprecatedFeature::TransientNonexclQueues)?;
         }
-        let classic = !limits.quorum && !limits.stream;
-        if classic && d.arguments.contains_key("x-queue-master-locator") {
+        if limits.kind == QueueType::Classic && d.arguments.contains_key("x-queue-master-locator") {
             refusal(DeprecatedFeature::QueueMasterLocator)?;
         }
         Ok(())
+    }
+}
+
+/// `x-queue-type`: what a queue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum QueueType {
+    #[default]
+    Classic,
+    /// Deliveries carry `x-delivery-count`, `x-delivery-limit` applies, global
+    /// prefetch is refused.
+    Quorum,
+    /// An append-only log read by offset (`stream.rs`).
+    Stream,
+}
+
+impl QueueType {
+    /// The type an `x-queue-type` names, if RabbitMQ knows it.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "classic" => Some(QueueType::Classic),
+            "quorum" => Some(QueueType::Quorum),
+            "stream" => Some(QueueType::Stream),
+            _ => None,
+        }
+    }
+
+    /// RabbitMQ's module for the type, as its error messages name it.
+    pub fn module(self) -> &'static str {
+        match self {
+            QueueType::Classic => "rabbit_classic_queue",
+            QueueType::Quorum => "rabbit_quorum_queue",
+            QueueType::Stream => "rabbit_stream_queue",
+        }
     }
 }
 
@@ -392,14 +420,11 @@ pub(crate) struct Limits {
     pub dead_letter_routing_key: Option<String>,
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
-    /// `x-queue-type: quorum`: deliveries carry `x-delivery-count`, global
-    /// prefetch is refused.
-    pub quorum: bool,
+    /// `x-queue-type`.
+    pub kind: QueueType,
     /// A quorum queue's `x-delivery-limit` as given (it may be negative):
     /// returns beyond the limit the profile makes of it drop the message.
     pub delivery_limit: Option<i64>,
-    /// `x-queue-type: stream`: an append-only log read by offset.
-    pub stream: bool,
     /// A stream's `x-max-length-bytes`, `x-max-age`, segment size.
     pub retention: Retention,
 }
@@ -417,7 +442,11 @@ impl Limits {
     pub fn from_args(args: &FieldTable) -> Self {
         let get = |k: &str| args.inner().get(k);
         let num = |k: &str| get(k).and_then(as_integer).map(|n| n.max(0) as u64);
-        let stream = get("x-queue-type").and_then(text).as_deref() == Some("stream");
+        let kind = get("x-queue-type")
+            .and_then(text)
+            .and_then(|t| QueueType::parse(&t))
+            .unwrap_or_default();
+        let stream = kind == QueueType::Stream;
         Limits {
             message_ttl: num("x-message-ttl"),
             expires: num("x-expires"),
@@ -436,11 +465,10 @@ impl Limits {
                 get("x-single-active-consumer"),
                 Some(AMQPValue::Boolean(true))
             ),
-            quorum: get("x-queue-type").and_then(text).as_deref() == Some("quorum"),
+            kind,
             delivery_limit: get("x-delivery-limit")
                 .and_then(as_integer)
                 .map(|n| n.clamp(i64::MIN.into(), i64::MAX.into()) as i64),
-            stream,
             retention: Retention {
                 max_bytes: num("x-max-length-bytes"),
                 max_age_ms: get("x-max-age")

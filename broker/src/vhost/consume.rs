@@ -78,7 +78,12 @@ impl VhostState {
         let (queue, vhost) = (&q.name, &self.name);
         for arg in ["x-priority", "x-cancel-on-ha-failover"] {
             if opts.arguments.contains_key(arg) {
-                return Err(wrong_type_arg(arg, queue, vhost, "rabbit_stream_queue"));
+                return Err(wrong_type_arg(
+                    arg,
+                    queue,
+                    vhost,
+                    QueueType::Stream.module(),
+                ));
             }
         }
         let start = stream::parse_start(
@@ -130,11 +135,7 @@ impl VhostState {
             self.check_stream_consume(conn, channel, q, &opts)?
         } else {
             if opts.arguments.contains_key("x-stream-offset") {
-                let kind = if q.limits.quorum {
-                    "rabbit_quorum_queue"
-                } else {
-                    "rabbit_classic_queue"
-                };
+                let kind = q.limits.kind.module();
                 return Err(wrong_type_arg("x-stream-offset", queue, &vhost, kind));
             }
             0
@@ -159,7 +160,7 @@ impl VhostState {
             .channels
             .get(&(conn, channel))
             .is_some_and(|st| st.credit.channel_prefetch() != 0);
-        if q.limits.quorum && global_qos {
+        if q.limits.kind == QueueType::Quorum && global_qos {
             return Err(AmqpError::connection(
                 crate::error::code::NOT_IMPLEMENTED,
                 format!("queue '{queue}' in vhost '{vhost}' does not support global qos"),
@@ -284,8 +285,8 @@ impl VhostState {
         }
         let entry = &self.conns[&conn];
         let m = &item.msg;
-        let quorum = self.queues.get(queue).is_some_and(|q| q.limits.quorum);
-        let props = delivery_props(quorum, &item);
+        let kind = self.queues.get(queue).map(|q| q.limits.kind);
+        let props = delivery_props(kind.unwrap_or_default(), &item);
         entry.outbox.push(|out| {
             codec::put_method(
                 out,

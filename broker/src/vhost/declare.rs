@@ -27,6 +27,8 @@ pub(super) fn check_exclusive(q: &Queue, conn: ConnId, vhost: &str) -> Result<()
     }
 }
 
+/// The default exchange has no other name: RabbitMQ 3.10 knows no
+/// "amq.default" on the wire.
 pub(super) fn is_default_exchange(name: &str) -> bool {
     name.is_empty()
 }
@@ -298,11 +300,12 @@ impl VhostState {
         if new {
             self.check_deprecated_declare(&d, &limits)?;
         }
-        if new && limits.quorum {
-            check_quorum(&d, &vhost)?;
-        }
-        if new && limits.stream {
-            check_stream(&d, &vhost)?;
+        if new {
+            match limits.kind {
+                QueueType::Classic => {}
+                QueueType::Quorum => check_quorum(&d, &vhost)?,
+                QueueType::Stream => check_stream(&d, &vhost)?,
+            }
         }
         // RabbitMQ 3.10 makes exclusive queues non-durable, whatever was asked.
         let mut d = d;
@@ -379,13 +382,7 @@ impl VhostState {
         }
         self.exchange(exchange)?;
         let q = self.queue_for(conn, queue)?;
-        let queue_type = if q.limits.quorum {
-            "rabbit_quorum_queue"
-        } else if q.limits.stream {
-            "rabbit_stream_queue"
-        } else {
-            "rabbit_classic_queue"
-        };
+        let queue_type = q.limits.kind;
         check_x_match(self.exchanges[exchange].kind, arguments)?;
         if self.exchanges[exchange].kind == ExchangeKind::LocalRandom {
             local_random_binding(routing_key, Some(queue_type))?;

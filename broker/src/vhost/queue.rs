@@ -191,7 +191,7 @@ impl Queue {
             auto_delete: d.auto_delete,
             arguments: d.arguments,
             ready: Ready::new(limits.max_priority),
-            stream: limits.stream.then(stream::Log::default),
+            stream: (limits.kind == QueueType::Stream).then(stream::Log::default),
             limits,
             next_seq: 0,
             last_used: now,
