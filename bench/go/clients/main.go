@@ -1,6 +1,6 @@
 // Command clients runs the `clients` section's patterns through Go's amqp091 as its
 // README and tutorials write them: PublishWithContext per message, Consume with Qos,
-// deferred confirms. One run per invocation, one result line on stdout:
+// confirms through NotifyPublish. One run per invocation, one result line on stdout:
 //
 //	clients MODE URL QUEUE N   ->   RESULT secs=S   (RESULT p50_us=U for roundtrip)
 //
@@ -93,14 +93,19 @@ func main() {
 		}
 	case "confirm":
 		must(ch.Confirm(false), "confirm.select")
-		pending := make([]*amqp.DeferredConfirmation, 0, n)
+		// NotifyPublish, registered before the first publish: Debian's amqp091-go
+		// 1.5.0 sends a deferred-confirm publish before registering its
+		// confirmation, so a confirm that comes back at once is lost and Wait hangs.
+		confirms := ch.NotifyPublish(make(chan amqp.Confirmation, n))
 		for i := 0; i < n; i++ {
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, msg)
-			must(err, "publish")
-			pending = append(pending, dc)
+			must(ch.PublishWithContext(ctx, "", queue, false, false, msg), "publish")
 		}
-		for _, dc := range pending {
-			if !dc.Wait() {
+		for i := 0; i < n; i++ {
+			c, ok := <-confirms
+			if !ok {
+				must(fmt.Errorf("channel closed after %d confirms", i), "confirm")
+			}
+			if !c.Ack {
 				must(fmt.Errorf("nacked"), "confirm")
 			}
 		}
