@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use bytes::{Bytes, BytesMut};
@@ -21,11 +22,13 @@ use crate::outbox::Outbox;
 use crate::shared::Shared;
 use crate::trace::Direction;
 use crate::vhost::{ConnId, Message, Route, RouteCache, Targets, Vhost};
+use timers::Timers;
 
 mod confirms;
 mod content;
 mod handshake;
 mod methods;
+mod timers;
 mod transaction;
 
 /// What the I/O driver should do after feeding input.
@@ -34,6 +37,9 @@ pub enum Outcome {
     Continue,
     /// Flush the outbox, then close the socket.
     Close,
+    /// A timer ran out: flush what the socket takes within the close timeout and
+    /// close it, without waiting for the client to hang up.
+    TimedOut,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +240,7 @@ pub struct Connection {
     /// Frames decoded so far: how the I/O task tells a streaming peer from a
     /// request/response one (see `pacing`).
     frames_in: u64,
+    timers: Timers,
 }
 
 fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
@@ -241,7 +248,8 @@ fn method(ch: u16, m: AMQPClass) -> impl FnOnce(&mut BytesMut) {
 }
 
 impl Connection {
-    pub fn new(shared: Arc<Shared>, info: Arc<ConnInfo>) -> Self {
+    /// A connection whose socket was accepted at `now`.
+    pub fn new(shared: Arc<Shared>, info: Arc<ConnInfo>, now: Instant) -> Self {
         // Until tune-ok, RabbitMQ's initial_frame_max: FRAME_MIN_SIZE
         // (rabbit_reader.erl:311 at v3.10.8, :300 at v4.1.8).
         let frame_max = shared.config.profile.frame_min_size();
@@ -268,6 +276,7 @@ impl Connection {
             published: false,
             told_blocked: false,
             routes: RouteCache::default(),
+            timers: Timers::new(now),
         }
     }
 
@@ -313,8 +322,9 @@ impl Connection {
         }
     }
 
-    /// Consumes as many whole frames from `buf` as it holds.
-    pub fn handle_input(&mut self, buf: &mut BytesMut) -> Outcome {
+    /// Consumes as many whole frames from `buf` as it holds, read at `now`.
+    pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Outcome {
+        self.timers.read_at(now);
         if self.phase == Phase::Header && !self.handle_header(buf) {
             return self.outcome();
         }
@@ -724,7 +734,7 @@ impl Connection {
     }
 
     /// Sends `connection.close` and releases everything the connection holds; the
-    /// socket closes on `close-ok` or when the driver's close timeout passes.
+    /// socket closes on `close-ok` or when the close timeout passes.
     pub fn close_connection(&mut self, code: u16, text: String, class_id: u16, method_id: u16) {
         if matches!(self.phase, Phase::Closing | Phase::Closed | Phase::Header) {
             self.phase = Phase::Closed;

@@ -175,7 +175,7 @@ pub async fn serve<S>(
     shared.register(info.clone());
     let (mut reader, writer) = tokio::io::split(stream);
     tokio::pin!(writer);
-    let mut conn = Connection::new(shared.clone(), info.clone());
+    let mut conn = Connection::new(shared.clone(), info.clone(), now());
     // Set by a `Drop` or `CutMidFrame` command: the socket dies without a word.
     let mut abort = false;
     // Whether, once its last bytes are written, the socket is read until the
@@ -188,12 +188,9 @@ pub async fn serve<S>(
     // The bytes in `out` had pushed the outbox over its mark: consumers resume
     // once they are written.
     let mut backed_up = false;
-    let started = Instant::now();
-    let mut last_read = started;
-    let mut last_heartbeat = started;
-    let mut closing_since: Option<Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The core's timers (heartbeats, handshake, close): it says when, this sleeps.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
     let mut durable = conn.durability_updates();
     let mut alarm = shared.gauge.subscribe();
     let hold = tokio::time::sleep(Duration::ZERO);
@@ -206,6 +203,13 @@ pub async fn serve<S>(
         // tells them so when they asked.
         let paused = *alarm.borrow() && conn.is_publisher() && conn.is_open();
         conn.set_blocked(paused);
+        let due = conn.poll_timeout(now()).map(Instant::from_std);
+        if let Some(at) = due {
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+        }
+        let last_read = Instant::from_std(conn.last_read());
         let hold_until = paced.as_ref().and_then(|p| p.hold_until(last_read));
         if let Some(at) = hold_until {
             if hold.deadline() != at {
@@ -245,7 +249,7 @@ pub async fn serve<S>(
                     break;
                 }
                 Ok(_) => {
-                    if take_input(&mut conn, &mut buf, &mut paced, &mut last_read, &outbox) == Outcome::Close {
+                    if take_input(&mut conn, &mut buf, &mut paced, &outbox) != Outcome::Continue {
                         break;
                     }
                 }
@@ -261,7 +265,7 @@ pub async fn serve<S>(
                     }
                     Ok(None) => p.after_read(0, outbox.answers()),
                     Ok(Some(_)) => {
-                        if take_input(&mut conn, &mut buf, &mut paced, &mut last_read, &outbox) == Outcome::Close {
+                        if take_input(&mut conn, &mut buf, &mut paced, &outbox) != Outcome::Continue {
                             break;
                         }
                     }
@@ -303,35 +307,14 @@ pub async fn serve<S>(
                     break;
                 }
             }
-            _ = tick.tick() => {
-                let now = Instant::now();
-                if conn.is_closing() {
-                    let since = *closing_since.get_or_insert(now);
-                    if now - since >= shared.config.close_timeout {
-                        linger = false;
-                        break;
-                    }
-                    continue;
-                }
-                if !conn.is_open() && now - started >= shared.config.handshake_timeout {
-                    tracing::info!(conn = id, "handshake timed out");
+            _ = &mut timer, if due.is_some() => match conn.handle_timeout(now()) {
+                Outcome::Continue => {}
+                Outcome::Close => break,
+                Outcome::TimedOut => {
                     linger = false;
                     break;
                 }
-                let hb = conn.heartbeat();
-                if hb > 0 {
-                    let interval = Duration::from_secs(hb as u64);
-                    if now - last_read >= interval * 2 {
-                        tracing::info!(conn = id, "missed heartbeats from client, closing");
-                        linger = false;
-                        break;
-                    }
-                    if now - last_heartbeat >= interval / 2 {
-                        last_heartbeat = now;
-                        outbox.push_heartbeat();
-                    }
-                }
-            }
+            },
         }
     }
     conn.release();
@@ -339,7 +322,7 @@ pub async fn serve<S>(
     // A client that does not read must not keep the task (and its gate guard,
     // and so a restart or shutdown) forever: what is left goes out within the
     // close timeout, counted from the close when there was one, or is dropped.
-    let deadline = closing_since.unwrap_or_else(Instant::now) + shared.config.close_timeout;
+    let deadline = Instant::from_std(conn.close_deadline(now()));
     if abort {
         // Whatever the socket takes at once is written; the rest dies with it.
         let rest = take_outbox(&info, &mut backed_up);
@@ -364,23 +347,27 @@ pub async fn serve<S>(
     tracing::debug!(conn = id, "closed");
 }
 
-/// Feeds what was read to the state machine, notes when (heartbeats and the
+/// Feeds what was read to the state machine, with when (heartbeats and the
 /// pacer's hold count from it), and tells the pacer how many frames it held and
 /// how much the connection has been sent (`Outbox::answers`).
 fn take_input(
     conn: &mut Connection,
     buf: &mut BytesMut,
     paced: &mut Option<PacedSocket>,
-    last_read: &mut Instant,
     outbox: &Outbox,
 ) -> Outcome {
-    *last_read = Instant::now();
     let before = conn.frames_received();
-    let outcome = conn.handle_input(buf);
+    let outcome = conn.handle_input(buf, now());
     if let Some(p) = paced {
         p.after_read(conn.frames_received() - before, outbox.answers());
     }
     outcome
+}
+
+/// The time for the core, from tokio's clock: under `tokio::time::pause()` the
+/// core's timers stand still with it.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// Everything pending in the outbox, recorded in the frame trace when it is on.

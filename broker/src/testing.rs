@@ -13,6 +13,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -39,6 +40,8 @@ impl Core {
 
     /// A new client connection to this broker, before its protocol header.
     pub fn connect(&self) -> CoreConnection {
+        // Each connection keeps its own clock, which moves only by `advance`.
+        let now = Instant::now();
         let outbox = Arc::new(Outbox::default());
         let id = self.shared.next_connection_id();
         let info = Arc::new(ConnInfo::new(
@@ -48,10 +51,11 @@ impl Core {
             self.shared.tracer.clone(),
         ));
         CoreConnection {
-            conn: Connection::new(self.shared.clone(), info),
+            conn: Connection::new(self.shared.clone(), info, now),
             outbox,
             input: BytesMut::new(),
             closed: false,
+            now,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct CoreConnection {
     outbox: Arc<Outbox>,
     input: BytesMut,
     closed: bool,
+    /// This connection's clock.
+    now: Instant,
 }
 
 impl CoreConnection {
@@ -73,7 +79,49 @@ impl CoreConnection {
             return false;
         }
         self.input.extend_from_slice(bytes);
-        if self.conn.handle_input(&mut self.input) == Outcome::Close {
+        let outcome = self.conn.handle_input(&mut self.input, self.now);
+        self.end_if(outcome)
+    }
+
+    /// How long until the connection's next timer falls due on its clock: the
+    /// heartbeat the broker owes, the client's it waits for, the end of the
+    /// handshake or close timeout. `None` once closed.
+    pub fn next_timer(&mut self) -> Option<Duration> {
+        if self.closed {
+            return None;
+        }
+        let due = self.conn.poll_timeout(self.now)?;
+        Some(due.saturating_duration_since(self.now))
+    }
+
+    /// Moves the connection's clock on by `by`, running each timer that falls
+    /// due meanwhile at its own instant, as a sleeping driver would; returns
+    /// false once the broker has decided to close the socket.
+    pub fn advance(&mut self, by: Duration) -> bool {
+        let until = self.now + by;
+        let mut fired = None;
+        while !self.closed {
+            match self.conn.poll_timeout(self.now) {
+                Some(due) if due <= until => {
+                    // A timer that fires and stays due would spin a driver too.
+                    assert!(
+                        fired != Some(due),
+                        "the timer due at {due:?} fired and stayed due"
+                    );
+                    fired = Some(due);
+                    self.now = self.now.max(due);
+                    let outcome = self.conn.handle_timeout(self.now);
+                    self.end_if(outcome);
+                }
+                _ => break,
+            }
+        }
+        self.now = until;
+        !self.closed
+    }
+
+    fn end_if(&mut self, outcome: Outcome) -> bool {
+        if outcome != Outcome::Continue && !self.closed {
             self.closed = true;
             self.conn.release();
         }
