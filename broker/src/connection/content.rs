@@ -14,6 +14,60 @@ use super::methods::server_only;
 use super::skip;
 use super::*;
 
+/// A method that carries content, waiting for it.
+#[derive(Debug)]
+pub(super) enum Pending {
+    /// A `basic.publish`: where it goes (shared with the connection's route cache,
+    /// so consecutive publishes with the same names allocate nothing) and whether
+    /// it must come back if unroutable.
+    Publish { route: Arc<Route>, mandatory: bool },
+    /// A content-carrying method only a server may send (basic.deliver, return,
+    /// get-ok): RabbitMQ takes its content, then refuses it.
+    Refused(u16),
+    /// Any content method on a closing channel: its frames are still checked,
+    /// as RabbitMQ's reader assembles them for every channel it knows, and the
+    /// message is dropped, as the closing channel process drops every method.
+    Dropped(u16),
+}
+
+impl Pending {
+    pub(super) fn method_id(&self) -> u16 {
+        match self {
+            Pending::Publish { .. } => 40,
+            Pending::Refused(id) | Pending::Dropped(id) => *id,
+        }
+    }
+}
+
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per channel; boxing would cost an allocation per message"
+)]
+pub(super) enum Content {
+    Idle,
+    /// A content method seen; its content header is due.
+    Header(Pending),
+    Body {
+        publish: Pending,
+        header: Bytes,
+        /// Boxed, as the frame brought it (none when the header had none): the
+        /// channel's content state is moved out and back for every frame.
+        properties: Option<Box<basic::AMQPProperties>>,
+        size: u64,
+        body: BytesMut,
+    },
+    /// More body arrived than the header announced. Like RabbitMQ, the message is
+    /// dropped and further body frames swallowed; the next other frame on the
+    /// channel is the error. Holds the content method's id.
+    Overflow(u16),
+    /// The body of a dropped message: `left` more bytes are swallowed unkept.
+    Skip {
+        id: u16,
+        left: u64,
+    },
+}
+
 /// RabbitMQ's check of the `expiration` property: a non-negative integer of
 /// milliseconds, with its reasons in Erlang's words.
 pub(super) fn check_expiration(exp: &str) -> Result<u64, String> {
