@@ -490,6 +490,22 @@ impl Profile {
             .allows()
     }
 
+    /// Whether an `x-death` header a client published is the message's death
+    /// history: until 3.13 (`rabbit_dead_letter:update_x_death_header/2` at
+    /// v3.10.8; `mc_amqpl:headers_to_deaths/2`, `mc_amqpl.erl:712` at v3.13.7).
+    /// From 4.0 only the broker's own `deaths` annotation counts and is written
+    /// out over the header (`mc_amqpl.erl:455` at v4.0.9; release notes 4.0.1,
+    /// "AMQP 0.9.1 x-death header").
+    pub fn reads_client_x_death(&self) -> bool {
+        self.version < RabbitVersion::V4_0
+    }
+
+    /// Whether dead-lettering sets `x-last-death-reason`, `-queue` and
+    /// `-exchange`: from 3.13 (`mc:record_death/4`, `mc.erl:392-394` at v3.13.7).
+    pub fn last_death_headers(&self) -> bool {
+        self.version >= RabbitVersion::V3_13
+    }
+
     /// Whether the `x-local-random` exchange type exists: from 4.0
     /// (rabbit_exchange_type_local_random.erl, first in v4.0.0).
     pub fn local_random_exchange(&self) -> bool {

@@ -710,3 +710,125 @@ async fn modulus_hash_routes_by_erlangs_hash_of_the_keys_from_4_3() {
     assert_eq!(got.body, b"with cc");
     c.assert_alive().await;
 }
+
+/// The `x-death` entries of a message as (queue, reason, count).
+fn deaths(props: &amq_protocol::protocol::BasicProperties) -> Vec<(String, String, i64)> {
+    let headers = props.headers().clone().unwrap_or_default();
+    let Some(AMQPValue::FieldArray(a)) = headers.inner().get("x-death") else {
+        panic!("no x-death in {headers:?}");
+    };
+    a.as_slice()
+        .iter()
+        .map(|e| {
+            let AMQPValue::FieldTable(t) = e else {
+                panic!("x-death entry {e:?}");
+            };
+            let Some(AMQPValue::LongLongInt(n)) = t.inner().get("count") else {
+                panic!("x-death count in {t:?}");
+            };
+            (text(t, "queue"), text(t, "reason"), *n)
+        })
+        .collect()
+}
+
+/// Takes the one message of `queue` and rejects it without requeue: the broker
+/// dead-letters it before it reads the next method.
+async fn reject_from(c: &mut Raw, queue: &str) -> amq_protocol::protocol::BasicProperties {
+    let m = c.get(1, queue, false).await.expect("a message");
+    c.send(
+        1,
+        basic::Reject {
+            delivery_tag: m.get_ok().delivery_tag,
+            requeue: false,
+        },
+    )
+    .await;
+    m.props
+}
+
+/// From 4.0 only the broker's own death history counts, and the mark that says
+/// a message's `x-death` is the broker's survives a restart from the data
+/// directory: a message dead-lettered before the restart, dead-lettered again
+/// in the same queue after it, counts 2 (a client's header would start over
+/// at 1). Two durable queues dead-letter to each other through the default
+/// exchange; the client's header claims 5 deaths in `a`.
+#[tokio::test]
+async fn the_broker_s_own_death_history_survives_a_restart_from_4_0() {
+    let dir = std::env::temp_dir().join(unique("warren-xdeath"));
+    let builder = || {
+        Broker::builder()
+            .rabbitmq_version(RabbitVersion::V4_0)
+            .data_dir(&dir)
+    };
+    let Some(t) = Target::start_with(builder()).await else {
+        return;
+    };
+    let mut c = open1(&t).await;
+    let (a, b) = ("xdeath-a", "xdeath-b");
+    for (q, next) in [(a, b), (b, a)] {
+        let d = with_arg(
+            with_arg(
+                queue::Declare {
+                    durable: true,
+                    ..plain(q)
+                },
+                "x-dead-letter-exchange",
+                long_str(""),
+            ),
+            "x-dead-letter-routing-key",
+            long_str(next),
+        );
+        c.queue_declare(1, d).await;
+    }
+    let mut claimed = FieldTable::default();
+    claimed.insert("count".into(), AMQPValue::LongLongInt(5));
+    claimed.insert("queue".into(), long_str(a));
+    claimed.insert("reason".into(), long_str("rejected"));
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(vec![AMQPValue::FieldTable(claimed)].into()),
+    );
+    let props = amq_protocol::protocol::BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    c.publish_with(
+        1,
+        basic::Publish {
+            routing_key: a.into(),
+            ..Default::default()
+        },
+        props,
+        b"m",
+    )
+    .await;
+    reject_from(&mut c, a).await;
+    // A round trip: the reject was handled, and its dead-lettering logged.
+    c.assert_alive().await;
+    drop(c);
+    t.stop().await;
+
+    let t = Target::start_with(builder()).await.expect("restart Warren");
+    let mut c = open1(&t).await;
+    let props = reject_from(&mut c, b).await;
+    assert_eq!(deaths(&props), [(a.into(), "rejected".into(), 1)]);
+    let props = reject_from(&mut c, a).await;
+    assert_eq!(
+        deaths(&props),
+        [
+            (b.into(), "rejected".into(), 1),
+            (a.into(), "rejected".into(), 1)
+        ]
+    );
+    let props = c.get(1, b, true).await.expect("dead-lettered again").props;
+    assert_eq!(
+        deaths(&props),
+        [
+            (a.into(), "rejected".into(), 2),
+            (b.into(), "rejected".into(), 1)
+        ]
+    );
+    drop(c);
+    t.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

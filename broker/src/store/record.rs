@@ -56,6 +56,10 @@ pub enum Record {
         routing_key: String,
         header: Bytes,
         body: Bytes,
+        /// Its `x-death` header is the broker's own history (see
+        /// `Message::dead_lettered`). Written as its own record type, so that
+        /// logs from before it read as `false`.
+        dead_lettered: bool,
     },
     /// A message left a queue: acked, rejected, purged, or delivered with no-ack.
     Remove {
@@ -111,6 +115,8 @@ const T_VHOST_RESET: u8 = 10;
 const T_STREAM_START: u8 = 11;
 const T_SNAPSHOT_BEGIN: u8 = 12;
 const T_SNAPSHOT_ABANDONED: u8 = 13;
+/// `T_PUBLISH` of a message the broker dead-lettered.
+const T_PUBLISH_DEAD_LETTERED: u8 = 14;
 
 impl Record {
     /// Appends `len | crc | payload` to `out`.
@@ -193,6 +199,7 @@ impl Record {
                 routing_key,
                 header,
                 body,
+                dead_lettered,
             } => PublishRef {
                 id: *id,
                 vhost,
@@ -201,6 +208,7 @@ impl Record {
                 routing_key,
                 header: [header, &[]],
                 body,
+                dead_lettered: *dead_lettered,
             }
             .write(w),
             Record::Remove { id, vhost, queue } | Record::Delivered { id, vhost, queue } => {
@@ -298,7 +306,7 @@ impl Record {
                     }
                 }
             }
-            T_PUBLISH => {
+            tag @ (T_PUBLISH | T_PUBLISH_DEAD_LETTERED) => {
                 let id = r.u64()?;
                 let vhost = r.str()?;
                 let n = r.u32()? as usize;
@@ -314,6 +322,7 @@ impl Record {
                     routing_key: r.str()?,
                     header: Bytes::copy_from_slice(r.bytes()?),
                     body: Bytes::copy_from_slice(r.bytes()?),
+                    dead_lettered: tag == T_PUBLISH_DEAD_LETTERED,
                 }
             }
             tag @ (T_REMOVE | T_DELIVERED) => {
@@ -385,11 +394,16 @@ pub struct PublishRef<'a, Q: AsRef<str> = String> {
     /// properties apart from the class, weight and size before them.
     pub header: [&'a [u8]; 2],
     pub body: &'a [u8],
+    pub dead_lettered: bool,
 }
 
 impl<Q: AsRef<str>> PublishRef<'_, Q> {
     pub(super) fn write(&self, w: &mut Writer) {
-        w.u8(T_PUBLISH);
+        w.u8(if self.dead_lettered {
+            T_PUBLISH_DEAD_LETTERED
+        } else {
+            T_PUBLISH
+        });
         w.u64(self.id);
         w.str(self.vhost);
         w.u32(self.queues.len() as u32);

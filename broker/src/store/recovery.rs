@@ -19,6 +19,7 @@ pub struct RecoveredMessage {
     pub routing_key: String,
     pub header: Bytes,
     pub body: Bytes,
+    pub dead_lettered: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -141,6 +142,7 @@ impl RecoveredVhost {
                 routing_key,
                 header,
                 body,
+                dead_lettered,
             } => {
                 *next_id = (*next_id).max(id + 1);
                 let mut held = false;
@@ -158,6 +160,7 @@ impl RecoveredVhost {
                             routing_key,
                             header,
                             body,
+                            dead_lettered,
                         }),
                     );
                 }

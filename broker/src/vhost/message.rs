@@ -115,6 +115,10 @@ pub struct Message {
     props_len: u32,
     delivery_mode: u8,
     priority: u8,
+    /// The `x-death` in its headers is the broker's own history: it was
+    /// dead-lettered, not published with that header by a client. From 4.0
+    /// RabbitMQ reads only its own (`vhost/deadletter.rs`).
+    dead_lettered: bool,
     extra: Option<Box<Extra>>,
 }
 
@@ -148,6 +152,7 @@ impl Message {
             props_len,
             delivery_mode: properties.delivery_mode().unwrap_or(1),
             priority: properties.priority().unwrap_or(0),
+            dead_lettered: false,
             extra: expiration.map(|e| {
                 Box::new(Extra {
                     expiration: Some(e),
@@ -240,6 +245,15 @@ impl Message {
 
     pub(crate) fn set_persist_id(&mut self, id: u64) {
         self.extra.get_or_insert_with(Default::default).persist_id = Some(id);
+    }
+
+    /// Whether its `x-death` header was written by the broker (see the field).
+    pub(crate) fn dead_lettered(&self) -> bool {
+        self.dead_lettered
+    }
+
+    pub(crate) fn set_dead_lettered(&mut self, own: bool) {
+        self.dead_lettered = own;
     }
 
     /// All the properties, decoded from the content header.

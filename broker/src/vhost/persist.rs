@@ -115,6 +115,7 @@ impl VhostState {
             routing_key: msg.routing_key(),
             header: [&msg.header_prefix(), msg.props()],
             body: msg.body(),
+            dead_lettered: msg.dead_lettered(),
         }))
     }
 
@@ -190,6 +191,7 @@ impl VhostState {
                             stored.body.clone(),
                         );
                         msg.set_persist_id(msg_id);
+                        msg.set_dead_lettered(stored.dead_lettered);
                         Arc::new(msg)
                     })
                     .clone();
@@ -346,6 +348,7 @@ impl VhostState {
                 routing_key: msg.routing_key().to_string(),
                 header: msg.header(),
                 body: msg.body_bytes(),
+                dead_lettered: msg.dead_lettered(),
             });
         }
         for (id, queue) in delivered {

@@ -501,5 +501,6 @@ table! {
         local_random_exchange,
         modulus_hash_exchange,
         start_ok_over_initial_frame_max,
+        client_x_death_header,
     ]
 }

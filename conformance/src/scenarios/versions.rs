@@ -512,3 +512,148 @@ pub async fn modulus_hash_exchange(cx: Ctx) -> R {
     }
     conn.close().await
 }
+
+/// A string as a header value.
+fn ls(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+/// The (queue, reason, count) of each entry of a delivery's `x-death`.
+fn x_death(d: &crate::ctx::Delivery) -> R<Vec<(String, String, i64)>> {
+    let headers = d.props.headers().clone().unwrap_or_default();
+    let Some(AMQPValue::FieldArray(a)) = headers.inner().get("x-death") else {
+        return Err(crate::driver::Fail::msg(format!(
+            "no x-death array in {headers:?}"
+        )));
+    };
+    let field = |t: &amq_protocol::types::FieldTable, k: &str| match t.inner().get(k) {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => format!("{other:?}"),
+    };
+    Ok(a.as_slice()
+        .iter()
+        .filter_map(|e| match e {
+            AMQPValue::FieldTable(t) => Some((
+                field(t, "queue"),
+                field(t, "reason"),
+                match t.inner().get("count") {
+                    Some(AMQPValue::LongLongInt(n)) => *n,
+                    _ => -1,
+                },
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A top-level string header of a delivery, if any.
+fn header(d: &crate::ctx::Delivery, key: &str) -> Option<String> {
+    match d.props.headers().as_ref()?.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// A message published with an `x-death` header of the client's (claiming 5
+/// rejections in the very queue it goes to, and an expiry elsewhere) and with
+/// `x-first-death-reason` / `x-last-death-reason` headers of its own, then
+/// rejected into a dead-letter queue. Delivered before that, every profile
+/// leaves the headers as they came (the transcript compares them with RabbitMQ).
+/// Until 3.13 the client's history is the message's: the matching entry counts
+/// 6, the other stays, and `x-first-death-*` are not set because an `x-death`
+/// was there (`rabbit_dead_letter.erl:110-157` at v3.10.8; `mc_amqpl.erl:691,712`
+/// and `mc.erl:388-395` at v3.13.7). From 4.0 the client's header is not read:
+/// the broker's own history (one death, count 1) replaces it, and its
+/// `x-first-death-*` override the client's (`mc.erl:414-429` and
+/// `mc_amqpl.erl:454-479` at v4.0.9; release notes 4.0.1, "AMQP 0.9.1 x-death
+/// header"). From 3.13 `x-last-death-*` are set at every death (`mc.erl:392-394`
+/// at v3.13.7).
+pub async fn client_x_death_header(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("xd");
+    let dlq = cx.name("xd-dl");
+    ch.queue_declare_with(&dlq, QueueOpts::default().exclusive())
+        .await?;
+    let dead_letters = QueueOpts::default()
+        .exclusive()
+        .arg("x-dead-letter-exchange", ls(""))
+        .arg("x-dead-letter-routing-key", ls(&dlq));
+    ch.queue_declare_with(&q, dead_letters).await?;
+    let entry = |queue: &str, reason: &str, count: i64| {
+        let mut t = amq_protocol::types::FieldTable::default();
+        t.insert("count".into(), AMQPValue::LongLongInt(count));
+        t.insert("reason".into(), ls(reason));
+        t.insert("queue".into(), ls(queue));
+        t.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
+        t.insert("exchange".into(), ls(""));
+        t.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(vec![ls(queue)].into()),
+        );
+        AMQPValue::FieldTable(t)
+    };
+    let elsewhere = cx.name("xd-elsewhere");
+    let mut headers = amq_protocol::types::FieldTable::default();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(
+            vec![entry(&q, "rejected", 5), entry(&elsewhere, "expired", 2)].into(),
+        ),
+    );
+    headers.insert("x-first-death-reason".into(), ls("client"));
+    headers.insert("x-last-death-reason".into(), ls("client"));
+    let props = BasicProperties::default().with_headers(headers);
+    ch.publish_with("", &q, b"m", PublishOpts::default().props(props))
+        .await?;
+    let d = ch.poll_get(&q, false).await?;
+    expect_eq(
+        "x-death before any dead-lettering",
+        x_death(&d)?,
+        vec![
+            (q.clone(), "rejected".into(), 5),
+            (elsewhere.clone(), "expired".into(), 2),
+        ],
+    )?;
+    ch.reject(d.delivery_tag, false).await?;
+    let dl = ch.poll_get(&dlq, true).await?;
+    let v = cx.version();
+    if v < V::V4_0 {
+        expect_eq(
+            "x-death after the broker's first dead-lettering",
+            x_death(&dl)?,
+            vec![
+                (q.clone(), "rejected".into(), 6),
+                (elsewhere, "expired".into(), 2),
+            ],
+        )?;
+        expect_eq(
+            "x-first-death-reason",
+            header(&dl, "x-first-death-reason").as_deref(),
+            Some("client"),
+        )?;
+    } else {
+        expect_eq(
+            "x-death after the broker's first dead-lettering",
+            x_death(&dl)?,
+            vec![(q.clone(), "rejected".into(), 1)],
+        )?;
+        expect_eq(
+            "x-first-death-reason",
+            header(&dl, "x-first-death-reason").as_deref(),
+            Some("rejected"),
+        )?;
+        expect_eq(
+            "x-first-death-queue",
+            header(&dl, "x-first-death-queue").as_deref(),
+            Some(q.as_str()),
+        )?;
+    }
+    let last = if v >= V::V3_13 { "rejected" } else { "client" };
+    expect_eq(
+        "x-last-death-reason",
+        header(&dl, "x-last-death-reason").as_deref(),
+        Some(last),
+    )?;
+    conn.close().await
+}
