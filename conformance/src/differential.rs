@@ -8,6 +8,11 @@
 //! counts are settled; after each operation every open channel is synced and what it
 //! received is logged in channel order.
 //!
+//! The two brokers may imitate different releases (Warren with `--profile 4.3`
+//! against a RabbitMQ 3.10): each case then runs in the form both releases treat
+//! alike, by Warren's profile table ([`Common`]), so that everything else is
+//! still checked equal to the live RabbitMQ.
+//!
 //! Deliveries to a consumer on another connection travel asynchronously in RabbitMQ,
 //! so a sequence may not be reproducible even on RabbitMQ alone: a case that diverges
 //! is run against RabbitMQ a second time, and only counts if RabbitMQ repeats itself.
@@ -19,6 +24,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+
+use warren_broker::{DeprecatedFeature, Profile};
 
 use crate::ctx::{Channel, ConsumeOpts, Ctx, ExchangeOpts, Kind, PublishOpts, QueueOpts};
 use crate::driver::{describe, Conn, Fail, Url, R};
@@ -187,6 +194,67 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => ch.prop_map(|ch| Op::CloseChannel { ch }),
         1 => (0..CONNS).prop_map(|conn| Op::CloseConnection { conn }),
     ]
+}
+
+/// What the operations may do so that both brokers' releases answer alike,
+/// from Warren's profile table (`warren_broker::Profile`, each row citing
+/// RabbitMQ's source): an operation whose outcome differs between the two
+/// releases is run in the form whose outcome does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Common {
+    /// Both take a queue that is neither durable nor exclusive (4.3 refuses it
+    /// with 541, deprecated feature `transient_nonexcl_queues`).
+    pub transient_queues: bool,
+    /// Both honour `basic.qos` with `global = true` (4.3 takes it as
+    /// `global = false`, deprecated feature `global_qos`).
+    pub global_qos: bool,
+}
+
+impl Common {
+    /// What the releases `a` and `b` (with their deprecated-feature settings) share.
+    pub fn of(a: &Profile, b: &Profile) -> Common {
+        let transient = |p: &Profile| {
+            p.deprecated_feature_state(DeprecatedFeature::TransientNonexclQueues)
+                .allows()
+        };
+        Common {
+            transient_queues: transient(a) && transient(b),
+            global_qos: a.global_qos() && b.global_qos(),
+        }
+    }
+
+    /// `op` in the form both releases answer alike: a transient non-exclusive
+    /// queue declared durable instead (passive ones too, whose durable flag
+    /// RabbitMQ does not check), a global qos made per consumer.
+    pub fn adapt(self, op: Op) -> Op {
+        match op {
+            Op::QueueDeclare {
+                ch,
+                q,
+                durable: false,
+                exclusive: false,
+                auto_delete,
+                passive,
+            } if !self.transient_queues => Op::QueueDeclare {
+                ch,
+                q,
+                durable: true,
+                exclusive: false,
+                auto_delete,
+                passive,
+            },
+            Op::Qos {
+                ch,
+                count,
+                global: true,
+            } if !self.global_qos => Op::Qos {
+                ch,
+                count,
+                global: false,
+            },
+            op => op,
+        }
+    }
 }
 
 /// The connections and channels of one run of a case.
@@ -498,8 +566,9 @@ fn prelude() -> Vec<Op> {
     ]
 }
 
-/// Runs a sequence (after the prelude) against `url`; returns its normalized transcript.
-pub async fn run_case(url: &Url, ops: &[Op]) -> Vec<String> {
+/// Runs a sequence (after the prelude, in the form `common` allows) against
+/// `url`; returns its normalized transcript.
+pub async fn run_case(url: &Url, common: Common, ops: &[Op]) -> Vec<String> {
     let cx = Ctx::new(url.clone(), crate::runner::suffix());
     let mut world = World {
         cx: cx.clone(),
@@ -507,7 +576,8 @@ pub async fn run_case(url: &Url, ops: &[Op]) -> Vec<String> {
         channels: HashMap::new(),
         consumers: Vec::new(),
     };
-    for op in prelude().iter().chain(ops) {
+    let prelude: Vec<Op> = prelude().into_iter().map(|op| common.adapt(op)).collect();
+    for op in prelude.iter().chain(ops) {
         cx.note(format!("> {op}"));
         if let Err(e) = world.apply(op).await {
             log_failure(&cx, &e);
@@ -520,8 +590,9 @@ pub async fn run_case(url: &Url, ops: &[Op]) -> Vec<String> {
 
 /// Compares one sequence on both brokers: `Err` describes a reproducible divergence.
 pub async fn compare_case(warren: &Url, rabbitmq: &Url, ops: &[Op]) -> Result<(), String> {
-    let w = run_case(warren, ops).await;
-    let r = run_case(rabbitmq, ops).await;
+    let common = Common::of(&warren.profile, &rabbitmq.profile);
+    let w = run_case(warren, common, ops).await;
+    let r = run_case(rabbitmq, common, ops).await;
     if SHOWN.fetch_add(1, Ordering::Relaxed) < SHOW.load(Ordering::Relaxed) {
         println!("--- case transcript (RabbitMQ):");
         for line in &r {
@@ -533,7 +604,7 @@ pub async fn compare_case(warren: &Url, rabbitmq: &Url, ops: &[Op]) -> Result<()
     };
     // RabbitMQ may not repeat itself (deliveries race between connections); only a
     // divergence from a reproducible RabbitMQ transcript counts.
-    if run_case(rabbitmq, ops).await != r {
+    if run_case(rabbitmq, common, ops).await != r {
         IRREPRODUCIBLE.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
@@ -561,10 +632,15 @@ pub fn run(
     // ExchangeDelete, or a field pattern such as "durable: true, exclusive: true") are
     // left out, so that a known divergence does not hide the others.
     let without = without.to_vec();
-    let op = op().prop_filter("excluded operation", move |op| {
-        let text = format!("{op:?}");
-        !without.iter().any(|w| text.contains(w.as_str()))
-    });
+    // Generated in the form both releases answer alike, so that shrinking
+    // works on what actually runs.
+    let common = Common::of(&warren.profile, &rabbitmq.profile);
+    let op =
+        op().prop_map(move |op| common.adapt(op))
+            .prop_filter("excluded operation", move |op| {
+                let text = format!("{op:?}");
+                !without.iter().any(|w| text.contains(w.as_str()))
+            });
     let strategy = prop::collection::vec(op, 1..=max_len);
     let result = runner.run(&strategy, |ops| {
         handle
@@ -575,5 +651,75 @@ pub fn run(
         Ok(()) => Ok(cases),
         Err(TestError::Fail(reason, ops)) => Err((ops, reason.to_string())),
         Err(TestError::Abort(reason)) => Err((Vec::new(), format!("aborted: {reason}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warren_broker::RabbitVersion as V;
+
+    use super::*;
+
+    fn transient(q: u8) -> Op {
+        Op::QueueDeclare {
+            ch: 0,
+            q,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            passive: false,
+        }
+    }
+
+    #[test]
+    fn a_4_3_against_a_3_10_runs_only_what_both_answer_alike() {
+        let common = Common::of(&Profile::new(V::V4_3), &Profile::new(V::V3_10));
+        assert!(!common.transient_queues && !common.global_qos);
+        assert_eq!(
+            common.adapt(transient(1)),
+            Op::QueueDeclare {
+                ch: 0,
+                q: 1,
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                passive: false,
+            }
+        );
+        let global = Op::Qos {
+            ch: 1,
+            count: 2,
+            global: true,
+        };
+        assert_eq!(
+            common.adapt(global),
+            Op::Qos {
+                ch: 1,
+                count: 2,
+                global: false,
+            }
+        );
+        // An exclusive transient queue is taken by every release.
+        let exclusive = Op::QueueDeclare {
+            ch: 0,
+            q: 2,
+            durable: false,
+            exclusive: true,
+            auto_delete: false,
+            passive: false,
+        };
+        assert_eq!(common.adapt(exclusive.clone()), exclusive);
+    }
+
+    #[test]
+    fn releases_that_agree_run_every_operation_as_generated() {
+        for v in V::ALL {
+            let common = Common::of(&Profile::new(v), &Profile::new(v));
+            assert_eq!(common.adapt(transient(0)) == transient(0), v < V::V4_3);
+        }
+        let mut permitted = Profile::new(V::V4_3);
+        permitted.set_permitted(DeprecatedFeature::TransientNonexclQueues, true);
+        let common = Common::of(&permitted, &Profile::new(V::V3_10));
+        assert!(common.transient_queues && !common.global_qos);
     }
 }

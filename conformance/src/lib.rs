@@ -25,7 +25,9 @@
 //!   filters, `--target URL` runs against one URL only, `--verbose` prints transcripts
 //!   of failing or diverging scenarios.
 //! - `cargo xtask conformance --rabbitmq URL --differential --cases N`: random
-//!   operation sequences on both brokers, shrunk to a minimal divergence.
+//!   operation sequences on both brokers, shrunk to a minimal divergence;
+//!   `--profile X.Y` runs Warren as another release than the RabbitMQ's, on the
+//!   operations both releases answer alike.
 //!
 //! # Adding a scenario
 //! Write `pub async fn name(cx: Ctx) -> R` in the right module of `scenarios/` and add

@@ -11,7 +11,9 @@
 //! differ by release): the release is read from `connection.start`, RabbitMQ's
 //! or `--target`'s, and the embedded Warren imitates RabbitMQ's. Without a
 //! RabbitMQ, `--profile X.Y` runs Warren imitating X.Y against the expectations
-//! recorded in the scenarios (3.10 by default).
+//! recorded in the scenarios (3.10 by default). With `--differential` and a
+//! RabbitMQ, `--profile X.Y` runs the embedded Warren as X.Y against that
+//! RabbitMQ's release, on the operations both answer alike.
 
 use std::process::ExitCode;
 
@@ -201,7 +203,9 @@ async fn main() -> ExitCode {
     let version = match &mut rabbit_url {
         Some(u) => match warren_conformance::ctx::detect_version(u).await {
             Ok(v) => {
-                if args.profile.is_some_and(|p| p != v) {
+                // The differential test compares what both releases answer
+                // alike, so it may run Warren as another release.
+                if !args.differential && args.profile.is_some_and(|p| p != v) {
                     eprintln!(
                         "--profile {} and the RabbitMQ at {} ({v}) differ: give one of them",
                         args.profile.unwrap_or_default(),
@@ -210,7 +214,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
                 u.profile = warren_broker::Profile::new(v);
-                v
+                args.profile.unwrap_or(v)
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -219,14 +223,15 @@ async fn main() -> ExitCode {
         },
         None => args.profile.unwrap_or_default(),
     };
-    println!(
-        "profile: RabbitMQ {version}{}",
-        if rabbit_url.is_some() {
-            ", read from the RabbitMQ given"
-        } else {
-            ", against the recorded expectations"
-        }
-    );
+    let from = match &rabbit_url {
+        Some(u) if u.profile.version() != version => format!(
+            " (Warren) against RabbitMQ {}, on what both releases answer alike",
+            u.profile.version()
+        ),
+        Some(_) => ", read from the RabbitMQ given".to_owned(),
+        None => ", against the recorded expectations".to_owned(),
+    };
+    println!("profile: RabbitMQ {version}{from}");
     let profile = warren_broker::Profile::new(version);
     // Without a RabbitMQ of that release, only the versions:: scenarios have
     // expectations for it (each cites its source line); the rest were recorded
