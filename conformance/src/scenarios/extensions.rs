@@ -610,6 +610,37 @@ pub async fn overflow_reject_publish_no_dlx(cx: Ctx) -> R {
     conn.close().await
 }
 
+/// A message that dies twice in the same queue for the same reason: its x-death
+/// entry counts 2 and keeps the first death's exchange (the message came in
+/// through the default exchange, then back through the dead-letter exchange),
+/// as `increment_xdeath_event_count/1` only bumps the count
+/// (rabbit_dead_letter.erl:169 at v3.10.8).
+pub async fn repeated_death_keeps_its_first_exchange(cx: Ctx) -> R {
+    let (conn, ch) = open_c(&cx).await?;
+    let fx = cx.name("again");
+    let q = cx.name("q");
+    ch.exchange_declare(&fx, "fanout").await?;
+    ch.queue_declare_with(
+        &q,
+        qargs(&[("x-dead-letter-exchange", ls(&fx))]).exclusive(),
+    )
+    .await?;
+    ch.queue_bind(&q, &fx, "").await?;
+    ch.publish("", &q, "m").await?;
+    for _ in 0..2 {
+        let d = ch.poll_get(&q, false).await?;
+        ch.reject(d.delivery_tag, false).await?;
+    }
+    let d = ch.poll_get(&q, true).await?;
+    check_death(&d, "rejected", &q, 2)?;
+    expect_eq(
+        "x-death exchange",
+        header_str(&x_death(&d)?[0], "exchange").as_deref(),
+        Some(""),
+    )?;
+    conn.close().await
+}
+
 /// x-message-ttl expires messages in the queue.
 pub async fn queue_ttl_expires(cx: Ctx) -> R {
     let (conn, ch) = open_c(&cx).await?;

@@ -393,6 +393,7 @@ table! {
         overflow_reject_publish_no_dlx,
         queue_ttl_expires,
         queue_ttl_dead_letters,
+        repeated_death_keeps_its_first_exchange,
         message_expiration_dead_letters,
         message_expiration_only_at_head,
         ttl_zero_without_consumer,
