@@ -51,8 +51,9 @@ impl VhostState {
             .unwrap_or_else(|| msg.routing_key().to_string());
         let original = msg.properties();
         let own = msg.dead_lettered() || self.profile.reads_client_x_death();
-        // From 4.0 a client's `x-death` is neither counted nor a cycle: the
-        // history starts afresh and is written over the client's header.
+        // From 4.0 a client's `x-death` is neither counted nor a cycle (the
+        // cycle check reads the broker's annotation only, mc.erl:441-445 at
+        // v4.0.9): the history starts afresh and is written over the header.
         let history = original
             .headers()
             .as_ref()
