@@ -122,8 +122,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// The memory this process may use: the smaller of physical memory and its
-/// cgroup's limit. `None` where neither can be read.
+/// cgroup's limit. `None` where neither can be read. Read once per process:
+/// RabbitMQ reads it when a node sets its limit at start (`set_mem_limits/2`,
+/// `rabbit_common/src/vm_memory_monitor.erl:187-194,317-328` at v3.10.8), and a
+/// test process starts hundreds of brokers, each paying ~30 µs for the files.
 pub fn memory_available() -> Option<u64> {
+    static AVAILABLE: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(read_memory_available)
+}
+
+fn read_memory_available() -> Option<u64> {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| meminfo_total(&m));
@@ -269,7 +277,9 @@ pub(crate) fn watermark_bytes(watermark: MemoryHighWatermark) -> u64 {
 /// Measures memory and disk until `stop`, raising and clearing the alarms.
 pub(crate) async fn monitor(gauge: Arc<Gauge>, limits: Limits, mut stop: watch::Receiver<bool>) {
     let mut meter = Meter::default();
-    let mut tick = tokio::time::interval(INTERVAL);
+    // The first measure one interval after start: a broker that lives for a
+    // test's few hundred microseconds has no memory to watch.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + INTERVAL, INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut disk_alarm = false;
     loop {
@@ -312,8 +322,16 @@ pub(crate) async fn monitor(gauge: Arc<Gauge>, limits: Limits, mut stop: watch::
 /// How many client connections the file descriptor limit leaves room for.
 /// The soft limit is first raised to the hard one, as most servers do (and
 /// Go's runtime does for every program), so that a default soft limit of 1024
-/// does not cap a broker that the system would let hold thousands.
+/// does not cap a broker that the system would let hold thousands. Counted
+/// once per process, from the descriptors open at the first broker's start: a
+/// test process starts hundreds of brokers, and the count costs each start
+/// six system calls.
 pub(crate) fn connection_capacity() -> u64 {
+    static CAPACITY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CAPACITY.get_or_init(count_connection_capacity)
+}
+
+fn count_connection_capacity() -> u64 {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{getrlimit, setrlimit, Resource};
