@@ -5,9 +5,11 @@
 //! `tests/go/closes`, built in GOPATH mode from Debian's
 //! golang-github-rabbitmq-amqp091-go-dev, as the bench's load generator is.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+mod process;
+use process::Warren;
 
 /// Where Debian's golang-github-rabbitmq-amqp091-go-dev puts the client.
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
@@ -15,16 +17,6 @@ const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 /// Iterations per run: the races showed in 2 to 10 of every 10 tries before the
 /// fixes, so a run this long could not pass by luck.
 const ITERATIONS: &str = "40";
-
-/// Kills the broker when the test ends, whichever way it ends.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Builds the Go program, or says why it cannot be (no Go, no amqp091).
 fn build(name: &str) -> Result<PathBuf, String> {
@@ -58,22 +50,6 @@ fn build(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn start_warren() -> (Broker, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start warren");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let broker = Broker(child);
-    let mut url = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut url)
-        .expect("read the URL line");
-    (broker, url.trim().to_owned())
-}
-
 /// Runs `mode` against Warren, then against RabbitMQ when `AMQP_URL` is set.
 fn run(test: &str, mode: &str) {
     let program = match build(mode) {
@@ -83,7 +59,8 @@ fn run(test: &str, mode: &str) {
             return;
         }
     };
-    let (broker, url) = start_warren();
+    let broker = Warren::start(&[]);
+    let url = broker.url.clone();
     let mut targets = vec![("Warren", url)];
     match std::env::var("AMQP_URL").ok().filter(|u| !u.is_empty()) {
         Some(rabbit) => targets.push(("RabbitMQ", rabbit)),

@@ -3,28 +3,11 @@
 //! acking from a timer thread, then deleting the queue under its consumer (issue
 //! 18, item 3). The client is `tests/python/kombu_hub.py`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-/// Kills the broker when the test ends, whichever way it ends.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kombu_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import kombu, amqp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+mod process;
+use process::Warren;
 
 /// Runs the client against `url`; its report, or the failure with the report.
 fn run_client(url: &str) -> Result<String, String> {
@@ -48,26 +31,15 @@ fn run_client(url: &str) -> Result<String, String> {
 
 #[test]
 fn kombu_event_loop_consumer_with_prefetch_one() {
-    if !kombu_available() {
+    if !process::python_has("kombu, amqp") {
         eprintln!(
             "SKIPPED kombu_event_loop_consumer_with_prefetch_one: python3 with kombu is not \
              installed (pip install kombu); .ci/run installs it"
         );
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start warren");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let broker = Broker(child);
-    let mut url = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut url)
-        .expect("read the URL line");
-    let warren = run_client(url.trim());
+    let broker = Warren::start(&[]);
+    let warren = run_client(&broker.url);
     drop(broker);
     match &warren {
         Ok(report) => println!("Warren:\n{report}"),

@@ -16,6 +16,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod process;
+use process::Warren;
+
 /// How long any one step may take before the test gives up (not an assertion
 /// on speed: a step that hangs fails with this instead of hanging CI).
 const STEP: Duration = Duration::from_secs(30);
@@ -54,15 +57,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn pika_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import pika"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -219,7 +213,7 @@ fn next_line(lines: &mpsc::Receiver<(usize, String)>) -> (usize, String) {
 
 #[test]
 fn the_page_shows_the_seed_work_queue_drain_with_every_publish_deliver_and_ack() {
-    if !pika_available() {
+    if !process::python_has("pika") {
         eprintln!(
             "SKIPPED: python3 with pika is not installed (pip install pika); .ci/run installs it"
         );
@@ -232,29 +226,9 @@ fn the_page_shows_the_seed_work_queue_drain_with_every_publish_deliver_and_ack()
         );
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--bind", "127.0.0.1:0", "--management-bind", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start warren");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let _broker = Killed(child);
-    let mut line = || {
-        let mut s = String::new();
-        stdout.read_line(&mut s).expect("read a URL line");
-        s.trim().to_owned()
-    };
-    let (url, base) = (line(), line());
-    let port: u16 = url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let broker = Warren::start(&["--management-bind", "127.0.0.1:0"]);
+    let base = broker.management.clone().unwrap();
+    let port = broker.port();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let dir = tempdir("scripts");

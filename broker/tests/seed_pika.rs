@@ -2,28 +2,11 @@
 //! run against the `warren` binary: the promise that a Python user's tutorial code
 //! works against Warren as it does against RabbitMQ.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-/// Kills the broker when the test ends, whichever way it ends.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pika_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import pika"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+mod process;
+use process::Warren;
 
 #[test]
 fn seed_tutorial_runs_unmodified_against_warren() {
@@ -44,27 +27,15 @@ fn seed_tutorial_against_the_4_3_profile() {
 
 /// Starts `warren` with `broker_args` and runs the seed harness against it.
 fn run_seed(test: &str, broker_args: &[&str], harness_args: &[&str]) {
-    if !pika_available() {
+    if !process::python_has("pika") {
         eprintln!(
             "SKIPPED {test}: python3 with pika is not installed (pip install pika); .ci/run \
              installs it"
         );
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--bind", "127.0.0.1:0"])
-        .args(broker_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start warren");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let broker = Broker(child);
-    let mut url = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut url)
-        .expect("read the URL line");
-    let url = url.trim();
+    let broker = Warren::start(broker_args);
+    let url = broker.url.as_str();
     assert!(url.starts_with("amqp://guest:guest@127.0.0.1:"), "{url}");
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/seed/run_seed.py");
@@ -90,7 +61,7 @@ fn run_seed(test: &str, broker_args: &[&str], harness_args: &[&str]) {
 /// acks, a nacked third publish, a TTL crossed on the virtual clock, a crash).
 #[test]
 fn a_pika_test_steers_warren_over_http_only() {
-    if !pika_available() {
+    if !process::python_has("pika") {
         eprintln!(
             "SKIPPED a_pika_test_steers_warren_over_http_only: python3 with pika is not \
              installed (pip install pika); .ci/run installs it"
