@@ -117,6 +117,22 @@ impl FromStr for RabbitVersion {
     }
 }
 
+/// A quorum queue's message priorities, per release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuorumPriorities {
+    /// Until 3.13: FIFO, the property ignored (`rabbit_fifo` keeps one
+    /// `lqueue` of messages).
+    None,
+    /// 4.0 to 4.2: `priority > 4` is "hi", the rest (and no priority) "no"
+    /// (`priority_tag/1`, `rabbit_fifo.erl:2987-2999` at v4.2.9), served two
+    /// "hi" then whichever head is older (`rabbit_fifo_q.erl:15,44-66,118-135`).
+    TwoWeighted,
+    /// 4.3: 32 strict levels, `min(priority, 31)`, no priority being 4
+    /// (`msg_priority/1`, `rabbit_fifo.erl:48-49,3775-3786` at v4.3.5), the
+    /// highest non-empty level first (`rabbit_fifo_pq.erl:52-95`).
+    Strict,
+}
+
 /// A deprecated feature, as rabbitmq.conf's `deprecated_features.permit.NAME`
 /// names it. The framework came with RabbitMQ 3.13; older profiles have none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -439,6 +455,18 @@ impl Profile {
             &[2]
         } else {
             &[1, 2]
+        }
+    }
+
+    /// How a quorum queue orders its ready messages by the `priority` property
+    /// (`vhost/queue.rs` applies it).
+    pub fn quorum_priorities(&self) -> QuorumPriorities {
+        if self.version >= RabbitVersion::V4_3 {
+            QuorumPriorities::Strict
+        } else if self.version >= RabbitVersion::V4_0 {
+            QuorumPriorities::TwoWeighted
+        } else {
+            QuorumPriorities::None
         }
     }
 

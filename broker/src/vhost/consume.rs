@@ -286,7 +286,7 @@ impl VhostState {
         let entry = &self.conns[&conn];
         let m = &item.msg;
         let kind = self.queues.get(queue).map(|q| q.limits.kind);
-        let props = delivery_props(kind.unwrap_or_default(), &item);
+        let props = delivery_props(kind.unwrap_or_default(), &item, true);
         entry.outbox.push(|out| {
             codec::put_method(
                 out,

@@ -344,7 +344,13 @@ impl VhostState {
         let id = self.next_queue_id;
         self.next_queue_id += 1;
         let owner = d.exclusive.then_some(conn);
-        let queue = Queue::new(id, d.clone(), owner, self.clock.now_ms());
+        let queue = Queue::new(
+            id,
+            d.clone(),
+            owner,
+            self.clock.now_ms(),
+            self.profile.quorum_priorities(),
+        );
         self.timed |= queue.limits.expires.is_some() || queue.limits.message_ttl.is_some();
         self.refusing |= queue.limits.may_refuse();
         self.queues.insert(d.name.as_str().into(), queue);

@@ -114,7 +114,8 @@ pub struct Message {
     /// Where the properties end in `Content::Inline`.
     props_len: u32,
     delivery_mode: u8,
-    priority: u8,
+    /// The `priority` property; 4.3's quorum queues tell 0 from none.
+    priority: Option<u8>,
     /// The `x-death` in its headers is the broker's own history: it was
     /// dead-lettered, not published with that header by a client. From 4.0
     /// RabbitMQ reads only its own (`vhost/deadletter.rs`).
@@ -151,7 +152,7 @@ impl Message {
             content,
             props_len,
             delivery_mode: properties.delivery_mode().unwrap_or(1),
-            priority: properties.priority().unwrap_or(0),
+            priority: *properties.priority(),
             dead_lettered: false,
             extra: expiration.map(|e| {
                 Box::new(Extra {
@@ -220,6 +221,11 @@ impl Message {
     }
 
     pub fn priority(&self) -> u8 {
+        self.priority.unwrap_or(0)
+    }
+
+    /// The `priority` property as published: `None` when absent.
+    pub fn priority_property(&self) -> Option<u8> {
         self.priority
     }
 

@@ -171,6 +171,7 @@ impl VhostState {
                 },
                 None,
                 now,
+                self.profile.quorum_priorities(),
             );
             if queue.stream.is_some() {
                 queue.stream = Some(super::stream::Log::starting_at(q.stream_first));

@@ -1,33 +1,93 @@
-//! A queue and its consumers, and its ready messages — in priority, then
-//! publish order — kept within the queue's `Limits` (`args.rs`).
+//! A queue and its consumers, and its ready messages — in the order of
+//! their priorities, as its type and the release serve them — kept within
+//! the queue's `Limits` (`args.rs`).
 
 use std::collections::VecDeque;
 
 use super::*;
+use crate::profile::QuorumPriorities;
 
 /// Ready messages: one FIFO per priority level (a single one without
-/// `x-max-priority`), highest priority first.
+/// `x-max-priority`), served as `Order` says.
 #[derive(Debug, Default)]
 pub(crate) struct Ready {
+    /// Indexed by level, the highest last.
     levels: Vec<VecDeque<Queued>>,
+    /// A quorum queue's returned messages from 4.0, in the order they came
+    /// back: served before any level, as `take_next_msg/1` takes `returns`
+    /// first (`rabbit_fifo.erl:2113-2121` at v4.2.9, `:2586-2598` at v4.3.5).
+    returns: VecDeque<Queued>,
+    order: Order,
+    /// `rabbit_fifo_q`'s `dequeue_counter`: how many messages left the levels
+    /// since the last turn at which the older head wins.
+    counter: u8,
     len: usize,
     /// Body bytes, for `x-max-length-bytes`.
     bytes: usize,
 }
 
+/// How the levels are served.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// The highest non-empty level first; a requeued message goes back to its
+    /// place by publish order (classic queues, and quorum queues until 3.13).
+    #[default]
+    Levels,
+    /// 4.0's two levels ("no" 0, "hi" 1): two from "hi", then the older of the
+    /// two heads (`rabbit_fifo_q:out/1`, `next/1`).
+    Weighted,
+    /// 4.3's 32 strict levels (`rabbit_fifo_pq`).
+    Strict,
+}
+
+/// `?WEIGHT` in `rabbit_fifo_q.erl:15` (v4.2.9).
+const WEIGHT: u8 = 2;
+
 impl Ready {
-    pub fn new(max_priority: Option<u8>) -> Self {
-        let levels = max_priority.map_or(1, |p| p as usize + 1);
+    pub fn new(limits: &Limits, quorum: QuorumPriorities) -> Self {
+        let (order, levels) = match (limits.kind, quorum) {
+            (QueueType::Quorum, QuorumPriorities::TwoWeighted) => (Order::Weighted, 2),
+            (QueueType::Quorum, QuorumPriorities::Strict) => (Order::Strict, 32),
+            _ => (
+                Order::Levels,
+                limits.max_priority.map_or(1, |p| p as usize + 1),
+            ),
+        };
         Ready {
             levels: (0..levels).map(|_| VecDeque::new()).collect(),
-            len: 0,
-            bytes: 0,
+            order,
+            ..Ready::default()
         }
     }
 
     fn level(&self, item: &Queued) -> usize {
-        let p = item.msg.priority() as usize;
-        p.min(self.levels.len() - 1)
+        match self.order {
+            Order::Levels => (item.msg.priority() as usize).min(self.levels.len() - 1),
+            // `priority_tag/1`: an integer above 4 is "hi", anything else "no".
+            Order::Weighted => usize::from(item.msg.priority_property().is_some_and(|p| p > 4)),
+            // `msg_priority/1`: `max(0, min(P, 31))`, `?DEFAULT_PRIORITY` 4
+            // without one (the 0-9-1 property is kept even when 0:
+            // `mc_amqpl.erl:832-833`, `rabbit_misc.erl:1582-1587` at v4.3.5).
+            Order::Strict => (item.msg.priority_property().unwrap_or(4) as usize).min(31),
+        }
+    }
+
+    /// The level the next message leaves from, given each level's head.
+    fn pick<'a>(&self, head: impl Fn(usize) -> Option<&'a Queued>, counter: u8) -> Option<usize> {
+        match self.order {
+            Order::Levels | Order::Strict => {
+                (0..self.levels.len()).rev().find(|&l| head(l).is_some())
+            }
+            Order::Weighted => match (head(1), head(0)) {
+                // Every third turn "hi" goes first only if it is the older.
+                (Some(hi), Some(no)) if counter == WEIGHT => {
+                    Some(if hi.seq < no.seq { 1 } else { 0 })
+                }
+                (Some(_), _) => Some(1),
+                (None, Some(_)) => Some(0),
+                (None, None) => None,
+            },
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -49,22 +109,43 @@ impl Ready {
         self.levels[level].push_back(item);
     }
 
-    /// Puts a message back at its place by publish order, within its priority.
+    /// Puts a message back: at its place by publish order within its
+    /// priority, or for a quorum queue from 4.0 behind the other returns.
     pub fn requeue(&mut self, item: Queued) {
-        let level = self.level(&item);
         self.len += 1;
         self.bytes += item.msg.body().len();
+        if self.order != Order::Levels {
+            self.returns.push_back(item);
+            return;
+        }
+        let level = self.level(&item);
         let fifo = &mut self.levels[level];
         let at = fifo.partition_point(|q| q.seq < item.seq);
         fifo.insert(at, item);
     }
 
     pub fn front(&self) -> Option<&Queued> {
-        self.levels.iter().rev().find_map(|l| l.front())
+        if let Some(r) = self.returns.front() {
+            return Some(r);
+        }
+        let level = self.pick(|l| self.levels[l].front(), self.counter)?;
+        self.levels[level].front()
     }
 
     pub fn pop_front(&mut self) -> Option<Queued> {
-        let item = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
+        let item = match self.returns.pop_front() {
+            Some(r) => r,
+            None => {
+                let level = self.pick(|l| self.levels[l].front(), self.counter)?;
+                // `out/1` counts every message that leaves the levels.
+                self.counter = if self.counter == WEIGHT {
+                    0
+                } else {
+                    self.counter + 1
+                };
+                self.levels[level].pop_front()?
+            }
+        };
         self.len -= 1;
         self.bytes -= item.msg.body().len();
         Some(item)
@@ -72,24 +153,33 @@ impl Ready {
 
     /// All messages, in delivery order.
     pub fn iter(&self) -> impl Iterator<Item = &Queued> {
-        self.levels.iter().rev().flatten()
+        let mut at = vec![0; self.levels.len()];
+        let mut counter = self.counter;
+        let mut order: Vec<&Queued> = self.returns.iter().collect();
+        while let Some(level) = self.pick(|l| self.levels[l].get(at[l]), counter) {
+            order.push(&self.levels[level][at[level]]);
+            at[level] += 1;
+            counter = if counter == WEIGHT { 0 } else { counter + 1 };
+        }
+        order.into_iter()
     }
 
     pub fn drain(&mut self) -> Vec<Queued> {
-        self.len = 0;
-        self.bytes = 0;
-        self.levels
-            .iter_mut()
-            .rev()
-            .flat_map(|l| l.drain(..))
-            .collect()
+        let mut all = Vec::with_capacity(self.len);
+        while let Some(item) = self.pop_front() {
+            all.push(item);
+        }
+        // A purge starts `rabbit_fifo_q` afresh (`rabbit_fifo_q:new/0`).
+        self.counter = 0;
+        all
     }
 
     pub fn retain(&mut self, keep: impl Fn(&Queued) -> bool) {
+        self.returns.retain(&keep);
         for level in &mut self.levels {
             level.retain(&keep);
         }
-        self.len = self.levels.iter().map(VecDeque::len).sum();
+        self.len = self.returns.len() + self.levels.iter().map(VecDeque::len).sum::<usize>();
         self.bytes = self.iter().map(|q| q.msg.body().len()).sum();
     }
 }
@@ -180,7 +270,13 @@ impl Queue {
         });
     }
 
-    pub(super) fn new(id: u64, d: QueueDeclare, owner: Option<ConnId>, now: u64) -> Queue {
+    pub(super) fn new(
+        id: u64,
+        d: QueueDeclare,
+        owner: Option<ConnId>,
+        now: u64,
+        quorum: QuorumPriorities,
+    ) -> Queue {
         let limits = Limits::from_args(&d.arguments);
         Queue {
             id,
@@ -190,7 +286,7 @@ impl Queue {
             exclusive_owner: owner,
             auto_delete: d.auto_delete,
             arguments: d.arguments,
-            ready: Ready::new(limits.max_priority),
+            ready: Ready::new(&limits, quorum),
             stream: (limits.kind == QueueType::Stream).then(stream::Log::default),
             limits,
             next_seq: 0,

@@ -503,5 +503,6 @@ table! {
         modulus_hash_exchange,
         start_ok_over_initial_frame_max,
         client_x_death_header,
+        quorum_message_priorities,
     ]
 }
