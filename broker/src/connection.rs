@@ -73,6 +73,8 @@ enum TxOp {
         tag: u64,
         multiple: bool,
         requeue: Option<bool>,
+        /// A `basic.reject` (4.3 counts it toward the delivery limit).
+        failed: bool,
     },
 }
 

@@ -470,6 +470,14 @@ impl Profile {
         }
     }
 
+    /// Whether a quorum queue's delivery limit counts failed deliveries only
+    /// (4.3: `delivery_count > DeliveryLimit`, `rabbit_fifo.erl:2367-2372` at
+    /// v4.3.5; release notes 4.3.0 "unlimited explicit returns"), rather than
+    /// every return (`acquired_count`, `rabbit_fifo.erl:1904` at v4.0.9).
+    pub fn quorum_limit_counts_failed_only(&self) -> bool {
+        self.version >= RabbitVersion::V4_3
+    }
+
     /// Whether `x-queue-mode` is checked (`default` or `lazy`): until 4.2. 4.3
     /// dropped its validator from `rabbit_amqqueue:declare_args/0` and ignores it.
     pub fn checks_queue_mode(&self) -> bool {

@@ -358,6 +358,7 @@ impl VhostState {
                 persisted: msg.persist_id().is_some() && q.is_durable() && msg.persistent(),
                 expires_at,
                 returns: 0,
+                failed: 0,
             });
             let mut dropped = Vec::new();
             while q.limits.over(&q.ready) {
@@ -522,7 +523,9 @@ impl VhostState {
 
     /// `basic.ack` / `nack` / `reject`: settles one delivery, or with `multiple`
     /// every one up to the tag (tag 0 meaning all). Requeued messages return to
-    /// their place, marked redelivered.
+    /// their place, marked redelivered. `failed` tells a failed delivery
+    /// (`basic.reject`) from an explicit return (`basic.nack`, `basic.recover`),
+    /// which 4.3's quorum queues do not count toward the delivery limit.
     pub fn settle(
         &mut self,
         conn: ConnId,
@@ -530,6 +533,7 @@ impl VhostState {
         delivery_tag: u64,
         multiple: bool,
         requeue: Option<bool>,
+        failed: bool,
     ) -> Result<(), AmqpError> {
         let st = self
             .channels
@@ -596,7 +600,7 @@ impl VhostState {
                 continue;
             }
             if requeue == Some(true) {
-                self.return_to_queue(u);
+                self.return_to_queue(u, failed);
             } else {
                 if u.persisted {
                     self.log_removed(&u.queue, &u.msg);
@@ -616,7 +620,7 @@ impl VhostState {
     /// Puts an unacked delivery back at its place in its queue, unless that queue
     /// is gone (false) or it is a quorum queue's message past `x-delivery-limit`,
     /// which is dropped or dead-lettered instead, as RabbitMQ does.
-    fn return_to_queue(&mut self, u: Unacked) -> bool {
+    fn return_to_queue(&mut self, u: Unacked, failed: bool) -> bool {
         let Some(q) = self
             .queues
             .get_mut(&*u.queue)
@@ -625,13 +629,20 @@ impl VhostState {
             // A stream still holds every message it delivered.
             return false;
         };
+        // 4.3 counts failed deliveries only (`delivery_count`), earlier releases
+        // every return (`acquired_count` in 4.0-4.2, `delivery_count` before).
+        let count = if self.profile.quorum_limit_counts_failed_only() {
+            u64::from(u.failed) + u64::from(failed)
+        } else {
+            u64::from(u.returns) + 1
+        };
         let over_limit = q.limits.kind == QueueType::Quorum
             && self
                 .profile
                 .quorum_delivery_limit(q.limits.delivery_limit)
-                .is_some_and(|limit| u64::from(u.returns) + 1 > limit);
+                .is_some_and(|limit| count > limit);
         if !over_limit {
-            q.requeue(u);
+            q.requeue(u, failed);
             return true;
         }
         if u.persisted {

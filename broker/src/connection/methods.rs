@@ -461,9 +461,9 @@ impl Connection {
                 }
                 Ok(())
             }
-            M::Ack(a) => self.settle(ch, a.delivery_tag, a.multiple, None),
-            M::Reject(r) => self.settle(ch, r.delivery_tag, false, Some(r.requeue)),
-            M::Nack(n) => self.settle(ch, n.delivery_tag, n.multiple, Some(n.requeue)),
+            M::Ack(a) => self.settle(ch, a.delivery_tag, a.multiple, None, false),
+            M::Reject(r) => self.settle(ch, r.delivery_tag, false, Some(r.requeue), true),
+            M::Nack(n) => self.settle(ch, n.delivery_tag, n.multiple, Some(n.requeue), false),
             M::Recover(r) => {
                 if !r.requeue {
                     return Err(AmqpError::connection(
@@ -501,6 +501,7 @@ impl Connection {
         tag: u64,
         multiple: bool,
         requeue: Option<bool>,
+        failed: bool,
     ) -> Result<(), AmqpError> {
         let fault = self.shared.rules.on_settle(self.id, ch);
         if let Some(action) = &fault {
@@ -536,10 +537,11 @@ impl Connection {
                 tag,
                 multiple,
                 requeue,
+                failed,
             });
             return Ok(());
         }
-        self.with_vhost(|v, id| v.settle(id, ch, tag, multiple, requeue))
+        self.with_vhost(|v, id| v.settle(id, ch, tag, multiple, requeue, failed))
     }
 
     /// The queue a method names, where "" means the channel's last declared queue.

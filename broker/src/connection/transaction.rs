@@ -126,9 +126,12 @@ impl Connection {
                 tag,
                 multiple,
                 requeue,
+                failed,
             } = op
             {
-                vhost.lock().settle(self.id, ch, tag, multiple, requeue)?;
+                vhost
+                    .lock()
+                    .settle(self.id, ch, tag, multiple, requeue, failed)?;
             }
         }
         Ok(())

@@ -15,6 +15,8 @@ pub(super) struct Unacked {
     pub(super) persisted: bool,
     pub(super) expires_at: Deadline,
     pub(super) returns: u32,
+    /// Failed deliveries (4.3's `delivery_count`).
+    pub(super) failed: u16,
     /// When it was delivered, on the broker's clock, for the consumer timeout.
     pub(super) delivered_at: u64,
 }
@@ -37,6 +39,7 @@ impl Unacked {
             persisted: item.persisted,
             expires_at: item.expires_at,
             returns: item.returns,
+            failed: item.failed,
             delivered_at: now,
         }
     }
@@ -231,7 +234,9 @@ impl VhostState {
 
     /// `basic.recover` with requeue: every unacked delivery of the channel goes back.
     pub fn recover(&mut self, conn: ConnId, channel: u16) {
-        let _ = self.settle(conn, channel, 0, true, Some(true));
+        // `basic.recover` is `requeue`, an explicit return (`rabbit_channel.erl:1471-1485`
+        // at v4.3.5).
+        let _ = self.settle(conn, channel, 0, true, Some(true), false);
     }
 }
 
@@ -279,7 +284,9 @@ impl VhostState {
         }
         for (_, u) in state.unacked {
             let queue = u.queue.to_string();
-            if self.return_to_queue(u) {
+            // A channel gone is `{down, Pid, _}`, a failed delivery
+            // (`rabbit_fifo.erl:1954-1966` at v4.3.5).
+            if self.return_to_queue(u, true) {
                 touched.push(queue);
             }
         }

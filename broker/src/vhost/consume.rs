@@ -43,6 +43,7 @@ impl VhostState {
                         persisted: false,
                         expires_at: Deadline::NEVER,
                         returns: 0,
+                        failed: 0,
                         delivered_at: now,
                     },
                 );

@@ -219,6 +219,7 @@ impl VhostState {
                     persisted: true,
                     expires_at: Deadline::after(now, ttl),
                     returns: u32::from(delivered),
+                    failed: 0,
                 });
                 queue.next_seq = msg_id + 1;
             }

@@ -196,6 +196,9 @@ pub(super) struct Queued {
     pub(super) expires_at: Deadline,
     /// How often it came back to the queue (a quorum queue's `x-delivery-count`).
     pub(super) returns: u32,
+    /// How many of those were failed deliveries: `basic.reject`, or its
+    /// channel gone (4.3's `delivery_count`).
+    pub(super) failed: u16,
 }
 
 #[derive(Debug)]
@@ -259,7 +262,7 @@ impl Queue {
         self.consumers.len() as u32
     }
 
-    pub(super) fn requeue(&mut self, u: Unacked) {
+    pub(super) fn requeue(&mut self, u: Unacked, failed: bool) {
         self.ready.requeue(Queued {
             seq: u.seq,
             msg: u.msg,
@@ -267,6 +270,7 @@ impl Queue {
             persisted: u.persisted,
             expires_at: u.expires_at,
             returns: u.returns + 1,
+            failed: u.failed.saturating_add(u16::from(failed)),
         });
     }
 

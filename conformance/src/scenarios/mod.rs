@@ -504,5 +504,6 @@ table! {
         start_ok_over_initial_frame_max,
         client_x_death_header,
         quorum_message_priorities,
+        quorum_delivery_limit_counts,
     ]
 }

@@ -749,3 +749,65 @@ pub async fn quorum_message_priorities(cx: Ctx) -> R {
     ch.queue_delete(&q).await?;
     conn.close().await
 }
+
+/// What counts toward a quorum queue's `x-delivery-limit` (1 here, no
+/// dead-letter exchange, so a message over it is dropped): two `basic.nack`
+/// requeues, two `basic.reject` requeues, two channels closed with the
+/// message unacked, each on a message of its own.
+pub async fn quorum_delivery_limit_counts(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("qq-limit");
+    let quorum = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", AMQPValue::LongString("quorum".into()))
+        .arg("x-delivery-limit", AMQPValue::LongInt(1));
+    ch.queue_declare_with(&q, quorum).await?;
+    // The check is `count > limit`: the first return keeps a message, the
+    // second drops it where it counts (rabbit_fifo.erl:1766-1767 at v3.10.8,
+    // :1904 at v4.0.9, :2367-2372 at v4.3.5).
+    // 4.3 counts delivery_count, bumped only by a failed delivery
+    // (incr_msg_headers/3, rabbit_fifo.erl:3884-3899): basic.nack requeue=true
+    // is `requeue`, a #return{} with DeliveryFailed false (rabbit_channel.erl:
+    // 1226-1234, rabbit_quorum_queue.erl:1196-1197, rabbit_fifo.erl:323-328).
+    // Before, every return counts (delivery_count at v3.10.8 :1764,
+    // acquired_count at v4.0.9 :3028).
+    let nack_counts = cx.version() < V::V4_3;
+    ch.publish("", &q, "nacked").await?;
+    for _ in 0..2 {
+        let d = ch.poll_get(&q, false).await?;
+        ch.nack(d.delivery_tag, false, true).await?;
+    }
+    if nack_counts {
+        // Dropped (and, while the return is on its way, still checked out).
+        let left = ch.get(&q, true).await?;
+        ensure!(left.is_none(), "kept after two nacks: {left:?}");
+    } else {
+        ch.poll_get(&q, true).await?;
+    }
+    // basic.reject requeue=true is {modify, true, false, #{}}: a failed delivery
+    // in every release (rabbit_channel.erl:1504-1510,2291-2293 at v4.3.5).
+    ch.publish("", &q, "rejected").await?;
+    for _ in 0..2 {
+        let d = ch.poll_get(&q, false).await?;
+        ch.reject(d.delivery_tag, true).await?;
+    }
+    let left = ch.get(&q, true).await?;
+    ensure!(left.is_none(), "kept after two rejects: {left:?}");
+    // A channel gone is {down, Pid, _}: return_all/6 with DeliveryFailed true
+    // (rabbit_fifo.erl:648,1041-1054,1954-1966 at v4.3.5), counted everywhere.
+    ch.publish("", &q, "released").await?;
+    for _ in 0..2 {
+        let other = conn.channel().await?;
+        other.poll_get(&q, false).await?;
+        other.close().await?;
+    }
+    let left = ch.get(&q, true).await?;
+    ensure!(left.is_none(), "kept after two channels closed: {left:?}");
+    cx.note(format!(
+        "two nacks {}; two rejects and two closes drop",
+        if nack_counts { "drop" } else { "keep" }
+    ));
+    ch.queue_delete(&q).await?;
+    conn.close().await
+}
