@@ -600,7 +600,7 @@ impl VhostState {
                 continue;
             }
             if requeue == Some(true) {
-                self.return_to_queue(u, failed);
+                self.return_to_queue(u, failed, true);
             } else {
                 if u.persisted {
                     self.log_removed(&u.queue, &u.msg);
@@ -620,7 +620,9 @@ impl VhostState {
     /// Puts an unacked delivery back at its place in its queue, unless that queue
     /// is gone (false) or it is a quorum queue's message past `x-delivery-limit`,
     /// which is dropped or dead-lettered instead, as RabbitMQ does.
-    fn return_to_queue(&mut self, u: Unacked, failed: bool) -> bool {
+    /// `explicit`: the client returned it (reject, nack, recover), rather than
+    /// its channel going away.
+    fn return_to_queue(&mut self, u: Unacked, failed: bool, explicit: bool) -> bool {
         let Some(q) = self
             .queues
             .get_mut(&*u.queue)
@@ -636,13 +638,20 @@ impl VhostState {
         } else {
             u64::from(u.returns) + 1
         };
-        let over_limit = q.limits.kind == QueueType::Quorum
-            && self
-                .profile
-                .quorum_delivery_limit(q.limits.delivery_limit)
-                .is_some_and(|limit| count > limit);
+        let quorum = q.limits.kind == QueueType::Quorum;
+        let limit = self.profile.quorum_delivery_limit(q.limits.delivery_limit);
+        let over_limit = quorum && limit.is_some_and(|limit| count > limit);
         if !over_limit {
-            q.requeue(u, failed);
+            // With no delivery limit a `#return{}` is requeued as a new message
+            // (`handle_aux` → `make_requeue`, rabbit_fifo.erl:976-1000 and
+            // 255-283 at v3.10.8, :1377-1401 at v4.3.5); 4.3's basic.reject is a
+            // `#modify{}` instead, which goes back in front like a channel gone.
+            let returned = explicit && !(failed && self.profile.quorum_limit_counts_failed_only());
+            if quorum && limit.is_none() && returned {
+                q.requeue_at_back(u, failed);
+            } else {
+                q.requeue(u, failed);
+            }
             return true;
         }
         if u.persisted {

@@ -286,7 +286,7 @@ impl VhostState {
             let queue = u.queue.to_string();
             // A channel gone is `{down, Pid, _}`, a failed delivery
             // (`rabbit_fifo.erl:1954-1966` at v4.3.5).
-            if self.return_to_queue(u, true) {
+            if self.return_to_queue(u, true, false) {
                 touched.push(queue);
             }
         }

@@ -263,15 +263,38 @@ impl Queue {
     }
 
     pub(super) fn requeue(&mut self, u: Unacked, failed: bool) {
-        self.ready.requeue(Queued {
-            seq: u.seq,
+        self.put_back(u, failed, false);
+    }
+
+    /// A quorum queue's explicit return with no delivery limit: RabbitMQ appends
+    /// it to the log as a new message (`make_requeue`), behind every message
+    /// waiting. Only in memory: after a restart it is back at its first place,
+    /// as the store orders a queue's messages by when they were published.
+    pub(super) fn requeue_at_back(&mut self, u: Unacked, failed: bool) {
+        self.put_back(u, failed, true);
+    }
+
+    fn put_back(&mut self, u: Unacked, failed: bool, at_back: bool) {
+        let seq = if at_back {
+            self.next_seq += 1;
+            self.next_seq - 1
+        } else {
+            u.seq
+        };
+        let item = Queued {
+            seq,
             msg: u.msg,
             redelivered: true,
             persisted: u.persisted,
             expires_at: u.expires_at,
             returns: u.returns + 1,
             failed: u.failed.saturating_add(u16::from(failed)),
-        });
+        };
+        if at_back {
+            self.ready.push_back(item);
+        } else {
+            self.ready.requeue(item);
+        }
     }
 
     pub(super) fn new(

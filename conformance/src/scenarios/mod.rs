@@ -505,5 +505,6 @@ table! {
         client_x_death_header,
         quorum_message_priorities,
         quorum_delivery_limit_counts,
+        quorum_requeue_without_a_limit,
     ]
 }

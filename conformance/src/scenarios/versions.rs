@@ -811,3 +811,62 @@ pub async fn quorum_delivery_limit_counts(cx: Ctx) -> R {
     ch.queue_delete(&q).await?;
     conn.close().await
 }
+
+/// A quorum queue with no delivery limit (none given until 3.13, `-1` from 4.0)
+/// requeues an explicit return (`#return{}`: basic.nack and, until 4.2,
+/// basic.reject with requeue) as a new message, behind every message waiting
+/// (`handle_aux` → `make_requeue`, rabbit_fifo.erl:976-1000 and `apply(#requeue{})`
+/// :255-283 at v3.10.8; :1377-1401 at v4.3.5). 4.3's basic.reject is a
+/// `#modify{}` (rabbit_channel.erl:1504-1510 at v4.3.5), which goes back in
+/// front, as a message whose channel went away does (`return_all`) in every
+/// release.
+pub async fn quorum_requeue_without_a_limit(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("qq-nolimit");
+    let mut quorum = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    if cx.version() >= V::V4_0 {
+        quorum = quorum.arg("x-delivery-limit", AMQPValue::LongInt(-1));
+    }
+    ch.queue_declare_with(&q, quorum).await?;
+    let mut order = Vec::new();
+    // basic.nack requeue=true: to the back everywhere.
+    for body in ["a", "b", "c"] {
+        ch.publish("", &q, body).await?;
+    }
+    let a = ch.poll_get(&q, false).await?;
+    ch.nack(a.delivery_tag, false, true).await?;
+    for _ in 0..3 {
+        let d = ch.poll_get(&q, true).await?;
+        order.push(format!(
+            "{}{}",
+            d.body,
+            if d.redelivered { "*" } else { "" }
+        ));
+    }
+    // basic.reject requeue=true: to the back until 4.2, in front in 4.3.
+    for body in ["d", "e"] {
+        ch.publish("", &q, body).await?;
+    }
+    let d = ch.poll_get(&q, false).await?;
+    ch.reject(d.delivery_tag, true).await?;
+    for _ in 0..2 {
+        let d = ch.poll_get(&q, true).await?;
+        order.push(format!(
+            "{}{}",
+            d.body,
+            if d.redelivered { "*" } else { "" }
+        ));
+    }
+    let want = if cx.version() >= V::V4_3 {
+        ["b", "c", "a*", "d*", "e"]
+    } else {
+        ["b", "c", "a*", "e", "d*"]
+    };
+    ensure!(order == want, "order {order:?}, want {want:?}");
+    cx.note(format!("order {}", order.join(" ")));
+    ch.queue_delete(&q).await?;
+    conn.close().await
+}
