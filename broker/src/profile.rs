@@ -556,6 +556,31 @@ impl Profile {
         self.version >= RabbitVersion::V4_3
     }
 
+    /// Whether the channel's consumer timeout reads the queue's own
+    /// `x-consumer-timeout` argument (or `consumer-timeout` policy) before
+    /// `consumer_timeout`: from 3.12 to 4.2 (`get_queue_consumer_timeout/2`,
+    /// `rabbit_channel.erl:2776-2787` at v3.12.14, `:2854-2865` at v4.2.9; none
+    /// at v3.11.28).
+    pub fn queue_consumer_timeout_arg(&self) -> bool {
+        self.version >= RabbitVersion::V3_12 && self.version < RabbitVersion::V4_3
+    }
+
+    /// Whether consumer timeouts are the queue's (quorum queues only) rather
+    /// than the channel's: from 4.3. Until 4.2 `rabbit_channel` closes the
+    /// channel, whatever the queue type, once its oldest unacked delivery is
+    /// older than the timeout (`evaluate_consumer_timeout`,
+    /// `rabbit_channel.erl:853` at v3.10.8). 4.3 evaluates them in the quorum
+    /// queue (`rabbit_fifo.erl:722` at v4.3.5), which returns the timed-out
+    /// deliveries and tells the channel, which cancels the consumer or closes
+    /// (`rabbit_channel.erl:2802-2813`); classic queues and streams have none
+    /// (release-notes/4.3.0.md:63-69). The timeout is then the consumer's
+    /// `x-consumer-timeout`, else the queue's, else `consumer_timeout`
+    /// (`rabbit_queue_type.erl:544-547,944-952`), both arguments validated as
+    /// non-negative integers (`rabbit_amqqueue.erl:964,975`).
+    pub fn quorum_consumer_timeout(&self) -> bool {
+        self.version >= RabbitVersion::V4_3
+    }
+
     /// `connection.start`'s server-properties as this RabbitMQ sends them
     /// (`rabbit_reader:server_properties/1` and `server_capabilities/1`), with
     /// Warren's own version in a key of its own.

@@ -184,24 +184,18 @@ impl Shared {
             let overdue = {
                 let mut v = vhost.lock();
                 v.tick();
-                match self.config.consumer_timeout {
-                    Some(timeout) => v.timed_out_channels(timeout),
-                    None => Vec::new(),
-                }
+                v.consumer_timeouts(self.config.consumer_timeout)
             };
-            for (conn, channel) in overdue {
-                self.consumer_timed_out(conn, channel);
+            for (conn, channel, ms) in overdue {
+                self.consumer_timed_out(conn, channel, ms);
             }
         }
     }
 
-    /// RabbitMQ 3.10's channel exception for an overdue ack; the close requeues
-    /// the channel's unacked deliveries, as any channel close does.
-    pub(crate) fn consumer_timed_out(&self, conn: u64, channel: u16) {
-        let ms = self
-            .config
-            .consumer_timeout
-            .map_or(0, |t| t.as_millis() as u64);
+    /// RabbitMQ's channel exception for an overdue ack, naming the timeout
+    /// used (4.3's fallback names -1); the close requeues the channel's unacked
+    /// deliveries, as any channel close does.
+    pub(crate) fn consumer_timed_out(&self, conn: u64, channel: u16, ms: i64) {
         tracing::warn!(
             conn,
             channel,

@@ -35,6 +35,8 @@ mod persist;
 mod queue;
 mod reply;
 mod stream;
+mod timeout;
+use timeout::TimedOut;
 
 use args::*;
 use channel::*;
@@ -576,10 +578,21 @@ impl VhostState {
                 return Err(err);
             }
         }
-        let from_consumers = settled.iter().filter(|(_, u)| u.consumer.is_some()).count();
+        // A released delivery gave its credit back when it was released.
+        let from_consumers = settled
+            .iter()
+            .filter(|(_, u)| u.consumer.is_some() && !u.released)
+            .count();
         st.credit.release(from_consumers);
         let mut touched: SmallVec<[Arc<str>; 1]> = SmallVec::new();
         for (_, u) in settled {
+            if u.released {
+                self.settle_released(conn, channel, &u);
+                if !touched.contains(&u.queue) {
+                    touched.push(u.queue.clone());
+                }
+                continue;
+            }
             let mut live = false;
             if let Some(q) = self.queues.get_mut(&*u.queue) {
                 if let Some(tag) = &u.consumer {
@@ -746,10 +759,15 @@ mod tests {
         let (mut v, clock) = vhost_with_a_message();
         assert!(v.get(1, 1, "q", false).unwrap());
         clock.advance(Duration::from_secs(6));
-        assert_eq!(v.timed_out_channels(Duration::from_secs(5)), [(1, 1)]);
+        assert_eq!(
+            v.timed_out_channels(Some(Duration::from_secs(5))),
+            [(1, 1, 5000)]
+        );
         assert!(v.consumer_timed_out(1, 1));
         // Reported once.
-        assert!(v.timed_out_channels(Duration::from_secs(5)).is_empty());
+        assert!(v
+            .timed_out_channels(Some(Duration::from_secs(5)))
+            .is_empty());
         // The client closed the channel and opened it again before the close
         // reached its connection: the new channel has done nothing wrong.
         v.close_channel(1, 1);

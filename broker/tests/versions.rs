@@ -832,3 +832,345 @@ async fn the_broker_s_own_death_history_survives_a_restart_from_4_0() {
     t.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A 4.3 broker in process on a virtual clock with a 5 s `consumer_timeout`,
+/// and a connection that announces `consumer_cancel_notify` or not.
+async fn timeout_broker(version: RabbitVersion, cancel_notify: bool) -> (Broker, Raw) {
+    let broker = Broker::builder()
+        .no_listener()
+        .virtual_clock()
+        .rabbitmq_version(version)
+        .consumer_timeout(std::time::Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    let mut raw = Raw::new(Box::new(broker.connect_in_process()));
+    raw.announce_capabilities = cancel_notify;
+    common::within(raw.handshake("guest", "guest", "/")).await;
+    raw.open_channel(1).await;
+    (broker, raw)
+}
+
+fn quorum(name: &str) -> queue::Declare {
+    let d = queue::Declare {
+        queue: name.into(),
+        durable: true,
+        ..Default::default()
+    };
+    with_arg(d, "x-queue-type", long_str("quorum"))
+}
+
+fn durable(name: &str) -> queue::Declare {
+    queue::Declare {
+        queue: name.into(),
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn ack_timeout_text(ch: u16, ms: i64) -> String {
+    format!(
+        "PRECONDITION_FAILED - delivery acknowledgement on channel {ch} timed out. \
+         Timeout value used: {ms} ms. This timeout value can be configured, see \
+         consumers doc guide to learn more"
+    )
+}
+
+/// 4.3: the quorum queue returns the timed-out delivery (redelivered, not
+/// counted toward the delivery limit), the consumer gets `basic.cancel` and nothing
+/// more until it settles the old tag, which the channel still accepts; a
+/// classic queue's delivery never times out.
+#[tokio::test]
+async fn a_quorum_consumer_timeout_cancels_the_consumer_in_4_3() {
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_3, true).await;
+    // A limit of 1: two failed deliveries drop the job; a timeout is none.
+    let limited = with_arg(quorum("work"), "x-delivery-limit", AMQPValue::LongInt(1));
+    c.queue_declare(1, limited).await;
+    c.queue_declare(1, durable("plain")).await;
+    c.put("work", b"job").await;
+    c.put("plain", b"slow").await;
+    c.consume(1, "work", "w", false).await;
+    let job = c.expect_content(1).await;
+    c.open_channel(2).await;
+    c.consume(2, "plain", "p", false).await;
+    let _slow = c.expect_content(2).await;
+    broker.advance(std::time::Duration::from_millis(4_999));
+    c.assert_alive().await;
+    broker.advance(std::time::Duration::from_millis(1));
+    match c.expect_method(1).await {
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)) => {
+            assert_eq!(cancel.consumer_tag.as_str(), "w");
+            assert!(cancel.nowait);
+        }
+        other => panic!("expected basic.cancel for w, got {other:?}"),
+    }
+    let q = broker.queue("work");
+    assert_eq!(q.message_count(), 1, "the job is back in the queue");
+    assert!(q.unacked.is_empty());
+    assert_eq!(q.consumers.len(), 1, "the consumer stays, held");
+    // Another channel takes it: redelivered, not counted as a failed delivery.
+    c.open_channel(3).await;
+    let again = c.get(3, "work", false).await.expect("the job again");
+    assert!(again.get_ok().redelivered);
+    // One failed delivery on top: within the limit only if the timeout was none.
+    c.send(
+        3,
+        basic::Reject {
+            delivery_tag: again.get_ok().delivery_tag,
+            requeue: true,
+        },
+    )
+    .await;
+    c.get(3, "work", true)
+        .await
+        .expect("kept after one failed delivery");
+    // The old tag still settles without an error.
+    c.send(
+        1,
+        basic::Ack {
+            delivery_tag: job.deliver().delivery_tag,
+            multiple: false,
+        },
+    )
+    .await;
+    // A round trip: the ack was handled before it.
+    c.assert_alive().await;
+    assert_eq!(broker.queue("work").consumers.len(), 1);
+    // The classic queue's delivery is still held an hour later.
+    broker.advance(std::time::Duration::from_secs(3600));
+    c.assert_alive().await;
+    assert_eq!(broker.queue("plain").unacked.len(), 1);
+    broker.shutdown().await;
+}
+
+/// Until the client settles its timed-out tags the consumer gets nothing;
+/// once it has, deliveries go on (`rabbit_fifo:maybe_untimeout/2`).
+#[tokio::test]
+async fn a_timed_out_quorum_consumer_resumes_once_it_settles_in_4_3() {
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_3, true).await;
+    c.queue_declare(1, quorum("work")).await;
+    c.put("work", b"one").await;
+    c.consume(1, "work", "w", false).await;
+    let one = c.expect_content(1).await;
+    broker.advance(std::time::Duration::from_secs(5));
+    assert!(matches!(
+        c.expect_method(1).await,
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(_))
+    ));
+    c.assert_alive().await;
+    assert_eq!(
+        broker.queue("work").message_count(),
+        1,
+        "held, not redelivered"
+    );
+    c.send(
+        1,
+        basic::Reject {
+            delivery_tag: one.deliver().delivery_tag,
+            requeue: true,
+        },
+    )
+    .await;
+    let again = c.expect_content(1).await;
+    assert_eq!(again.body, b"one");
+    assert!(again.deliver().redelivered);
+    assert_eq!(again.deliver().consumer_tag.as_str(), "w");
+    broker.shutdown().await;
+}
+
+/// 4.3 without `consumer_cancel_notify`: the channel closes with 406 naming a
+/// timeout of -1 ms (`rabbit_channel.erl:2811` at v4.3.5); the message was
+/// already returned. 4.2 closes with the configured timeout, classic queue or not.
+#[tokio::test]
+async fn a_client_without_cancel_notify_gets_406_with_minus_1_in_4_3() {
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_3, false).await;
+    c.queue_declare(1, quorum("work")).await;
+    c.put("work", b"job").await;
+    c.consume(1, "work", "w", false).await;
+    c.expect_content(1).await;
+    broker.advance(std::time::Duration::from_secs(5));
+    c.expect_channel_close(1, 406, (0, 0), &ack_timeout_text(1, -1))
+        .await;
+    let q = broker.queue("work");
+    assert_eq!(q.message_count(), 1);
+    assert!(q.messages[0].redelivered);
+    assert!(q.consumers.is_empty());
+    broker.shutdown().await;
+
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_2, false).await;
+    c.queue_declare(1, durable("plain")).await;
+    c.put("plain", b"job").await;
+    c.consume(1, "plain", "p", false).await;
+    c.expect_content(1).await;
+    broker.advance(std::time::Duration::from_millis(5_001));
+    c.expect_channel_close(1, 406, (0, 0), &ack_timeout_text(1, 5_000))
+        .await;
+    broker.shutdown().await;
+}
+
+/// A `basic.get` from a quorum queue times out too in 4.3, and as the channel
+/// knows no consumer for it, it closes even for a client that announced
+/// `consumer_cancel_notify` (`rabbit_channel.erl:2803-2804` at v4.3.5).
+#[tokio::test]
+async fn a_timed_out_basic_get_closes_the_channel_in_4_3() {
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_3, true).await;
+    c.queue_declare(1, quorum("work")).await;
+    c.put("work", b"job").await;
+    c.get(1, "work", false).await.expect("job");
+    broker.advance(std::time::Duration::from_secs(5));
+    c.expect_channel_close(1, 406, (0, 0), &ack_timeout_text(1, -1))
+        .await;
+    assert_eq!(broker.queue("work").message_count(), 1);
+    broker.shutdown().await;
+}
+
+/// `x-consumer-timeout` in 4.3: the consumer's wins over the queue's, which
+/// wins over `consumer_timeout` (`rabbit_queue_type.erl:544-547,944-952` at
+/// v4.3.5); both are non-negative integers (`rabbit_amqqueue.erl:964,975`) that
+/// only quorum queues take (`:912-913`, `:919-920`).
+#[tokio::test]
+async fn x_consumer_timeout_is_a_quorum_argument_in_4_3() {
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_3, true).await;
+    let ms = |n: i64| AMQPValue::LongLongInt(n);
+    c.queue_declare(
+        1,
+        with_arg(quorum("slow"), "x-consumer-timeout", ms(60_000)),
+    )
+    .await;
+    c.put("slow", b"a").await;
+    c.put("slow", b"b").await;
+    c.qos(1, 1, false).await;
+    // The queue's 60 s, not the broker's 5 s.
+    c.consume(1, "slow", "q", false).await;
+    c.expect_content(1).await;
+    broker.advance(std::time::Duration::from_secs(59));
+    c.assert_alive().await;
+    broker.advance(std::time::Duration::from_secs(1));
+    assert!(matches!(
+        c.expect_method(1).await,
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(_))
+    ));
+    // The consumer's 2 s beats the queue's 60 s.
+    c.open_channel(2).await;
+    let mut args = FieldTable::default();
+    args.insert("x-consumer-timeout".into(), ms(2_000));
+    let consume = basic::Consume {
+        queue: "slow".into(),
+        consumer_tag: "fast".into(),
+        arguments: args,
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.call(2, consume).await,
+        AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))
+    ));
+    // Both messages: the one the queue took back from "q" and the other.
+    c.expect_content(2).await;
+    c.expect_content(2).await;
+    broker.advance(std::time::Duration::from_secs(2));
+    match c.expect_method(2).await {
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)) => {
+            assert_eq!(cancel.consumer_tag.as_str(), "fast")
+        }
+        other => panic!("expected basic.cancel for fast, got {other:?}"),
+    }
+    // Values and types.
+    c.open_channel(3).await;
+    c.send(3, with_arg(quorum("neg"), "x-consumer-timeout", ms(-1)))
+        .await;
+    c.expect_channel_close(
+        3,
+        406,
+        (50, 10),
+        "PRECONDITION_FAILED - invalid arg 'x-consumer-timeout' for queue 'neg' in vhost \
+         '/': {value_negative,-1}",
+    )
+    .await;
+    c.open_channel(4).await;
+    c.send(4, with_arg(durable("classic"), "x-consumer-timeout", ms(1)))
+        .await;
+    c.expect_channel_close(
+        4,
+        406,
+        (50, 10),
+        "PRECONDITION_FAILED - invalid arg 'x-consumer-timeout' for queue 'classic' in vhost \
+         '/' of queue type rabbit_classic_queue",
+    )
+    .await;
+    c.open_channel(5).await;
+    c.queue_declare(5, durable("classic")).await;
+    let mut args = FieldTable::default();
+    args.insert("x-consumer-timeout".into(), ms(1));
+    c.send(
+        5,
+        basic::Consume {
+            queue: "classic".into(),
+            arguments: args,
+            ..Default::default()
+        },
+    )
+    .await;
+    c.expect_channel_close(
+        5,
+        406,
+        (60, 20),
+        "PRECONDITION_FAILED - invalid arg 'x-consumer-timeout' for queue 'classic' in vhost \
+         '/' of queue type rabbit_classic_queue",
+    )
+    .await;
+    broker.shutdown().await;
+
+    // 4.2 has no such queue argument check: a classic queue takes it.
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_2, true).await;
+    c.queue_declare(
+        1,
+        with_arg(durable("classic"), "x-consumer-timeout", ms(-1)),
+    )
+    .await;
+    broker.shutdown().await;
+}
+
+/// From 3.12 to 4.2 the channel's consumer timeout is the queue's
+/// `x-consumer-timeout` when it has one, any queue type, and none when it is not
+/// an integer (`rabbit_channel.erl:2776-2807` at v3.12.14, `:2854-2885` at
+/// v4.2.9); 3.11 reads only `consumer_timeout`.
+#[tokio::test]
+async fn the_queue_s_consumer_timeout_is_read_from_3_12_to_4_2() {
+    for (version, per_queue) in [
+        (RabbitVersion::V3_11, false),
+        (RabbitVersion::V3_12, true),
+        (RabbitVersion::V4_2, true),
+    ] {
+        let (broker, mut c) = timeout_broker(version, true).await;
+        let d = with_arg(
+            durable("slow"),
+            "x-consumer-timeout",
+            AMQPValue::LongInt(60_000),
+        );
+        c.queue_declare(1, d).await;
+        c.put("slow", b"job").await;
+        c.consume(1, "slow", "w", false).await;
+        c.expect_content(1).await;
+        broker.advance(std::time::Duration::from_millis(5_001));
+        if !per_queue {
+            c.expect_channel_close(1, 406, (0, 0), &ack_timeout_text(1, 5_000))
+                .await;
+            broker.shutdown().await;
+            continue;
+        }
+        c.assert_alive().await;
+        broker.advance(std::time::Duration::from_millis(55_000));
+        c.expect_channel_close(1, 406, (0, 0), &ack_timeout_text(1, 60_000))
+            .await;
+        // Not an integer: no timeout at all.
+        c.open_channel(2).await;
+        let d = with_arg(durable("never"), "x-consumer-timeout", long_str("soon"));
+        c.queue_declare(2, d).await;
+        c.put("never", b"job").await;
+        c.consume(2, "never", "w", false).await;
+        c.expect_content(2).await;
+        broker.advance(std::time::Duration::from_secs(24 * 3600));
+        c.assert_alive().await;
+        broker.shutdown().await;
+    }
+}

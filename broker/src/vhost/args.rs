@@ -46,6 +46,7 @@ pub(super) fn check_type_args(
     queue: &str,
     vhost: &str,
     args: &FieldTable,
+    profile: &Profile,
 ) -> Result<(), AmqpError> {
     let kind = match args.inner().get("x-queue-type") {
         None => QueueType::Classic,
@@ -56,10 +57,19 @@ pub(super) fn check_type_args(
             None => return Ok(()),
         },
     };
+    // From 4.3 the consumer timeouts are quorum queue arguments
+    // (`rabbit_quorum_queue.erl:625-626` at v4.3.5), which the other types refuse
+    // (`rabbit_amqqueue.erl:912-913`); before, no type lists them.
+    let quorum_only = |k: &str| {
+        profile.quorum_consumer_timeout()
+            && matches!(k, "x-consumer-timeout" | "x-consumer-disconnected-timeout")
+    };
     let refused = |k: &str| match kind {
-        QueueType::Classic => STREAM_ONLY_ARGS.contains(&k) || k == "x-queue-leader-locator",
+        QueueType::Classic => {
+            STREAM_ONLY_ARGS.contains(&k) || k == "x-queue-leader-locator" || quorum_only(k)
+        }
         QueueType::Quorum => STREAM_ONLY_ARGS.contains(&k),
-        QueueType::Stream => NOT_FOR_STREAMS.contains(&k),
+        QueueType::Stream => NOT_FOR_STREAMS.contains(&k) || quorum_only(k),
     };
     match args.inner().keys().find(|k| refused(k.as_str())) {
         Some(k) => Err(wrong_type_arg(k.as_str(), queue, vhost, kind.module())),
@@ -157,6 +167,11 @@ pub(super) fn validate_queue_args(
                 n if n < 0 => Err(format!("{{value_negative,{n}}}")),
                 _ => Ok(()),
             }),
+            "x-consumer-timeout" | "x-consumer-disconnected-timeout"
+                if profile.quorum_consumer_timeout() =>
+            {
+                non_negative().map(|_| ())
+            }
             "x-message-ttl"
             | "x-max-length"
             | "x-max-length-bytes"
@@ -427,6 +442,8 @@ pub(crate) struct Limits {
     pub delivery_limit: Option<i64>,
     /// A stream's `x-max-length-bytes`, `x-max-age`, segment size.
     pub retention: Retention,
+    /// `x-consumer-timeout` in milliseconds, a quorum queue's from 4.3.
+    pub consumer_timeout: Option<u64>,
 }
 
 fn text(v: &AMQPValue) -> Option<String> {
@@ -476,6 +493,7 @@ impl Limits {
                     .and_then(|t| parse_age(&t).ok()),
                 segment_bytes: num("x-stream-max-segment-size-bytes"),
             },
+            consumer_timeout: num("x-consumer-timeout"),
         }
     }
 

@@ -19,6 +19,9 @@ pub(super) struct Unacked {
     pub(super) failed: u16,
     /// When it was delivered, on the broker's clock, for the consumer timeout.
     pub(super) delivered_at: u64,
+    /// A consumer timeout (4.3) already put the message back in its queue: the
+    /// tag stays the channel's, and settling it only lets its consumer go on.
+    pub(super) released: bool,
 }
 
 impl Unacked {
@@ -41,6 +44,7 @@ impl Unacked {
             returns: item.returns,
             failed: item.failed,
             delivered_at: now,
+            released: false,
         }
     }
 }
@@ -174,20 +178,34 @@ pub(super) struct ChannelState {
 
 impl VhostState {
     /// Channels whose oldest unacked delivery (from a consumer or a `basic.get`)
-    /// has waited longer than `timeout`, each reported once: RabbitMQ's
-    /// consumer timeout, which looks only at the oldest delivery of a channel.
-    pub fn timed_out_channels(&mut self, timeout: std::time::Duration) -> Vec<(ConnId, u16)> {
+    /// has waited longer than the timeout, each reported once with the timeout
+    /// used: RabbitMQ's consumer timeout until 4.2, which looks only at the
+    /// oldest delivery of a channel (`evaluate_consumer_timeout`,
+    /// `rabbit_channel.erl:2827-2833` at v3.10.8). From 3.12 the timeout is that
+    /// delivery's queue's `x-consumer-timeout` when it has one, and none when
+    /// that is not an integer (`rabbit_channel.erl:2776-2807` at v3.12.14).
+    pub fn timed_out_channels(&mut self, default: Option<std::time::Duration>) -> Vec<TimedOut> {
         let now = self.clock.now_ms();
-        let limit = timeout.as_millis() as u64;
+        let default = default.map(|t| t.as_millis() as i64);
+        let per_queue = self.profile.queue_consumer_timeout_arg();
         let mut out = Vec::new();
         for (&(conn, channel), st) in &mut self.channels {
-            let overdue = st
-                .unacked
-                .first_key_value()
-                .is_some_and(|(_, u)| now.saturating_sub(u.delivered_at) > limit);
+            let Some((_, oldest)) = st.unacked.first_key_value() else {
+                continue;
+            };
+            let timeout = match self
+                .queues
+                .get(&*oldest.queue)
+                .and_then(|q| q.arguments.inner().get("x-consumer-timeout"))
+            {
+                Some(arg) if per_queue => as_integer(arg).map(|n| n as i64),
+                _ => default,
+            };
+            let overdue =
+                timeout.is_some_and(|t| (now.saturating_sub(oldest.delivered_at) as i64) > t);
             if overdue && !st.timed_out {
                 st.timed_out = true;
-                out.push((conn, channel));
+                out.push((conn, channel, timeout.expect("overdue")));
             }
         }
         out.sort_unstable();
@@ -282,7 +300,7 @@ impl VhostState {
             self.remove_consumer(&queue, conn, channel, &tag);
             touched.push(queue);
         }
-        for (_, u) in state.unacked {
+        for (_, u) in state.unacked.into_iter().filter(|(_, u)| !u.released) {
             let queue = u.queue.to_string();
             // A channel gone is `{down, Pid, _}`, a failed delivery
             // (`rabbit_fifo.erl:1954-1966` at v4.3.5).

@@ -45,6 +45,7 @@ impl VhostState {
                         returns: 0,
                         failed: 0,
                         delivered_at: now,
+                        released: false,
                     },
                 );
                 // RabbitMQ tells each delivery's offset in its headers.
@@ -151,6 +152,31 @@ impl VhostState {
                 ))
             })? as i64,
         };
+        let timeout = match opts.arguments.inner().get("x-consumer-timeout") {
+            Some(v) if self.profile.quorum_consumer_timeout() => {
+                let kind = q.limits.kind;
+                if kind != QueueType::Quorum {
+                    return Err(wrong_type_arg(
+                        "x-consumer-timeout",
+                        queue,
+                        &vhost,
+                        kind.module(),
+                    ));
+                }
+                let ms = match as_integer(v) {
+                    None => Err(format!("\"expected integer, got {}\"", type_name(v))),
+                    Some(n) if n < 0 => Err(format!("{{value_negative,{n}}}")),
+                    Some(n) => Ok(n as u64),
+                };
+                Some(ms.map_err(|e| {
+                    AmqpError::precondition(format!(
+                        "invalid arg 'x-consumer-timeout' for queue '{queue}' in vhost \
+                         '{vhost}': {e}"
+                    ))
+                })?)
+            }
+            _ => None,
+        };
         let ConsumeOptions {
             tag,
             no_ack,
@@ -199,6 +225,8 @@ impl VhostState {
             credit,
             priority,
             cursor,
+            timeout,
+            released: 0,
         });
         q.had_consumer = true;
         q.last_used = self.clock.now_ms();

@@ -293,7 +293,7 @@ impl VhostState {
         // A redeclaration is compared with the queue as it is; only a new queue
         // is checked against what its type takes.
         if new {
-            check_type_args(&d.name, &vhost, &d.arguments)?;
+            check_type_args(&d.name, &vhost, &d.arguments, &self.profile)?;
         }
         validate_queue_args(&d.name, &vhost, &d.arguments, &self.profile)?;
         let limits = Limits::from_args(&d.arguments);

@@ -40,7 +40,8 @@ impl VhostState {
         let mut unacked = Vec::new();
         for ((conn, channel), st) in &self.channels {
             for (tag, u) in &st.unacked {
-                if *u.queue == *q.name && u.queue_id == q.id {
+                // A released delivery is back among the queue's messages.
+                if *u.queue == *q.name && u.queue_id == q.id && !u.released {
                     unacked.push(UnackedSnapshot {
                         message: message(&u.msg, true),
                         connection: *conn,

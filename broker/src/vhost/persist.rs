@@ -308,7 +308,7 @@ impl VhostState {
             }
         }
         for st in self.channels.values() {
-            for u in st.unacked.values().filter(|u| u.persisted) {
+            for u in st.unacked.values().filter(|u| u.persisted && !u.released) {
                 let still_there = self
                     .queues
                     .get(&*u.queue)

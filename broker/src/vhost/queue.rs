@@ -216,6 +216,14 @@ pub(super) struct Consumer {
     pub(super) priority: i64,
     /// A stream consumer's next offset to read.
     pub(super) cursor: u64,
+    /// Its `x-consumer-timeout` in milliseconds (4.3, quorum queues).
+    pub(super) timeout: Option<u64>,
+    /// Its deliveries a consumer timeout returned to the queue that the client
+    /// has not settled yet: until it has, the consumer gets nothing more, as
+    /// a quorum queue's consumer stays in `{timeout, up}` until then
+    /// (`rabbit_fifo:maybe_untimeout/2`, `rabbit_fifo.erl:2231` and
+    /// `checkout_one/4`, `:2845` at v4.3.5).
+    pub(super) released: u32,
 }
 
 #[derive(Debug)]
@@ -344,7 +352,7 @@ impl Queue {
             if chosen.is_some_and(|best| self.consumers[best].priority >= c.priority) {
                 continue;
             }
-            if can_take(c) {
+            if c.released == 0 && can_take(c) {
                 chosen = Some(idx);
             }
         }

@@ -506,5 +506,8 @@ table! {
         quorum_message_priorities,
         quorum_delivery_limit_counts,
         quorum_requeue_without_a_limit,
+        quorum_consumer_timeout,
+        consumer_timeout_queue_argument,
+        classic_queue_consumer_timeout,
     ]
 }

@@ -870,3 +870,139 @@ pub async fn quorum_requeue_without_a_limit(cx: Ctx) -> R {
     ch.queue_delete(&q).await?;
     conn.close().await
 }
+/// A consumer's `x-consumer-timeout` (200 ms) on a quorum queue. From 4.3 the
+/// queue returns the unacked delivery once its time is up (`rabbit_fifo.erl:722-751`
+/// at v4.3.5; the consumer's argument wins, `rabbit_queue_type.erl:544-547`) and
+/// the channel cancels the consumer of a client that announced
+/// `consumer_cancel_notify` (`rabbit_channel.erl:2802-2807`); the old tag still
+/// settles. Until 4.2 the timeout is the channel's, `consumer_timeout` (30
+/// minutes) or a queue's own (3.12+), and the argument is no consumer argument
+/// (`rabbit_channel.erl:853` at v3.10.8): nothing happens.
+pub async fn quorum_consumer_timeout(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("slow-worker");
+    let quorum = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", ls("quorum"));
+    ch.queue_declare_with(&q, quorum).await?;
+    ch.publish("", &q, "job").await?;
+    let mut opts = ConsumeOpts::default().tag("worker");
+    opts.args
+        .insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(200));
+    ch.consume_with(&q, opts).await?;
+    let d = ch.deliver().await?;
+    if cx.version() >= V::V4_3 {
+        let tag = ch.expect_server_cancel().await?;
+        expect_eq("cancelled consumer", tag.as_str(), "worker")?;
+        let other = conn.channel().await?;
+        let again = other.poll_get(&q, true).await?;
+        ensure!(again.redelivered, "returned job not redelivered: {again:?}");
+        cx.note("after 200 ms: basic.cancel, the job back in the queue, redelivered");
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        ch.expect_no_delivery().await?;
+        cx.note("after 600 ms: still held by the consumer");
+    }
+    ch.ack(d.delivery_tag, false).await?;
+    ch.sync().await?;
+    ch.queue_delete(&q).await?;
+    conn.close().await
+}
+
+/// `x-consumer-timeout` as a queue argument. 4.3 validates it as a
+/// non-negative integer (`rabbit_amqqueue.erl:964` at v4.3.5) and only quorum
+/// queues take it (`rabbit_quorum_queue.erl:626`; refused for the others,
+/// `rabbit_amqqueue.erl:912-913`). Until 4.2 no version validates it (none in
+/// `declare_args/0`, `rabbit_amqqueue.erl:841` at v3.10.8): any value declares.
+pub async fn consumer_timeout_queue_argument(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let v43 = cx.version() >= V::V4_3;
+    let classic = cx.name("ct-classic");
+    let ch = conn.channel().await?;
+    let opts = QueueOpts::default()
+        .exclusive()
+        .arg("x-consumer-timeout", AMQPValue::LongLongInt(1000));
+    let res = ch.queue_declare_with(&classic, opts).await;
+    if v43 {
+        let close = res.channel_closed(406)?;
+        expect_eq(
+            "reply text",
+            close.text.as_str(),
+            &format!(
+                "PRECONDITION_FAILED - invalid arg 'x-consumer-timeout' for queue '{classic}' \
+                 in vhost '/' of queue type rabbit_classic_queue"
+            ),
+        )?;
+    } else {
+        res?;
+    }
+    let quorum = cx.name("ct-quorum");
+    let ch = conn.channel().await?;
+    let opts = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", ls("quorum"))
+        .arg("x-consumer-timeout", AMQPValue::LongLongInt(-1));
+    let res = ch.queue_declare_with(&quorum, opts).await;
+    if v43 {
+        let close = res.channel_closed(406)?;
+        expect_eq(
+            "reply text",
+            close.text.as_str(),
+            &format!(
+                "PRECONDITION_FAILED - invalid arg 'x-consumer-timeout' for queue '{quorum}' \
+                 in vhost '/': {{value_negative,-1}}"
+            ),
+        )?;
+        cx.note("x-consumer-timeout: refused on a classic queue, -1 refused on a quorum queue");
+    } else {
+        res?;
+        ch.queue_delete(&quorum).await?;
+        cx.note("x-consumer-timeout: any value declares");
+    }
+    conn.close().await
+}
+
+/// A classic queue's `x-consumer-timeout` (200 ms) against a consumer that does
+/// not ack. From 3.12 to 4.2 the channel's timeout is the queue's: the channel
+/// closes with 406 naming 200 ms (`rabbit_channel.erl:2776-2807` at v3.12.14,
+/// `:2854-2885` at v4.2.9). 3.10 and 3.11 read only `consumer_timeout` (30
+/// minutes, `rabbit_channel.erl:2827-2833` at v3.10.8): nothing happens. 4.3
+/// refuses the argument on a classic queue (`consumer_timeout_queue_argument`).
+pub async fn classic_queue_consumer_timeout(cx: Ctx) -> R {
+    let v = cx.version();
+    if v >= V::V4_3 {
+        cx.note("4.3: a classic queue takes no x-consumer-timeout");
+        return Ok(());
+    }
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("ct-slow");
+    let opts = QueueOpts::default()
+        .exclusive()
+        .arg("x-consumer-timeout", AMQPValue::LongLongInt(200));
+    ch.queue_declare_with(&q, opts).await?;
+    ch.publish("", &q, "job").await?;
+    ch.consume_with(&q, ConsumeOpts::default().tag("worker"))
+        .await?;
+    let d = ch.deliver().await?;
+    if v >= V::V3_12 {
+        let close = ch.wait_close().await?;
+        expect_eq("close code", close.code, 406)?;
+        expect_eq(
+            "reply text",
+            close.text.as_str(),
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. \
+             Timeout value used: 200 ms. This timeout value can be configured, see \
+             consumers doc guide to learn more",
+        )?;
+        cx.note("after 200 ms: channel closed 406");
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        ch.expect_no_delivery().await?;
+        ch.ack(d.delivery_tag, false).await?;
+        ch.sync().await?;
+        cx.note("after 600 ms: still held by the consumer");
+    }
+    conn.close().await
+}
