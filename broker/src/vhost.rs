@@ -490,7 +490,7 @@ impl VhostState {
             });
             let Some(idx) = chosen else { break };
             let item = q.ready.pop_front().expect("not empty");
-            let props = delivery_props(q.limits.kind, &item, false);
+            let props = delivery_props(&self.profile, q.limits.kind, &item, false);
             let c = &mut q.consumers[idx];
             let st = self
                 .channels
@@ -703,25 +703,6 @@ impl VhostState {
 
 fn unknown_tag(tag: u64) -> AmqpError {
     AmqpError::precondition(format!("unknown delivery tag {tag}"))
-}
-
-/// The properties a delivery carries: the publisher's, or for a quorum queue
-/// the same with `x-delivery-count` (how often it came back) added. A
-/// `basic.get` (`got`) always has it; a consumer's delivery only once the
-/// message came back, as `transform_msgs/3` adds it only when the header has
-/// a count (`rabbit_fifo_client.erl:791-800` at v3.10.8, `:775-785` at
-/// v3.13.7; from 4.0 `:868-873` and `add_delivery_count_header/2`, `:221-237`
-/// at v4.0.9). Live 3.10.8: a first delivery to a consumer has no headers.
-fn delivery_props(kind: QueueType, item: &Queued, got: bool) -> std::borrow::Cow<'_, [u8]> {
-    if kind != QueueType::Quorum || (!got && item.returns == 0) {
-        return item.msg.props().into();
-    }
-    item.msg
-        .props_with_header(
-            "x-delivery-count",
-            AMQPValue::LongLongInt(i64::from(item.returns)),
-        )
-        .into()
 }
 
 #[cfg(test)]

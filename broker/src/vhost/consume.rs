@@ -315,7 +315,7 @@ impl VhostState {
         let entry = &self.conns[&conn];
         let m = &item.msg;
         let kind = self.queues.get(queue).map(|q| q.limits.kind);
-        let props = delivery_props(kind.unwrap_or_default(), &item, true);
+        let props = delivery_props(&self.profile, kind.unwrap_or_default(), &item, true);
         entry.outbox.push(|out| {
             codec::put_method(
                 out,

@@ -208,9 +208,19 @@ impl Message {
     /// The property bytes of a delivery that adds `key` to the publisher's
     /// headers, as RabbitMQ does for `x-delivery-count` and `x-stream-offset`.
     pub fn props_with_header(&self, key: &str, value: AMQPValue) -> Vec<u8> {
+        self.props_with_headers([(key, value)])
+    }
+
+    /// The same with several headers added.
+    pub fn props_with_headers<'a>(
+        &self,
+        added: impl IntoIterator<Item = (&'a str, AMQPValue)>,
+    ) -> Vec<u8> {
         let properties = self.properties();
         let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert(key.into(), value);
+        for (key, value) in added {
+            headers.insert(key.into(), value);
+        }
         let properties = properties.with_headers(headers);
         codec::encode_header(self.body().len() as u64, &properties)[HEADER_PREFIX..].to_vec()
     }

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::profile::QuorumPriorities;
+use crate::profile::{QuorumPriorities, RabbitVersion};
 
 /// Ready messages: one FIFO per priority level (a single one without
 /// `x-max-priority`), served as `Order` says.
@@ -365,4 +365,55 @@ impl Queue {
     pub(super) fn is_durable(&self) -> bool {
         self.durable && self.exclusive_owner.is_none()
     }
+}
+
+/// The properties a delivery carries: the publisher's, or for a quorum queue
+/// the same with its counts added.
+/// - Until 3.13 `x-delivery-count` is how often it came back: a `basic.get`
+///   (`got`) always has it, a consumer's delivery only once the message came
+///   back, as `transform_msgs/3` adds it only when the header has a count
+///   (`rabbit_fifo_client.erl:249-256`, `:791-800` at v3.10.8, `:211-217`,
+///   `:775-785` at v3.13.7). Live 3.10.8: a first delivery to a consumer has no
+///   headers.
+/// - From 4.0 both ways go through `add_delivery_count_header/2`, which adds
+///   nothing until the message came back (no `acquired_count` yet); then 4.0-4.2
+///   write `acquired_count` as `x-delivery-count` (`:221-237` at v4.0.9), and 4.3
+///   writes it as `x-acquired-count`, with `x-delivery-count` the failed
+///   deliveries once there was one (`:246-267` at v4.3.5; `incr_msg_headers/3`,
+///   `rabbit_fifo.erl:3884-3899`).
+pub(super) fn delivery_props<'a>(
+    profile: &Profile,
+    kind: QueueType,
+    item: &'a Queued,
+    got: bool,
+) -> std::borrow::Cow<'a, [u8]> {
+    let count = |n: u64| AMQPValue::LongLongInt(n as i64);
+    let returns = u64::from(item.returns);
+    if kind != QueueType::Quorum {
+        return item.msg.props().into();
+    }
+    if profile.version() < RabbitVersion::V4_0 {
+        if !got && returns == 0 {
+            return item.msg.props().into();
+        }
+        return item
+            .msg
+            .props_with_header("x-delivery-count", count(returns))
+            .into();
+    }
+    if returns == 0 {
+        return item.msg.props().into();
+    }
+    if !profile.quorum_limit_counts_failed_only() {
+        return item
+            .msg
+            .props_with_header("x-delivery-count", count(returns))
+            .into();
+    }
+    let failed = u64::from(item.failed);
+    let mut added = vec![("x-acquired-count", count(returns))];
+    if failed > 0 {
+        added.push(("x-delivery-count", count(failed)));
+    }
+    item.msg.props_with_headers(added).into()
 }

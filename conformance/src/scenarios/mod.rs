@@ -509,5 +509,6 @@ table! {
         quorum_consumer_timeout,
         consumer_timeout_queue_argument,
         classic_queue_consumer_timeout,
+        quorum_delivery_count_headers,
     ]
 }

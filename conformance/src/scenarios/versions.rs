@@ -1006,3 +1006,56 @@ pub async fn classic_queue_consumer_timeout(cx: Ctx) -> R {
     }
     conn.close().await
 }
+
+/// The counts a quorum queue's `basic.get` carries through a nack and a
+/// reject. Until 3.13 `x-delivery-count` is there from the first get, 0, and
+/// counts every return (`rabbit_fifo_client.erl:249-256` at v3.10.8). From 4.0
+/// nothing until a return (`add_delivery_count_header/2`): 4.0-4.2 write the
+/// returns as `x-delivery-count` (`:221-237` at v4.0.9); 4.3 writes them as
+/// `x-acquired-count`, and `x-delivery-count` only counts failed deliveries,
+/// which a reject is and a nack is not (`:246-267` at v4.3.5;
+/// `rabbit_fifo.erl:3884-3899`, `rabbit_channel.erl:1504-1510`).
+pub async fn quorum_delivery_count_headers(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    let ch = conn.channel().await?;
+    let q = cx.name("qq-counts");
+    // A limit, so that the returns come back in front in every release.
+    let quorum = QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", AMQPValue::LongString("quorum".into()))
+        .arg("x-delivery-limit", AMQPValue::LongInt(10));
+    ch.queue_declare_with(&q, quorum).await?;
+    ch.publish("", &q, "m").await?;
+    let counts = |d: &crate::ctx::Delivery| {
+        let h = d.props.headers().clone().unwrap_or_default();
+        let get = |k: &str| match h.inner().get(k) {
+            Some(AMQPValue::LongLongInt(n)) => n.to_string(),
+            Some(other) => format!("{other:?}"),
+            None => "-".into(),
+        };
+        format!("{}/{}", get("x-delivery-count"), get("x-acquired-count"))
+    };
+    let mut seen = Vec::new();
+    let d = ch.poll_get(&q, false).await?;
+    seen.push(counts(&d));
+    ch.nack(d.delivery_tag, false, true).await?;
+    let d = ch.poll_get(&q, false).await?;
+    seen.push(counts(&d));
+    ch.reject(d.delivery_tag, true).await?;
+    let d = ch.poll_get(&q, true).await?;
+    seen.push(counts(&d));
+    let want = if cx.version() >= V::V4_3 {
+        ["-/-", "-/1", "1/2"]
+    } else if cx.version() >= V::V4_0 {
+        ["-/-", "1/-", "2/-"]
+    } else {
+        ["0/-", "1/-", "2/-"]
+    };
+    ensure!(
+        seen == want,
+        "x-delivery-count/x-acquired-count {seen:?}, want {want:?}"
+    );
+    cx.note(format!("delivery/acquired counts {}", seen.join(" ")));
+    ch.queue_delete(&q).await?;
+    conn.close().await
+}
