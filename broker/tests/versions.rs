@@ -943,6 +943,37 @@ async fn a_quorum_consumer_timeout_cancels_the_consumer_in_4_3() {
     broker.shutdown().await;
 }
 
+/// 4.3, single active consumer: the active consumer that timed out, with
+/// nothing else checked out, moves among the waiting consumers and the next
+/// one takes the message (`rabbit_fifo.erl:756-783` at v4.3.5).
+#[tokio::test]
+async fn a_timed_out_single_active_consumer_hands_over_in_4_3() {
+    let (broker, mut c) = timeout_broker(RabbitVersion::V4_3, true).await;
+    let sac = with_arg(
+        quorum("work"),
+        "x-single-active-consumer",
+        AMQPValue::Boolean(true),
+    );
+    c.queue_declare(1, sac).await;
+    c.put("work", b"job").await;
+    c.consume(1, "work", "first", false).await;
+    let _job = c.expect_content(1).await;
+    c.open_channel(2).await;
+    c.consume(2, "work", "second", false).await;
+    broker.advance(std::time::Duration::from_secs(5));
+    match c.expect_method(1).await {
+        AMQPClass::Basic(basic::AMQPMethod::Cancel(cancel)) => {
+            assert_eq!(cancel.consumer_tag.as_str(), "first");
+        }
+        other => panic!("expected basic.cancel for first, got {other:?}"),
+    }
+    let again = c.expect_content(2).await;
+    assert_eq!(again.deliver().consumer_tag.as_str(), "second");
+    assert!(again.deliver().redelivered);
+    assert_eq!(again.body, b"job");
+    broker.shutdown().await;
+}
+
 /// Until the client settles its timed-out tags the consumer gets nothing;
 /// once it has, deliveries go on (`rabbit_fifo:maybe_untimeout/2`).
 #[tokio::test]

@@ -133,10 +133,46 @@ impl VhostState {
             }
         }
         touched.sort();
+        for q in &touched {
+            self.hand_over(q);
+        }
         for q in touched {
             self.dispatch(&q);
         }
         close
+    }
+
+    /// A single-active-consumer queue whose active consumer timed out and has
+    /// nothing checked out any more moves it among the waiting consumers and
+    /// activates the next one (`rabbit_fifo.erl:756-783` at v4.3.5:
+    /// `add_waiting/2`, then `activate_next_consumer/1`).
+    fn hand_over(&mut self, queue: &str) {
+        let Some(q) = self.queues.get(queue) else {
+            return;
+        };
+        let Some(active) = q.consumers.first() else {
+            return;
+        };
+        if !q.limits.single_active_consumer || q.consumers.len() < 2 || active.released == 0 {
+            return;
+        }
+        let holds = self
+            .channels
+            .get(&(active.conn, active.channel))
+            .is_some_and(|st| {
+                st.unacked.values().any(|u| {
+                    !u.released
+                        && u.queue_id == q.id
+                        && u.consumer.as_ref().is_some_and(|t| *t == active.tag)
+                })
+            });
+        if holds {
+            return;
+        }
+        let q = self.queues.get_mut(queue).expect("found above");
+        let timed_out = q.consumers.remove(0);
+        q.consumers.push(timed_out);
+        q.next_consumer = 0;
     }
 
     /// The client settled a delivery a consumer timeout had already returned:
