@@ -56,29 +56,10 @@ fn dead_lettered_publish_round_trips_and_old_publishes_read_unmarked() {
     plain.encode(&mut bytes);
     assert_eq!(bytes[8], 7, "a plain publish keeps the old record type");
     assert_eq!(Record::decode(&bytes[8..]), Some(plain.clone()));
-    let Record::Publish {
-        id,
-        vhost,
-        queues,
-        exchange,
-        routing_key,
-        header,
-        body,
-        ..
-    } = plain
-    else {
-        unreachable!()
-    };
-    let marked = Record::Publish {
-        id,
-        vhost,
-        queues,
-        exchange,
-        routing_key,
-        header,
-        body,
-        dead_lettered: true,
-    };
+    let mut marked = plain;
+    if let Record::Publish { dead_lettered, .. } = &mut marked {
+        *dead_lettered = true;
+    }
     let mut bytes = Vec::new();
     marked.encode(&mut bytes);
     assert_eq!(bytes[8], 14);

@@ -83,9 +83,7 @@ pub async fn global_qos_on_a_quorum_queue(cx: Ctx) -> R {
     let conn = cx.connect().await?;
     let ch = conn.channel().await?;
     let q = cx.name("qq");
-    let quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    let quorum = quorum_queue();
     ch.queue_declare_with(&q, quorum).await?;
     ch.qos(10, true).await?;
     let v = cx.version();
@@ -284,9 +282,7 @@ pub async fn quorum_default_delivery_limit(cx: Ctx) -> R {
     let conn = cx.connect().await?;
     let ch = conn.channel().await?;
     let q = cx.name("poison");
-    let quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    let quorum = quorum_queue();
     ch.queue_declare_with(&q, quorum).await?;
     ch.publish("", &q, "m").await?;
     for _ in 0..20 {
@@ -395,9 +391,7 @@ pub async fn local_random_exchange(cx: Ctx) -> R {
     )?;
     let ch = conn.channel().await?;
     let qq = cx.name("lrq");
-    let quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    let quorum = quorum_queue();
     ch.queue_declare_with(&qq, quorum).await?;
     let close = ch.queue_bind(&qq, &x, "").await.channel_closed(406)?;
     expect_eq(
@@ -665,9 +659,7 @@ pub async fn quorum_message_priorities(cx: Ctx) -> R {
     let conn = cx.connect().await?;
     let ch = conn.channel().await?;
     let q = cx.name("qq-prio");
-    let quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    let quorum = quorum_queue();
     ch.queue_declare_with(&q, quorum).await?;
     ch.confirm_select().await?;
     // (body, priority); "none" has no priority property.
@@ -726,10 +718,7 @@ pub async fn quorum_message_priorities(cx: Ctx) -> R {
     // at v3.10.8; :1008-1035 at v4.0.9 for a negative limit), as 3.10.8 does live.
     let ch = conn.channel().await?;
     ch.queue_delete(&q).await?;
-    let limited = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()))
-        .arg("x-delivery-limit", AMQPValue::LongInt(10));
+    let limited = quorum_queue().arg("x-delivery-limit", AMQPValue::LongInt(10));
     ch.queue_declare_with(&q, limited).await?;
     ch.confirm_select().await?;
     ch.publish("", &q, "lo").await?;
@@ -758,10 +747,7 @@ pub async fn quorum_delivery_limit_counts(cx: Ctx) -> R {
     let conn = cx.connect().await?;
     let ch = conn.channel().await?;
     let q = cx.name("qq-limit");
-    let quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()))
-        .arg("x-delivery-limit", AMQPValue::LongInt(1));
+    let quorum = quorum_queue().arg("x-delivery-limit", AMQPValue::LongInt(1));
     ch.queue_declare_with(&q, quorum).await?;
     // The check is `count > limit`: the first return keeps a message, the
     // second drops it where it counts (rabbit_fifo.erl:1766-1767 at v3.10.8,
@@ -824,9 +810,7 @@ pub async fn quorum_requeue_without_a_limit(cx: Ctx) -> R {
     let conn = cx.connect().await?;
     let ch = conn.channel().await?;
     let q = cx.name("qq-nolimit");
-    let mut quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()));
+    let mut quorum = quorum_queue();
     if cx.version() >= V::V4_0 {
         quorum = quorum.arg("x-delivery-limit", AMQPValue::LongInt(-1));
     }
@@ -882,9 +866,7 @@ pub async fn quorum_consumer_timeout(cx: Ctx) -> R {
     let conn = cx.connect().await?;
     let ch = conn.channel().await?;
     let q = cx.name("slow-worker");
-    let quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", ls("quorum"));
+    let quorum = quorum_queue();
     ch.queue_declare_with(&q, quorum).await?;
     ch.publish("", &q, "job").await?;
     let mut opts = ConsumeOpts::default().tag("worker");
@@ -939,10 +921,7 @@ pub async fn consumer_timeout_queue_argument(cx: Ctx) -> R {
     }
     let quorum = cx.name("ct-quorum");
     let ch = conn.channel().await?;
-    let opts = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", ls("quorum"))
-        .arg("x-consumer-timeout", AMQPValue::LongLongInt(-1));
+    let opts = quorum_queue().arg("x-consumer-timeout", AMQPValue::LongLongInt(-1));
     let res = ch.queue_declare_with(&quorum, opts).await;
     if v43 {
         let close = res.channel_closed(406)?;
@@ -1020,10 +999,7 @@ pub async fn quorum_delivery_count_headers(cx: Ctx) -> R {
     let ch = conn.channel().await?;
     let q = cx.name("qq-counts");
     // A limit, so that the returns come back in front in every release.
-    let quorum = QueueOpts::default()
-        .durable()
-        .arg("x-queue-type", AMQPValue::LongString("quorum".into()))
-        .arg("x-delivery-limit", AMQPValue::LongInt(10));
+    let quorum = quorum_queue().arg("x-delivery-limit", AMQPValue::LongInt(10));
     ch.queue_declare_with(&q, quorum).await?;
     ch.publish("", &q, "m").await?;
     let counts = |d: &crate::ctx::Delivery| {
@@ -1058,4 +1034,11 @@ pub async fn quorum_delivery_count_headers(cx: Ctx) -> R {
     cx.note(format!("delivery/acquired counts {}", seen.join(" ")));
     ch.queue_delete(&q).await?;
     conn.close().await
+}
+
+/// A durable quorum queue's declaration options, to add arguments to.
+fn quorum_queue() -> QueueOpts {
+    QueueOpts::default()
+        .durable()
+        .arg("x-queue-type", AMQPValue::LongString("quorum".into()))
 }
