@@ -1,4 +1,5 @@
-//! Issue 20's probe: one lapin connection through the phases in turn.
+//! Issue 20's probe: one lapin connection through the phases in turn
+//! (`probe URL N`), or through the publish phase alone (`probe URL N publish`).
 use futures_util::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
@@ -50,6 +51,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let publish = t.elapsed();
+    if args.get(3).map(String::as_str) == Some("publish") {
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        println!(
+            "n={n} publish={:.0}/s (client {:.0}/s)",
+            n as f64 / publish.as_secs_f64(),
+            n as f64 / pubd.as_secs_f64()
+        );
+        return Ok(());
+    }
     let cch = conn.create_channel().await?;
     cch.basic_qos(1000, BasicQosOptions::default()).await?;
     let t = Instant::now();

@@ -5,6 +5,7 @@
 //! one publisher is capped by the client's round trip through its I/O loop; the sink
 //! scenario shows that ceiling with no broker at all.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -239,6 +240,66 @@ pub async fn sink(url: &str, n: usize, body: &[u8]) -> Result<Duration> {
     publish_n(&ch, "", "sink", n, body).await?;
     conn.close(200, "OK".into()).await?;
     Ok(start.elapsed())
+}
+
+/// Runs `make`'s future on a thread of its own, bound to one CPU, on a runtime of its
+/// own. lapin's I/O thread inherits that binding when `Connection::connect` spawns it,
+/// so every publish is handed between two threads on the same CPU. Unbound, on an
+/// otherwise idle machine, Linux puts the two on different CPUs and each hand-over
+/// wakes an idle one (bench/PROFILE.md); this shows what the client reaches without
+/// that cost.
+pub async fn on_one_cpu<T, F, Fut>(timeout: Duration, make: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("lapin-one-cpu".into())
+        .spawn(move || {
+            let run = || -> Result<T> {
+                bind_to_one_cpu()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    tokio::time::timeout(timeout, make())
+                        .await
+                        .map_err(|_| format!("no result within {timeout:?}"))?
+                })
+            };
+            let _ = tx.send(run());
+        })?;
+    rx.await?
+}
+
+/// Binds the calling thread, and every thread it spawns from now on, to the first CPU
+/// it may run on (CPU 0 unless a cpuset says otherwise).
+#[allow(unsafe_code)]
+fn bind_to_one_cpu() -> Result<()> {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: the set is a plain bit array that the calls fill and read within
+    // its size; pid 0 is the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut set) != 0 {
+            -1
+        } else {
+            match (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &set)) {
+                Some(cpu) => {
+                    let mut one: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut one);
+                    libc::sched_setaffinity(0, size, &one)
+                }
+                None => -1,
+            }
+        }
+    };
+    if rc != 0 {
+        return Err(format!("binding to one CPU: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
 }
 
 /// Deletes the bench's queues and exchange, each on a fresh channel so that one

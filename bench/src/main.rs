@@ -164,6 +164,8 @@ impl Sizes {
 enum Client {
     Go,
     Lapin,
+    /// lapin with its threads bound to one CPU (`lapin_load::on_one_cpu`).
+    LapinOneCpu,
     /// warren-client.
     Wc,
 }
@@ -173,6 +175,7 @@ impl Client {
         match self {
             Client::Go => "Go amqp091",
             Client::Lapin => "lapin",
+            Client::LapinOneCpu => "lapin, threads on one CPU",
             Client::Wc => "warren-client",
         }
     }
@@ -374,6 +377,19 @@ impl Bench {
                     .await
                     .map_err(bounded("lapin publish"))??;
                 vec![rate(n, took.as_secs_f64())]
+            }
+            (Scenario::Publish { size, .. }, Client::LapinOneCpu) => {
+                let n = z.lapin_publish;
+                let (url, name) = (url.to_owned(), name.to_owned());
+                let body = vec![b'x'; size];
+                let took = lapin_load::on_one_cpu(t, move || async move {
+                    lapin_load::publish(&url, &name, n, &body).await
+                })
+                .await?;
+                vec![rate(n, took.as_secs_f64())]
+            }
+            (s, Client::LapinOneCpu) => {
+                return Err(format!("{s:?} is not run through lapin on one CPU").into())
             }
             (Scenario::Consume, Client::Go) => {
                 let n = z.go_consume;
@@ -665,6 +681,7 @@ impl Bench {
             (Client::Go, 1),
             (Client::Go, 4),
             (Client::Lapin, 1),
+            (Client::LapinOneCpu, 1),
             (Client::Wc, 1),
         ] {
             let mut v = Vec::new();
@@ -696,6 +713,15 @@ impl Bench {
                             Ok(r) => r.map(|d| rate(n, d.as_secs_f64())),
                             Err(_) => Err("lapin sink timed out".into()),
                         }
+                    }
+                    Client::LapinOneCpu => {
+                        let n = self.sizes.sink_lapin;
+                        let url = url.clone();
+                        lapin_load::on_one_cpu(t, move || async move {
+                            lapin_load::sink(&url, n, &[b'x'; 16]).await
+                        })
+                        .await
+                        .map(|d| rate(n, d.as_secs_f64()))
                     }
                 };
                 match r {
@@ -984,9 +1010,13 @@ impl Bench {
              machine is at least 80 % idle (at most 5 s of waiting), so that what a broker does \
              after a run does not land on the next one. The Go and lapin rows are bounded by \
              the client as much as by the broker (see the ceilings below): amqp091 writes \
-             every frame with its own system call, and lapin awaits every publish, which makes \
-             it very sensitive to scheduling on a busy machine; the warren-client rows \
-             (pipelined) show the brokers.\n",
+             every frame with its own system call, and lapin hands every publish and every \
+             ack from the caller's thread to its I/O thread and back. On an otherwise idle \
+             machine Linux puts those two threads on different CPUs, so each hand-over wakes \
+             an idle CPU; a broker that keeps one CPU busy with its own work per message, as \
+             RabbitMQ does, leaves them sharing the other, where a hand-over is cheap. The \
+             row with lapin's threads bound to one CPU shows the client without that cost \
+             (bench/PROFILE.md). The warren-client rows (pipelined) show the brokers.\n",
         );
         out.push_str("\nClient ceilings: 16 B publishes into a local peer that completes the handshake and only reads, once a millisecond (a peer parked on the socket would make every write pay for waking it).\n\n");
         out.push_str("| client | into the read-only sink | into Warren | into RabbitMQ |\n| --- | ---: | ---: | ---: |\n");
@@ -1085,11 +1115,11 @@ async fn main() -> ExitCode {
         bench.args.rabbitmq
     );
 
-    use Client::{Go as G, Lapin as L, Wc as W};
+    use Client::{Go as G, Lapin as L, LapinOneCpu as L1, Wc as W};
     // One Go connection is capped by amqp091 itself (it flushes every frame); four
     // show what each broker takes.
     let plan: [(Scenario, &[Client]); 8] = [
-        (Scenario::Publish { size: 16, conns: 1 }, &[G, L, W]),
+        (Scenario::Publish { size: 16, conns: 1 }, &[G, L, L1, W]),
         (Scenario::Publish { size: 16, conns: 4 }, &[G]),
         (
             Scenario::Publish {
