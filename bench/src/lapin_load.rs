@@ -276,29 +276,15 @@ where
 
 /// Binds the calling thread, and every thread it spawns from now on, to the first CPU
 /// it may run on (CPU 0 unless a cpuset says otherwise).
-#[allow(unsafe_code)]
 fn bind_to_one_cpu() -> Result<()> {
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: the set is a plain bit array that the calls fill and read within
-    // its size; pid 0 is the calling thread.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size, &mut set) != 0 {
-            -1
-        } else {
-            match (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &set)) {
-                Some(cpu) => {
-                    let mut one: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(cpu, &mut one);
-                    libc::sched_setaffinity(0, size, &one)
-                }
-                None => -1,
-            }
-        }
-    };
-    if rc != 0 {
-        return Err(format!("binding to one CPU: {}", std::io::Error::last_os_error()).into());
-    }
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let allowed = sched_getaffinity(None)?;
+    let cpu = (0..CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .ok_or("no CPU to bind to")?;
+    let mut one = CpuSet::new();
+    one.set(cpu);
+    sched_setaffinity(None, &one)?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ mod clients;
 mod inprocess;
 mod lapin_load;
 mod procs;
+mod raw_rt;
 mod report;
 mod sink;
 mod wc_load;
@@ -852,14 +853,16 @@ impl Bench {
         let noack = "end to end, 1 producer + 1 consumer, 16 B, no-ack (warren-client)";
         let ack = "end to end, 1 producer + 1 consumer, 16 B, manual ack (warren-client)";
         let rt = "round trip publish → delivery, p50 (warren-client)";
+        let raw = "round trip publish → delivery, p50 (raw frames, one task, no client library)";
         let floor = "loopback floor: TCP ping-pong of the same bytes, p50";
-        if ![noack, ack, rt, floor].iter().any(|f| self.wanted(f)) {
+        if ![noack, ack, rt, raw, floor].iter().any(|f| self.wanted(f)) {
             return;
         }
         self.table
             .row(noack, "msg/s", Some(Target::WarrenAbove(800_000.0)));
         self.table.row(ack, "msg/s", None);
         self.table.row(rt, "µs", Some(Target::RatioAtMost(0.5)));
+        self.table.row(raw, "µs", None);
         self.table.row(floor, "µs", None).rabbitmq_missing = "n/a (no broker)".into();
         let n = self.sizes.end_to_end;
         let t = self.sizes.timeout;
@@ -906,6 +909,17 @@ impl Bench {
                     Ok(Ok(d)) => self.table.add(rt, side, micros(d)),
                     Ok(Err(e)) => self.errors.push(format!("{rt} on {side:?}: {e}")),
                     Err(_) => self.errors.push(format!("{rt} on {side:?}: timed out")),
+                }
+                let name = self.fresh_name();
+                procs::settle().await;
+                let r =
+                    tokio::time::timeout(t, raw_rt::round_trip(&url, &name, self.sizes.latency))
+                        .await;
+                let _ = lapin_load::cleanup(&url, &[name], &[]).await;
+                match r {
+                    Ok(Ok(d)) => self.table.add(raw, side, micros(d)),
+                    Ok(Err(e)) => self.errors.push(format!("{raw} on {side:?}: {e}")),
+                    Err(_) => self.errors.push(format!("{raw} on {side:?}: timed out")),
                 }
             }
             // A 16 B publish from warren-client is 82 bytes of frames on a short

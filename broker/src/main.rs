@@ -1,5 +1,7 @@
 //! The `warren` binary: the broker on TCP ports, for clients in any language.
 
+mod cpu_binding;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,10 +80,37 @@ struct Args {
     /// `deprecated_features.permit.NAME = false` (repeatable).
     #[arg(long = "deny-deprecated", value_name = "NAME")]
     deny_deprecated: Vec<DeprecatedFeature>,
+    /// Bind each runtime worker thread to one CPU, as RabbitMQ binds its
+    /// schedulers (`spread`), or leave them to the kernel (`none`).
+    #[arg(long, value_enum, default_value_t = CpuBinding::Spread)]
+    cpu_binding: CpuBinding,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum CpuBinding {
+    Spread,
+    None,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if args.cpu_binding == CpuBinding::Spread {
+        if let Some((start, park)) = cpu_binding::hooks() {
+            runtime.on_thread_start(start).on_thread_park(park);
+        }
+    }
+    match runtime.build() {
+        Ok(rt) => rt.block_on(run(args)),
+        Err(e) => {
+            eprintln!("warren: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -90,7 +119,6 @@ async fn main() -> ExitCode {
         // Colour codes only for a terminal: CI logs and files stay readable.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
     // Installed before the URL line: a tool may signal as soon as it read it.
     let signals = Signals::install();
     let mut builder = warren_broker::Broker::builder()
