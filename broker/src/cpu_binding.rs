@@ -1,12 +1,15 @@
-//! Binds the `warren` binary's runtime workers one to a CPU, as RabbitMQ binds its
-//! schedulers by default (`+stbt db`: `DEFAULT_SCHEDULER_BIND_TYPE="db"`,
-//! deps/rabbit/scripts/rabbitmq-env:117 at v3.10.8).
+//! `--cpu-binding spread`: binds the `warren` binary's runtime workers one to a CPU,
+//! as RabbitMQ binds its schedulers by default (`+stbt db`:
+//! `DEFAULT_SCHEDULER_BIND_TYPE="db"`, deps/rabbit/scripts/rabbitmq-env:117 at
+//! v3.10.8).
 //!
 //! Why: left free, a worker that wakes for a client's frame is put wherever Linux
 //! finds room, usually the CPU the client just left, and moves on almost every round
-//! trip (31 000 migrations a second over 35 000 round trips, bench/PROFILE.md). Bound,
-//! each worker keeps its CPU and its cache: the p50 of a publish → delivery round
-//! trip went from 29 µs to 20 µs on a 2-vCPU VM.
+//! trip (31 000 migrations a second over 35 000 round trips, bench/PROFILE.md).
+//! Bound, each keeps its CPU and its cache: the raw round trip's p50 went from 25 µs
+//! to 17–20 µs on a 2-vCPU VM, Go's and lapin's by 3–5 µs. It is not the default
+//! because a single-threaded client then often shares a bound worker's CPU and
+//! cannot be escaped: pika's round trip went from 88 µs to 110 µs.
 //!
 //! Only workers are bound. A thread the runtime starts for blocking work may be
 //! started from a bound worker, so each thread is given back the whole process's

@@ -80,9 +80,11 @@ struct Args {
     /// `deprecated_features.permit.NAME = false` (repeatable).
     #[arg(long = "deny-deprecated", value_name = "NAME")]
     deny_deprecated: Vec<DeprecatedFeature>,
-    /// Bind each runtime worker thread to one CPU, as RabbitMQ binds its
-    /// schedulers (`spread`), or leave them to the kernel (`none`).
-    #[arg(long, value_enum, default_value_t = CpuBinding::Spread)]
+    /// `spread` binds each runtime worker thread to one CPU, as RabbitMQ binds its
+    /// schedulers: shorter round trips for clients that use several threads, longer
+    /// ones for a single-threaded client such as pika on a small machine. `none`
+    /// (the default) leaves them to the kernel.
+    #[arg(long, value_enum, default_value_t = CpuBinding::None)]
     cpu_binding: CpuBinding,
 }
 

@@ -1,6 +1,7 @@
 //! The `warren` binary's contract: the first stdout line is the URL it serves, the
-//! credentials and vhosts on the command line take effect, and SIGTERM closes every
-//! connection with 320 CONNECTION_FORCED before exiting 0.
+//! credentials and vhosts on the command line take effect, `--cpu-binding spread`
+//! binds the runtime's workers, and SIGTERM closes every connection with 320
+//! CONNECTION_FORCED before exiting 0.
 
 mod common;
 
@@ -170,4 +171,91 @@ async fn heartbeat_option_sets_the_proposed_interval() {
     w.signal("TERM").await;
     let (status, log) = w.exit().await;
     assert!(status.success(), "{status}\n{log}");
+}
+
+/// Each thread of a process: its name and the CPUs it may run on, as
+/// /proc/PID/task/TID/status lists them ("0-1", "3").
+#[cfg(target_os = "linux")]
+fn threads_and_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc") {
+        let status =
+            std::fs::read_to_string(task.expect("task").path().join("status")).unwrap_or_default();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        out.push((field("Name:"), field("Cpus_allowed_list:")));
+    }
+    out
+}
+
+/// `--cpu-binding spread` binds each runtime worker to a CPU of its own and leaves
+/// the main thread free; without it no thread is bound.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn cpu_binding_spread_binds_each_worker_to_one_cpu() {
+    let ours = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap();
+    if !ours.contains(['-', ',']) {
+        eprintln!("skipped: this process may run on one CPU only ({ours}), nothing to spread");
+        return;
+    }
+    let free = Warren::start(&["--bind", "127.0.0.1:0"]).await;
+    let threads = threads_and_cpus(free.pid());
+    assert!(
+        threads.iter().all(|(_, cpus)| *cpus == ours),
+        "by default no thread is bound: {threads:?}"
+    );
+    free.signal("TERM").await;
+    assert!(free.exit().await.0.success());
+
+    let bound = Warren::start(&["--bind", "127.0.0.1:0", "--cpu-binding", "spread"]).await;
+    // A worker binds itself the first time it parks, which may follow the URL line.
+    let mut threads = Vec::new();
+    for _ in 0..100 {
+        threads = threads_and_cpus(bound.pid());
+        let workers: Vec<&String> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("tokio-rt"))
+            .map(|(_, cpus)| cpus)
+            .collect();
+        if !workers.is_empty() && workers.iter().all(|c| !c.contains(['-', ','])) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut workers: Vec<&str> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("tokio-rt"))
+        .map(|(_, cpus)| cpus.as_str())
+        .collect();
+    assert!(!workers.is_empty(), "no runtime worker found: {threads:?}");
+    assert!(
+        workers.iter().all(|c| !c.contains(['-', ','])),
+        "each worker on one CPU: {threads:?}"
+    );
+    let count = workers.len();
+    workers.sort();
+    workers.dedup();
+    assert_eq!(
+        workers.len() >= 2,
+        count >= 2,
+        "two workers or more go to different CPUs: {threads:?}"
+    );
+    let main = threads.iter().find(|(name, _)| name == "warren");
+    assert_eq!(
+        main.map(|(_, c)| c.as_str()),
+        Some(ours.as_str()),
+        "the main thread stays free: {threads:?}"
+    );
+    bound.signal("TERM").await;
+    assert!(bound.exit().await.0.success());
 }

@@ -1030,6 +1030,11 @@ impl Warren {
         Target::at(&self.url)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
     /// Sends a signal by pid with the `kill` command.
     pub async fn signal(&self, name: &str) {
         let pid = self.child.id().expect("still running");
