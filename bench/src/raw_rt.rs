@@ -110,7 +110,7 @@ pub async fn round_trip(url: &str, queue: &str, n: usize) -> Result<Duration> {
             })),
         ))
         .await?;
-    let replies = [
+    let requests = [
         (
             0,
             AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
@@ -138,7 +138,7 @@ pub async fn round_trip(url: &str, queue: &str, n: usize) -> Result<Duration> {
             })),
         ),
     ];
-    for (channel, m) in replies {
+    for (channel, m) in requests {
         let asked = format!("{m:?}");
         let reply = c.call(channel, m).await?;
         if matches!(

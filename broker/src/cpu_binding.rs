@@ -17,7 +17,6 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 #[cfg(target_os = "linux")]
 mod affinity {
@@ -85,7 +84,7 @@ pub fn hooks() -> Option<(
     }
     // Several brokers on one machine (a test runner's workers, each with its own)
     // start their workers at different CPUs instead of all on the first.
-    let next = Arc::new(AtomicUsize::new(std::process::id() as usize));
+    let next = AtomicUsize::new(std::process::id() as usize);
     let start = move || {
         let _ = affinity::apply(&all);
     };
