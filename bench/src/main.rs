@@ -897,29 +897,22 @@ impl Bench {
                         Err(_) => self.errors.push(format!("{figure} on {side:?}: timed out")),
                     }
                 }
-                let name = self.fresh_name();
-                procs::settle().await;
-                let r = tokio::time::timeout(
-                    t,
-                    wc_load::round_trip(&url, &name, self.sizes.latency, &body),
-                )
-                .await;
-                let _ = lapin_load::cleanup(&url, &[name], &[]).await;
-                match r {
-                    Ok(Ok(d)) => self.table.add(rt, side, micros(d)),
-                    Ok(Err(e)) => self.errors.push(format!("{rt} on {side:?}: {e}")),
-                    Err(_) => self.errors.push(format!("{rt} on {side:?}: timed out")),
-                }
-                let name = self.fresh_name();
-                procs::settle().await;
-                let r =
-                    tokio::time::timeout(t, raw_rt::round_trip(&url, &name, self.sizes.latency))
-                        .await;
-                let _ = lapin_load::cleanup(&url, &[name], &[]).await;
-                match r {
-                    Ok(Ok(d)) => self.table.add(raw, side, micros(d)),
-                    Ok(Err(e)) => self.errors.push(format!("{raw} on {side:?}: {e}")),
-                    Err(_) => self.errors.push(format!("{raw} on {side:?}: timed out")),
+                // Through warren-client, then with raw frames and no client library.
+                for (figure, raw_frames) in [(rt, false), (raw, true)] {
+                    let name = self.fresh_name();
+                    procs::settle().await;
+                    let n = self.sizes.latency;
+                    let r = if raw_frames {
+                        tokio::time::timeout(t, raw_rt::round_trip(&url, &name, n)).await
+                    } else {
+                        tokio::time::timeout(t, wc_load::round_trip(&url, &name, n, &body)).await
+                    };
+                    let _ = lapin_load::cleanup(&url, &[name], &[]).await;
+                    match r {
+                        Ok(Ok(d)) => self.table.add(figure, side, micros(d)),
+                        Ok(Err(e)) => self.errors.push(format!("{figure} on {side:?}: {e}")),
+                        Err(_) => self.errors.push(format!("{figure} on {side:?}: timed out")),
+                    }
                 }
             }
             // A 16 B publish from warren-client is 82 bytes of frames on a short
