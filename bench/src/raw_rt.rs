@@ -55,26 +55,12 @@ impl Raw {
     }
 }
 
-/// `amqp://user:password@host:port/vhost`, the form the bench's URLs take.
-fn parse_url(url: &str) -> Result<(String, String, String, String)> {
-    let rest = url
-        .strip_prefix("amqp://")
-        .ok_or_else(|| format!("not an amqp:// URL: {url}"))?;
-    let (userinfo, rest) = rest.split_once('@').unwrap_or(("guest:guest", rest));
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let (addr, vhost) = rest.split_once('/').unwrap_or((rest, ""));
-    let vhost = match vhost {
-        "" => "/".to_owned(),
-        v => v.replace("%2f", "/").replace("%2F", "/"),
-    };
-    Ok((user.into(), password.into(), addr.into(), vhost))
-}
-
 /// The p50 of `n` round trips (after `n / 10` not counted), on a queue named `queue`
 /// that the connection declares exclusive, so that it goes with the connection.
 pub async fn round_trip(url: &str, queue: &str, n: usize) -> Result<Duration> {
-    let (user, password, addr, vhost) = parse_url(url)?;
-    let sock = TcpStream::connect(&addr).await?;
+    let config = warren_client::ConnectionConfig::from_url(url)?;
+    let (user, password, vhost) = (&config.username, &config.password, &config.vhost);
+    let sock = TcpStream::connect((config.host.as_str(), config.port)).await?;
     sock.set_nodelay(true)?;
     let mut c = Raw {
         sock,
@@ -188,22 +174,4 @@ pub async fn round_trip(url: &str, queue: &str, n: usize) -> Result<Duration> {
     let _ = c.call(0, close).await;
     samples.sort();
     Ok(samples[samples.len() / 2])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_url;
-
-    #[test]
-    fn reads_the_bench_urls() {
-        let (user, password, addr, vhost) =
-            parse_url("amqp://guest:secret@127.0.0.1:5672/%2f").unwrap();
-        assert_eq!(
-            (user.as_str(), password.as_str(), addr.as_str()),
-            ("guest", "secret", "127.0.0.1:5672")
-        );
-        assert_eq!(vhost, "/");
-        let (.., vhost) = parse_url("amqp://u:p@localhost:1/test").unwrap();
-        assert_eq!(vhost, "test");
-    }
 }
