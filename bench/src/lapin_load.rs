@@ -2,8 +2,9 @@
 //! client a Warren user is most likely to test with.
 //!
 //! lapin awaits every `basic_publish` until its frames are handed to the socket, so
-//! one publisher is capped by the client's round trip through its I/O loop; the sink
-//! scenario shows that ceiling with no broker at all.
+//! one publisher is capped by the client's round trip through its I/O loop; the
+//! bench's client ceilings run the same loads against a peer that does no broker
+//! work to show that cap.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -230,16 +231,6 @@ pub async fn connect_times(url: &str, n: usize) -> Result<Vec<Duration>> {
     }
     samples.sort();
     Ok(samples)
-}
-
-/// Publishes to a peer that only reads: what lapin itself can push, broker aside.
-pub async fn sink(url: &str, n: usize, body: &[u8]) -> Result<Duration> {
-    let conn = connect(url).await?;
-    let ch = conn.create_channel().await?;
-    let start = Instant::now();
-    publish_n(&ch, "", "sink", n, body).await?;
-    conn.close(200, "OK".into()).await?;
-    Ok(start.elapsed())
 }
 
 /// Runs `make`'s future on a thread of its own, bound to one CPU, on a runtime of its

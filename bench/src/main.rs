@@ -104,8 +104,6 @@ struct Sizes {
     cycles: usize,
     inproc: usize,
     inproc_ack: usize,
-    sink_go: usize,
-    sink_lapin: usize,
     end_to_end: usize,
 }
 
@@ -129,8 +127,6 @@ impl Sizes {
             cycles: 300,
             inproc: 500_000,
             inproc_ack: 200_000,
-            sink_go: 200_000,
-            sink_lapin: 50_000,
             end_to_end: 300_000,
         }
     }
@@ -154,8 +150,6 @@ impl Sizes {
             cycles: 30,
             inproc: 50_000,
             inproc_ack: 20_000,
-            sink_go: 20_000,
-            sink_lapin: 5_000,
             end_to_end: 30_000,
         }
     }
@@ -272,9 +266,9 @@ struct Bench {
     errors: Vec<String>,
     notes: Vec<String>,
     seq: u64,
-    /// Client ceilings against the read-only sink, beside the same client's publish
-    /// rate against each broker.
-    ceilings: Vec<(String, String, Vec<f64>)>,
+    /// Client ceilings: a figure of the main table, and that load's samples against
+    /// a peer that does no broker work.
+    ceilings: Vec<(String, Vec<f64>)>,
     /// The `clients` section: per client and pattern, the samples on each broker.
     clients: Vec<ClientRow>,
 }
@@ -671,86 +665,44 @@ impl Bench {
         }
     }
 
-    /// Each client publishing 16 B into a peer that only reads: the most that client
-    /// can send, whatever the broker.
+    /// The loads of the main table whose targets ask the broker for more than the
+    /// client may give, run against a peer that does no broker work (`sink`): each
+    /// client's ceiling on that load, whatever the broker.
     async fn ceilings(&mut self) -> Result<()> {
         let url = sink::start()?;
-        let t = self.sizes.timeout;
-        // The 4-connection Go row is the load the throughput targets are judged by;
-        // its ceiling says how much of the gap the client leaves to close.
-        for (client, conns) in [
-            (Client::Go, 1),
-            (Client::Go, 4),
-            (Client::Lapin, 1),
-            (Client::LapinOneCpu, 1),
-            (Client::Wc, 1),
+        let publish = |size, conns| Scenario::Publish { size, conns };
+        // The 4-connection Go rows are the loads the throughput targets are judged
+        // by; their ceilings say how much of the gap the client leaves to close.
+        for (s, client) in [
+            (publish(16, 1), Client::Go),
+            (publish(16, 4), Client::Go),
+            (publish(16, 1), Client::Lapin),
+            (publish(16, 1), Client::LapinOneCpu),
+            (publish(16, 1), Client::Wc),
+            (publish(4096, 1), Client::Go),
+            (publish(4096, 4), Client::Go),
+            (publish(4096, 1), Client::Lapin),
+            (publish(4096, 1), Client::Wc),
+            (Scenario::Consume, Client::Go),
+            (Scenario::Consume, Client::Lapin),
+            (Scenario::Consume, Client::Wc),
         ] {
+            let Some((figure, ..)) = rows_for(s, client).into_iter().next() else {
+                continue;
+            };
             let mut v = Vec::new();
             for _ in 0..self.sizes.rounds {
-                let r = match client {
-                    Client::Go => {
-                        let n = self.sizes.sink_go;
-                        let args = [
-                            ("queue", "sink".to_owned()),
-                            ("n", n.to_string()),
-                            ("conns", conns.to_string()),
-                        ];
-                        match self.go.run("sink", &url, &args, t).await {
-                            Ok(r) => get(&r, "secs").map(|s| rate(n, s)),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Client::Wc => {
-                        let n = self.sizes.sink_go;
-                        match tokio::time::timeout(t, wc_load::sink(&url, n, &[b'x'; 16])).await {
-                            Ok(r) => r.map(|d| rate(n, d.as_secs_f64())),
-                            Err(_) => Err("warren-client sink timed out".into()),
-                        }
-                    }
-                    Client::Lapin => {
-                        let n = self.sizes.sink_lapin;
-                        match tokio::time::timeout(t, lapin_load::sink(&url, n, &[b'x'; 16])).await
-                        {
-                            Ok(r) => r.map(|d| rate(n, d.as_secs_f64())),
-                            Err(_) => Err("lapin sink timed out".into()),
-                        }
-                    }
-                    Client::LapinOneCpu => {
-                        let n = self.sizes.sink_lapin;
-                        let url = url.clone();
-                        lapin_load::on_one_cpu(t, move || async move {
-                            lapin_load::sink(&url, n, &[b'x'; 16]).await
-                        })
-                        .await
-                        .map(|d| rate(n, d.as_secs_f64()))
-                    }
-                };
-                match r {
-                    Ok(r) => v.push(r),
-                    Err(e) => self
-                        .errors
-                        .push(format!("sink via {}: {e}", client.label())),
+                let name = self.fresh_name();
+                match self.run(s, client, &url, &name).await {
+                    Ok(r) => v.extend(r),
+                    Err(e) => self.errors.push(format!("ceiling of {figure}: {e}")),
                 }
             }
-            let (label, figure) = if conns == 1 {
-                (
-                    client.label().to_owned(),
-                    format!("publish 16 B, fire-and-forget ({})", client.label()),
-                )
-            } else {
-                (
-                    format!("{}, {conns} connections", client.label()),
-                    format!(
-                        "publish 16 B, fire-and-forget, {conns} connections ({})",
-                        client.label()
-                    ),
-                )
-            };
             eprintln!(
-                "  {label} into a read-only sink: {} msg/s",
+                "  {figure}, against a peer that does no broker work: {} msg/s",
                 median(&v).map_or("n/a".into(), fmt_num)
             );
-            self.ceilings.push((label, figure, v));
+            self.ceilings.push((figure, v));
         }
         Ok(())
     }
@@ -1025,16 +977,34 @@ impl Bench {
              row with lapin's threads bound to one CPU shows the client without that cost \
              (bench/PROFILE.md). The warren-client rows (pipelined) show the brokers.\n",
         );
-        out.push_str("\nClient ceilings: 16 B publishes into a local peer that completes the handshake and only reads, once a millisecond (a peer parked on the socket would make every write pay for waking it).\n\n");
-        out.push_str("| client | into the read-only sink | into Warren | into RabbitMQ |\n| --- | ---: | ---: | ---: |\n");
-        for (client, figure, v) in &self.ceilings {
+        out.push_str(
+            "\nClient ceilings: the same loads against a local peer that does no broker work \
+             (it completes the handshake, counts publishes for the passive queue.declare, \
+             serves consumers from an endless supply of 16 B deliveries within their \
+             prefetch, and reads once a millisecond: a peer parked on the socket would make \
+             every write pay for waking it). No broker can show more than the client's \
+             ceiling, so the last column is the highest ratio any broker could reach.\n\n",
+        );
+        out.push_str(
+            "| load | the client's ceiling | into Warren | into RabbitMQ | ceiling ÷ RabbitMQ |\n\
+             | --- | ---: | ---: | ---: | ---: |\n",
+        );
+        for (figure, v) in &self.ceilings {
             let row = self.table.rows.iter().find(|r| &r.figure == figure);
-            let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{} msg/s", fmt_num(v)));
+            let unit = row.map_or("msg/s", |r| r.unit);
+            let show =
+                |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{} {unit}", fmt_num(v)));
+            let ceiling = median(v);
+            let rabbitmq = row.and_then(|r| median(&r.rabbitmq));
             out.push_str(&format!(
-                "| {client} | {} | {} | {} |\n",
-                show(median(v)),
+                "| {figure} | {} | {} | {} | {} |\n",
+                show(ceiling),
                 show(row.and_then(|r| median(&r.warren))),
-                show(row.and_then(|r| median(&r.rabbitmq))),
+                show(rabbitmq),
+                match (ceiling, rabbitmq) {
+                    (Some(c), Some(r)) if r > 0.0 => format!("{:.2}×", c / r),
+                    _ => "—".into(),
+                },
             ));
         }
         out.push_str(&self.render_clients());

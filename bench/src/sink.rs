@@ -1,45 +1,66 @@
-//! A peer that only reads: it completes the AMQP handshake, opens channels, answers
-//! closes, and discards everything else. Publishing into it measures the client's
-//! own ceiling, which is what caps a broker's figure when the client is the limit.
+//! A peer that does no broker work: it completes the AMQP handshake, counts the
+//! publishes it reads per queue (a passive `queue.declare` answers with that count),
+//! and serves a consumer from an endless supply of 16 B deliveries, as many
+//! unacked as its prefetch allows. The bench's own publish and consume loads run
+//! against it unchanged, and what they reach is the client's ceiling: the most any
+//! broker could show with that client.
 //!
 //! It runs on plain threads with blocking sockets, one per connection, so that it
 //! never waits for the bench's async runtime: the figure is the client's alone.
-//! After each read it sleeps a millisecond before the next: a reader parked on the
-//! socket makes every write of the client pay for waking it, which is a cost of
-//! the reader, not of the client (Warren batches its reads while a client streams
-//! for the same reason; see the broker's `pacing` module).
+//! After a read that did not fill its buffer it sleeps a millisecond before the
+//! next: a reader parked on the socket makes every write of the client pay for
+//! waking it, which is a cost of the reader, not of the client (Warren batches its
+//! reads while a client streams for the same reason; see the broker's `pacing`
+//! module). A consumer's window is refilled at each read, so a prefetch of 1000
+//! keeps a client below a million deliveries a second fed.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 
 use crate::procs::Result;
 
 const FRAME_METHOD: u8 = 1;
+const FRAME_HEADER: u8 = 2;
+const FRAME_BODY: u8 = 3;
 const FRAME_END: u8 = 0xCE;
+/// A consumer with no prefetch limit gets this many unacked deliveries at most.
+const UNLIMITED_WINDOW: usize = 1000;
+
+/// Publishes read so far, per queue name, over every connection.
+type Depths = Arc<Mutex<HashMap<String, u64>>>;
 
 /// Listens on a free port and serves every connection until the process ends.
 pub fn start() -> Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr: SocketAddr = listener.local_addr()?;
+    let depths = Depths::default();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            let depths = depths.clone();
             std::thread::spawn(move || {
-                let _ = serve(stream);
+                let _ = serve(stream, &depths);
             });
         }
     });
     Ok(format!("amqp://guest:guest@{addr}/%2f"))
 }
 
-fn method(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
-    let mut f = vec![FRAME_METHOD];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(4 + args.len() as u32).to_be_bytes());
-    f.extend_from_slice(&class.to_be_bytes());
-    f.extend_from_slice(&method.to_be_bytes());
-    f.extend_from_slice(args);
-    f.push(FRAME_END);
-    f
+fn frame(out: &mut Vec<u8>, kind: u8, channel: u16, payload: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&channel.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out.push(FRAME_END);
+}
+
+fn method(out: &mut Vec<u8>, channel: u16, class: u16, method: u16, args: &[u8]) {
+    let mut p = Vec::with_capacity(4 + args.len());
+    p.extend_from_slice(&class.to_be_bytes());
+    p.extend_from_slice(&method.to_be_bytes());
+    p.extend_from_slice(args);
+    frame(out, FRAME_METHOD, channel, &p);
 }
 
 fn long_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -47,7 +68,91 @@ fn long_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn serve(mut stream: TcpStream) -> Result<()> {
+fn short_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(s.len() as u8);
+    out.extend_from_slice(s);
+}
+
+/// A method's arguments, read front to back; a short read yields empty values,
+/// which only a malformed client would see.
+struct Args<'a>(&'a [u8]);
+
+impl<'a> Args<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.0.len());
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+    fn u16(&mut self) -> u16 {
+        self.take(2).iter().fold(0, |v, b| v << 8 | u16::from(*b))
+    }
+    fn u64(&mut self) -> u64 {
+        self.take(8).iter().fold(0, |v, b| v << 8 | u64::from(*b))
+    }
+    fn short_str(&mut self) -> &'a [u8] {
+        let n = self.take(1).first().copied().unwrap_or(0);
+        self.take(n.into())
+    }
+}
+
+/// One consumer: what it is called, on which queue, and what it holds unacked.
+struct Consumer {
+    channel: u16,
+    tag: Vec<u8>,
+    queue: Vec<u8>,
+    window: usize,
+    unacked: HashSet<u64>,
+}
+
+/// Per connection: the last delivery tag per channel, the channels' prefetch, and
+/// the consumers being fed.
+#[derive(Default)]
+struct Conn {
+    prefetch: HashMap<u16, usize>,
+    tags: HashMap<u16, u64>,
+    consumers: Vec<Consumer>,
+    generated: u64,
+}
+
+impl Conn {
+    /// Tops every consumer's window up with deliveries.
+    fn deliver(&mut self, out: &mut Vec<u8>) {
+        let mut header = Vec::with_capacity(14);
+        header.extend_from_slice(&60u16.to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes());
+        header.extend_from_slice(&16u64.to_be_bytes());
+        header.extend_from_slice(&0u16.to_be_bytes());
+        for c in &mut self.consumers {
+            let tag = self.tags.entry(c.channel).or_default();
+            while c.unacked.len() < c.window {
+                *tag += 1;
+                c.unacked.insert(*tag);
+                let mut args = Vec::with_capacity(32 + c.tag.len() + c.queue.len());
+                short_str(&mut args, &c.tag);
+                args.extend_from_slice(&tag.to_be_bytes());
+                args.push(0);
+                short_str(&mut args, b"");
+                short_str(&mut args, &c.queue);
+                method(out, c.channel, 60, 60, &args);
+                frame(out, FRAME_HEADER, c.channel, &header);
+                frame(out, FRAME_BODY, c.channel, &[b'x'; 16]);
+            }
+        }
+    }
+
+    fn ack(&mut self, channel: u16, tag: u64, multiple: bool) {
+        for c in self.consumers.iter_mut().filter(|c| c.channel == channel) {
+            if multiple {
+                c.unacked.retain(|t| *t > tag);
+            } else {
+                c.unacked.remove(&tag);
+            }
+        }
+    }
+}
+
+fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
     stream.set_nodelay(true)?;
     let mut header = [0u8; 8];
     stream.read_exact(&mut header)?;
@@ -56,8 +161,11 @@ fn serve(mut stream: TcpStream) -> Result<()> {
     long_str(&mut start, b"");
     long_str(&mut start, b"PLAIN");
     long_str(&mut start, b"en_US");
-    stream.write_all(&method(0, 10, 10, &start))?;
+    let mut hello = Vec::new();
+    method(&mut hello, 0, 10, 10, &start);
+    stream.write_all(&hello)?;
 
+    let mut conn = Conn::default();
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending: Vec<u8> = Vec::with_capacity(512 * 1024);
     loop {
@@ -76,35 +184,121 @@ fn serve(mut stream: TcpStream) -> Result<()> {
             let kind = pending[at];
             let channel = u16::from_be_bytes([pending[at + 1], pending[at + 2]]);
             let payload = &pending[at + 7..at + 7 + size];
-            if kind == FRAME_METHOD && size >= 4 {
-                let class = u16::from_be_bytes([payload[0], payload[1]]);
-                let id = u16::from_be_bytes([payload[2], payload[3]]);
-                match (class, id) {
-                    // start-ok -> tune: 2047 channels, 128 KiB frames, no heartbeat.
-                    (10, 11) => {
-                        let mut tune = Vec::new();
-                        tune.extend_from_slice(&2047u16.to_be_bytes());
-                        tune.extend_from_slice(&131_072u32.to_be_bytes());
-                        tune.extend_from_slice(&0u16.to_be_bytes());
-                        replies.extend(method(0, 10, 30, &tune));
-                    }
-                    (10, 40) => replies.extend(method(0, 10, 41, &[0])),
-                    (10, 50) => {
-                        replies.extend(method(0, 10, 51, &[]));
-                        stream.write_all(&replies)?;
-                        return Ok(());
-                    }
-                    (20, 10) => replies.extend(method(channel, 20, 11, &[0, 0, 0, 0])),
-                    (20, 40) => replies.extend(method(channel, 20, 41, &[])),
-                    _ => {}
-                }
-            }
             at += 8 + size;
+            if kind != FRAME_METHOD || size < 4 {
+                continue;
+            }
+            let mut a = Args(payload);
+            let (class, id) = (a.u16(), a.u16());
+            match (class, id) {
+                // start-ok -> tune: 2047 channels, 128 KiB frames, no heartbeat.
+                (10, 11) => {
+                    let mut tune = Vec::new();
+                    tune.extend_from_slice(&2047u16.to_be_bytes());
+                    tune.extend_from_slice(&131_072u32.to_be_bytes());
+                    tune.extend_from_slice(&0u16.to_be_bytes());
+                    method(&mut replies, 0, 10, 30, &tune);
+                }
+                (10, 40) => method(&mut replies, 0, 10, 41, &[0]),
+                (10, 50) => {
+                    method(&mut replies, 0, 10, 51, &[]);
+                    stream.write_all(&replies)?;
+                    return Ok(());
+                }
+                (20, 10) => method(&mut replies, channel, 20, 11, &[0, 0, 0, 0]),
+                (20, 40) => {
+                    conn.consumers.retain(|c| c.channel != channel);
+                    method(&mut replies, channel, 20, 41, &[]);
+                }
+                // queue.declare -> declare-ok with the publishes read for that name.
+                (50, 10) => {
+                    a.u16();
+                    let queue = a.short_str();
+                    let no_wait = a.take(1).first().is_some_and(|bits| bits & 0x10 != 0);
+                    let count = depths
+                        .lock()
+                        .map_err(|_| "depths poisoned")?
+                        .get(&*String::from_utf8_lossy(queue))
+                        .copied()
+                        .unwrap_or(0);
+                    if !no_wait {
+                        let mut ok = Vec::new();
+                        short_str(&mut ok, queue);
+                        ok.extend_from_slice(&(count.min(u32::MAX.into()) as u32).to_be_bytes());
+                        ok.extend_from_slice(&0u32.to_be_bytes());
+                        method(&mut replies, channel, 50, 11, &ok);
+                    }
+                }
+                // basic.qos: prefetch-size, prefetch-count.
+                (60, 10) => {
+                    a.take(4);
+                    conn.prefetch.insert(channel, a.u16().into());
+                    method(&mut replies, channel, 60, 11, &[]);
+                }
+                // basic.consume: its tag is the client's, or one made up.
+                (60, 20) => {
+                    a.u16();
+                    let queue = a.short_str().to_vec();
+                    let mut tag = a.short_str().to_vec();
+                    if tag.is_empty() {
+                        conn.generated += 1;
+                        tag = format!("amq.ctag-sink-{}", conn.generated).into_bytes();
+                    }
+                    let no_wait = a.take(1).first().is_some_and(|bits| bits & 0x08 != 0);
+                    if !no_wait {
+                        let mut ok = Vec::new();
+                        short_str(&mut ok, &tag);
+                        method(&mut replies, channel, 60, 21, &ok);
+                    }
+                    let window = match conn.prefetch.get(&channel) {
+                        Some(&p) if p > 0 => p,
+                        _ => UNLIMITED_WINDOW,
+                    };
+                    conn.consumers.push(Consumer {
+                        channel,
+                        tag,
+                        queue,
+                        window,
+                        unacked: HashSet::new(),
+                    });
+                }
+                // basic.cancel: no more deliveries, and cancel-ok unless no-wait.
+                (60, 30) => {
+                    let tag = a.short_str().to_vec();
+                    conn.consumers.retain(|c| c.tag != tag);
+                    if !a.take(1).first().is_some_and(|bits| bits & 1 != 0) {
+                        let mut ok = Vec::new();
+                        short_str(&mut ok, &tag);
+                        method(&mut replies, channel, 60, 31, &ok);
+                    }
+                }
+                (60, 40) => {
+                    a.u16();
+                    a.short_str();
+                    let queue = String::from_utf8_lossy(a.short_str()).into_owned();
+                    *depths
+                        .lock()
+                        .map_err(|_| "depths poisoned")?
+                        .entry(queue)
+                        .or_default() += 1;
+                }
+                (60, 80) => {
+                    let tag = a.u64();
+                    let multiple = a.take(1).first().is_some_and(|bits| bits & 1 != 0);
+                    conn.ack(channel, tag, multiple);
+                }
+                _ => {}
+            }
         }
         pending.drain(..at);
+        conn.deliver(&mut replies);
         if !replies.is_empty() {
             stream.write_all(&replies)?;
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        // A full buffer means more is waiting: read it before sleeping, or a client
+        // sending large messages would be held to one buffer a millisecond.
+        if n < buf.len() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }

@@ -94,17 +94,6 @@ pub async fn consume(
     Ok(took)
 }
 
-/// Publishes to a peer that only reads: warren-client's own ceiling.
-pub async fn sink(url: &str, n: usize, body: &[u8]) -> Result<Duration> {
-    let conn = Connection::connect(url).await?;
-    let ch = conn.create_channel().await?;
-    let start = Instant::now();
-    publish_n(&ch, "sink", n, body).await?;
-    // close() flushes what is queued before it, so the time covers every publish.
-    conn.close().await?;
-    Ok(start.elapsed())
-}
-
 /// Persistent publishes to a durable queue on a confirming channel, every confirm
 /// awaited at the end: the publishes are pipelined, as many in flight as the
 /// client's queue holds.

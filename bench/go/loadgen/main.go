@@ -21,7 +21,6 @@
 //	latency  n round trips publish -> delivery, one at a time: p50 and p99
 //	connect  n connection opens (TCP + AMQP handshake): p50
 //	confirm  n persistent publishes on a durable queue, confirms pipelined
-//	sink     n publishes to a peer that only reads: the client's own ceiling
 package main
 
 import (
@@ -263,30 +262,6 @@ func main() {
 		}
 		fmt.Printf("RESULT secs=%s\n", secs(time.Since(start)))
 		conn.Close()
-
-	case "sink":
-		// As in publish mode, one publisher per connection.
-		var peers []*amqp.Connection
-		for i := 0; i < *conns; i++ {
-			peers = append(peers, dial())
-		}
-		start := time.Now()
-		var wg sync.WaitGroup
-		for i, conn := range peers {
-			count := *n / len(peers)
-			if i == 0 {
-				count += *n % len(peers)
-			}
-			wg.Add(1)
-			go func(conn *amqp.Connection, count int) {
-				defer wg.Done()
-				publishN(channel(conn), "", *queue, count, msg)
-				// Close flushes what is still buffered, so the time covers every publish.
-				conn.Close()
-			}(conn, count)
-		}
-		wg.Wait()
-		fmt.Printf("RESULT secs=%s\n", secs(time.Since(start)))
 
 	default:
 		fail("unknown mode %q", mode)
