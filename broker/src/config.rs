@@ -41,6 +41,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long the broker waits for `close-ok` after it sent `connection.close`.
     pub close_timeout: Duration,
+    /// How long a TCP connection's task polls its socket after traffic (and all
+    /// the while its client streams) before it parks, one connection at a time;
+    /// zero never polls. See `busy_wait`.
+    pub busy_wait: Duration,
     /// TTLs, queue expiry and consumer timeouts follow a virtual clock that only
     /// `Broker::advance` moves, instead of real time.
     pub virtual_clock: bool,
@@ -82,6 +86,7 @@ impl Default for Config {
             max_connections: 65_535,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
+            busy_wait: crate::busy_wait::DEFAULT,
             virtual_clock: false,
             memory_high_watermark: MemoryHighWatermark::default(),
             disk_free_limit: crate::alarms::DEFAULT_DISK_FREE_LIMIT,

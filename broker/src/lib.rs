@@ -24,13 +24,16 @@
 //! - `routing`: exchanges and bindings; direct, fanout, topic and headers matching.
 //! - `table`: field-table values compared and named as RabbitMQ does.
 //! - `outbox`: the ordered bytes waiting for a connection's socket.
-//! - `server`: accept loops and the tasks that drive a connection's I/O.
+//! - `server`: accept loops and the tasks that drive a connection's I/O; `pacing`
+//!   (when a TCP connection's task reads) and `busy_wait` (when it polls rather
+//!   than park).
 //! - [`config`]: settings and limits.
 //! - [`profile`]: which RabbitMQ release is imitated, and what differs between them.
 //! - [`testing`]: the protocol core driven byte by byte, with no sockets or tasks.
 
 mod alarms;
 pub mod auth;
+mod busy_wait;
 mod clock;
 pub mod codec;
 mod commands;

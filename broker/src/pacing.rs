@@ -23,6 +23,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::busy_wait::BusyWait;
+
 /// A read this soon after the previous one counts towards batching.
 const QUICK: Duration = Duration::from_micros(50);
 /// Quick reads in a row before batching starts (and again after a batch that
@@ -123,24 +125,30 @@ pub struct PacedSocket {
     pacer: ReadPacer,
     /// `Outbox::answers` at the previous read.
     answers: u64,
+    /// When the task polls the socket instead of parking (`crate::busy_wait`).
+    busy: BusyWait,
+    /// The task polls, so `SO_RCVLOWAT` is raised whether or not it batches.
+    polling: bool,
 }
 
 impl PacedSocket {
     /// None where the platform or the descriptor table says no: the connection
     /// then reads each frame as it lands, which is only slower.
     #[cfg(target_os = "linux")]
-    pub fn new(stream: &tokio::net::TcpStream) -> Option<Self> {
+    pub fn new(stream: &tokio::net::TcpStream, busy: BusyWait) -> Option<Self> {
         use std::os::fd::AsFd;
         let fd = stream.as_fd().try_clone_to_owned().ok()?;
         Some(Self {
             sock: socket2::Socket::from(fd),
             pacer: ReadPacer::default(),
             answers: 0,
+            busy,
+            polling: false,
         })
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn new(_: &tokio::net::TcpStream) -> Option<Self> {
+    pub fn new(_: &tokio::net::TcpStream, _: BusyWait) -> Option<Self> {
         None
     }
 
@@ -158,9 +166,48 @@ impl PacedSocket {
             Change::Stop => {
                 // Setting it also wakes the reader if bytes already wait (Linux
                 // checks at once), so nothing that arrived meanwhile is stranded.
-                let _ = set_rcvlowat(&self.sock, 1);
+                if !self.polling {
+                    let _ = set_rcvlowat(&self.sock, 1);
+                }
             }
         }
+    }
+
+    /// Bytes went either way: the busy wait goes on from now.
+    pub fn traffic(&mut self) {
+        self.busy.traffic(Instant::now());
+    }
+
+    /// Whether the task should poll the socket (`read_now`) now rather than park
+    /// (`paused`: the memory alarm stopped reading). While it polls, arrivals must
+    /// wake nobody: `SO_RCVLOWAT` is raised as for batching, and lowered again
+    /// when it stops, unless it batches.
+    pub fn poll(&mut self, paused: bool) -> bool {
+        let on = if paused {
+            self.busy.stop();
+            false
+        } else {
+            self.busy.poll(Instant::now(), self.pacer.batching())
+        };
+        if on != self.polling {
+            let lowat = if on { LOWAT } else { 1 };
+            if !self.pacer.batching() && set_rcvlowat(&self.sock, lowat).is_err() {
+                self.busy.disable();
+                self.polling = false;
+                return false;
+            }
+            self.polling = on;
+        }
+        on
+    }
+
+    /// Between two polls: yields the CPU to any thread that wants it, and tells
+    /// the busy wait whether one did.
+    pub fn between_polls(&mut self) {
+        let before = Instant::now();
+        std::thread::yield_now();
+        let now = Instant::now();
+        self.busy.yielded(now, now - before);
     }
 
     /// While batching, when the task should read whatever has gathered since
@@ -172,14 +219,19 @@ impl PacedSocket {
     /// Reads what waits now, without the runtime's readiness (which the raised
     /// `SO_RCVLOWAT` holds back): `Ok(None)` when nothing does, `Ok(Some(0))` at
     /// end of stream.
+    #[allow(unsafe_code)]
     pub fn read_now(&self, buf: &mut bytes::BytesMut) -> std::io::Result<Option<usize>> {
-        use std::io::Read;
-        let at = buf.len();
-        buf.resize(at + LOWAT, 0);
-        let read = (&self.sock).read(&mut buf[at..]);
-        buf.truncate(at + read.as_ref().map_or(0, |n| *n));
+        use bytes::BufMut;
+        buf.reserve(LOWAT);
+        // Into the spare capacity, not zeroed first: a spinning task reads often,
+        // mostly nothing.
+        let read = self.sock.recv(buf.spare_capacity_mut());
         match read {
-            Ok(n) => Ok(Some(n)),
+            Ok(n) => {
+                // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+                unsafe { buf.advance_mut(n) };
+                Ok(Some(n))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
             Err(e) => Err(e),
@@ -187,7 +239,8 @@ impl PacedSocket {
     }
 }
 
-/// The broker's only `unsafe`: neither std nor socket2 sets `SO_RCVLOWAT`.
+/// One of the broker's two `unsafe` blocks, both here: neither std nor socket2
+/// sets `SO_RCVLOWAT`.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn set_rcvlowat(sock: &socket2::Socket, bytes: usize) -> std::io::Result<()> {
@@ -361,12 +414,10 @@ mod tests {
     #[tokio::test]
     async fn a_batching_socket_holds_arrivals_back_and_strands_none() {
         use tokio::io::AsyncWriteExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let mut paced = PacedSocket::new(&server).expect("a duplicate descriptor");
+        let (mut client, server) = loopback_pair().await;
+        let mut paced =
+            PacedSocket::new(&server, BusyWait::new(Duration::ZERO, Default::default()))
+                .expect("a duplicate descriptor");
         assert_eq!(paced.hold_until(tokio::time::Instant::now()), None);
         while paced.hold_until(tokio::time::Instant::now()).is_none() {
             paced.after_read(3, 0);
@@ -409,5 +460,52 @@ mod tests {
         // At end of stream a read finds it.
         drop(client);
         assert_eq!(paced.read_now(&mut buf).unwrap(), Some(0));
+    }
+
+    /// A connected loopback pair: the client's end, the server's end.
+    async fn loopback_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    /// While a task polls its socket, arrivals wake nobody; when it stops, bytes
+    /// that arrived meanwhile wake the runtime at once.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_polling_socket_wakes_nobody_and_strands_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = loopback_pair().await;
+        let busy = BusyWait::new(Duration::from_secs(60), Default::default());
+        let mut paced = PacedSocket::new(&server, busy).expect("a duplicate descriptor");
+        let mut rest = [0u8; 256];
+        let empty = server.try_read(&mut rest).unwrap_err();
+        assert_eq!(empty.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(!paced.poll(false), "polled before any traffic");
+
+        paced.traffic();
+        assert!(paced.poll(false));
+        client.write_all(&[7; 100]).await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(200), server.readable()).await;
+        assert!(
+            quiet.is_err(),
+            "100 bytes woke the runtime of a task that polls"
+        );
+        let mut buf = bytes::BytesMut::new();
+        assert_eq!(paced.read_now(&mut buf).unwrap(), Some(100));
+        assert_eq!(paced.read_now(&mut buf).unwrap(), None);
+        assert_eq!(&buf[..], &[7; 100][..]);
+
+        // The memory alarm stops the polling; what arrived is announced.
+        client.write_all(&[8; 10]).await.unwrap();
+        assert!(!paced.poll(true));
+        tokio::time::timeout(Duration::from_secs(10), server.readable())
+            .await
+            .expect("bytes waiting when polling stopped were never announced")
+            .unwrap();
+        assert_eq!(server.try_read(&mut rest).unwrap(), 10);
     }
 }

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+use crate::busy_wait::{self, BusyWait};
 use crate::codec;
 use crate::commands::{Command, ConnInfo};
 use crate::connection::{Connection, Outcome};
@@ -99,7 +100,15 @@ pub async fn accept_loop(
                     // before their signal, and none accepted after it.
                     close.mark_unchanged();
                     let local = stream.local_addr().ok();
-                    let paced = PacedSocket::new(&stream);
+                    let busy = BusyWait::new(
+                        if busy_wait::helps() {
+                            shared.config.busy_wait
+                        } else {
+                            Duration::ZERO
+                        },
+                        shared.spinner.clone(),
+                    );
+                    let paced = PacedSocket::new(&stream, busy);
                     tokio::spawn(serve(
                         stream,
                         peer.to_string(),
@@ -211,6 +220,8 @@ pub async fn serve<S>(
         }
         let last_read = Instant::from_std(conn.last_read());
         let hold_until = paced.as_ref().and_then(|p| p.hold_until(last_read));
+        // Polling instead of parking (`busy_wait`) keeps the CPU awake.
+        let poll = paced.as_mut().is_some_and(|p| p.poll(paused));
         if let Some(at) = hold_until {
             if hold.deadline() != at {
                 hold.as_mut().reset(at);
@@ -224,6 +235,9 @@ pub async fn serve<S>(
                     break;
                 }
                 Ok(n) => {
+                    if let Some(p) = paced.as_mut() {
+                        p.traffic();
+                    }
                     out.advance(n);
                     if out.is_empty() && std::mem::take(&mut backed_up) {
                         conn.resume();
@@ -254,6 +268,31 @@ pub async fn serve<S>(
                     }
                 }
             },
+            // Between polls the task yields to the runtime, and the thread to the
+            // kernel (`PacedSocket::between_polls`).
+            _ = tokio::task::yield_now(), if poll => {
+                let Some(p) = paced.as_mut() else { continue };
+                p.between_polls();
+                if hold_until.is_some_and(|h| Instant::now() < h) {
+                    continue;
+                }
+                match p.read_now(&mut buf) {
+                    Ok(Some(0)) | Err(_) => {
+                        linger = false;
+                        break;
+                    }
+                    Ok(None) => {
+                        if hold_until.is_some() {
+                            p.after_read(0, outbox.answers());
+                        }
+                    }
+                    Ok(Some(_)) => {
+                        if take_input(&mut conn, &mut buf, &mut paced, &outbox) != Outcome::Continue {
+                            break;
+                        }
+                    }
+                }
+            }
             // A batching connection's socket wakes nobody until much has gathered:
             // read what there is when the hold ends.
             _ = &mut hold, if hold_until.is_some() && !paused => {
@@ -359,6 +398,7 @@ fn take_input(
     let before = conn.frames_received();
     let outcome = conn.handle_input(buf, now());
     if let Some(p) = paced {
+        p.traffic();
         p.after_read(conn.frames_received() - before, outbox.answers());
     }
     outcome

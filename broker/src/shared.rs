@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     /// two never overlap.
     pub(crate) maintenance: std::sync::Mutex<()>,
     pub(crate) next_connection: AtomicU64,
+    /// Held by the one connection whose task polls its socket instead of parking
+    /// (`busy_wait`): the busy wait costs at most one CPU.
+    pub(crate) spinner: Arc<std::sync::atomic::AtomicBool>,
     /// Bumped to make every connection close with 320 CONNECTION_FORCED
     /// (shutdown and restart); each connection holds a receiver.
     pub(crate) close: watch::Sender<u64>,
@@ -154,6 +157,7 @@ impl Shared {
             maintenance: std::sync::Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
             next_connection: AtomicU64::new(1),
+            spinner: Default::default(),
             close: watch::channel(0).0,
         })
     }
