@@ -972,10 +972,11 @@ impl Bench {
              every frame with its own system call, and lapin hands every publish and every \
              ack from the caller's thread to its I/O thread and back. On an otherwise idle \
              machine Linux puts those two threads on different CPUs, so each hand-over wakes \
-             an idle CPU; a broker that keeps one CPU busy with its own work per message, as \
-             RabbitMQ does, leaves them sharing the other, where a hand-over is cheap. The \
-             row with lapin's threads bound to one CPU shows the client without that cost \
-             (bench/PROFILE.md). The warren-client rows (pipelined) show the brokers.\n",
+             an idle CPU; a broker that keeps one CPU awake, RabbitMQ with its own work per \
+             message, Warren by polling its socket for a while after traffic (`--busy-wait`), \
+             leaves them sharing the other, where a hand-over is cheap. The row with lapin's \
+             threads bound to one CPU shows the client without that cost (bench/PROFILE.md). \
+             The warren-client rows (pipelined) show the brokers.\n",
         );
         out.push_str(
             "\nClient ceilings: the same loads against a local peer that does no broker work \
