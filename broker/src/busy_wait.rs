@@ -9,8 +9,9 @@
 //! tens of microseconds. lapin published 16 B at about 19 000 msg/s into a Warren
 //! that parked, and at 129 000–142 000 into one that polls, on a 2-vCPU VM where
 //! RabbitMQ took 66 000–76 000 (`bench/PROFILE.md`). RabbitMQ 3.10 does not
-//! busy-wait (`rabbitmq-env:133,138` at v3.10.8 pass `+sbwt none`); its schedulers stay busy
-//! with their own work per message, which keeps a CPU awake just the same.
+//! busy-wait (`rabbitmq-env:133,138` at v3.10.8 pass `+sbwt none`); its
+//! schedulers stay busy with their own work per message, which keeps a CPU awake
+//! just the same.
 //!
 //! The cost is bounded three ways. One connection of a broker polls at a time (the
 //! permit, `Shared::spinner`), so at most one CPU. Polling stops [`Config::busy_wait`]
