@@ -19,7 +19,7 @@ pub const HIGH_WATER: usize = 4 * 1024 * 1024;
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Held only to append or to take the whole buffer; never across an `.await`.
-    buf: Mutex<BytesMut>,
+    buf: Mutex<Pending>,
     /// Mirrors `buf.len()` so dispatch can check back-pressure without the lock.
     pending: AtomicUsize,
     /// Wakes the connection task when bytes arrive.
@@ -29,16 +29,31 @@ pub struct Outbox {
     answers: AtomicU64,
 }
 
+/// The bytes not yet taken, and whether any of them may be awaited.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: BytesMut,
+    urgent: bool,
+}
+
 impl Outbox {
     /// Appends with `write` and wakes the writer.
     pub fn push(&self, write: impl FnOnce(&mut BytesMut)) {
         self.answers.fetch_add(1, Ordering::Relaxed);
-        self.append(write);
+        self.append(true, write);
+    }
+
+    /// Appends a delivery; unless `awaited`, the peer is not waiting for it (a
+    /// consumer that already holds many unacknowledged), and it may go out a
+    /// little later with the ones after it (see `server::serve`).
+    pub fn push_delivery(&self, awaited: bool, write: impl FnOnce(&mut BytesMut)) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        self.append(awaited, write);
     }
 
     /// Appends a heartbeat, which answers nothing.
     pub fn push_heartbeat(&self) {
-        self.append(crate::codec::put_heartbeat);
+        self.append(true, crate::codec::put_heartbeat);
     }
 
     /// How many appends other than heartbeats there have been.
@@ -46,20 +61,28 @@ impl Outbox {
         self.answers.load(Ordering::Relaxed)
     }
 
-    fn append(&self, write: impl FnOnce(&mut BytesMut)) {
+    fn append(&self, urgent: bool, write: impl FnOnce(&mut BytesMut)) {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        write(&mut buf);
-        self.pending.store(buf.len(), Ordering::Release);
+        write(&mut buf.bytes);
+        buf.urgent |= urgent;
+        self.pending.store(buf.bytes.len(), Ordering::Release);
         drop(buf);
         self.ready.notify_one();
     }
 
     /// Takes everything pending.
     pub fn take(&self) -> BytesMut {
+        self.take_with_urgency().0
+    }
+
+    /// Takes everything pending, and says whether any of it was pushed with
+    /// `push` or as an awaited delivery.
+    pub fn take_with_urgency(&self) -> (BytesMut, bool) {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        let out = buf.split();
+        let out = buf.bytes.split();
+        let urgent = std::mem::take(&mut buf.urgent);
         self.pending.store(0, Ordering::Release);
-        out
+        (out, urgent)
     }
 
     pub fn pending(&self) -> usize {
@@ -95,5 +118,28 @@ mod tests {
         assert_eq!(&outbox.take()[..], &want[..]);
         outbox.push_heartbeat();
         assert_eq!(outbox.answers(), 2, "a heartbeat alone answers nothing");
+    }
+
+    #[test]
+    fn only_deliveries_nobody_waits_for_may_be_held_back() {
+        let outbox = Outbox::default();
+        outbox.push_delivery(false, |out| out.extend_from_slice(b"d1"));
+        outbox.push_delivery(false, |out| out.extend_from_slice(b"d2"));
+        assert_eq!(
+            outbox.take_with_urgency(),
+            (BytesMut::from(&b"d1d2"[..]), false)
+        );
+        // Anything else among them, a reply or an awaited delivery, is awaited.
+        for push in [
+            |o: &Outbox| o.push(|out| out.extend_from_slice(b"ok")),
+            |o: &Outbox| o.push_delivery(true, |out| out.extend_from_slice(b"ok")),
+            |o: &Outbox| o.push_heartbeat(),
+        ] {
+            outbox.push_delivery(false, |out| out.extend_from_slice(b"d"));
+            push(&outbox);
+            assert!(outbox.take_with_urgency().1);
+            assert_eq!(outbox.take_with_urgency(), (BytesMut::new(), false));
+        }
+        assert_eq!(outbox.answers(), 7, "deliveries answer, held back or not");
     }
 }

@@ -194,6 +194,10 @@ pub async fn serve<S>(
     // Taken from the outbox, not yet accepted by the socket; always written before
     // anything taken later, which keeps the order of appends.
     let mut out = Bytes::new();
+    // Whether the peer may be waiting for some of `out`; when not, since when it
+    // has been held back (`COALESCE`).
+    let mut urgent = false;
+    let mut deferred_at: Option<Instant> = None;
     // The bytes in `out` had pushed the outbox over its mark: consumers resume
     // once they are written.
     let mut backed_up = false;
@@ -206,7 +210,17 @@ pub async fn serve<S>(
     tokio::pin!(hold);
     loop {
         if out.is_empty() {
-            out = take_outbox(&info, &mut backed_up);
+            (out, urgent) = take_outbox_with_urgency(&info, &mut backed_up);
+            deferred_at = (!out.is_empty() && !urgent).then(Instant::now);
+        } else if deferred_at.is_some() && info.outbox.pending() > 0 {
+            // Joins the deliveries held back, ahead of nothing written yet.
+            let (more, more_urgent) = take_outbox_with_urgency(&info, &mut backed_up);
+            let mut joined = BytesMut::with_capacity(out.len() + more.len());
+            joined.extend_from_slice(&out);
+            joined.extend_from_slice(&more);
+            out = joined.freeze();
+            urgent |= more_urgent;
+            backed_up = out.len() > HIGH_WATER;
         }
         // A memory alarm stops reading from publishers until it clears, and
         // tells them so when they asked.
@@ -222,6 +236,10 @@ pub async fn serve<S>(
         let hold_until = paced.as_ref().and_then(|p| p.hold_until(last_read));
         // Polling instead of parking (`busy_wait`) keeps the CPU awake.
         let poll = paced.as_mut().is_some_and(|p| p.poll(paused));
+        // While the task polls anyway, deliveries the peer is not waiting for
+        // wait a little for the ones after them, so that a consumer acking one
+        // at a time is not woken once per refill of its window.
+        let hold_write = poll && !urgent && deferred_at.is_some_and(|t| t.elapsed() < COALESCE);
         if let Some(at) = hold_until {
             if hold.deadline() != at {
                 hold.as_mut().reset(at);
@@ -229,12 +247,13 @@ pub async fn serve<S>(
         }
         tokio::select! {
             // `write` is cancel-safe: a write that did not complete wrote nothing.
-            written = writer.write(&out), if !out.is_empty() => match written {
+            written = writer.write(&out), if !out.is_empty() && !hold_write => match written {
                 Ok(0) | Err(_) => {
                     linger = false;
                     break;
                 }
                 Ok(n) => {
+                    deferred_at = None;
                     if let Some(p) = paced.as_mut() {
                         p.traffic();
                     }
@@ -386,6 +405,10 @@ pub async fn serve<S>(
     tracing::debug!(conn = id, "closed");
 }
 
+/// How long deliveries a consumer is not waiting for may wait for the ones after
+/// them while the task polls (`Outbox::push_delivery`).
+const COALESCE: Duration = Duration::from_micros(50);
+
 /// Feeds what was read to the state machine, with when (heartbeats and the
 /// pacer's hold count from it), and tells the pacer how many frames it held and
 /// how much the connection has been sent (`Outbox::answers`).
@@ -412,20 +435,26 @@ fn now() -> std::time::Instant {
 
 /// Everything pending in the outbox, recorded in the frame trace when it is on.
 fn take_outbox(info: &ConnInfo, backed_up: &mut bool) -> Bytes {
+    take_outbox_with_urgency(info, backed_up).0
+}
+
+/// The same, and whether the peer may be waiting for any of it (see
+/// `Outbox::push_delivery`).
+fn take_outbox_with_urgency(info: &ConnInfo, backed_up: &mut bool) -> (Bytes, bool) {
     // A publisher's task rarely has anything to write: skip the lock then. An
     // append racing with this check also wakes `wait_ready`, so nothing waits.
     if info.outbox.pending() == 0 {
-        return Bytes::new();
+        return (Bytes::new(), false);
     }
-    let data = info.outbox.take();
+    let (data, urgent) = info.outbox.take_with_urgency();
     if data.is_empty() {
-        return Bytes::new();
+        return (Bytes::new(), false);
     }
     if info.trace.is_on() {
         trace_out(info, &data);
     }
     *backed_up = data.len() > HIGH_WATER;
-    data.freeze()
+    (data.freeze(), urgent)
 }
 
 /// Writes what is left (the close-ok, the last deliveries) and shuts the socket down.

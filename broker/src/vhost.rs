@@ -55,6 +55,10 @@ pub type ConnId = u64;
 pub type Targets = SmallVec<[Arc<str>; 2]>;
 type ChanKey = (ConnId, u16);
 
+/// A channel holding this many deliveries unacknowledged is not waiting for the
+/// next one: it may be written with the ones after it (`Outbox::push_delivery`).
+const DEFERRABLE_BACKLOG: usize = 64;
+
 /// What `basic.consume` asks for.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -508,7 +512,10 @@ impl VhostState {
                 }
             }
             let conn = &self.conns[&c.conn];
-            conn.outbox.push(|out| {
+            // A consumer that already holds many deliveries unacked is not
+            // waiting for this one: it may go out with the next few.
+            let awaited = st.unacked.len() < DEFERRABLE_BACKLOG;
+            conn.outbox.push_delivery(awaited, |out| {
                 codec::put_deliver(
                     out,
                     c.channel,

@@ -194,6 +194,45 @@ async fn hello_world() {
     t.stop().await;
 }
 
+/// A consumer that holds many deliveries unacked and acks them one at a time gets
+/// every message, in order: on a runtime with two workers Warren polls the socket
+/// and lets the refills of such a window wait briefly for each other
+/// (`Outbox::push_delivery`), which must hold none back for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_window_acked_one_at_a_time_gets_every_message_in_order() {
+    let t = Target::start().await;
+    let conn = connect(&t).await;
+    let ch = within(conn.create_channel()).await.unwrap();
+    let q = unique("window");
+    declare(&ch, &q, QueueDeclareOptions::default()).await;
+    const N: usize = 2_000;
+    for i in 0..N {
+        publish(
+            &ch,
+            "",
+            &q,
+            format!("{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    let cch = within(conn.create_channel()).await.unwrap();
+    within(cch.basic_qos(200, BasicQosOptions::default()))
+        .await
+        .unwrap();
+    let mut got = consume(&cch, &q, "window", false).await;
+    for i in 0..N {
+        let d = got.next().await;
+        assert_eq!(d.data, format!("{i}").as_bytes());
+        ack(&d).await;
+    }
+    let left = inspect(&conn, &q).await.expect("queue exists");
+    assert_eq!(left.message_count(), 0);
+    delete_queue(&ch, &q).await;
+    within(conn.close(200, "bye".into())).await.unwrap();
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn work_queue_with_prefetch_one_gives_the_idle_worker_the_rest() {
     let t = Target::start().await;
