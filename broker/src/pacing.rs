@@ -178,6 +178,11 @@ impl PacedSocket {
         self.busy.traffic(Instant::now());
     }
 
+    /// A read found `bytes` waiting (with what an earlier read left unparsed).
+    pub fn read(&mut self, bytes: usize) {
+        self.busy.read(Instant::now(), bytes);
+    }
+
     /// Whether the task should poll the socket (`read_now`) now rather than park
     /// (`paused`: the memory alarm stopped reading). While it polls, arrivals must
     /// wake nobody: `SO_RCVLOWAT` is raised as for batching, and lowered again

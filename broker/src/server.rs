@@ -419,9 +419,10 @@ fn take_input(
     outbox: &Outbox,
 ) -> Outcome {
     let before = conn.frames_received();
+    let bytes = buf.len();
     let outcome = conn.handle_input(buf, now());
     if let Some(p) = paced {
-        p.traffic();
+        p.read(bytes);
         p.after_read(conn.frames_received() - before, outbox.answers());
     }
     outcome
