@@ -48,9 +48,16 @@ const HEAVY_READ: usize = 32 * 1024;
 /// would spend), nor on a single-threaded runtime, whose one thread the client's
 /// own tasks may share.
 pub fn helps() -> bool {
+    cpus() >= 2
+        && tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_workers() >= 2)
+}
+
+/// The CPUs the process may use, read once. A broker reads it when it starts
+/// (`Shared::new`), before `--cpu-binding spread` binds the runtime's workers to
+/// one CPU each, which would make a worker's own count 1.
+pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cpus = *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    cpus >= 2 && tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_workers() >= 2)
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// One connection's busy wait: the decision, free of sockets, and the permit.

@@ -103,6 +103,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The broker's state: empty, or recovered from the data directory.
     pub(crate) fn new(config: Config) -> std::io::Result<Self> {
+        crate::busy_wait::cpus();
         config
             .profile
             .validate()
