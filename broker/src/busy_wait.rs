@@ -228,25 +228,22 @@ mod tests {
             b.yielded(t, Duration::from_micros(1));
         }
         assert!(b.poll(t, true));
+        // A window of yields where one in `every` let another thread run.
+        let window = |b: &mut BusyWait, every: u32| {
+            for i in 0..WINDOW {
+                let took = if i % every == 0 {
+                    10 * CONTENDED
+                } else {
+                    Duration::ZERO
+                };
+                b.yielded(t, took);
+            }
+        };
         // One yield in five let another thread run: still polling.
-        for i in 0..WINDOW {
-            let took = if i % 5 == 0 {
-                10 * CONTENDED
-            } else {
-                Duration::ZERO
-            };
-            b.yielded(t, took);
-        }
+        window(&mut b, 5);
         assert!(b.poll(t, true));
         // One in three: the CPU is wanted, so polling rests, streaming or not.
-        for i in 0..WINDOW {
-            let took = if i % 3 == 0 {
-                10 * CONTENDED
-            } else {
-                Duration::ZERO
-            };
-            b.yielded(t, took);
-        }
+        window(&mut b, 3);
         assert!(!b.poll(t, true));
         assert!(!b.poll(t + REST / 2, true));
         t += REST;

@@ -160,6 +160,20 @@ async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: Ba
     );
 }
 
+/// Publishes the bodies "0", "1", … up to `n`, plain, to `queue`.
+async fn publish_numbered(ch: &Channel, queue: &str, n: usize) {
+    for i in 0..n {
+        publish(
+            ch,
+            "",
+            queue,
+            format!("{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+}
+
 fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
@@ -206,16 +220,7 @@ async fn a_large_window_acked_one_at_a_time_gets_every_message_in_order() {
     let q = unique("window");
     declare(&ch, &q, QueueDeclareOptions::default()).await;
     const N: usize = 2_000;
-    for i in 0..N {
-        publish(
-            &ch,
-            "",
-            &q,
-            format!("{i}").as_bytes(),
-            BasicProperties::default(),
-        )
-        .await;
-    }
+    publish_numbered(&ch, &q, N).await;
     let cch = within(conn.create_channel()).await.unwrap();
     within(cch.basic_qos(200, BasicQosOptions::default()))
         .await
@@ -291,16 +296,7 @@ async fn two_consumers_get_messages_round_robin() {
     let (tx, mut got) = deliveries();
     consume_into(&ch, &q, "a", true, tx.clone()).await;
     consume_into(&ch, &q, "b", true, tx).await;
-    for i in 0..6 {
-        publish(
-            &ch,
-            "",
-            &q,
-            format!("{i}").as_bytes(),
-            BasicProperties::default(),
-        )
-        .await;
-    }
+    publish_numbered(&ch, &q, 6).await;
     let mut order = Vec::new();
     for _ in 0..6 {
         let (tag, d) = got.next_tagged().await;
@@ -592,16 +588,7 @@ async fn ready_after_qos(qos: &[(u16, bool)], expected: usize) -> (u32, u32) {
     let (q1, q2) = (unique("qos1"), unique("qos2"));
     for q in [&q1, &q2] {
         declare(&setup, q, QueueDeclareOptions::default().auto_delete()).await;
-        for i in 0..3 {
-            publish(
-                &setup,
-                "",
-                q,
-                format!("{i}").as_bytes(),
-                BasicProperties::default(),
-            )
-            .await;
-        }
+        publish_numbered(&setup, q, 3).await;
     }
     let ch = within(conn.create_channel()).await.unwrap();
     for &(count, global) in qos {
