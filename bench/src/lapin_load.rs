@@ -281,22 +281,29 @@ fn bind_to_one_cpu() -> Result<()> {
 
 /// Deletes the bench's queues and exchange, each on a fresh channel so that one
 /// failure (a queue that a killed run never declared) does not stop the rest.
+/// Deletes `queues` and `exchanges`, within 30 s: a broker that stops answering
+/// (or accepting) must not hang the bench, and lapin's connect has no timeout.
 pub async fn cleanup(url: &str, queues: &[String], exchanges: &[String]) -> Result<()> {
-    let conn = connect(url).await?;
-    for q in queues {
-        let ch = conn.create_channel().await?;
-        let _ = ch
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for x in exchanges {
-        let ch = conn.create_channel().await?;
-        let _ = ch
-            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = conn.close(200, "OK".into()).await;
-    Ok(())
+    let clean = async {
+        let conn = connect(url).await?;
+        for q in queues {
+            let ch = conn.create_channel().await?;
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for x in exchanges {
+            let ch = conn.create_channel().await?;
+            let _ = ch
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = conn.close(200, "OK".into()).await;
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), clean)
+        .await
+        .map_err(|_| "cleanup timed out")?
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -460,11 +460,7 @@ impl Bench {
         let mut queues = vec![name.to_owned()];
         queues.extend((0..FANOUT_QUEUES).map(|k| format!("{name}.{k}")));
         let exchanges = [format!("{name}.x")];
-        let clean = lapin_load::cleanup(url, &queues, &exchanges);
-        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(30), clean)
-            .await
-            .map_err(|_| "cleanup timed out".into())
-        {
+        if let Err(e) = lapin_load::cleanup(url, &queues, &exchanges).await {
             eprintln!("warning: cleanup of {name} on {url}: {e}");
         }
     }
@@ -760,12 +756,7 @@ impl Bench {
                             let r =
                                 clients::run(c, p, &urls[side], &name, n, self.sizes.timeout).await;
                             let queues = [name.clone()];
-                            let clean = lapin_load::cleanup(&urls[side], &queues, &[]);
-                            if let Ok(Err(e)) | Err(e) =
-                                tokio::time::timeout(Duration::from_secs(30), clean)
-                                    .await
-                                    .map_err(|_| "cleanup timed out".into())
-                            {
+                            if let Err(e) = lapin_load::cleanup(&urls[side], &queues, &[]).await {
                                 eprintln!("warning: cleanup of {name} on {}: {e}", names[side]);
                             }
                             match r {

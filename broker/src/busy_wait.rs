@@ -13,6 +13,15 @@
 //! schedulers stay busy with their own work per message, which keeps a CPU awake
 //! just the same.
 //!
+//! Between two polls the task stays inside its own poll, and goes back to the
+//! runtime only when it woke another connection's task (which waits on the same
+//! worker), when something it waits for changed, or after [`SPIN`] at most. Each
+//! return costs a wake-up elsewhere: tokio's last searching worker hands work on
+//! as it finds it, so every return with nothing else to run woke the runtime's
+//! parked worker, which then ran on the CPU the client needed. Going back between
+//! every two polls did that 50 000–58 000 times a second beside one Go client
+//! (`bench/PROFILE.md`).
+//!
 //! The cost is bounded four ways. One connection of a broker polls at a time (the
 //! permit, `Shared::spinner`), so at most one CPU. Polling stops [`Config::busy_wait`]
 //! after the last traffic (1 ms by default; zero turns it off). And between two
@@ -29,6 +38,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a polling task stays away from the runtime when nothing wants it.
+pub const SPIN: Duration = Duration::from_micros(200);
 /// How long a connection's task polls after traffic, by default.
 pub const DEFAULT: Duration = Duration::from_millis(1);
 /// A yield that took this long let another thread run on the CPU.
@@ -58,6 +69,22 @@ pub fn helps() -> bool {
 pub fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+thread_local! {
+    static WAKES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A connection's task is about to be woken from this thread (an append to its
+/// outbox, a command). A task woken from a runtime's worker waits on that worker,
+/// so a polling task that woke one must go back to the runtime for it to run.
+pub fn woke_a_task() {
+    WAKES.with(|n| n.set(n.get().wrapping_add(1)));
+}
+
+/// How many times this thread has woken a connection's task (`woke_a_task`).
+pub fn wakes_here() -> u64 {
+    WAKES.with(std::cell::Cell::get)
 }
 
 /// One connection's busy wait: the decision, free of sockets, and the permit.

@@ -79,6 +79,7 @@ impl ConnInfo {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(c);
+        crate::busy_wait::woke_a_task();
         self.wake.notify_one();
     }
 

@@ -62,6 +62,7 @@ impl Outbox {
     }
 
     fn append(&self, urgent: bool, write: impl FnOnce(&mut BytesMut)) {
+        crate::busy_wait::woke_a_task();
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         write(&mut buf.bytes);
         buf.urgent |= urgent;
@@ -101,6 +102,25 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// A polling task learns that it woke another connection's task onto its
+    /// worker from this count (`server::serve`): every append counts, on the
+    /// thread that made it and no other.
+    #[test]
+    fn an_append_counts_as_a_wake_on_its_own_thread() {
+        let outbox = Arc::new(Outbox::default());
+        let before = crate::busy_wait::wakes_here();
+        outbox.push(|out| out.extend_from_slice(b"reply"));
+        outbox.push_delivery(false, |out| out.extend_from_slice(b"deliver"));
+        outbox.push_heartbeat();
+        assert_eq!(crate::busy_wait::wakes_here() - before, 3);
+        let elsewhere = outbox.clone();
+        std::thread::spawn(move || elsewhere.push(|out| out.extend_from_slice(b"x")))
+            .join()
+            .unwrap();
+        assert_eq!(crate::busy_wait::wakes_here() - before, 3);
+    }
 
     #[test]
     fn heartbeats_go_out_in_order_but_answer_nothing() {

@@ -173,6 +173,11 @@ impl PacedSocket {
         }
     }
 
+    /// Whether the pacer holds reads back to batch them.
+    pub fn batching(&self) -> bool {
+        self.pacer.batching()
+    }
+
     /// Bytes went either way: the busy wait goes on from now.
     pub fn traffic(&mut self) {
         self.busy.traffic(Instant::now());

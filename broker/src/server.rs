@@ -208,7 +208,7 @@ pub async fn serve<S>(
     let mut alarm = shared.gauge.subscribe();
     let hold = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(hold);
-    loop {
+    'serve: loop {
         if out.is_empty() {
             (out, urgent) = take_outbox_with_urgency(&info, &mut backed_up);
             deferred_at = (!out.is_empty() && !urgent).then(Instant::now);
@@ -287,28 +287,56 @@ pub async fn serve<S>(
                     }
                 }
             },
-            // Between polls the task yields to the runtime, and the thread to the
-            // kernel (`PacedSocket::between_polls`).
+            // Between polls the thread yields to the kernel
+            // (`PacedSocket::between_polls`), and the task goes back to the runtime
+            // only when something may want it or its worker: each return wakes the
+            // runtime's parked worker (tokio hands work on as the last searching
+            // worker finds it), which then runs on the CPU the client needs.
             _ = tokio::task::yield_now(), if poll => {
-                let Some(p) = paced.as_mut() else { continue };
-                p.between_polls();
-                if hold_until.is_some_and(|h| Instant::now() < h) {
-                    continue;
-                }
-                match p.read_now(&mut buf) {
-                    Ok(Some(0)) | Err(_) => {
-                        linger = false;
+                let wakes = busy_wait::wakes_here();
+                let since = Instant::now();
+                while let Some(p) = paced.as_mut() {
+                    p.between_polls();
+                    let batching = hold_until.is_some();
+                    if hold_until.is_none_or(|h| Instant::now() >= h) {
+                        match p.read_now(&mut buf) {
+                            Ok(Some(0)) | Err(_) => {
+                                linger = false;
+                                break 'serve;
+                            }
+                            Ok(None) => {
+                                if batching {
+                                    p.after_read(0, outbox.answers());
+                                    break;
+                                }
+                            }
+                            Ok(Some(_)) => {
+                                if take_input(&mut conn, &mut buf, &mut paced, &outbox)
+                                    != Outcome::Continue
+                                {
+                                    break 'serve;
+                                }
+                                if batching || conn.is_closing() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let Some(p) = paced.as_mut() else { break };
+                    // What wakes the task (its outbox, confirms written to disk, an
+                    // alarm, shutdown) or another task on this worker (an append to
+                    // another connection's outbox) is served at once, and a change
+                    // of pace; anything else within `busy_wait::SPIN`.
+                    if busy_wait::wakes_here() != wakes
+                        || outbox.pending() > 0
+                        || p.batching() != batching
+                        || durable.as_ref().is_some_and(|rx| rx.has_changed().unwrap_or(true))
+                        || alarm.has_changed().unwrap_or(true)
+                        || close.has_changed().unwrap_or(true)
+                        || since.elapsed() >= busy_wait::SPIN
+                        || !p.poll(paused)
+                    {
                         break;
-                    }
-                    Ok(None) => {
-                        if hold_until.is_some() {
-                            p.after_read(0, outbox.answers());
-                        }
-                    }
-                    Ok(Some(_)) => {
-                        if take_input(&mut conn, &mut buf, &mut paced, &outbox) != Outcome::Continue {
-                            break;
-                        }
                     }
                 }
             }

@@ -113,3 +113,46 @@ async fn large_messages_in_a_stream_arrive_whole() {
     c.close().await;
     t.stop().await;
 }
+
+/// While a connection's task polls its socket for a client's next message, the
+/// runtime's other worker sleeps. Each time a task goes back to the runtime with
+/// nothing else to run, tokio wakes a parked worker (the last searching worker
+/// hands work on as it finds it), and that worker then runs on the CPU the
+/// client needs: a task that went back between every two polls woke it tens of
+/// thousands of times a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_connection_lets_the_other_worker_sleep() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("note: one CPU, where Warren does not poll; skipped");
+        return;
+    }
+    let builder = warren_broker::Broker::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .busy_wait(std::time::Duration::from_secs(30));
+    let Some(t) = Target::start_with(builder).await else {
+        return;
+    };
+    let mut c = open1(&t).await;
+    let q = unique("polling");
+    c.declare_exclusive(1, &q).await;
+    assert_eq!(depth(&mut c, &q).await, 0);
+    // The connection polls for 30 s after that answer; the test's own thread is
+    // not one of the runtime's workers, so sleeping here leaves them alone.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let parks = || {
+        (0..metrics.num_workers())
+            .map(|w| metrics.worker_park_count(w))
+            .sum::<u64>()
+    };
+    let before = parks();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let woken = parks() - before;
+    // Going back to the runtime at most once per 200 µs of polling makes at most
+    // 500 wake-ups in 100 ms, and fewer on a slower machine.
+    assert!(
+        woken < 1_000,
+        "the other worker was woken {woken} times in 100 ms of polling"
+    );
+    assert_eq!(depth(&mut c, &q).await, 0);
+    t.stop().await;
+}
