@@ -110,7 +110,7 @@ struct Sizes {
 impl Sizes {
     fn full() -> Self {
         Sizes {
-            rounds: 3,
+            rounds: 5,
             timeout: Duration::from_secs(120),
             go_publish: 200_000,
             go_publish_4k: 50_000,
