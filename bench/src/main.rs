@@ -682,6 +682,8 @@ impl Bench {
             (Scenario::Consume, Client::Go),
             (Scenario::Consume, Client::Lapin),
             (Scenario::Consume, Client::Wc),
+            (Scenario::Confirm, Client::Go),
+            (Scenario::Confirm, Client::Wc),
         ] {
             let Some((figure, ..)) = rows_for(s, client).into_iter().next() else {
                 continue;
@@ -973,7 +975,8 @@ impl Bench {
             "\nClient ceilings: the same loads against a local peer that does no broker work \
              (it completes the handshake, counts publishes for the passive queue.declare, \
              serves consumers from an endless supply of 16 B deliveries within their \
-             prefetch, and reads once a millisecond: a peer parked on the socket would make \
+             prefetch, confirms what each read brought with one ack, and reads once a \
+             millisecond: a peer parked on the socket would make \
              every write pay for waking it). No broker can show more than the client's \
              ceiling, so the last column is the highest ratio any broker could reach.\n\n",
         );

@@ -12,7 +12,9 @@
 //! waking it, which is a cost of the reader, not of the client (Warren batches its
 //! reads while a client streams for the same reason; see the broker's `pacing`
 //! module). A consumer's window is refilled at each read, so a prefetch of 1000
-//! keeps a client below a million deliveries a second fed.
+//! keeps a client below a million deliveries a second fed. A channel in confirm
+//! mode is answered once per read, with one `basic.ack` (multiple) for every
+//! publish that read brought: the fewest frames a broker could confirm with.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -113,6 +115,10 @@ struct Conn {
     tags: HashMap<u16, u64>,
     consumers: Vec<Consumer>,
     generated: u64,
+    /// Publishes read so far on each channel in confirm mode.
+    confirming: HashMap<u16, u64>,
+    /// Channels in confirm mode that published since their last ack.
+    unconfirmed: Vec<u16>,
 }
 
 impl Conn {
@@ -138,6 +144,15 @@ impl Conn {
                 frame(out, FRAME_HEADER, c.channel, &header);
                 frame(out, FRAME_BODY, c.channel, &[b'x'; 16]);
             }
+        }
+    }
+
+    /// One `basic.ack` with multiple set per channel that published since the last.
+    fn confirm(&mut self, out: &mut Vec<u8>) {
+        for channel in self.unconfirmed.drain(..) {
+            let mut args = self.confirming[&channel].to_be_bytes().to_vec();
+            args.push(1);
+            method(out, channel, 60, 80, &args);
         }
     }
 
@@ -281,6 +296,19 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
                         .map_err(|_| "depths poisoned")?
                         .entry(queue)
                         .or_default() += 1;
+                    if let Some(count) = conn.confirming.get_mut(&channel) {
+                        *count += 1;
+                        if !conn.unconfirmed.contains(&channel) {
+                            conn.unconfirmed.push(channel);
+                        }
+                    }
+                }
+                // confirm.select: select-ok unless no-wait.
+                (85, 10) => {
+                    conn.confirming.entry(channel).or_default();
+                    if !a.take(1).first().is_some_and(|bits| bits & 1 != 0) {
+                        method(&mut replies, channel, 85, 11, &[]);
+                    }
                 }
                 (60, 80) => {
                     let tag = a.u64();
@@ -291,6 +319,7 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
             }
         }
         pending.drain(..at);
+        conn.confirm(&mut replies);
         conn.deliver(&mut replies);
         if !replies.is_empty() {
             stream.write_all(&replies)?;
