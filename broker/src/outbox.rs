@@ -4,21 +4,37 @@
 //! publishes, heartbeats — is appended here in order, and the connection's task
 //! drains it. Appending never blocks on I/O, so the broker can deliver while
 //! holding its state lock.
+//!
+//! Deliveries made while a connection handles its input ([`gather`]) are written
+//! straight to their consumer's socket once the input is handled, by the task that
+//! handled it, when the consumer's own task holds none of its bytes: waking the
+//! consumer's task to write them would cost a wake-up of the runtime's other
+//! worker per message, the larger part of a round trip's time in the broker on a
+//! 2-CPU machine (`bench/PROFILE.md`, "Writing a delivery from the publisher's
+//! task").
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::sync::Notify;
+
+use crate::trace::Tracer;
 
 /// Above this many pending bytes a connection's consumers get no new deliveries
 /// until its writer catches up: a client that does not read must not make the
 /// broker buffer without bound.
 pub const HIGH_WATER: usize = 4 * 1024 * 1024;
 
+/// The most a task writes into another connection's socket at once: more than
+/// this is the consumer's task's to write, beside its other work.
+const DIRECT_MAX: usize = 256 * 1024;
+
 #[derive(Debug, Default)]
 pub struct Outbox {
-    /// Held only to append or to take the whole buffer; never across an `.await`.
+    /// Held only to append or to take the whole buffer, or for one non-blocking
+    /// `send` of it; never across an `.await`.
     buf: Mutex<Pending>,
     /// Mirrors `buf.len()` so dispatch can check back-pressure without the lock.
     pending: AtomicUsize,
@@ -27,6 +43,9 @@ pub struct Outbox {
     /// Appends other than heartbeats: what the peer may be waiting for (see
     /// `pacing`, which must not hold back the frames of a peer that waits).
     answers: AtomicU64,
+    /// The connection's task took bytes it has not finished writing: nothing
+    /// appended after them may go out before them.
+    task_holds: AtomicBool,
 }
 
 /// The bytes not yet taken, and whether any of them may be awaited.
@@ -34,6 +53,63 @@ pub struct Outbox {
 struct Pending {
     bytes: BytesMut,
     urgent: bool,
+    /// The connection's socket, while other tasks may write to it (`write_directly`).
+    direct: Option<Direct>,
+}
+
+/// A handle on a connection's socket, for writes from other tasks.
+#[derive(Debug)]
+struct Direct {
+    sock: Arc<socket2::Socket>,
+    /// The frame trace records what the connection's task writes; while it is
+    /// on, only that task writes.
+    tracer: Arc<Tracer>,
+}
+
+thread_local! {
+    /// The outboxes this thread delivered to since `gather` began, if it did.
+    static GATHERED: RefCell<Option<Vec<Arc<Outbox>>>> = const { RefCell::new(None) };
+}
+
+/// Until the guard drops, deliveries made on this thread wake nobody; then each
+/// outbox they went to is written to its socket at once where it can be
+/// (`write_directly`), and its task is woken where not. Inside another `gather`,
+/// it adds nothing.
+pub fn gather() -> Gathering {
+    let outer = GATHERED.with(|g| {
+        let mut g = g.borrow_mut();
+        let outer = g.is_none();
+        if outer {
+            *g = Some(Vec::new());
+        }
+        outer
+    });
+    Gathering {
+        outer,
+        _thread: std::marker::PhantomData,
+    }
+}
+
+/// See [`gather`].
+#[must_use]
+pub struct Gathering {
+    outer: bool,
+    /// What it gathered is in a thread-local: it must end where it began.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for Gathering {
+    fn drop(&mut self) {
+        if !self.outer {
+            return;
+        }
+        let gathered = GATHERED.with(|g| g.borrow_mut().take()).unwrap_or_default();
+        for outbox in gathered {
+            if !outbox.write_now() {
+                outbox.wake();
+            }
+        }
+    }
 }
 
 impl Outbox {
@@ -41,19 +117,34 @@ impl Outbox {
     pub fn push(&self, write: impl FnOnce(&mut BytesMut)) {
         self.answers.fetch_add(1, Ordering::Relaxed);
         self.append(true, write);
+        self.wake();
     }
 
     /// Appends a delivery; unless `awaited`, the peer is not waiting for it (a
     /// consumer that already holds many unacknowledged), and it may go out a
-    /// little later with the ones after it (see `server::serve`).
-    pub fn push_delivery(&self, awaited: bool, write: impl FnOnce(&mut BytesMut)) {
+    /// little later with the ones after it (see `server::serve`). Inside
+    /// [`gather`], the writer is woken (or not needed) when the gathering ends.
+    pub fn push_delivery(self: &Arc<Self>, awaited: bool, write: impl FnOnce(&mut BytesMut)) {
         self.answers.fetch_add(1, Ordering::Relaxed);
         self.append(awaited, write);
+        let gathered = GATHERED.with(|g| match g.borrow_mut().as_mut() {
+            Some(list) => {
+                if !list.iter().any(|o| Arc::ptr_eq(o, self)) {
+                    list.push(self.clone());
+                }
+                true
+            }
+            None => false,
+        });
+        if !gathered {
+            self.wake();
+        }
     }
 
     /// Appends a heartbeat, which answers nothing.
     pub fn push_heartbeat(&self) {
         self.append(true, crate::codec::put_heartbeat);
+        self.wake();
     }
 
     /// How many appends other than heartbeats there have been.
@@ -62,13 +153,65 @@ impl Outbox {
     }
 
     fn append(&self, urgent: bool, write: impl FnOnce(&mut BytesMut)) {
-        crate::busy_wait::woke_a_task();
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         write(&mut buf.bytes);
         buf.urgent |= urgent;
         self.pending.store(buf.bytes.len(), Ordering::Release);
-        drop(buf);
+    }
+
+    fn wake(&self) {
+        crate::busy_wait::woke_a_task();
         self.ready.notify_one();
+    }
+
+    /// Lets other tasks write to the connection's socket, through `sock`, while
+    /// the frame trace is off.
+    pub fn write_directly(&self, sock: Arc<socket2::Socket>, tracer: Arc<Tracer>) {
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        buf.direct = Some(Direct { sock, tracer });
+    }
+
+    /// No other task writes to the socket from now on, nor keeps it open.
+    pub fn stop_writing_directly(&self) {
+        let direct = self
+            .buf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .direct
+            .take();
+        drop(direct);
+    }
+
+    /// Writes what is pending to the socket, if another task may (`write_directly`),
+    /// the peer may be waiting for it, and the connection's task holds nothing
+    /// unwritten; true when nothing is left for the connection's task.
+    fn write_now(&self) -> bool {
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.bytes.is_empty() {
+            return true;
+        }
+        let Some(direct) = &buf.direct else {
+            return false;
+        };
+        if !buf.urgent
+            || buf.bytes.len() > DIRECT_MAX
+            || direct.tracer.is_on()
+            || self.task_holds.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        let Ok(n) = direct.sock.send(&buf.bytes) else {
+            // The connection's task meets the error on its own write.
+            return false;
+        };
+        buf.bytes.advance(n);
+        self.pending.store(buf.bytes.len(), Ordering::Release);
+        if buf.bytes.is_empty() {
+            buf.urgent = false;
+            true
+        } else {
+            false
+        }
     }
 
     /// Takes everything pending.
@@ -77,13 +220,22 @@ impl Outbox {
     }
 
     /// Takes everything pending, and says whether any of it was pushed with
-    /// `push` or as an awaited delivery.
+    /// `push` or as an awaited delivery. Until `wrote_all`, no other task writes
+    /// to the socket.
     pub fn take_with_urgency(&self) -> (BytesMut, bool) {
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         let out = buf.bytes.split();
         let urgent = std::mem::take(&mut buf.urgent);
         self.pending.store(0, Ordering::Release);
+        if !out.is_empty() {
+            self.task_holds.store(true, Ordering::Release);
+        }
         (out, urgent)
+    }
+
+    /// The connection's task wrote everything it took.
+    pub fn wrote_all(&self) {
+        self.task_holds.store(false, Ordering::Release);
     }
 
     pub fn pending(&self) -> usize {
@@ -142,7 +294,7 @@ mod tests {
 
     #[test]
     fn only_deliveries_nobody_waits_for_may_be_held_back() {
-        let outbox = Outbox::default();
+        let outbox = Arc::new(Outbox::default());
         outbox.push_delivery(false, |out| out.extend_from_slice(b"d1"));
         outbox.push_delivery(false, |out| out.extend_from_slice(b"d2"));
         assert_eq!(
@@ -151,9 +303,9 @@ mod tests {
         );
         // Anything else among them, a reply or an awaited delivery, is awaited.
         for push in [
-            |o: &Outbox| o.push(|out| out.extend_from_slice(b"ok")),
-            |o: &Outbox| o.push_delivery(true, |out| out.extend_from_slice(b"ok")),
-            |o: &Outbox| o.push_heartbeat(),
+            |o: &Arc<Outbox>| o.push(|out| out.extend_from_slice(b"ok")),
+            |o: &Arc<Outbox>| o.push_delivery(true, |out| out.extend_from_slice(b"ok")),
+            |o: &Arc<Outbox>| o.push_heartbeat(),
         ] {
             outbox.push_delivery(false, |out| out.extend_from_slice(b"d"));
             push(&outbox);
@@ -161,5 +313,118 @@ mod tests {
             assert_eq!(outbox.take_with_urgency(), (BytesMut::new(), false));
         }
         assert_eq!(outbox.answers(), 7, "deliveries answer, held back or not");
+    }
+
+    /// An outbox whose socket other tasks may write to, and the peer's end.
+    fn direct() -> (Arc<Outbox>, Arc<Tracer>, std::os::unix::net::UnixStream) {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let outbox = Arc::new(Outbox::default());
+        let tracer = Arc::new(Tracer::default());
+        outbox.write_directly(Arc::new(socket2::Socket::from(ours)), tracer.clone());
+        (outbox, tracer, peer)
+    }
+
+    /// What the peer has been sent so far.
+    fn received(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        use std::io::Read;
+        let mut got = vec![0; 1024];
+        match peer.read(&mut got) {
+            Ok(n) => got.truncate(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => got.clear(),
+            Err(e) => panic!("{e}"),
+        }
+        got
+    }
+
+    #[test]
+    fn a_gathered_delivery_goes_straight_to_the_socket_and_wakes_nobody() {
+        let (outbox, _, mut peer) = direct();
+        let before = crate::busy_wait::wakes_here();
+        {
+            let _g = gather();
+            outbox.push_delivery(true, |out| out.extend_from_slice(b"d1"));
+            outbox.push_delivery(true, |out| out.extend_from_slice(b"d2"));
+            assert_eq!(
+                received(&mut peer),
+                b"",
+                "written before the input was handled"
+            );
+        }
+        assert_eq!(received(&mut peer), b"d1d2");
+        assert_eq!(outbox.pending(), 0);
+        assert_eq!(crate::busy_wait::wakes_here(), before, "the task was woken");
+        assert!(outbox.take().is_empty());
+    }
+
+    #[test]
+    fn what_the_task_holds_unwritten_goes_out_before_anything_after_it() {
+        let (outbox, _, mut peer) = direct();
+        outbox.push(|out| out.extend_from_slice(b"reply"));
+        let (taken, _) = outbox.take_with_urgency();
+        let before = crate::busy_wait::wakes_here();
+        {
+            let _g = gather();
+            outbox.push_delivery(true, |out| out.extend_from_slice(b"d1"));
+        }
+        assert_eq!(
+            received(&mut peer),
+            b"",
+            "written ahead of the task's bytes"
+        );
+        assert_eq!(
+            crate::busy_wait::wakes_here(),
+            before + 1,
+            "the task sleeps on"
+        );
+        // The task writes what it took; then a gathered delivery takes the rest.
+        assert_eq!(&taken[..], b"reply");
+        outbox.wrote_all();
+        {
+            let _g = gather();
+            outbox.push_delivery(true, |out| out.extend_from_slice(b"d2"));
+        }
+        assert_eq!(received(&mut peer), b"d1d2");
+    }
+
+    #[test]
+    fn the_task_writes_what_nobody_waits_for_and_what_the_trace_must_see() {
+        let (outbox, tracer, mut peer) = direct();
+        {
+            let _g = gather();
+            outbox.push_delivery(false, |out| out.extend_from_slice(b"later"));
+        }
+        assert_eq!(received(&mut peer), b"");
+        assert_eq!(&outbox.take()[..], b"later");
+        outbox.wrote_all();
+        tracer.set(true);
+        {
+            let _g = gather();
+            outbox.push_delivery(true, |out| out.extend_from_slice(b"traced"));
+        }
+        assert_eq!(received(&mut peer), b"");
+        assert_eq!(&outbox.take()[..], b"traced");
+        outbox.wrote_all();
+        tracer.set(false);
+        outbox.stop_writing_directly();
+        {
+            let _g = gather();
+            outbox.push_delivery(true, |out| out.extend_from_slice(b"closed"));
+        }
+        assert_eq!(received(&mut peer), b"", "written after the task let go");
+    }
+
+    #[test]
+    fn a_gathering_inside_another_waits_for_the_outer_one() {
+        let (outbox, _, mut peer) = direct();
+        let outer = gather();
+        {
+            let _inner = gather();
+            outbox.push_delivery(true, |out| out.extend_from_slice(b"d"));
+        }
+        assert_eq!(received(&mut peer), b"");
+        drop(outer);
+        assert_eq!(received(&mut peer), b"d");
     }
 }

@@ -121,7 +121,8 @@ impl ReadPacer {
 /// `SO_RCVLOWAT` and to read when a hold ends.
 #[derive(Debug)]
 pub struct PacedSocket {
-    sock: socket2::Socket,
+    /// Shared with the outbox, for other tasks' writes (`duplicate`).
+    sock: std::sync::Arc<socket2::Socket>,
     pacer: ReadPacer,
     /// `Outbox::answers` at the previous read.
     answers: u64,
@@ -139,7 +140,7 @@ impl PacedSocket {
         use std::os::fd::AsFd;
         let fd = stream.as_fd().try_clone_to_owned().ok()?;
         Some(Self {
-            sock: socket2::Socket::from(fd),
+            sock: std::sync::Arc::new(socket2::Socket::from(fd)),
             pacer: ReadPacer::default(),
             answers: 0,
             busy,
@@ -171,6 +172,11 @@ impl PacedSocket {
                 }
             }
         }
+    }
+
+    /// Another handle on the socket, for other tasks' writes (`Outbox::write_directly`).
+    pub fn duplicate(&self) -> std::sync::Arc<socket2::Socket> {
+        self.sock.clone()
     }
 
     /// Whether the pacer holds reads back to batch them.

@@ -182,6 +182,9 @@ pub async fn serve<S>(
         let _ = info.local.set(local.to_string());
     }
     shared.register(info.clone());
+    if let Some(p) = &paced {
+        outbox.write_directly(p.duplicate(), shared.tracer.clone());
+    }
     let (mut reader, writer) = tokio::io::split(stream);
     tokio::pin!(writer);
     let mut conn = Connection::new(shared.clone(), info.clone(), now());
@@ -258,8 +261,11 @@ pub async fn serve<S>(
                         p.traffic();
                     }
                     out.advance(n);
-                    if out.is_empty() && std::mem::take(&mut backed_up) {
-                        conn.resume();
+                    if out.is_empty() {
+                        outbox.wrote_all();
+                        if std::mem::take(&mut backed_up) {
+                            conn.resume();
+                        }
                     }
                 }
             },
@@ -403,6 +409,7 @@ pub async fn serve<S>(
             },
         }
     }
+    outbox.stop_writing_directly();
     conn.release();
     shared.unregister(id);
     // A client that does not read must not keep the task (and its gate guard,
@@ -448,7 +455,11 @@ fn take_input(
 ) -> Outcome {
     let before = conn.frames_received();
     let bytes = buf.len();
-    let outcome = conn.handle_input(buf, now());
+    let outcome = {
+        // The deliveries this input makes go out as it is handled, from here.
+        let _deliveries = crate::outbox::gather();
+        conn.handle_input(buf, now())
+    };
     if let Some(p) = paced {
         p.read(bytes);
         p.after_read(conn.frames_received() - before, outbox.answers());
