@@ -682,10 +682,12 @@ impl Bench {
             (Scenario::Consume, Client::Go),
             (Scenario::Consume, Client::Lapin),
             (Scenario::Consume, Client::Wc),
+            (Scenario::Fanout, Client::Go),
+            (Scenario::Fanout, Client::Lapin),
             (Scenario::Confirm, Client::Go),
             (Scenario::Confirm, Client::Wc),
         ] {
-            let Some((figure, ..)) = rows_for(s, client).into_iter().next() else {
+            let Some((figure, unit, _)) = rows_for(s, client).into_iter().next() else {
                 continue;
             };
             let mut v = Vec::new();
@@ -697,7 +699,7 @@ impl Bench {
                 }
             }
             eprintln!(
-                "  {figure}, against a peer that does no broker work: {} msg/s",
+                "  {figure}, against a peer that does no broker work: {} {unit}",
                 median(&v).map_or("n/a".into(), fmt_num)
             );
             self.ceilings.push((figure, v));
@@ -975,7 +977,7 @@ impl Bench {
             "\nClient ceilings: the same loads against a local peer that does no broker work \
              (it completes the handshake, counts publishes for the passive queue.declare, \
              serves consumers from an endless supply of 16 B deliveries within their \
-             prefetch, confirms what each read brought with one ack, and reads once a \
+             prefetch (a fan-out's consumers, as many as their exchange was sent), confirms what each read brought with one ack, and reads once a \
              millisecond: a peer parked on the socket would make \
              every write pay for waking it). No broker can show more than the client's \
              ceiling, so the last column is the highest ratio any broker could reach.\n\n",

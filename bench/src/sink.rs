@@ -1,7 +1,8 @@
 //! A peer that does no broker work: it completes the AMQP handshake, counts the
 //! publishes it reads per queue (a passive `queue.declare` answers with that count),
 //! and serves a consumer from an endless supply of 16 B deliveries, as many
-//! unacked as its prefetch allows. The bench's own publish and consume loads run
+//! unacked as its prefetch allows; a consumer of a queue bound to an exchange
+//! gets as many as the exchange was sent (the fan-out loads). The bench's own publish and consume loads run
 //! against it unchanged, and what they reach is the client's ceiling: the most any
 //! broker could show with that client.
 //!
@@ -11,13 +12,14 @@
 //! next: a reader parked on the socket makes every write of the client pay for
 //! waking it, which is a cost of the reader, not of the client (Warren batches its
 //! reads while a client streams for the same reason; see the broker's `pacing`
-//! module). A consumer's window is refilled at each read, so a prefetch of 1000
+//! module). A read waits a millisecond at most, and a consumer's window is
+//! refilled after each, so a prefetch of 1000
 //! keeps a client below a million deliveries a second fed. A channel in confirm
 //! mode is answered once per read, with one `basic.ack` (multiple) for every
 //! publish that read brought: the fewest frames a broker could confirm with.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -30,8 +32,19 @@ const FRAME_END: u8 = 0xCE;
 /// A consumer with no prefetch limit gets this many unacked deliveries at most.
 const UNLIMITED_WINDOW: usize = 1000;
 
-/// Publishes read so far, per queue name, over every connection.
-type Depths = Arc<Mutex<HashMap<String, u64>>>;
+/// What every connection has seen, shared between them.
+#[derive(Default)]
+struct Book {
+    /// Publishes read so far, per routing key (the queue's name through the
+    /// default exchange).
+    depths: HashMap<String, u64>,
+    /// Publishes read so far, per exchange other than the default.
+    published: HashMap<String, u64>,
+    /// The exchange each queue is bound to.
+    bound: HashMap<String, String>,
+}
+
+type Depths = Arc<Mutex<Book>>;
 
 /// Listens on a free port and serves every connection until the process ends.
 pub fn start() -> Result<String> {
@@ -105,6 +118,10 @@ struct Consumer {
     queue: Vec<u8>,
     window: usize,
     unacked: HashSet<u64>,
+    /// Deliveries so far, and the most it may have: what its queue's exchange
+    /// was sent, or no bound through the default exchange.
+    sent: u64,
+    limit: u64,
 }
 
 /// Per connection: the last delivery tag per channel, the channels' prefetch, and
@@ -131,7 +148,8 @@ impl Conn {
         header.extend_from_slice(&0u16.to_be_bytes());
         for c in &mut self.consumers {
             let tag = self.tags.entry(c.channel).or_default();
-            while c.unacked.len() < c.window {
+            while c.unacked.len() < c.window && c.sent < c.limit {
+                c.sent += 1;
                 *tag += 1;
                 c.unacked.insert(*tag);
                 let mut args = Vec::with_capacity(32 + c.tag.len() + c.queue.len());
@@ -169,6 +187,7 @@ impl Conn {
 
 fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(1)))?;
     let mut header = [0u8; 8];
     stream.read_exact(&mut header)?;
     // connection.start: 0-9, no server properties, PLAIN, en_US.
@@ -184,10 +203,14 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut pending: Vec<u8> = Vec::with_capacity(512 * 1024);
     loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
+        // A consumer that waits for a fan-out's publishes sends nothing meanwhile:
+        // its connection must not wait for it to, or it would never be fed.
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
+            Err(e) => return Err(e.into()),
+        };
         pending.extend_from_slice(&buf[..n]);
         let mut at = 0;
         let mut replies = Vec::new();
@@ -221,6 +244,15 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
                     return Ok(());
                 }
                 (20, 10) => method(&mut replies, channel, 20, 11, &[0, 0, 0, 0]),
+                // exchange.declare: declare-ok unless no-wait.
+                (40, 10) => {
+                    a.u16();
+                    a.short_str();
+                    a.short_str();
+                    if !a.take(1).first().is_some_and(|bits| bits & 0x10 != 0) {
+                        method(&mut replies, channel, 40, 11, &[]);
+                    }
+                }
                 (20, 40) => {
                     conn.consumers.retain(|c| c.channel != channel);
                     method(&mut replies, channel, 20, 41, &[]);
@@ -233,6 +265,7 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
                     let count = depths
                         .lock()
                         .map_err(|_| "depths poisoned")?
+                        .depths
                         .get(&*String::from_utf8_lossy(queue))
                         .copied()
                         .unwrap_or(0);
@@ -242,6 +275,22 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
                         ok.extend_from_slice(&(count.min(u32::MAX.into()) as u32).to_be_bytes());
                         ok.extend_from_slice(&0u32.to_be_bytes());
                         method(&mut replies, channel, 50, 11, &ok);
+                    }
+                }
+                // queue.bind: bind-ok unless no-wait. The queue's consumers get
+                // no more than the exchange was sent.
+                (50, 20) => {
+                    a.u16();
+                    let queue = String::from_utf8_lossy(a.short_str()).into_owned();
+                    let exchange = String::from_utf8_lossy(a.short_str()).into_owned();
+                    a.short_str();
+                    depths
+                        .lock()
+                        .map_err(|_| "depths poisoned")?
+                        .bound
+                        .insert(queue, exchange);
+                    if !a.take(1).first().is_some_and(|bits| bits & 1 != 0) {
+                        method(&mut replies, channel, 50, 21, &[]);
                     }
                 }
                 // basic.qos: prefetch-size, prefetch-count.
@@ -275,6 +324,8 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
                         queue,
                         window,
                         unacked: HashSet::new(),
+                        sent: 0,
+                        limit: u64::MAX,
                     });
                 }
                 // basic.cancel: no more deliveries, and cancel-ok unless no-wait.
@@ -289,13 +340,15 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
                 }
                 (60, 40) => {
                     a.u16();
-                    a.short_str();
+                    let exchange = String::from_utf8_lossy(a.short_str()).into_owned();
                     let queue = String::from_utf8_lossy(a.short_str()).into_owned();
-                    *depths
-                        .lock()
-                        .map_err(|_| "depths poisoned")?
-                        .entry(queue)
-                        .or_default() += 1;
+                    let mut book = depths.lock().map_err(|_| "depths poisoned")?;
+                    if exchange.is_empty() {
+                        *book.depths.entry(queue).or_default() += 1;
+                    } else {
+                        *book.published.entry(exchange).or_default() += 1;
+                    }
+                    drop(book);
                     if let Some(count) = conn.confirming.get_mut(&channel) {
                         *count += 1;
                         if !conn.unconfirmed.contains(&channel) {
@@ -320,13 +373,21 @@ fn serve(mut stream: TcpStream, depths: &Depths) -> Result<()> {
         }
         pending.drain(..at);
         conn.confirm(&mut replies);
+        if !conn.consumers.is_empty() {
+            let book = depths.lock().map_err(|_| "depths poisoned")?;
+            for c in &mut conn.consumers {
+                if let Some(exchange) = book.bound.get(&*String::from_utf8_lossy(&c.queue)) {
+                    c.limit = book.published.get(exchange).copied().unwrap_or(0);
+                }
+            }
+        }
         conn.deliver(&mut replies);
         if !replies.is_empty() {
             stream.write_all(&replies)?;
         }
         // A full buffer means more is waiting: read it before sleeping, or a client
         // sending large messages would be held to one buffer a millisecond.
-        if n < buf.len() {
+        if n > 0 && n < buf.len() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
