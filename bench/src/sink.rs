@@ -1,8 +1,8 @@
 //! A peer that does no broker work: it completes the AMQP handshake, counts the
 //! publishes it reads per queue (a passive `queue.declare` answers with that count),
 //! and serves a consumer from an endless supply of 16 B deliveries, as many
-//! unacked as its prefetch allows; a consumer of a queue bound to an exchange
-//! gets as many as the exchange was sent (the fan-out loads). The bench's own publish and consume loads run
+//! unacked as its prefetch allows; a consumer of a queue bound to an exchange gets
+//! as many as the exchange was sent (the fan-out loads). The bench's own loads run
 //! against it unchanged, and what they reach is the client's ceiling: the most any
 //! broker could show with that client.
 //!
@@ -13,10 +13,10 @@
 //! waking it, which is a cost of the reader, not of the client (Warren batches its
 //! reads while a client streams for the same reason; see the broker's `pacing`
 //! module). A read waits a millisecond at most, and a consumer's window is
-//! refilled after each, so a prefetch of 1000
-//! keeps a client below a million deliveries a second fed. A channel in confirm
-//! mode is answered once per read, with one `basic.ack` (multiple) for every
-//! publish that read brought: the fewest frames a broker could confirm with.
+//! refilled after each, so a prefetch of 1000 keeps a client below a million
+//! deliveries a second fed. A channel in confirm mode is answered once per read,
+//! with one `basic.ack` (multiple) for every publish that read brought: the fewest
+//! frames a broker could confirm with.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
