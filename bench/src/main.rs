@@ -702,6 +702,9 @@ impl Bench {
                 "  {figure}, against a peer that does no broker work: {} {unit}",
                 median(&v).map_or("n/a".into(), fmt_num)
             );
+            if let Some(row) = self.table.rows.iter_mut().find(|r| r.figure == figure) {
+                row.ceiling = median(&v);
+            }
             self.ceilings.push((figure, v));
         }
         Ok(())

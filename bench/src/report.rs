@@ -47,6 +47,9 @@ pub struct Row {
     /// storage yet)").
     pub warren_missing: String,
     pub rabbitmq_missing: String,
+    /// The client's ceiling on this row's load (`sink`), where measured: a ratio
+    /// target above it is out of any broker's reach, and the row says so.
+    pub ceiling: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +78,7 @@ impl Table {
             rabbitmq: Vec::new(),
             warren_missing: "n/a".into(),
             rabbitmq_missing: "n/a".into(),
+            ceiling: None,
         });
         self.rows.last_mut().expect("just pushed")
     }
@@ -110,9 +114,16 @@ impl Table {
             let target = match r.target {
                 Some(t) => {
                     let mark = match t.met(w, ratio) {
-                        Some(true) => " ✔",
-                        Some(false) => " ✘",
-                        None => "",
+                        Some(true) => " ✔".to_owned(),
+                        Some(false) => match (t, r.ceiling, q) {
+                            (Target::RatioAtLeast(want), Some(c), Some(q))
+                                if q > 0.0 && c / q < want =>
+                            {
+                                format!(" ✘ (the client's ceiling: {:.2}×)", c / q)
+                            }
+                            _ => " ✘".to_owned(),
+                        },
+                        None => String::new(),
                     };
                     format!("{}{mark}", t.describe(r.unit))
                 }
@@ -195,5 +206,27 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| confirmed | n/a (x) | n/a | — |  |"), "{md}");
+    }
+
+    #[test]
+    fn a_target_above_the_clients_ceiling_says_so() {
+        let mut t = Table::default();
+        for (figure, ceiling) in [("bound", 250.0), ("free", 400.0)] {
+            t.row(figure, "msg/s", Some(Target::RatioAtLeast(3.0)))
+                .ceiling = Some(ceiling);
+            t.add(figure, Side::Warren, 200.0);
+            t.add(figure, Side::RabbitMq, 100.0);
+        }
+        let md = t.markdown();
+        assert!(
+            md.contains(
+                "| bound | 200 msg/s | 100 msg/s | 2.00× | ≥ 3× ✘ (the client's ceiling: 2.50×) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| free | 200 msg/s | 100 msg/s | 2.00× | ≥ 3× ✘ |"),
+            "{md}"
+        );
     }
 }
