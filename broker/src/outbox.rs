@@ -316,6 +316,7 @@ mod tests {
     }
 
     /// An outbox whose socket other tasks may write to, and the peer's end.
+    #[cfg(unix)]
     fn direct() -> (Arc<Outbox>, Arc<Tracer>, std::os::unix::net::UnixStream) {
         let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
@@ -327,6 +328,7 @@ mod tests {
     }
 
     /// What the peer has been sent so far.
+    #[cfg(unix)]
     fn received(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
         use std::io::Read;
         let mut got = vec![0; 1024];
@@ -339,6 +341,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_gathered_delivery_goes_straight_to_the_socket_and_wakes_nobody() {
         let (outbox, _, mut peer) = direct();
         let before = crate::busy_wait::wakes_here();
@@ -359,6 +362,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn what_the_task_holds_unwritten_goes_out_before_anything_after_it() {
         let (outbox, _, mut peer) = direct();
         outbox.push(|out| out.extend_from_slice(b"reply"));
@@ -389,6 +393,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn the_task_writes_what_nobody_waits_for_and_what_the_trace_must_see() {
         let (outbox, tracer, mut peer) = direct();
         {
@@ -416,6 +421,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_gathering_inside_another_waits_for_the_outer_one() {
         let (outbox, _, mut peer) = direct();
         let outer = gather();

@@ -121,7 +121,7 @@ impl ReadPacer {
 /// `SO_RCVLOWAT` and to read when a hold ends.
 #[derive(Debug)]
 pub struct PacedSocket {
-    /// Shared with the outbox, for other tasks' writes (`duplicate`).
+    /// Shared with the outbox, for other tasks' writes (`handle`).
     sock: std::sync::Arc<socket2::Socket>,
     pacer: ReadPacer,
     /// `Outbox::answers` at the previous read.
@@ -174,8 +174,8 @@ impl PacedSocket {
         }
     }
 
-    /// Another handle on the socket, for other tasks' writes (`Outbox::write_directly`).
-    pub fn duplicate(&self) -> std::sync::Arc<socket2::Socket> {
+    /// The socket, for other tasks' writes (`Outbox::write_directly`).
+    pub fn handle(&self) -> std::sync::Arc<socket2::Socket> {
         self.sock.clone()
     }
 

@@ -183,7 +183,7 @@ pub async fn serve<S>(
     }
     shared.register(info.clone());
     if let Some(p) = &paced {
-        outbox.write_directly(p.duplicate(), shared.tracer.clone());
+        outbox.write_directly(p.handle(), shared.tracer.clone());
     }
     let (mut reader, writer) = tokio::io::split(stream);
     tokio::pin!(writer);
