@@ -340,6 +340,13 @@ mod tests {
         got
     }
 
+    /// One delivery of `bytes`, made while input is handled.
+    #[cfg(unix)]
+    fn deliver_gathered(outbox: &Arc<Outbox>, awaited: bool, bytes: &'static [u8]) {
+        let _g = gather();
+        outbox.push_delivery(awaited, |out| out.extend_from_slice(bytes));
+    }
+
     #[test]
     #[cfg(unix)]
     fn a_gathered_delivery_goes_straight_to_the_socket_and_wakes_nobody() {
@@ -368,10 +375,7 @@ mod tests {
         outbox.push(|out| out.extend_from_slice(b"reply"));
         let (taken, _) = outbox.take_with_urgency();
         let before = crate::busy_wait::wakes_here();
-        {
-            let _g = gather();
-            outbox.push_delivery(true, |out| out.extend_from_slice(b"d1"));
-        }
+        deliver_gathered(&outbox, true, b"d1");
         assert_eq!(
             received(&mut peer),
             b"",
@@ -385,10 +389,7 @@ mod tests {
         // The task writes what it took; then a gathered delivery takes the rest.
         assert_eq!(&taken[..], b"reply");
         outbox.wrote_all();
-        {
-            let _g = gather();
-            outbox.push_delivery(true, |out| out.extend_from_slice(b"d2"));
-        }
+        deliver_gathered(&outbox, true, b"d2");
         assert_eq!(received(&mut peer), b"d1d2");
     }
 
@@ -396,27 +397,18 @@ mod tests {
     #[cfg(unix)]
     fn the_task_writes_what_nobody_waits_for_and_what_the_trace_must_see() {
         let (outbox, tracer, mut peer) = direct();
-        {
-            let _g = gather();
-            outbox.push_delivery(false, |out| out.extend_from_slice(b"later"));
-        }
+        deliver_gathered(&outbox, false, b"later");
         assert_eq!(received(&mut peer), b"");
         assert_eq!(&outbox.take()[..], b"later");
         outbox.wrote_all();
         tracer.set(true);
-        {
-            let _g = gather();
-            outbox.push_delivery(true, |out| out.extend_from_slice(b"traced"));
-        }
+        deliver_gathered(&outbox, true, b"traced");
         assert_eq!(received(&mut peer), b"");
         assert_eq!(&outbox.take()[..], b"traced");
         outbox.wrote_all();
         tracer.set(false);
         outbox.stop_writing_directly();
-        {
-            let _g = gather();
-            outbox.push_delivery(true, |out| out.extend_from_slice(b"closed"));
-        }
+        deliver_gathered(&outbox, true, b"closed");
         assert_eq!(received(&mut peer), b"", "written after the task let go");
     }
 
