@@ -209,3 +209,44 @@ fn unknown_delivery_tag_in_a_transaction_fails_at_the_ack() {
     );
     assert_eq!(events, vec![want]);
 }
+
+/// Found by the session target (CI, 2026-12-06): a frame too large made the broker
+/// close the connection (501), and the client then sent `connection.close` twice.
+/// Each got a `close-ok`, as RabbitMQ's reader answers every `connection.close`
+/// while closing; the checker had allowed nothing after the first.
+#[test]
+fn each_close_while_closing_is_answered_with_close_ok() {
+    let core = Core::new(Config::default());
+    let mut conn = open_connection(&core);
+    let mut watch = Watch::default();
+    let mut too_large = vec![1, 0, 0];
+    too_large.extend_from_slice(&u32::MAX.to_be_bytes());
+    let close = wire::method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "Normal shutdown".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    );
+    warren_fuzz::targets::feed(&mut conn, &mut watch, &too_large);
+    assert!(
+        watch.close_sent,
+        "no connection.close for a frame too large"
+    );
+    for _ in 0..2 {
+        warren_fuzz::targets::feed(&mut conn, &mut watch, &close);
+        let answered = watch.events.last().is_some_and(|e| {
+            matches!(
+                e,
+                Event::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))
+            )
+        });
+        assert!(
+            answered,
+            "connection.close was not answered: {:?}",
+            watch.events
+        );
+    }
+}
