@@ -111,8 +111,10 @@ fn announced_size(buf: &[u8]) -> Option<usize> {
 }
 
 /// The length of the whole frame at the front of `buf` once it has all arrived,
-/// checking its size against `frame_max` and its frame-end octet.
-fn frame_len(buf: &[u8], frame_max: u32) -> Result<Option<usize>, AmqpError> {
+/// checking its size against `frame_max` and its frame-end octet. An error here
+/// means the frame cannot be delimited, so where the next one starts is unknown;
+/// an error from `decode` otherwise concerns one whole frame, which it took.
+pub fn frame_len(buf: &[u8], frame_max: u32) -> Result<Option<usize>, AmqpError> {
     let Some(size) = announced_size(buf) else {
         return Ok(None);
     };

@@ -189,6 +189,12 @@ pub struct Connection {
     /// Frames decoded so far: how the I/O task tells a streaming peer from a
     /// request/response one (see `pacing`).
     frames_in: u64,
+    /// A frame could not be delimited (announced over frame_max, or a wrong end
+    /// octet): where the next one starts is unknown, so nothing more is read and
+    /// the close timeout ends the socket. RabbitMQ's `fatal_frame_error` reads
+    /// nothing more either ("we've lost sync with the client"): it sends its close,
+    /// sleeps 3 s and ends the connection (rabbit_reader.erl:857-864 at v3.10.8).
+    lost_sync: bool,
     timers: Timers,
 }
 
@@ -219,6 +225,7 @@ impl Connection {
             channels: HashMap::default(),
             answered: Vec::new(),
             frames_in: 0,
+            lost_sync: false,
             cancel_notify: false,
             auth_failure_close: false,
             blocked_notify: false,
@@ -274,6 +281,10 @@ impl Connection {
     /// Consumes as many whole frames from `buf` as it holds, read at `now`.
     pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Outcome {
         self.timers.read_at(now);
+        if self.lost_sync {
+            buf.clear();
+            return self.outcome();
+        }
         if self.phase == Phase::Header && !self.handle_header(buf) {
             return self.outcome();
         }
@@ -283,14 +294,18 @@ impl Connection {
             if self.phase == Phase::Opened {
                 let frames = codec::split_frames(buf, self.frame_max);
                 if !frames.is_empty() {
-                    self.handle_frames(&frames, buf);
+                    self.handle_frames(&frames);
                     continue;
                 }
+            }
+            if let Err(e) = codec::frame_len(buf, self.frame_max) {
+                self.lose_sync(e, buf);
+                break;
             }
             let Some(frame) = codec::decode(buf, self.frame_max).transpose() else {
                 break;
             };
-            self.on_decoded(frame, buf);
+            self.on_decoded(frame);
         }
         for ch in self.answered.drain(..) {
             if self.channels.get(&ch).is_some_and(|c| c.answered) {
@@ -301,38 +316,40 @@ impl Connection {
         self.outcome()
     }
 
-    /// Whole frames, as `codec::split_frames` gives them; `buf` is what follows.
-    fn handle_frames(&mut self, frames: &Bytes, buf: &mut BytesMut) {
+    /// Whole frames, as `codec::split_frames` gives them.
+    fn handle_frames(&mut self, frames: &Bytes) {
         let mut at = 0;
         while at < frames.len() && !matches!(self.phase, Phase::Closed | Phase::Header) {
             let (frame, next) = codec::frame_at(frames, at);
             at = next;
-            if !self.on_decoded(frame, buf) {
-                return;
-            }
+            self.on_decoded(frame);
         }
     }
 
-    /// Handles a decoded frame, or the error that ends reading: the connection
-    /// closes, and nothing after the broken frame (the rest of `buf`) is read.
-    /// Returns whether reading goes on.
-    fn on_decoded(&mut self, frame: Result<Frame, AmqpError>, buf: &mut BytesMut) -> bool {
+    /// Handles a decoded frame, or a whole frame that could not be parsed. Like
+    /// RabbitMQ's reader, which knows where the next frame starts, reading goes on
+    /// after it: the connection closes with the error, and a `connection.close`
+    /// that follows is answered; while closing, such a frame is ignored
+    /// (rabbit_reader.erl:946-972 at v3.10.8).
+    fn on_decoded(&mut self, frame: Result<Frame, AmqpError>) {
         match frame {
             Ok(frame) => {
                 self.frames_in += 1;
                 self.handle_frame(frame);
-                true
             }
-            Err(e) => {
-                if self.phase == Phase::Closing {
-                    self.phase = Phase::Closed;
-                } else {
-                    self.fail(0, e);
-                }
-                buf.clear();
-                false
-            }
+            Err(e) if self.phase != Phase::Closing => self.fail(0, e),
+            Err(_) => {}
         }
+    }
+
+    /// A frame could not be delimited: the connection closes with `e`, and nothing
+    /// more is read (`lost_sync`).
+    fn lose_sync(&mut self, e: AmqpError, buf: &mut BytesMut) {
+        if self.phase != Phase::Closing {
+            self.fail(0, e);
+        }
+        self.lost_sync = true;
+        buf.clear();
     }
 
     /// Frames decoded since the connection began.

@@ -669,6 +669,30 @@ impl Conn {
         Ok(out)
     }
 
+    /// The next frame the server sends, as it comes: nothing is answered (the
+    /// driver otherwise answers a `connection.close` with close-ok), and `None`
+    /// means the server closed the socket.
+    pub async fn next_raw_frame_within(&self, wait: Duration) -> R<Option<AMQPFrame>> {
+        let deadline = Instant::now() + wait;
+        let mut inner = self.inner.lock().await;
+        loop {
+            if let Some((frame, _)) = take_frame(&mut inner.rbuf)? {
+                return Ok(Some(frame));
+            }
+            if inner.eof {
+                return Ok(None);
+            }
+            inner.rbuf.reserve(16 * 1024);
+            let Inner { stream, rbuf, .. } = &mut *inner;
+            match timeout_at(deadline, stream.read_buf(rbuf)).await {
+                // A reset counts as the server going away.
+                Ok(Ok(0)) | Ok(Err(_)) => inner.eof = true,
+                Ok(Ok(_)) => {}
+                Err(_) => return Err(Fail::msg("timeout: no frame and the socket still open")),
+            }
+        }
+    }
+
     /// Takes and logs every event already received on `channel`, the server's
     /// channel.close included, without waiting for more.
     pub async fn drain(&self, channel: u16) -> usize {

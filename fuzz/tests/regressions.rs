@@ -210,18 +210,8 @@ fn unknown_delivery_tag_in_a_transaction_fails_at_the_ack() {
     assert_eq!(events, vec![want]);
 }
 
-/// Found by the session target (CI, 2026-12-06): a frame too large made the broker
-/// close the connection (501), and the client then sent `connection.close` twice.
-/// Each got a `close-ok`, as RabbitMQ's reader answers every `connection.close`
-/// while closing; the checker had allowed nothing after the first.
-#[test]
-fn each_close_while_closing_is_answered_with_close_ok() {
-    let core = Core::new(Config::default());
-    let mut conn = open_connection(&core);
-    let mut watch = Watch::default();
-    let mut too_large = vec![1, 0, 0];
-    too_large.extend_from_slice(&u32::MAX.to_be_bytes());
-    let close = wire::method(
+fn client_close() -> Vec<u8> {
+    wire::method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
             reply_code: 200,
@@ -229,22 +219,64 @@ fn each_close_while_closing_is_answered_with_close_ok() {
             class_id: 0,
             method_id: 0,
         })),
-    );
+    )
+}
+
+fn last_is_close_ok(watch: &Watch) -> bool {
+    watch.events.last().is_some_and(|e| {
+        matches!(
+            e,
+            Event::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))
+        )
+    })
+}
+
+/// Found by the session target (CI, 2026-12-06): a frame too large made the broker
+/// close the connection (501), and the client then sent `connection.close` twice.
+/// The broker answered each; RabbitMQ reads nothing after a frame it cannot
+/// delimit (`fatal_frame_error`, rabbit_reader.erl:857-864 at v3.10.8), and now
+/// neither does Warren (conformance `malformed::nothing_read_after_frame_too_large`).
+#[test]
+fn nothing_is_read_after_a_frame_too_large() {
+    let core = Core::new(Config::default());
+    let mut conn = open_connection(&core);
+    let mut watch = Watch::default();
+    let mut too_large = vec![1, 0, 0];
+    too_large.extend_from_slice(&u32::MAX.to_be_bytes());
     warren_fuzz::targets::feed(&mut conn, &mut watch, &too_large);
     assert!(
         watch.close_sent,
         "no connection.close for a frame too large"
     );
+    let seen = watch.events.len();
     for _ in 0..2 {
-        warren_fuzz::targets::feed(&mut conn, &mut watch, &close);
-        let answered = watch.events.last().is_some_and(|e| {
-            matches!(
-                e,
-                Event::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))
-            )
-        });
+        warren_fuzz::targets::feed(&mut conn, &mut watch, &client_close());
+    }
+    assert_eq!(
+        &watch.events[seen..],
+        &[],
+        "the broker read on after a frame too large"
+    );
+}
+
+/// After a whole frame it cannot parse, RabbitMQ reads on, answering each
+/// `connection.close` while closing with `close-ok` (rabbit_reader.erl:1255-1261 at
+/// v3.10.8); the checker allows a `close-ok` after a `close-ok` for this.
+#[test]
+fn each_close_while_closing_is_answered_with_close_ok() {
+    let core = Core::new(Config::default());
+    let mut conn = open_connection(&core);
+    let mut watch = Watch::default();
+    let unknown_type = [9, 0, 1, 0, 0, 0, 3, b'a', b'b', b'c', 0xCE];
+    warren_fuzz::targets::feed(&mut conn, &mut watch, &unknown_type);
+    assert!(
+        watch.close_sent,
+        "no connection.close for an unknown frame type"
+    );
+    for _ in 0..2 {
+        warren_fuzz::targets::feed(&mut conn, &mut watch, &client_close());
         assert!(
-            answered,
+            last_is_close_ok(&watch),
             "connection.close was not answered: {:?}",
             watch.events
         );

@@ -178,6 +178,113 @@ pub async fn huge_declared_frame_size(cx: Ctx) -> R {
     expect_connection_error(&cx, bytes, 501).await
 }
 
+/// The client's `connection.close`, as raw frame bytes.
+fn client_close() -> Vec<u8> {
+    frames(&[AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    )])
+}
+
+/// The frames the server sends next, as names, until it closes the socket or
+/// `wait` passes.
+async fn frames_until_eof(conn: &Conn, wait: std::time::Duration) -> R<Vec<String>> {
+    let mut seen = Vec::new();
+    while let Some(frame) = conn.next_raw_frame_within(wait).await? {
+        seen.push(frame_name(&frame));
+    }
+    Ok(seen)
+}
+
+fn frame_name(frame: &AMQPFrame) -> String {
+    match frame {
+        AMQPFrame::Method(ch, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
+            format!("ch{ch} connection.close {}", c.reply_code)
+        }
+        AMQPFrame::Method(ch, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {
+            format!("ch{ch} connection.close-ok")
+        }
+        AMQPFrame::Method(ch, m) => format!("ch{ch} {m:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// After a frame it cannot delimit (one announced larger than frame_max) RabbitMQ
+/// has lost its place in the stream and reads nothing more: `fatal_frame_error`
+/// sends the close, sleeps 3 s and ends the connection (rabbit_reader.erl:857-864
+/// at v3.10.8). A `connection.close` the client sends after the server's own goes
+/// unanswered.
+pub async fn nothing_read_after_frame_too_large(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    conn.open_channel(1).await?;
+    let mut bytes = vec![3u8, 0, 1];
+    bytes.extend((conn.tune.frame_max + 1000).to_be_bytes());
+    conn.send_raw(&bytes).await?;
+    let first = conn
+        .next_raw_frame_within(crate::driver::REPLY_TIMEOUT)
+        .await?
+        .map(|f| frame_name(&f));
+    expect_eq(
+        "the server's answer",
+        first.as_deref(),
+        Some("ch0 connection.close 501"),
+    )?;
+    conn.send_raw(&client_close()).await?;
+    let after = frames_until_eof(&conn, std::time::Duration::from_secs(10)).await?;
+    cx.note(format!(
+        "after the server's close, the client's close got {after:?}, then the socket closed"
+    ));
+    ensure!(after.is_empty(), "expected nothing more, got {after:?}");
+    Ok(())
+}
+
+/// After a frame it could delimit but not parse (an unknown frame type), RabbitMQ
+/// reads on: it sends its close, and a `connection.close` in the same write is
+/// answered with close-ok, as any close while closing is (rabbit_reader.erl:946-951
+/// and 1255-1261 at v3.10.8).
+pub async fn close_after_unknown_frame_is_answered(cx: Ctx) -> R {
+    let conn = cx.connect().await?;
+    conn.open_channel(1).await?;
+    let mut bytes = raw(9, 1, b"abc", 0xCE);
+    bytes.extend(client_close());
+    conn.send_raw(&bytes).await?;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        match conn
+            .next_raw_frame_within(crate::driver::REPLY_TIMEOUT)
+            .await?
+        {
+            Some(frame) => seen.push(frame_name(&frame)),
+            None => break,
+        }
+    }
+    cx.note(format!("the server sent {seen:?}"));
+    expect_eq(
+        "frames",
+        seen.as_slice(),
+        ["ch0 connection.close 501", "ch0 connection.close-ok"]
+            .map(String::from)
+            .as_slice(),
+    )?;
+    // The server still waits for close-ok to its own close, then hangs up.
+    conn.send_raw(&frames(&[AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+    )]))
+    .await?;
+    let after = frames_until_eof(&conn, crate::driver::REPLY_TIMEOUT).await?;
+    ensure!(
+        after.is_empty(),
+        "expected the socket to close, got {after:?}"
+    );
+    Ok(())
+}
+
 /// An unknown method id in a known class: RabbitMQ drops the connection outright.
 pub async fn unknown_method(cx: Ctx) -> R {
     expect_dropped(&cx, raw(1, 1, &[0, 60, 0, 250], 0xCE)).await

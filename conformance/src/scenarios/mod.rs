@@ -350,6 +350,8 @@ table! {
         method_during_content,
         body_longer_than_declared,
         huge_declared_frame_size,
+        nothing_read_after_frame_too_large,
+        close_after_unknown_frame_is_answered,
         unknown_method,
         unknown_class,
         truncated_method_arguments,
