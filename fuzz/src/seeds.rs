@@ -7,7 +7,7 @@
 //! from pika and lapin sits beside them in `fuzz/seeds/`, as captured.
 
 use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
 use crate::wire::{self, FRAME_MAX};
@@ -243,15 +243,7 @@ fn hello() -> Vec<Vec<u8>> {
                 method_id: 0,
             },
         ))),
-        wire::method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-                reply_code: 200,
-                reply_text: "Normal shutdown".into(),
-                class_id: 0,
-                method_id: 0,
-            })),
-        ),
+        wire::connection_close("Normal shutdown"),
     ]
 }
 

@@ -79,6 +79,19 @@ pub fn channel_open(channel: u16) -> Vec<u8> {
     )
 }
 
+/// The client's `connection.close` (reply 200) with `text`.
+pub fn connection_close(text: &str) -> Vec<u8> {
+    method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    )
+}
+
 /// What a client sees: methods, with the content that follows a delivery, a get-ok
 /// or a return gathered into the method's event.
 #[derive(Debug, Clone, PartialEq)]

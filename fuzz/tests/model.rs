@@ -1197,15 +1197,7 @@ impl System {
                     arguments: Default::default(),
                 },
             ))),
-            Op::CloseConnection => wire::method(
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-                    reply_code: 200,
-                    reply_text: "bye".into(),
-                    class_id: 0,
-                    method_id: 0,
-                })),
-            ),
+            Op::CloseConnection => wire::connection_close("bye"),
         }
     }
 }

@@ -57,15 +57,7 @@ fn no_delivery_to_a_connection_after_its_close_ok() {
     bytes.extend(wire::publish(1, "", "q", b"m2"));
     a.feed(&bytes);
     watch.take(&mut a);
-    a.feed(&wire::method(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: 200,
-            reply_text: "bye".into(),
-            class_id: 0,
-            method_id: 0,
-        })),
-    ));
+    a.feed(&wire::connection_close("bye"));
     let out = a.take_output();
     let events = wire::parse_events(&out).unwrap();
     assert!(
@@ -210,18 +202,6 @@ fn unknown_delivery_tag_in_a_transaction_fails_at_the_ack() {
     assert_eq!(events, vec![want]);
 }
 
-fn client_close() -> Vec<u8> {
-    wire::method(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: 200,
-            reply_text: "Normal shutdown".into(),
-            class_id: 0,
-            method_id: 0,
-        })),
-    )
-}
-
 fn last_is_close_ok(watch: &Watch) -> bool {
     watch.events.last().is_some_and(|e| {
         matches!(
@@ -250,7 +230,11 @@ fn nothing_is_read_after_a_frame_too_large() {
     );
     let seen = watch.events.len();
     for _ in 0..2 {
-        warren_fuzz::targets::feed(&mut conn, &mut watch, &client_close());
+        warren_fuzz::targets::feed(
+            &mut conn,
+            &mut watch,
+            &wire::connection_close("Normal shutdown"),
+        );
     }
     assert_eq!(
         &watch.events[seen..],
@@ -274,7 +258,11 @@ fn each_close_while_closing_is_answered_with_close_ok() {
         "no connection.close for an unknown frame type"
     );
     for _ in 0..2 {
-        warren_fuzz::targets::feed(&mut conn, &mut watch, &client_close());
+        warren_fuzz::targets::feed(
+            &mut conn,
+            &mut watch,
+            &wire::connection_close("Normal shutdown"),
+        );
         assert!(
             last_is_close_ok(&watch),
             "connection.close was not answered: {:?}",
