@@ -131,12 +131,16 @@ impl Broker {
     /// the state is then recovered as after `kill -9`. The listening addresses
     /// stay.
     ///
-    /// With a data directory, what had not been fsynced is lost: records still
-    /// waiting for the writer thread never reach the disk, and the confirms that
-    /// waited for them are never sent. A message whose confirm the publisher
-    /// received is never lost; one whose confirm it did not receive may be lost
-    /// or may survive (it was written but not yet reported when the power went),
-    /// which is why a publisher republishes what was not confirmed. Messages in
+    /// With a data directory, what had not been fsynced is lost: the log is cut
+    /// back to its last fsync, and the confirms that waited for what followed
+    /// are never sent. Like RabbitMQ, Warren fsyncs only for what a client
+    /// waits on: a publish on a channel in confirm mode, a transaction's
+    /// commit, a change of topology (a declare, a delete, a binding). So a
+    /// message whose confirm the publisher received is never lost; one whose
+    /// confirm it did not receive may be lost or may survive; and an unconfirmed
+    /// persistent publish, or an ack, that no later fsync covered is lost (the
+    /// acked message comes back), as a real power cut can do to RabbitMQ. That
+    /// is why a publisher republishes what was not confirmed. Messages in
     /// transient queues and transient messages go, as on any restart.
     ///
     /// Without a data directory there is no disk to lose: the in-memory broker

@@ -5,6 +5,12 @@
 //! A record is `len: u32 | crc32: u32 | payload`. The vhost appends records under
 //! its lock, so the log's order is the order of the changes; publisher confirms
 //! wait for the fsync that covers their record (`Store::durable_lsn`).
+//!
+//! Every batch is written to the file at once, so `kill -9` loses nothing the
+//! writer took; it is fsynced only when something waits for it (a confirm, a
+//! commit, a change of topology, a flush), as RabbitMQ's message store syncs
+//! only for the confirms it owes (`internal_sync`, rabbit_msg_store.erl:1064-1081
+//! at v3.10.8).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -28,6 +34,9 @@ use recovery::{segment_path, segments};
 const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
 /// Compaction is considered once this much was written since the last one.
 const COMPACT_MIN: u64 = 64 * 1024 * 1024;
+/// How long records nobody waits for gather before the writer takes them: one
+/// wake-up writes a burst instead of one per append.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 #[derive(Debug)]
 enum Item {
@@ -51,6 +60,18 @@ struct Pending {
     stalled: bool,
     /// The writer holds a batch it has not finished writing.
     writing: bool,
+    /// The writer sleeps on `wake`: only then does an append need to wake it.
+    idle: bool,
+    /// The writer lets records nobody waits for gather (`GATHER`): only an
+    /// append that something waits for needs to wake it.
+    gathering: bool,
+    /// Highest LSN something waits to see durable (`Store::want`).
+    wanted: u64,
+    /// The current segment and its length as of the last fsync: where a power
+    /// cut ends the log (`Store::freeze`).
+    synced: (u64, u64),
+    /// `freeze` cut the current segment back to `synced`.
+    cut: bool,
 }
 
 /// The log: appended to under the vhost locks, written and fsynced by its own thread.
@@ -91,7 +112,10 @@ impl Store {
         let (durable_tx, _) = watch::channel(0);
         let store = Arc::new(Store {
             dir: dir.to_owned(),
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                synced: (current, 0),
+                ..Pending::default()
+            }),
             wake: Condvar::new(),
             durable: AtomicU64::new(0),
             durable_tx,
@@ -122,6 +146,8 @@ impl Store {
     }
 
     /// Appends a record; returns its LSN, durable once `durable_lsn()` reaches it.
+    /// A change of topology is made durable without anyone asking: it is rare,
+    /// and a durable queue that vanished in a crash would surprise every client.
     pub fn append(&self, rec: &Record) -> u64 {
         if let Record::Publish {
             queues,
@@ -134,20 +160,40 @@ impl Store {
             self.live
                 .fetch_add(size * queues.len() as i64, Ordering::Relaxed);
         }
-        self.push(|buf| rec.encode(buf))
+        let want = !matches!(
+            rec,
+            Record::Publish { .. } | Record::Remove { .. } | Record::Delivered { .. }
+        );
+        self.push(want, |buf| rec.encode(buf))
     }
 
-    /// Appends a publish record without building a `Record` (see `PublishRef`).
-    pub fn append_publish<Q: AsRef<str>>(&self, rec: &PublishRef<'_, Q>) -> u64 {
+    /// Appends a publish record without building a `Record` (see `PublishRef`);
+    /// `awaited` as for [`Store::want`].
+    pub fn append_publish<Q: AsRef<str>>(&self, rec: &PublishRef<'_, Q>, awaited: bool) -> u64 {
         let size = rec.size() as i64;
         self.live
             .fetch_add(size * rec.queues.len() as i64, Ordering::Relaxed);
-        self.push(|buf| {
+        self.push(awaited, |buf| {
             framed(buf, |w| rec.write(w));
         })
     }
 
-    fn push(&self, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+    /// Something (a publisher confirm, a transaction's commit-ok) waits until
+    /// `lsn` is durable: the writer fsyncs once it has written that far.
+    pub fn want(&self, lsn: u64) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if lsn <= p.wanted {
+            return;
+        }
+        p.wanted = lsn;
+        let sleeping = p.idle || p.gathering;
+        drop(p);
+        if sleeping {
+            self.wake.notify_one();
+        }
+    }
+
+    fn push(&self, want: bool, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match p.items.last_mut() {
             Some(Item::Records(buf)) => encode(buf),
@@ -159,8 +205,16 @@ impl Store {
         }
         p.lsn += 1;
         let lsn = p.lsn;
+        if want {
+            p.wanted = lsn;
+        }
+        // A busy writer looks for more before it sleeps: waking it costs a
+        // system call per append for nothing.
+        let sleeping = p.idle || (want && p.gathering);
         drop(p);
-        self.wake.notify_one();
+        if sleeping {
+            self.wake.notify_one();
+        }
         lsn
     }
 
@@ -192,6 +246,7 @@ impl Store {
     pub fn flush(&self) {
         self.stall(false);
         let target = self.appended_lsn();
+        self.want(target);
         // Only shutdown and restart wait here, so a short poll is simpler than a
         // second wake-up channel from the writer thread.
         while self.durable_lsn() < target && !self.has_failed() {
@@ -210,10 +265,11 @@ impl Store {
         self.wake.notify_one();
     }
 
-    /// The power goes out: what was appended and not yet written is dropped,
-    /// and from now on nothing is written or made durable until [`Store::thaw`].
-    /// Returns once the writer has finished the batch it was writing, so that
-    /// the files no longer change.
+    /// The power goes out: what was appended and not yet fsynced is lost (the
+    /// file is cut back to its length at the last fsync, as the page cache
+    /// goes with the power), and from now on nothing is written or made
+    /// durable until [`Store::thaw`]. Returns once the writer has finished the
+    /// batch it was writing, so that the files no longer change.
     pub fn freeze(&self) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.frozen = true;
@@ -224,6 +280,16 @@ impl Store {
             std::thread::sleep(std::time::Duration::from_millis(1));
             p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         }
+        let (segment, len) = p.synced;
+        let path = segment_path(&self.dir, segment);
+        if let Ok(file) = OpenOptions::new().write(true).open(&path) {
+            if file.metadata().is_ok_and(|m| m.len() > len) {
+                if let Err(e) = file.set_len(len) {
+                    tracing::warn!(error = %e, path = %path.display(), "crash: cannot cut off what was not fsynced");
+                }
+            }
+        }
+        p.cut = true;
     }
 
     pub fn is_frozen(&self) -> bool {
@@ -306,11 +372,47 @@ impl Store {
     fn run(self: Arc<Self>, mut file: File, mut current: u64, mut old: Vec<u64>) {
         let mut size = 0u64;
         let mut snapshot_start: Option<u64> = None;
+        // The LSN the file holds up to, fsynced or not.
+        let mut written = 0u64;
+        let mut synced = (current, 0u64);
         loop {
-            let (items, lsn, closed) = {
+            let (items, lsn, closed, wanted) = {
                 let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                while (p.items.is_empty() || p.stalled) && !p.closed {
+                let mut gather_until = None;
+                loop {
+                    let durable = self.durable_lsn();
+                    let owed = p.wanted > durable
+                        && (written > durable || !p.items.is_empty())
+                        && !p.frozen
+                        && !self.has_failed();
+                    let frozen_out = p.frozen && !p.items.is_empty();
+                    if p.closed || frozen_out || (!p.stalled && owed) {
+                        break;
+                    }
+                    if !p.stalled && !p.items.is_empty() {
+                        let now = std::time::Instant::now();
+                        let until = *gather_until.get_or_insert(now + GATHER);
+                        if now >= until {
+                            break;
+                        }
+                        p.gathering = true;
+                        p = self
+                            .wake
+                            .wait_timeout(p, until - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                        p.gathering = false;
+                        continue;
+                    }
+                    p.idle = true;
                     p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                    p.idle = false;
+                }
+                if p.cut {
+                    // `freeze` cut the file back to its last fsync.
+                    p.cut = false;
+                    synced = p.synced;
+                    size = synced.1;
                 }
                 if p.frozen {
                     // Appended after the power cut: it never reaches the disk.
@@ -320,16 +422,16 @@ impl Store {
                     }
                     continue;
                 }
-                p.writing = !p.items.is_empty() && !self.has_failed();
-                (std::mem::take(&mut p.items), p.lsn, p.closed)
+                p.writing = !self.has_failed();
+                (std::mem::take(&mut p.items), p.lsn, p.closed, p.wanted)
             };
-            if items.is_empty() && closed {
-                return;
-            }
             if self.has_failed() {
+                if closed {
+                    return;
+                }
                 continue;
             }
-            let result = (|| -> io::Result<()> {
+            let result = (|| -> io::Result<bool> {
                 let mut drop_old = false;
                 for item in items {
                     match item {
@@ -343,6 +445,7 @@ impl Store {
                                 current += 1;
                                 file = open_segment(&self.dir, current)?;
                                 size = 0;
+                                synced = (current, 0);
                             }
                         }
                         Item::Rotate => {
@@ -351,12 +454,21 @@ impl Store {
                             current += 1;
                             file = open_segment(&self.dir, current)?;
                             size = 0;
+                            synced = (current, 0);
                             snapshot_start = Some(current);
                         }
                         Item::DropBefore => drop_old = true,
                     }
                 }
+                written = lsn;
+                // Nobody waits for the rest: it stays in the page cache, where
+                // `kill -9` cannot take it and a power cut can.
+                let sync = closed || drop_old || wanted > self.durable_lsn();
+                if !sync {
+                    return Ok(false);
+                }
                 file.sync_data()?;
+                synced = (current, size);
                 if drop_old {
                     if let Some(start) = snapshot_start.take() {
                         // Oldest first: a crash part-way leaves a tail of the old
@@ -370,17 +482,19 @@ impl Store {
                     }
                     self.compacting.store(false, Ordering::Release);
                 }
-                Ok(())
+                Ok(true)
             })();
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.writing = false;
-            // Written, but the power went out before it could be reported: no
+            p.synced = synced;
+            // Synced, but the power went out before it could be reported: no
             // confirm goes out for it (it may still be found on recovery).
             let report = !p.frozen;
             drop(p);
             match result {
-                Ok(()) if !report => {}
-                Ok(()) => {
+                Ok(false) => {}
+                Ok(true) if !report => {}
+                Ok(true) => {
                     // A max: after a power cut `thaw` may have moved past a batch
                     // that was still being written.
                     let durable = self.durable.fetch_max(lsn, Ordering::AcqRel).max(lsn);

@@ -261,6 +261,7 @@ impl VhostState {
 
     /// Enqueues a routed message, or returns it to a mandatory publisher when no
     /// queue took it (a reply to a direct reply-to address goes to its channel).
+    /// `awaited`: a confirm or a commit-ok waits until it is on disk.
     pub fn publish(
         &mut self,
         conn: ConnId,
@@ -268,6 +269,7 @@ impl VhostState {
         targets: &[Arc<str>],
         mandatory: bool,
         msg: Message,
+        awaited: bool,
     ) -> Published {
         if targets.is_empty() {
             let to_reply = msg.exchange().is_empty() && msg.routing_key().starts_with(REPLY_TO);
@@ -285,14 +287,15 @@ impl VhostState {
             }
             return Published::default();
         }
-        self.enqueue(targets, msg)
+        self.enqueue(targets, msg, awaited)
     }
 
     /// Appends a message to the queues it was routed to and delivers what it can.
     /// Returns the store LSN a confirm must wait for (when the message was written
     /// to the store), and whether a full queue refused it (`x-overflow`
     /// reject-publish), which the publisher's confirm must report as a nack.
-    pub fn enqueue(&mut self, targets: &[Arc<str>], mut msg: Message) -> Published {
+    /// `awaited`: something waits until it is on disk, so the store fsyncs it.
+    pub fn enqueue(&mut self, targets: &[Arc<str>], mut msg: Message, awaited: bool) -> Published {
         // Read once, and only when a TTL needs it: most messages have none.
         let mut now = None;
         let refused: Vec<Arc<str>> = targets
@@ -316,7 +319,7 @@ impl VhostState {
                 .collect::<Vec<_>>()
                 .into()
         };
-        let lsn = self.persist(&accepted, &mut msg);
+        let lsn = self.persist(&accepted, &mut msg, awaited);
         let msg = Arc::new(msg);
         let expiration = msg.expiration_ms();
         for name in &refused {

@@ -2,8 +2,8 @@
 //! needs: looking inside queues, waiting for a condition instead of sleeping,
 //! seeding a queue, and injecting faults (a nacked confirm, a channel closed on
 //! the 3rd publish, a dropped connection, a broker-side cancel, a forced close,
-//! confirm faults scoped to a queue or a channel, a crash that loses what was not
-//! fsynced), with a frame trace to print when something goes wrong; and time:
+//! confirm faults scoped to a queue or a channel, a crash that loses what no
+//! confirm waited for), with a frame trace to print when something goes wrong; and time:
 //! consumer timeouts on the virtual clock, heartbeats and TTLs under
 //! `tokio::time::pause()`.
 
@@ -672,6 +672,63 @@ async fn every_confirmed_message_survives_a_crash_in_mid_stream() {
     for body in &confirmed {
         assert!(kept.contains(body), "confirmed {body} was lost:\n{q}");
     }
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// As with RabbitMQ, the disk is synced only for what a client waits on (a
+/// confirm, a commit-ok): a power cut keeps every confirmed message and loses
+/// an unconfirmed publish and an ack that nothing synced since, so the acked
+/// message comes back.
+#[tokio::test]
+async fn a_crash_loses_what_no_confirm_waited_for() {
+    let dir = data_dir("unconfirmed");
+    let broker = Broker::builder().data_dir(&dir).start().await.unwrap();
+    let (conn, ch) = open(&broker).await;
+    declare_durable(&ch, "orders").await;
+    let confirming = within(conn.create_channel()).await.unwrap();
+    within(confirming.confirm_select(ConfirmSelectOptions::default()))
+        .await
+        .unwrap();
+    for order in ["order-1", "order-2"] {
+        let confirm = within(confirming.basic_publish(
+            "".into(),
+            "orders".into(),
+            BasicPublishOptions::default(),
+            order.as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        ))
+        .await
+        .unwrap();
+        assert!(within(confirm).await.unwrap().is_ack());
+    }
+    let got = within(ch.basic_get("orders".into(), BasicGetOptions::default()))
+        .await
+        .unwrap()
+        .expect("order-1");
+    within(got.delivery.acker.ack(BasicAckOptions::default()))
+        .await
+        .unwrap();
+    within(ch.basic_publish(
+        "".into(),
+        "orders".into(),
+        BasicPublishOptions::default(),
+        b"order-3",
+        BasicProperties::default().with_delivery_mode(2),
+    ))
+    .await
+    .unwrap();
+    broker
+        .wait_for(TIMEOUT, |s| {
+            s.queue("orders")
+                .is_some_and(|q| q.unacked.is_empty() && q.bodies() == ["order-2", "order-3"])
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    broker.crash().await;
+    broker
+        .queue("orders")
+        .assert_bodies(&["order-1", "order-2"]);
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -253,7 +253,8 @@ impl Connection {
             return Ok(());
         }
         let confirming = chan.confirm.is_some();
-        let published = v.publish(id, ch, &targets, mandatory, msg);
+        let awaited = confirming && fault != Some(Action::WithholdConfirm);
+        let published = v.publish(id, ch, &targets, mandatory, msg, awaited);
         drop(v);
         if confirming {
             let confirms = self.channel(ch).confirm.as_mut().expect("confirming");

@@ -41,7 +41,7 @@ impl Connection {
                             mandatory,
                             msg,
                         } => {
-                            let published = v.publish(self.id, ch, &targets, mandatory, *msg);
+                            let published = v.publish(self.id, ch, &targets, mandatory, *msg, true);
                             lsn = lsn.max(published.lsn.unwrap_or(0));
                         }
                         settle => settles.push(settle),

@@ -113,7 +113,7 @@ impl VhostState {
             msg.body_bytes(),
         );
         dead.set_dead_lettered(true);
-        self.enqueue(&targets, dead);
+        self.enqueue(&targets, dead, false);
     }
 }
 

@@ -169,7 +169,8 @@ impl VhostState {
             header,
             body,
         );
-        self.enqueue(&[queue.into()], msg);
+        // A test's own seed survives a crash like a confirmed publish.
+        self.enqueue(&[queue.into()], msg, true);
         Ok(())
     }
 
@@ -326,7 +327,8 @@ impl VhostState {
             header,
             body,
         );
-        self.enqueue(&targets, msg);
+        // The management API answers once routed; like a seed, it is synced.
+        self.enqueue(&targets, msg, true);
         Ok(true)
     }
 }

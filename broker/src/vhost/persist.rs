@@ -90,7 +90,12 @@ impl VhostState {
 
     /// Writes a persistent message routed to durable queues to the store, giving
     /// it an id; returns the LSN its confirm waits for.
-    pub(super) fn persist(&self, targets: &[Arc<str>], msg: &mut Message) -> Option<u64> {
+    pub(super) fn persist(
+        &self,
+        targets: &[Arc<str>],
+        msg: &mut Message,
+        awaited: bool,
+    ) -> Option<u64> {
         let store = self.store.as_ref()?;
         // A stream keeps every message on disk, whatever its delivery mode.
         let queues: Targets = targets
@@ -107,16 +112,19 @@ impl VhostState {
         }
         let id = store.next_message_id();
         msg.set_persist_id(id);
-        Some(store.append_publish(&PublishRef {
-            id,
-            vhost: &self.name,
-            queues: &queues,
-            exchange: msg.exchange(),
-            routing_key: msg.routing_key(),
-            header: [&msg.header_prefix(), msg.props()],
-            body: msg.body(),
-            dead_lettered: msg.dead_lettered(),
-        }))
+        Some(store.append_publish(
+            &PublishRef {
+                id,
+                vhost: &self.name,
+                queues: &queues,
+                exchange: msg.exchange(),
+                routing_key: msg.routing_key(),
+                header: [&msg.header_prefix(), msg.props()],
+                body: msg.body(),
+                dead_lettered: msg.dead_lettered(),
+            },
+            awaited,
+        ))
     }
 
     /// Replaces all state with what the store recovered (start, or restart from
