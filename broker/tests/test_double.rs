@@ -536,6 +536,20 @@ async fn declare_durable(ch: &Channel, name: &str) {
     .unwrap();
 }
 
+/// Publishes `body` to "orders" as a persistent message; returns its confirm
+/// (which resolves at once on a channel not in confirm mode).
+async fn publish_persistent(ch: &Channel, body: &[u8]) -> lapin::PublisherConfirm {
+    within(ch.basic_publish(
+        "".into(),
+        "orders".into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default().with_delivery_mode(2),
+    ))
+    .await
+    .unwrap()
+}
+
 /// The application code under test: a publisher that treats a message as sent
 /// only once its confirm came, and publishes again whatever was not confirmed
 /// when its connection died.
@@ -639,17 +653,7 @@ async fn every_confirmed_message_survives_a_crash_in_mid_stream() {
         .unwrap();
     let mut confirms = Vec::new();
     for i in 0..300 {
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                "orders".into(),
-                BasicPublishOptions::default(),
-                format!("m{i}").as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        confirms.push(confirm);
+        confirms.push(publish_persistent(&ch, format!("m{i}").as_bytes()).await);
     }
     // Crash as soon as the first confirm is in: the rest are in every state
     // from "not yet read" to "on disk, confirm on its way".
@@ -691,15 +695,7 @@ async fn a_crash_loses_what_no_confirm_waited_for() {
         .await
         .unwrap();
     for order in ["order-1", "order-2"] {
-        let confirm = within(confirming.basic_publish(
-            "".into(),
-            "orders".into(),
-            BasicPublishOptions::default(),
-            order.as_bytes(),
-            BasicProperties::default().with_delivery_mode(2),
-        ))
-        .await
-        .unwrap();
+        let confirm = publish_persistent(&confirming, order.as_bytes()).await;
         assert!(within(confirm).await.unwrap().is_ack());
     }
     let got = within(ch.basic_get("orders".into(), BasicGetOptions::default()))
@@ -709,15 +705,7 @@ async fn a_crash_loses_what_no_confirm_waited_for() {
     within(got.delivery.acker.ack(BasicAckOptions::default()))
         .await
         .unwrap();
-    within(ch.basic_publish(
-        "".into(),
-        "orders".into(),
-        BasicPublishOptions::default(),
-        b"order-3",
-        BasicProperties::default().with_delivery_mode(2),
-    ))
-    .await
-    .unwrap();
+    publish_persistent(&ch, b"order-3").await;
     broker
         .wait_for(TIMEOUT, |s| {
             s.queue("orders")
@@ -761,16 +749,7 @@ async fn a_crash_during_compaction_loses_nothing() {
         for i in 0..500 {
             let name = format!("r{round}-{i:03}");
             let body = format!("{name}{}", " ".repeat(1000));
-            let confirm = within(ch.basic_publish(
-                "".into(),
-                "orders".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            ))
-            .await
-            .unwrap();
-            confirms.push((name, confirm));
+            confirms.push((name, publish_persistent(&ch, body.as_bytes()).await));
         }
         for (name, confirm) in confirms {
             assert!(within(confirm).await.unwrap().is_ack());

@@ -470,6 +470,15 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// A fresh store in a fresh directory, with queue "q" declared and durable.
+fn store_with_queue(name: &str) -> (PathBuf, Arc<Store>) {
+    let dir = tempdir(name);
+    let (store, _) = Store::open(&dir).unwrap();
+    let declared = store.append(&queue("q"));
+    eventually("the declare is durable", || store.durable_lsn() >= declared);
+    (dir, store)
+}
+
 /// A record nobody waits for (an unconfirmed publish, an ack) is written at
 /// once but not fsynced, as RabbitMQ's message store syncs only for the
 /// confirms it owes: `kill -9`, which leaves the page cache to the kernel,
@@ -477,10 +486,7 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
 /// publish are fsynced without delay, and survive both.
 #[test]
 fn only_what_something_waits_for_is_fsynced() {
-    let dir = tempdir("sync-on-demand");
-    let (store, _) = Store::open(&dir).unwrap();
-    let declared = store.append(&queue("q"));
-    eventually("the declare is durable", || store.durable_lsn() >= declared);
+    let (dir, store) = store_with_queue("sync-on-demand");
     let confirmed = store.append(&publish(1, "q"));
     store.want(confirmed);
     eventually("the confirmed publish is durable", || {
@@ -516,10 +522,8 @@ fn only_what_something_waits_for_is_fsynced() {
 /// A confirm asked for after its record was written still gets its fsync.
 #[test]
 fn a_wait_for_what_is_already_written_is_fsynced() {
-    let dir = tempdir("late-want");
-    let (store, _) = Store::open(&dir).unwrap();
-    let declared = store.append(&queue("q"));
-    eventually("the declare is durable", || store.durable_lsn() >= declared);
+    let (dir, store) = store_with_queue("late-want");
+    let declared = store.durable_lsn();
     let published = store.append(&publish(1, "q"));
     eventually("the writer wrote it", || {
         ids(&recover(&dir).unwrap(), "q") == [1]
