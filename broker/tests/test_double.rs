@@ -550,6 +550,17 @@ async fn publish_persistent(ch: &Channel, body: &[u8]) -> lapin::PublisherConfir
     .unwrap()
 }
 
+/// Takes the next message of "orders" with `basic.get` and acks it.
+async fn get_and_ack(ch: &Channel) {
+    let got = within(ch.basic_get("orders".into(), BasicGetOptions::default()))
+        .await
+        .unwrap()
+        .expect("a message");
+    within(got.delivery.acker.ack(BasicAckOptions::default()))
+        .await
+        .unwrap();
+}
+
 /// The application code under test: a publisher that treats a message as sent
 /// only once its confirm came, and publishes again whatever was not confirmed
 /// when its connection died.
@@ -698,13 +709,7 @@ async fn a_crash_loses_what_no_confirm_waited_for() {
         let confirm = publish_persistent(&confirming, order.as_bytes()).await;
         assert!(within(confirm).await.unwrap().is_ack());
     }
-    let got = within(ch.basic_get("orders".into(), BasicGetOptions::default()))
-        .await
-        .unwrap()
-        .expect("order-1");
-    within(got.delivery.acker.ack(BasicAckOptions::default()))
-        .await
-        .unwrap();
+    get_and_ack(&ch).await;
     publish_persistent(&ch, b"order-3").await;
     broker
         .wait_for(TIMEOUT, |s| {
@@ -757,13 +762,7 @@ async fn a_crash_during_compaction_loses_nothing() {
         }
         // Acked messages give compaction something to reclaim.
         for _ in 0..200 {
-            let m = within(ch.basic_get("orders".into(), BasicGetOptions::default()))
-                .await
-                .unwrap()
-                .expect("a message");
-            within(m.delivery.acker.ack(BasicAckOptions::default()))
-                .await
-                .unwrap();
+            get_and_ack(&ch).await;
         }
         // basic.get takes from the head of the queue: the acked are the first.
         let confirmed_unacked = kept.split_off(200);
