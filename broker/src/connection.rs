@@ -357,6 +357,14 @@ impl Connection {
         self.frames_in
     }
 
+    /// Whether a channel has a publish whose method came and whose content has
+    /// not all come yet.
+    pub fn mid_content(&self) -> bool {
+        self.channels
+            .values()
+            .any(|c| !matches!(c.content, Content::Idle))
+    }
+
     fn outcome(&self) -> Outcome {
         if self.phase == Phase::Closed {
             Outcome::Close

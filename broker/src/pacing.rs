@@ -189,9 +189,10 @@ impl PacedSocket {
         self.busy.traffic(Instant::now());
     }
 
-    /// A read found `bytes` waiting (with what an earlier read left unparsed).
-    pub fn read(&mut self, bytes: usize) {
-        self.busy.read(Instant::now(), bytes);
+    /// A read found `bytes` waiting (with what an earlier read left unparsed);
+    /// `split`: once handled, a publish was left waiting for the rest of it.
+    pub fn read(&mut self, bytes: usize, split: bool) {
+        self.busy.read(Instant::now(), bytes, split);
     }
 
     /// Whether the task should poll the socket (`read_now`) now rather than park

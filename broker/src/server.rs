@@ -461,7 +461,7 @@ fn take_input(
         conn.handle_input(buf, now())
     };
     if let Some(p) = paced {
-        p.read(bytes);
+        p.read(bytes, conn.mid_content());
         p.after_read(conn.frames_received() - before, outbox.answers());
     }
     outcome
