@@ -135,7 +135,8 @@ impl Broker {
     /// back to its last fsync, and the confirms that waited for what followed
     /// are never sent. Like RabbitMQ, Warren fsyncs only for what a client
     /// waits on: a publish on a channel in confirm mode, a transaction's
-    /// commit, a change of topology (a declare, a delete, a binding). So a
+    /// commit, a change of topology (a declare, a delete, a binding), and a
+    /// test's own seeds (`Broker::seed`). So a
     /// message whose confirm the publisher received is never lost; one whose
     /// confirm it did not receive may be lost or may survive; and an unconfirmed
     /// persistent publish, or an ack, that no later fsync covered is lost (the
