@@ -178,9 +178,11 @@ impl Store {
         })
     }
 
-    /// Something (a publisher confirm, a transaction's commit-ok) waits until
-    /// `lsn` is durable: the writer fsyncs once it has written that far.
-    pub fn want(&self, lsn: u64) {
+    /// Something waits until `lsn` is durable (`flush`): the writer fsyncs once
+    /// it has written that far. A publish that a confirm or a commit waits for
+    /// says so as it is appended (`append_publish`), so the writer syncs in the
+    /// pass that writes it.
+    fn want(&self, lsn: u64) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if lsn <= p.wanted {
             return;
